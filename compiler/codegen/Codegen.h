@@ -1,0 +1,56 @@
+//===- Codegen.h - Tensor IR to LLVM IR, and LLVM IR to code ----*- C++ -*-===//
+#ifndef NNC_CODEGEN_CODEGEN_H
+#define NNC_CODEGEN_CODEGEN_H
+
+#include "autodiff/Autodiff.h"
+#include "sema/Model.h"
+
+#include <memory>
+#include <string>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+class TargetMachine;
+} // namespace llvm
+
+namespace nnc {
+
+/// Scratch memory a generated function needs: Fixed + PerRow * batch bytes.
+struct WorkspaceSize {
+  int64_t Fixed = 0;
+  int64_t PerRow = 0;
+};
+
+/// Lowers the four graphs of `program` to LLVM functions with the C ABI of
+/// runtime.h, plus the manifest global, in a new module.
+std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
+                                          const Program &program,
+                                          llvm::LLVMContext &context);
+
+/// The manifest text (docs/abi.md) for a model and its workspace needs.
+std::string buildManifest(const Model &model, const Program &program,
+                          WorkspaceSize workspace);
+
+struct TargetOptions {
+  std::string Cpu = "native"; ///< "native": the host CPU and its features.
+  unsigned OptLevel = 2;      ///< 0 to 3
+};
+
+/// A TargetMachine for the host's triple and the chosen CPU; an error
+/// message in `error` and null when the CPU is unknown.
+std::unique_ptr<llvm::TargetMachine>
+createTargetMachine(const TargetOptions &options, std::string &error);
+
+/// Runs LLVM's standard optimization pipeline for the level.
+void optimizeModule(llvm::Module &module, llvm::TargetMachine &machine,
+                    unsigned optLevel);
+
+enum class FileKind { Assembly, Object };
+/// Emits the module as assembly or an object file; returns "" or an error.
+std::string emitFile(llvm::Module &module, llvm::TargetMachine &machine,
+                     FileKind kind, const std::string &path);
+
+} // namespace nnc
+
+#endif // NNC_CODEGEN_CODEGEN_H

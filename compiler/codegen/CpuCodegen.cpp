@@ -1,0 +1,590 @@
+//===- CpuCodegen.cpp - Tensor IR graphs to LLVM functions ----------------===//
+//
+// Each graph becomes one function `void nnc_<graph>(nnc_call *)`. Scalar
+// values live in registers; every other value gets a buffer: leaves point
+// into the call's buffers, the rest into the workspace, laid out statically
+// (fixed-size buffers first, then per-row buffers scaled by the batch size).
+// Ops become plain loop nests that LLVM's vectorizer then widens for the
+// target; elementwise ops take their formula from the op registry.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Abi.h"
+#include "codegen/Codegen.h"
+#include "ir/Ops.h"
+
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/Intrinsics.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <functional>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace nnc {
+
+llvm::StructType *getCallType(llvm::LLVMContext &context) {
+  llvm::Type *ptr = llvm::PointerType::getUnqual(context);
+  llvm::Type *i64 = llvm::Type::getInt64Ty(context);
+  llvm::Type *f64 = llvm::Type::getDoubleTy(context);
+  return llvm::StructType::get(context,
+                               {ptr, ptr, ptr, ptr, ptr, ptr, i64, f64, i64, f64});
+}
+
+namespace {
+
+using ir::Node;
+using ir::OpCode;
+using llvm::Value;
+
+constexpr int64_t Alignment = 64;
+int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
+
+/// Scalar arithmetic of the op registry, as LLVM instructions.
+class LLVMScalarBuilder : public ir::ScalarBuilder {
+public:
+  LLVMScalarBuilder(llvm::IRBuilder<> &b, llvm::Type *type) : B(b), Ty(type) {}
+
+  static llvm::Value *v(ScalarBuilder::Value x) {
+    return static_cast<llvm::Value *>(x);
+  }
+
+  ScalarBuilder::Value constant(double value) override {
+    return llvm::ConstantFP::get(Ty, value);
+  }
+  ScalarBuilder::Value add(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateFAdd(v(a), v(b));
+  }
+  ScalarBuilder::Value sub(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateFSub(v(a), v(b));
+  }
+  ScalarBuilder::Value mul(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateFMul(v(a), v(b));
+  }
+  ScalarBuilder::Value div(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateFDiv(v(a), v(b));
+  }
+  ScalarBuilder::Value max(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    // llvm.maximum propagates NaN, as PyTorch's relu and max do.
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, v(a), v(b));
+  }
+  ScalarBuilder::Value neg(ScalarBuilder::Value a) override { return B.CreateFNeg(v(a)); }
+  ScalarBuilder::Value exp(ScalarBuilder::Value a) override {
+    return B.CreateUnaryIntrinsic(llvm::Intrinsic::exp, v(a));
+  }
+  ScalarBuilder::Value log(ScalarBuilder::Value a) override {
+    return B.CreateUnaryIntrinsic(llvm::Intrinsic::log, v(a));
+  }
+  ScalarBuilder::Value sqrt(ScalarBuilder::Value a) override {
+    return B.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, v(a));
+  }
+  ScalarBuilder::Value tanh(ScalarBuilder::Value a) override {
+    return B.CreateUnaryIntrinsic(llvm::Intrinsic::tanh, v(a));
+  }
+  ScalarBuilder::Value pow(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::pow, v(a), v(b));
+  }
+  ScalarBuilder::Value greater(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
+    return B.CreateUIToFP(B.CreateFCmpOGT(v(a), v(b)), Ty);
+  }
+
+private:
+  llvm::IRBuilder<> &B;
+  llvm::Type *Ty;
+};
+
+/// Lowers one graph to one function.
+class GraphLowering {
+public:
+  GraphLowering(llvm::Module &module, const ir::Graph &graph)
+      : M(module), Ctx(module.getContext()), G(graph), B(Ctx) {}
+
+  WorkspaceSize run();
+
+private:
+  /// Where a node's value is: a register (scalars) or a buffer.
+  struct Slot {
+    Value *Ptr = nullptr;
+    Value *Scalar = nullptr;
+  };
+
+  llvm::Type *elemType(ir::DType type) {
+    switch (type) {
+    case ir::DType::F32: return B.getFloatTy();
+    case ir::DType::F64: return B.getDoubleTy();
+    case ir::DType::I32: return B.getInt32Ty();
+    }
+    return nullptr;
+  }
+  Value *i64(int64_t value) { return B.getInt64(value); }
+  Value *extent(int64_t dim) { return dim == ir::N ? Batch : i64(dim); }
+  Value *product(const std::vector<int64_t> &dims, size_t begin, size_t end) {
+    Value *result = i64(1);
+    for (size_t i = begin; i < end; ++i)
+      result = B.CreateMul(result, extent(dims[i]), "", true, true);
+    return result;
+  }
+  Value *elementCount(const ir::Type &type) {
+    return product(type.Dims, 0, type.Dims.size());
+  }
+  Value *field(CallField f) {
+    return B.CreateStructGEP(CallTy, Call, f);
+  }
+  Value *loadField(CallField f, llvm::Type *type) {
+    return B.CreateLoad(type, field(f));
+  }
+  Value *at(const Node *n, Value *index) {
+    return B.CreateInBoundsGEP(elemType(n->Ty.Elem), Slots.at(n).Ptr, index);
+  }
+  Value *load(const Node *n, Value *index) {
+    const Slot &slot = Slots.at(n);
+    if (slot.Scalar)
+      return slot.Scalar;
+    return B.CreateLoad(elemType(n->Ty.Elem), at(n, index));
+  }
+  Value *scalarOf(const Node *n) { return load(n, i64(0)); }
+  Value *offsetPtr(Value *base, ir::DType type, int64_t elements) {
+    return B.CreateInBoundsGEP(elemType(type), base, i64(elements));
+  }
+
+  /// Emits `for (i = 0; i < count; ++i) body(i)`.
+  void forRange(Value *count, const std::function<void(Value *)> &body);
+
+  void planWorkspace();
+  void lower(const Node *n);
+  void lowerLeaf(const Node *n);
+  void lowerMap(const Node *n,
+                const std::function<Value *(std::vector<Value *> &)> &formula);
+  void lowerMatMul(const Node *n);
+  void lowerReduceSum(const Node *n);
+  void lowerSumAll(const Node *n);
+  void lowerRow(const Node *n);
+  void lowerOneHot(const Node *n);
+  void lowerStore(const ir::Store &store);
+
+  llvm::Module &M;
+  llvm::LLVMContext &Ctx;
+  const ir::Graph &G;
+  llvm::IRBuilder<> B;
+  llvm::StructType *CallTy = nullptr;
+  llvm::Function *F = nullptr;
+  llvm::BasicBlock *Entry = nullptr;
+  Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
+  std::unordered_map<const Node *, Slot> Slots;
+  /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
+  std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
+  WorkspaceSize Size;
+};
+
+void GraphLowering::forRange(Value *count,
+                             const std::function<void(Value *)> &body) {
+  llvm::BasicBlock *before = B.GetInsertBlock();
+  auto *loop = llvm::BasicBlock::Create(Ctx, "loop", F);
+  auto *exit = llvm::BasicBlock::Create(Ctx, "loop.end", F);
+  B.CreateCondBr(B.CreateICmpSGT(count, i64(0)), loop, exit);
+  B.SetInsertPoint(loop);
+  llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2, "i");
+  i->addIncoming(i64(0), before);
+  body(i);
+  Value *next = B.CreateAdd(i, i64(1), "", true, true);
+  i->addIncoming(next, B.GetInsertBlock());
+  B.CreateCondBr(B.CreateICmpSLT(next, count), loop, exit);
+  B.SetInsertPoint(exit);
+}
+
+/// Nodes whose value needs no buffer of its own.
+static bool needsWorkspace(const Node *n) {
+  if (n->Ty.Dims.empty())
+    return false; // scalars live in registers
+  const ir::OpInfo &info = ir::opInfo(n->Op);
+  return info.Category != ir::OpCategory::Leaf && n->Op != OpCode::Reshape;
+}
+
+void GraphLowering::planWorkspace() {
+  // Fixed-size buffers first, then per-row ones. Every buffer stays live for
+  // the whole call; reuse by lifetime is a later optimization.
+  for (const auto &node : G.nodes()) {
+    if (!needsWorkspace(node.get()))
+      continue;
+    int64_t bytes = alignUp(node->Ty.staticElements() * ir::byteSize(node->Ty.Elem));
+    if (node->Ty.isBatched()) {
+      Offsets[node.get()] = {true, Size.PerRow};
+      Size.PerRow += bytes;
+    } else {
+      Offsets[node.get()] = {false, Size.Fixed};
+      Size.Fixed += bytes;
+    }
+  }
+}
+
+WorkspaceSize GraphLowering::run() {
+  CallTy = getCallType(Ctx);
+  auto *fnType = llvm::FunctionType::get(B.getVoidTy(),
+                                         {llvm::PointerType::getUnqual(Ctx)}, false);
+  F = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage,
+                             "nnc_" + G.name(), M);
+  F->addFnAttr(llvm::Attribute::NoUnwind);
+  F->addParamAttr(0, llvm::Attribute::NoAlias);
+  Call = F->getArg(0);
+  Call->setName("call");
+  Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
+  B.SetInsertPoint(Entry);
+  Batch = loadField(CallBatch, B.getInt64Ty());
+  Batch->setName("batch");
+  Workspace = loadField(CallWorkspace, B.getPtrTy());
+  Workspace->setName("workspace");
+
+  planWorkspace();
+  for (const auto &node : G.nodes())
+    lower(node.get());
+  for (const ir::Store &store : G.stores())
+    lowerStore(store);
+  B.CreateRetVoid();
+  return Size;
+}
+
+void GraphLowering::lower(const Node *n) {
+  auto offset = Offsets.find(n);
+  if (offset != Offsets.end()) {
+    auto [batched, bytes] = offset->second;
+    Value *start = i64(bytes);
+    if (batched)
+      start = B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(bytes), Batch));
+    Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
+                                       "t" + std::to_string(n->Id));
+  }
+  const ir::OpInfo &info = ir::opInfo(n->Op);
+  switch (info.Category) {
+  case ir::OpCategory::Leaf:
+    return lowerLeaf(n);
+  case ir::OpCategory::Elementwise: {
+    LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
+    return lowerMap(n, [&](std::vector<Value *> &args) {
+      std::vector<ir::ScalarBuilder::Value> handles(args.begin(), args.end());
+      return static_cast<Value *>(info.Scalar(sb, handles.data()));
+    });
+  }
+  case ir::OpCategory::MatMul:
+    return lowerMatMul(n);
+  case ir::OpCategory::Reduce:
+    if (n->Op == OpCode::SumAll || n->Ty.Dims.empty())
+      return lowerSumAll(n);
+    return lowerReduceSum(n);
+  case ir::OpCategory::Row:
+    return lowerRow(n);
+  case ir::OpCategory::Layout:
+    if (n->Op == OpCode::OneHot)
+      return lowerOneHot(n);
+    if (n->Op == OpCode::Reshape) {
+      // Same elements, same order: share the operand's storage.
+      const Slot &from = Slots.at(n->Operands[0]);
+      if (n->Ty.Dims.empty()) {
+        Slots[n].Scalar = scalarOf(n->Operands[0]);
+      } else if (from.Scalar) {
+        throw std::logic_error("internal error: reshape of a register value");
+      } else {
+        Slots[n].Ptr = from.Ptr;
+      }
+      return;
+    }
+    return lowerMap(n, [](std::vector<Value *> &args) { return args[0]; });
+  }
+}
+
+void GraphLowering::lowerLeaf(const Node *n) {
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Slot &slot = Slots[n];
+  switch (n->Op) {
+  case OpCode::Input: {
+    Value *inputs = loadField(CallInputs, B.getPtrTy());
+    Value *entry = B.CreateInBoundsGEP(B.getPtrTy(), inputs, i64(n->A.Offset));
+    slot.Ptr = B.CreateLoad(B.getPtrTy(), entry, n->A.Name);
+    return;
+  }
+  case OpCode::Param:
+    slot.Ptr = offsetPtr(loadField(CallParams, B.getPtrTy()), n->Ty.Elem, n->A.Offset);
+    return;
+  case OpCode::State:
+    slot.Ptr = offsetPtr(loadField(CallState, B.getPtrTy()), n->Ty.Elem, n->A.Offset);
+    return;
+  case OpCode::Constant:
+    slot.Scalar = llvm::ConstantFP::get(ft, n->A.Value);
+    return;
+  case OpCode::BatchSize:
+    slot.Scalar = B.CreateSIToFP(Batch, ft);
+    return;
+  case OpCode::LearningRate:
+    slot.Scalar = B.CreateFPCast(loadField(CallLr, B.getDoubleTy()), ft);
+    return;
+  case OpCode::Step:
+    slot.Scalar = B.CreateSIToFP(loadField(CallStep, B.getInt64Ty()), ft);
+    return;
+  default:
+    throw std::logic_error("internal error: not a leaf");
+  }
+}
+
+void GraphLowering::lowerMap(
+    const Node *n, const std::function<Value *(std::vector<Value *> &)> &formula) {
+  const std::vector<int64_t> &dims = n->Ty.Dims;
+  std::vector<Value *> args(n->Operands.size());
+  if (dims.empty()) {
+    for (size_t k = 0; k < args.size(); ++k)
+      args[k] = scalarOf(n->Operands[k]);
+    Slots[n].Scalar = formula(args);
+    return;
+  }
+  llvm::Type *outType = elemType(n->Ty.Elem);
+  bool flat = true;
+  for (const Node *operand : n->Operands)
+    flat &= operand->Ty.Dims.empty() || operand->Ty.Dims == dims;
+  if (flat) {
+    forRange(elementCount(n->Ty), [&](Value *i) {
+      for (size_t k = 0; k < args.size(); ++k)
+        args[k] = load(n->Operands[k], i);
+      B.CreateStore(formula(args), B.CreateInBoundsGEP(outType, Slots[n].Ptr, i));
+    });
+    return;
+  }
+  // Broadcasting: walk the result's index space; an operand's stride is 0
+  // along the dimensions it is broadcast in.
+  size_t rank = dims.size();
+  std::vector<std::vector<Value *>> strides(n->Operands.size() + 1);
+  for (size_t k = 0; k <= n->Operands.size(); ++k) {
+    const std::vector<int64_t> &own =
+        k == n->Operands.size() ? dims : n->Operands[k]->Ty.Dims;
+    size_t lead = rank - own.size();
+    for (size_t d = 0; d < rank; ++d) {
+      bool broadcast = d < lead || (own[d - lead] == 1 && dims[d] != 1);
+      strides[k].push_back(broadcast ? i64(0)
+                                     : product(own, d - lead + 1, own.size()));
+    }
+  }
+  std::function<void(size_t, std::vector<Value *>)> nest =
+      [&](size_t d, std::vector<Value *> base) {
+        forRange(extent(dims[d]), [&](Value *i) {
+          std::vector<Value *> index(base.size());
+          for (size_t k = 0; k < base.size(); ++k)
+            index[k] = B.CreateAdd(base[k], B.CreateMul(i, strides[k][d]));
+          if (d + 1 < rank)
+            return nest(d + 1, index);
+          for (size_t k = 0; k < args.size(); ++k)
+            args[k] = load(n->Operands[k], index[k]);
+          B.CreateStore(formula(args),
+                        B.CreateInBoundsGEP(outType, Slots[n].Ptr, index.back()));
+        });
+      };
+  nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
+}
+
+void GraphLowering::lowerMatMul(const Node *n) {
+  const Node *a = n->Operands[0], *b = n->Operands[1];
+  bool tA = n->A.TransA, tB = n->A.TransB;
+  Value *rows = extent(n->Ty.Dims[0]), *cols = extent(n->Ty.Dims[1]);
+  Value *depth = extent(a->Ty.Dims[tA ? 0 : 1]);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  auto aAt = [&](Value *i, Value *k) {
+    return load(a, tA ? B.CreateAdd(B.CreateMul(k, rows), i)
+                      : B.CreateAdd(B.CreateMul(i, depth), k));
+  };
+  auto bAt = [&](Value *k, Value *j) {
+    return load(b, tB ? B.CreateAdd(B.CreateMul(j, depth), k)
+                      : B.CreateAdd(B.CreateMul(k, cols), j));
+  };
+  auto cPtr = [&](Value *i, Value *j) {
+    return B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(B.CreateMul(i, cols), j));
+  };
+  if (!tB) {
+    // Rows of C accumulate scaled rows of B: the inner loop is unit-stride.
+    forRange(rows, [&](Value *i) {
+      forRange(cols, [&](Value *j) {
+        B.CreateStore(llvm::ConstantFP::get(ft, 0), cPtr(i, j));
+      });
+      forRange(depth, [&](Value *k) {
+        Value *scale = aAt(i, k);
+        forRange(cols, [&](Value *j) {
+          Value *c = cPtr(i, j);
+          Value *sum = B.CreateFAdd(B.CreateLoad(ft, c), B.CreateFMul(scale, bAt(k, j)));
+          B.CreateStore(sum, c);
+        });
+      });
+    });
+    return;
+  }
+  // B transposed: dot products of contiguous rows, reassociation allowed so
+  // that the reduction vectorizes.
+  llvm::IRBuilder<> entry(Entry, Entry->begin());
+  llvm::AllocaInst *acc = entry.CreateAlloca(ft);
+  llvm::FastMathFlags reassoc;
+  reassoc.setAllowReassoc();
+  reassoc.setAllowContract();
+  forRange(rows, [&](Value *i) {
+    forRange(cols, [&](Value *j) {
+      B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+      forRange(depth, [&](Value *k) {
+        llvm::IRBuilder<>::FastMathFlagGuard guard(B);
+        B.setFastMathFlags(reassoc);
+        Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc),
+                                  B.CreateFMul(aAt(i, k), bAt(k, j)));
+        B.CreateStore(sum, acc);
+      });
+      B.CreateStore(B.CreateLoad(ft, acc), cPtr(i, j));
+    });
+  });
+}
+
+void GraphLowering::lowerReduceSum(const Node *n) {
+  const Node *x = n->Operands[0];
+  const std::vector<int64_t> &dims = x->Ty.Dims;
+  size_t axis = n->A.Axis;
+  Value *outer = product(dims, 0, axis);
+  Value *length = extent(dims[axis]);
+  Value *inner = product(dims, axis + 1, dims.size());
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  forRange(outer, [&](Value *o) {
+    Value *rowBase = B.CreateMul(o, inner);
+    forRange(inner, [&](Value *j) {
+      B.CreateStore(llvm::ConstantFP::get(ft, 0),
+                    B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(rowBase, j)));
+    });
+    forRange(length, [&](Value *l) {
+      Value *inBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, length), l), inner);
+      forRange(inner, [&](Value *j) {
+        Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(rowBase, j));
+        Value *sum = B.CreateFAdd(B.CreateLoad(ft, out), load(x, B.CreateAdd(inBase, j)));
+        B.CreateStore(sum, out);
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerSumAll(const Node *n) {
+  // Accumulated in double: losses sum many terms of similar size.
+  const Node *x = n->Operands[0];
+  llvm::IRBuilder<> entry(Entry, Entry->begin());
+  llvm::AllocaInst *acc = entry.CreateAlloca(B.getDoubleTy());
+  B.CreateStore(llvm::ConstantFP::get(B.getDoubleTy(), 0), acc);
+  forRange(elementCount(x->Ty), [&](Value *i) {
+    Value *term = B.CreateFPExt(load(x, i), B.getDoubleTy());
+    B.CreateStore(B.CreateFAdd(B.CreateLoad(B.getDoubleTy(), acc), term), acc);
+  });
+  Slots[n].Scalar =
+      B.CreateFPCast(B.CreateLoad(B.getDoubleTy(), acc), elemType(n->Ty.Elem));
+}
+
+void GraphLowering::lowerRow(const Node *n) {
+  const Node *x = n->Operands[0];
+  const std::vector<int64_t> &dims = x->Ty.Dims;
+  Value *width = extent(dims.back());
+  Value *rows = product(dims, 0, dims.size() - 1);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  llvm::IRBuilder<> entry(Entry, Entry->begin());
+  llvm::AllocaInst *maxSlot = entry.CreateAlloca(ft);
+  llvm::AllocaInst *sumSlot = entry.CreateAlloca(ft);
+  LLVMScalarBuilder sb(B, ft);
+  bool logForm = n->Op == OpCode::LogSoftmax;
+  forRange(rows, [&](Value *r) {
+    Value *base = B.CreateMul(r, width);
+    B.CreateStore(llvm::ConstantFP::getInfinity(ft, true), maxSlot);
+    forRange(width, [&](Value *j) {
+      Value *v = load(x, B.CreateAdd(base, j));
+      B.CreateStore(LLVMScalarBuilder::v(sb.max(B.CreateLoad(ft, maxSlot), v)), maxSlot);
+    });
+    Value *rowMax = B.CreateLoad(ft, maxSlot);
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), sumSlot);
+    forRange(width, [&](Value *j) {
+      Value *shifted = B.CreateFSub(load(x, B.CreateAdd(base, j)), rowMax);
+      Value *e = LLVMScalarBuilder::v(sb.exp(shifted));
+      if (!logForm)
+        B.CreateStore(e, B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(base, j)));
+      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sumSlot), e), sumSlot);
+    });
+    Value *sum = B.CreateLoad(ft, sumSlot);
+    Value *logSum = logForm ? LLVMScalarBuilder::v(sb.log(sum)) : nullptr;
+    forRange(width, [&](Value *j) {
+      Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(base, j));
+      Value *y = logForm
+                     ? B.CreateFSub(B.CreateFSub(load(x, B.CreateAdd(base, j)), rowMax),
+                                    logSum)
+                     : B.CreateFDiv(B.CreateLoad(ft, out), sum);
+      B.CreateStore(y, out);
+    });
+  });
+}
+
+void GraphLowering::lowerOneHot(const Node *n) {
+  const Node *labels = n->Operands[0];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *classes = i64(n->A.Axis);
+  forRange(elementCount(n->Ty), [&](Value *i) {
+    B.CreateStore(llvm::ConstantFP::get(ft, 0),
+                  B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+  });
+  forRange(elementCount(labels->Ty), [&](Value *r) {
+    Value *label = B.CreateSExt(load(labels, r), B.getInt64Ty());
+    // Out-of-range labels (the runtime rejects them) must not write anywhere.
+    Value *inRange = B.CreateICmpULT(label, classes);
+    auto *set = llvm::BasicBlock::Create(Ctx, "onehot.set", F);
+    auto *done = llvm::BasicBlock::Create(Ctx, "onehot.done", F);
+    B.CreateCondBr(inRange, set, done);
+    B.SetInsertPoint(set);
+    Value *index = B.CreateAdd(B.CreateMul(r, classes), label);
+    B.CreateStore(llvm::ConstantFP::get(ft, 1),
+                  B.CreateInBoundsGEP(ft, Slots[n].Ptr, index));
+    B.CreateBr(done);
+    B.SetInsertPoint(done);
+  });
+}
+
+void GraphLowering::lowerStore(const ir::Store &store) {
+  const Node *n = store.Value;
+  if (store.Dest == ir::Buffer::Loss) {
+    B.CreateStore(B.CreateFPCast(scalarOf(n), B.getDoubleTy()), field(CallLoss));
+    return;
+  }
+  CallField f = store.Dest == ir::Buffer::Params  ? CallParams
+                : store.Dest == ir::Buffer::State ? CallState
+                : store.Dest == ir::Buffer::Grads ? CallGrads
+                                                  : CallOutput;
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *dest = offsetPtr(loadField(f, B.getPtrTy()), n->Ty.Elem, store.Offset);
+  Value *count = elementCount(n->Ty);
+  const Slot &slot = Slots.at(n);
+  if (slot.Scalar) {
+    forRange(count, [&](Value *i) {
+      B.CreateStore(slot.Scalar, B.CreateInBoundsGEP(ft, dest, i));
+    });
+    return;
+  }
+  Value *bytes = B.CreateMul(count, i64(ir::byteSize(n->Ty.Elem)));
+  B.CreateMemMove(dest, llvm::MaybeAlign(4), slot.Ptr, llvm::MaybeAlign(4), bytes);
+}
+
+} // namespace
+
+std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
+                                          const Program &program,
+                                          llvm::LLVMContext &context) {
+  auto module = std::make_unique<llvm::Module>(model.Name, context);
+  WorkspaceSize workspace;
+  for (const ir::Graph *graph : {program.TrainStep.get(), program.LossGrad.get(),
+                                 program.Eval.get(), program.Predict.get()}) {
+    WorkspaceSize size = GraphLowering(*module, *graph).run();
+    workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
+    workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
+  }
+  std::string manifest = buildManifest(model, program, workspace);
+  auto *text = llvm::ConstantDataArray::getString(context, manifest, true);
+  new llvm::GlobalVariable(*module, text->getType(), true,
+                           llvm::GlobalValue::ExternalLinkage, text,
+                           "nnc_manifest");
+  std::string errors;
+  llvm::raw_string_ostream os(errors);
+  if (llvm::verifyModule(*module, &os))
+    throw std::logic_error("internal error: invalid LLVM IR: " + os.str());
+  return module;
+}
+
+} // namespace nnc

@@ -1,0 +1,80 @@
+//===- Manifest.cpp - The model description a trainer carries -------------===//
+//
+// The runtime has no model-specific code: everything it needs to know about
+// the model, its data and its schedule is in this text (docs/abi.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Codegen.h"
+
+#include <sstream>
+
+namespace nnc {
+
+static std::string dimsText(const std::vector<int64_t> &dims) {
+  std::string s;
+  for (size_t i = 0; i < dims.size(); ++i)
+    s += (i ? "x" : "") + std::to_string(dims[i]);
+  return s.empty() ? "1" : s;
+}
+
+std::string buildManifest(const Model &model, const Program &program,
+                          WorkspaceSize workspace) {
+  std::ostringstream os;
+  os.precision(17);
+  os << "nnc-manifest\t1\n";
+  os << "model\t" << model.Name << '\n';
+  os << "dtype\t" << ir::toString(model.FloatType) << '\n';
+  for (const ParamSpec &p : model.Params) {
+    os << "param\t" << p.Name << '\t' << dimsText(p.Ty.Dims) << '\t' << p.Offset
+       << '\t';
+    switch (p.Init) {
+    case InitKind::Uniform: os << "uniform\t" << p.InitArg; break;
+    case InitKind::Zeros: os << "zeros\t0"; break;
+    case InitKind::Ones: os << "ones\t0"; break;
+    }
+    os << '\n';
+  }
+  os << "params\t" << model.ParamElements << '\n';
+  os << "state\t" << program.StateElements << '\n';
+  os << "workspace\t" << workspace.Fixed << '\t' << workspace.PerRow << '\n';
+  for (const IoSpec &io : model.Inputs)
+    os << "input\t" << io.Name << "\tfeatures\t" << dimsText(io.Dims) << '\n';
+  for (const IoSpec &io : model.Labels) {
+    os << "label\t" << io.Name;
+    if (io.IsClass)
+      os << "\tclass\t" << io.Classes << '\n';
+    else
+      os << "\tfeatures\t" << dimsText(io.Dims) << '\n';
+  }
+  std::vector<int64_t> outDims(model.Prediction->Ty.Dims.begin() + 1,
+                               model.Prediction->Ty.Dims.end());
+  os << "output\t" << model.PredictionName << '\t' << dimsText(outDims) << '\n';
+  os << "loss\t"
+     << (model.LossK == LossKind::CrossEntropy ? "cross_entropy" : "mse") << '\n';
+  os << "optimizer\t" << model.Optimizer.Kind;
+  for (const auto &[name, value] : model.Optimizer.Hyper)
+    os << '\t' << name << '=' << value;
+  os << '\n';
+  os << "lr\t" << model.Optimizer.get("lr") << '\n';
+  const DataSpec &data = model.Data;
+  os << "source\tcsv\t" << data.SourcePath << '\n';
+  os << "csv_label\t";
+  for (size_t i = 0; i < data.LabelColumns.size(); ++i)
+    os << (i ? "," : "") << data.LabelColumns[i];
+  os << '\n';
+  os << "split\t" << data.TrainFraction << '\t' << data.TestFraction << '\t'
+     << data.SplitSeed << '\n';
+  os << "standardize\t" << data.Standardize << '\n';
+  const TrainSpec &train = model.Train;
+  os << "epochs\t" << train.Epochs << '\n';
+  os << "batch\t" << train.Batch << '\n';
+  os << "shuffle\t" << train.Shuffle << '\n';
+  os << "seed\t" << train.Seed << '\n';
+  os << "report_every\t" << train.ReportEvery << '\n';
+  for (const auto &[metric, split] : train.Metrics)
+    os << "metric\t" << metric << '\t' << split << '\n';
+  return os.str();
+}
+
+} // namespace nnc

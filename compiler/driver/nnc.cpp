@@ -1,0 +1,269 @@
+//===- nnc.cpp - The nnc compiler driver ----------------------------------===//
+//
+// nnc spec.nn -o trainer: parse, check, differentiate, optimize, lower to
+// LLVM, emit an object for the host and link it with the runtime library.
+// --emit stops after any stage and prints it, so that each can be tested.
+//
+//===----------------------------------------------------------------------===//
+
+#include "autodiff/Autodiff.h"
+#include "codegen/Codegen.h"
+#include "frontend/Parser.h"
+#include "passes/Passes.h"
+#include "sema/Sema.h"
+
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+
+#include <boost/program_options.hpp>
+
+#include <pthread.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace po = boost::program_options;
+
+namespace nnc {
+namespace {
+
+enum class Emit { Ast, Ir, TrainIr, Llvm, Asm, Obj, Exe };
+
+struct DriverOptions {
+  std::string Input;
+  std::string Output;
+  Emit EmitKind = Emit::Exe;
+  TargetOptions Target;
+  ir::DType FloatType = ir::DType::F32;
+  std::string RuntimeLib;
+  std::string Argv0;
+};
+
+int fail(const std::string &message) {
+  std::cerr << "nnc: error: " << message << '\n';
+  return 1;
+}
+
+/// Parses the command line; returns an exit status, or -1 to go on.
+int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
+  po::options_description visible(
+      "Usage: nnc SPEC.nn [-o OUTPUT] [options]\n\n"
+      "Compiles a model spec into a standalone trainer.\n\nOptions");
+  std::string emit = "exe", dtype = "f32";
+  unsigned optLevel = 2;
+  visible.add_options()
+      ("help,h", "print this help and exit")
+      ("output,o", po::value(&opts.Output),
+       "output file (default: the spec's name, in the current folder)")
+      ("emit", po::value(&emit)->default_value("exe"),
+       "stage to stop after: ast, ir, train-ir, llvm, asm, obj or exe")
+      ("opt-level,O", po::value(&optLevel)->default_value(2),
+       "LLVM optimization level, 0 to 3 (-O0 ... -O3)")
+      ("dtype", po::value(&dtype)->default_value("f32"),
+       "floating-point type of the whole model: f32, or f64 for gradient checks")
+      ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
+       "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
+      ("runtime-lib", po::value(&opts.RuntimeLib),
+       "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)");
+  po::options_description hidden;
+  hidden.add_options()("input", po::value(&opts.Input));
+  po::options_description all;
+  all.add(visible).add(hidden);
+  po::positional_options_description positional;
+  positional.add("input", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv)
+                  .options(all)
+                  .positional(positional)
+                  .run(),
+              vm);
+    po::notify(vm);
+  } catch (const po::error &e) {
+    return fail(std::string(e.what()) + " (see nnc --help)");
+  }
+  if (vm.count("help")) {
+    std::cout << visible << '\n';
+    return 0;
+  }
+  if (opts.Input.empty())
+    return fail("no spec file given (see nnc --help)");
+  static const std::pair<const char *, Emit> emits[] = {
+      {"ast", Emit::Ast},   {"ir", Emit::Ir},   {"train-ir", Emit::TrainIr},
+      {"llvm", Emit::Llvm}, {"asm", Emit::Asm}, {"obj", Emit::Obj},
+      {"exe", Emit::Exe}};
+  bool known = false;
+  for (const auto &[name, kind] : emits)
+    if (emit == name) {
+      opts.EmitKind = kind;
+      known = true;
+    }
+  if (!known)
+    return fail("unknown --emit '" + emit +
+                "'; expected ast, ir, train-ir, llvm, asm, obj or exe");
+  if (optLevel > 3)
+    return fail("optimization level must be 0 to 3, got " + std::to_string(optLevel));
+  opts.Target.OptLevel = optLevel;
+  if (dtype == "f64")
+    opts.FloatType = ir::DType::F64;
+  else if (dtype != "f32")
+    return fail("unknown --dtype '" + dtype + "'; expected f32 or f64");
+  opts.Argv0 = argv[0];
+  return -1;
+}
+
+std::string defaultOutput(const DriverOptions &opts, const char *extension) {
+  std::filesystem::path stem = std::filesystem::path(opts.Input).stem();
+  return stem.string() + extension;
+}
+
+std::string findRuntimeLib(const DriverOptions &opts) {
+  if (!opts.RuntimeLib.empty())
+    return opts.RuntimeLib;
+  if (const char *env = std::getenv("NNC_RUNTIME_LIB"))
+    return env;
+  static int anchor;
+  std::string exe = llvm::sys::fs::getMainExecutable(opts.Argv0.c_str(), &anchor);
+  llvm::SmallString<256> path(llvm::sys::path::parent_path(exe));
+  llvm::sys::path::append(path, "..", "lib", "libnnc_runtime.a");
+  return std::string(path);
+}
+
+/// Links `object` with the runtime into the executable `output`.
+int link(const DriverOptions &opts, const std::string &object,
+         const std::string &output) {
+  std::string runtime = findRuntimeLib(opts);
+  if (!llvm::sys::fs::exists(runtime))
+    return fail("runtime library '" + runtime + "' not found; pass --runtime-lib");
+  auto cxx = llvm::sys::findProgramByName("c++");
+  if (!cxx)
+    return fail("no C++ compiler driver 'c++' on PATH to link with");
+  std::vector<llvm::StringRef> args = {*cxx,    object, runtime, "-o",
+                                       output, "-lm"};
+  std::string message;
+  int status = llvm::sys::ExecuteAndWait(*cxx, args, std::nullopt, {}, 0, 0,
+                                         &message);
+  if (status != 0)
+    return fail("linking '" + output + "' failed" +
+                (message.empty() ? "" : ": " + message));
+  return 0;
+}
+
+int compile(const DriverOptions &opts) {
+  std::ifstream in(opts.Input, std::ios::binary);
+  if (!in)
+    return fail("cannot read '" + opts.Input + "': " + std::strerror(errno));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  SourceFile file(opts.Input, buffer.str());
+  DiagnosticEngine diags(file, std::cerr);
+
+  std::optional<ast::Spec> spec = parseSpec(file, diags);
+  if (!spec)
+    return 1;
+  if (opts.EmitKind == Emit::Ast) {
+    ast::print(*spec, std::cout);
+    return 0;
+  }
+  SemaOptions semaOptions;
+  semaOptions.FloatType = opts.FloatType;
+  semaOptions.SpecDir = std::filesystem::path(opts.Input).parent_path().string();
+  std::unique_ptr<Model> model = analyze(*spec, semaOptions, diags);
+  if (!model)
+    return 1;
+
+  Program program = buildProgram(*model);
+  for (ir::Graph *graph : {program.TrainStep.get(), program.LossGrad.get(),
+                           program.Eval.get(), program.Predict.get()})
+    runPasses(*graph);
+  if (opts.EmitKind == Emit::Ir || opts.EmitKind == Emit::TrainIr) {
+    (opts.EmitKind == Emit::Ir ? program.Eval : program.TrainStep)->print(std::cout);
+    return 0;
+  }
+
+  std::string error;
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createTargetMachine(opts.Target, error);
+  if (!machine)
+    return fail(error);
+  llvm::LLVMContext context;
+  std::unique_ptr<llvm::Module> module = lowerToLLVM(*model, program, context);
+  optimizeModule(*module, *machine, opts.Target.OptLevel);
+
+  if (opts.EmitKind == Emit::Llvm) {
+    if (opts.Output.empty() || opts.Output == "-") {
+      module->print(llvm::outs(), nullptr);
+      return 0;
+    }
+    std::error_code ec;
+    llvm::raw_fd_ostream out(opts.Output, ec);
+    if (ec)
+      return fail("cannot write '" + opts.Output + "': " + ec.message());
+    module->print(out, nullptr);
+    return 0;
+  }
+  if (opts.EmitKind == Emit::Asm) {
+    std::string path = opts.Output.empty() ? "-" : opts.Output;
+    error = emitFile(*module, *machine, FileKind::Assembly, path);
+    return error.empty() ? 0 : fail(error);
+  }
+  if (opts.EmitKind == Emit::Obj) {
+    std::string path = opts.Output.empty() ? defaultOutput(opts, ".o") : opts.Output;
+    error = emitFile(*module, *machine, FileKind::Object, path);
+    return error.empty() ? 0 : fail(error);
+  }
+
+  std::string output = opts.Output.empty() ? defaultOutput(opts, "") : opts.Output;
+  llvm::SmallString<128> object;
+  if (llvm::sys::fs::createTemporaryFile("nnc", "o", object))
+    return fail("cannot create a temporary object file");
+  error = emitFile(*module, *machine, FileKind::Object, std::string(object));
+  int status = error.empty() ? link(opts, std::string(object), output) : fail(error);
+  llvm::sys::fs::remove(object);
+  return status;
+}
+
+struct Job {
+  const DriverOptions *Opts;
+  int Status = 0;
+};
+
+void *runJob(void *arg) {
+  Job *job = static_cast<Job *>(arg);
+  try {
+    job->Status = compile(*job->Opts);
+  } catch (const std::exception &e) {
+    std::cerr << "nnc: " << e.what() << '\n';
+    job->Status = 70;
+  }
+  return nullptr;
+}
+
+} // namespace
+} // namespace nnc
+
+int main(int argc, char **argv) {
+  nnc::DriverOptions opts;
+  int status = nnc::parseCommandLine(argc, argv, opts);
+  if (status >= 0)
+    return status;
+  // The parser and the tree walks recurse once per nesting level of a spec;
+  // a large stack makes the input limits, not the stack, decide what fits.
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, size_t(512) << 20);
+  nnc::Job job{&opts};
+  pthread_t thread;
+  if (pthread_create(&thread, &attr, nnc::runJob, &job) != 0)
+    nnc::runJob(&job);
+  else
+    pthread_join(thread, nullptr);
+  return job.Status;
+}

@@ -1,0 +1,382 @@
+//===- Ops.cpp - Shape, gradient and scalar rules of every op -------------===//
+
+#include "ir/Ops.h"
+
+namespace nnc::ir {
+
+using Operands = std::vector<Node *>;
+using SV = ScalarBuilder::Value;
+
+bool broadcastShapes(const std::vector<int64_t> &a,
+                     const std::vector<int64_t> &b,
+                     std::vector<int64_t> &out) {
+  size_t rank = std::max(a.size(), b.size());
+  out.assign(rank, 1);
+  for (size_t i = 0; i < rank; ++i) {
+    int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+    int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+    if (da == db || db == 1)
+      out[i] = da;
+    else if (da == 1)
+      out[i] = db;
+    else
+      return false;
+  }
+  return true;
+}
+
+Node *sumToShape(Graph &g, Node *value, const Type &target) {
+  const std::vector<int64_t> &want = target.Dims;
+  while (value->Ty.Dims.size() > want.size()) {
+    Attrs a;
+    a.Axis = 0;
+    value = g.create(OpCode::ReduceSum, {value}, a);
+  }
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] == 1 && value->Ty.Dims[i] != 1) {
+      Attrs a;
+      a.Axis = i;
+      a.KeepDim = true;
+      value = g.create(OpCode::ReduceSum, {value}, a);
+    }
+  }
+  return value;
+}
+
+//===----------------------------------------------------------------------===//
+// Shape rules
+//===----------------------------------------------------------------------===//
+
+static std::string leafType(const Operands &, const Attrs &attrs, Type &out) {
+  out = attrs.Target;
+  return "";
+}
+
+static std::string scalarFloat(const Operands &, const Attrs &attrs,
+                               Type &out) {
+  out = Type{attrs.Target.Elem, {}};
+  return "";
+}
+
+static std::string elementwiseType(const Operands &ops, const Attrs &,
+                                   Type &out) {
+  out = ops[0]->Ty;
+  for (size_t i = 1; i < ops.size(); ++i) {
+    if (ops[i]->Ty.Elem != out.Elem)
+      return "operands have different element types";
+    std::vector<int64_t> dims;
+    if (!broadcastShapes(out.Dims, ops[i]->Ty.Dims, dims))
+      return "shapes " + toString(out) + " and " + toString(ops[i]->Ty) +
+             " do not broadcast";
+    out.Dims = dims;
+  }
+  if (out.Elem == DType::I32)
+    return "arithmetic needs floating-point operands";
+  return "";
+}
+
+static std::string matmulType(const Operands &ops, const Attrs &attrs,
+                              Type &out) {
+  const Type &a = ops[0]->Ty, &b = ops[1]->Ty;
+  if (a.Dims.size() != 2 || b.Dims.size() != 2)
+    return "matmul needs two matrices, got " + toString(a) + " and " +
+           toString(b);
+  int64_t m = a.Dims[attrs.TransA ? 1 : 0], ka = a.Dims[attrs.TransA ? 0 : 1];
+  int64_t kb = b.Dims[attrs.TransB ? 1 : 0], n = b.Dims[attrs.TransB ? 0 : 1];
+  if (ka != kb)
+    return "inner dimensions differ: " + toString(a) + " and " + toString(b);
+  if (a.Elem != b.Elem)
+    return "operands have different element types";
+  out = Type{a.Elem, {m, n}};
+  return "";
+}
+
+static std::string reduceSumType(const Operands &ops, const Attrs &attrs,
+                                 Type &out) {
+  out = ops[0]->Ty;
+  if (attrs.Axis < 0 || attrs.Axis >= (int64_t)out.Dims.size())
+    return "axis out of range";
+  if (attrs.KeepDim)
+    out.Dims[attrs.Axis] = 1;
+  else
+    out.Dims.erase(out.Dims.begin() + attrs.Axis);
+  return "";
+}
+
+static std::string sumAllType(const Operands &ops, const Attrs &, Type &out) {
+  out = Type{ops[0]->Ty.Elem, {}};
+  return "";
+}
+
+static std::string broadcastType(const Operands &ops, const Attrs &attrs,
+                                 Type &out) {
+  std::vector<int64_t> dims;
+  if (!broadcastShapes(ops[0]->Ty.Dims, attrs.Target.Dims, dims) ||
+      dims != attrs.Target.Dims)
+    return "cannot broadcast " + toString(ops[0]->Ty) + " to " +
+           toString(attrs.Target);
+  out = Type{ops[0]->Ty.Elem, attrs.Target.Dims};
+  return "";
+}
+
+static std::string reshapeType(const Operands &ops, const Attrs &attrs,
+                               Type &out) {
+  const Type &in = ops[0]->Ty;
+  if (in.isBatched() != attrs.Target.isBatched() ||
+      in.staticElements() != attrs.Target.staticElements())
+    return "cannot reshape " + toString(in) + " to " + toString(attrs.Target);
+  out = Type{in.Elem, attrs.Target.Dims};
+  return "";
+}
+
+static std::string rowType(const Operands &ops, const Attrs &, Type &out) {
+  out = ops[0]->Ty;
+  if (out.Dims.empty())
+    return "needs at least one dimension";
+  return "";
+}
+
+static std::string oneHotType(const Operands &ops, const Attrs &attrs,
+                              Type &out) {
+  if (ops[0]->Ty.Elem != DType::I32)
+    return "one_hot needs integer labels";
+  out = Type{attrs.Target.Elem, ops[0]->Ty.Dims};
+  out.Dims.push_back(attrs.Axis);
+  return "";
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient rules
+//===----------------------------------------------------------------------===//
+
+static Node *operandGrad(Graph &g, Node *grad, Node *operand) {
+  return sumToShape(g, grad, operand->Ty);
+}
+
+static Node *one(Graph &g, Node *like) { return g.constant(1, like->Ty.Elem); }
+
+static Operands gradNeg(Graph &g, Node *, Node *d) {
+  return {g.unary(OpCode::Neg, d)};
+}
+static Operands gradExp(Graph &g, Node *n, Node *d) {
+  return {g.binary(OpCode::Mul, d, n)};
+}
+static Operands gradLog(Graph &g, Node *n, Node *d) {
+  return {g.binary(OpCode::Div, d, n->Operands[0])};
+}
+static Operands gradSqrt(Graph &g, Node *n, Node *d) {
+  Node *twice = g.binary(OpCode::Mul, g.constant(2, n->Ty.Elem), n);
+  return {g.binary(OpCode::Div, d, twice)};
+}
+static Operands gradTanh(Graph &g, Node *n, Node *d) {
+  Node *square = g.binary(OpCode::Mul, n, n);
+  return {g.binary(OpCode::Mul, d, g.binary(OpCode::Sub, one(g, n), square))};
+}
+static Operands gradSigmoid(Graph &g, Node *n, Node *d) {
+  Node *slope = g.binary(OpCode::Mul, n, g.binary(OpCode::Sub, one(g, n), n));
+  return {g.binary(OpCode::Mul, d, slope)};
+}
+static Operands gradRelu(Graph &g, Node *n, Node *d) {
+  Node *x = n->Operands[0];
+  Node *positive = g.binary(OpCode::Greater, x, g.constant(0, x->Ty.Elem));
+  return {g.binary(OpCode::Mul, d, positive)};
+}
+static Operands gradAdd(Graph &g, Node *n, Node *d) {
+  return {operandGrad(g, d, n->Operands[0]), operandGrad(g, d, n->Operands[1])};
+}
+static Operands gradSub(Graph &g, Node *n, Node *d) {
+  return {operandGrad(g, d, n->Operands[0]),
+          operandGrad(g, g.unary(OpCode::Neg, d), n->Operands[1])};
+}
+static Operands gradMul(Graph &g, Node *n, Node *d) {
+  Node *a = n->Operands[0], *b = n->Operands[1];
+  return {operandGrad(g, g.binary(OpCode::Mul, d, b), a),
+          operandGrad(g, g.binary(OpCode::Mul, d, a), b)};
+}
+static Operands gradDiv(Graph &g, Node *n, Node *d) {
+  Node *b = n->Operands[1];
+  Node *da = g.binary(OpCode::Div, d, b);
+  // d(a/b)/db = -(a/b)/b
+  Node *db = g.unary(OpCode::Neg, g.binary(OpCode::Div, g.binary(OpCode::Mul, d, n), b));
+  return {operandGrad(g, da, n->Operands[0]), operandGrad(g, db, b)};
+}
+static Operands gradMax(Graph &g, Node *n, Node *d) {
+  Node *a = n->Operands[0], *b = n->Operands[1];
+  Node *aWins = g.binary(OpCode::Greater, a, b);
+  Node *bWins = g.binary(OpCode::Sub, one(g, a), aWins);
+  return {operandGrad(g, g.binary(OpCode::Mul, d, aWins), a),
+          operandGrad(g, g.binary(OpCode::Mul, d, bWins), b)};
+}
+static Operands gradPow(Graph &g, Node *n, Node *d) {
+  Node *a = n->Operands[0], *b = n->Operands[1];
+  Node *da = g.binary(OpCode::Mul, d,
+                      g.binary(OpCode::Mul, b,
+                               g.binary(OpCode::Pow, a,
+                                        g.binary(OpCode::Sub, b, one(g, b)))));
+  Node *db = g.binary(OpCode::Mul, d,
+                      g.binary(OpCode::Mul, n, g.unary(OpCode::Log, a)));
+  return {operandGrad(g, da, a), operandGrad(g, db, b)};
+}
+static Operands gradGreater(Graph &, Node *, Node *) {
+  return {nullptr, nullptr}; // A step function: zero almost everywhere.
+}
+
+static Node *matmul(Graph &g, Node *a, Node *b, bool transA, bool transB) {
+  Attrs attrs;
+  attrs.TransA = transA;
+  attrs.TransB = transB;
+  return g.create(OpCode::MatMul, {a, b}, attrs);
+}
+
+static Operands gradMatMul(Graph &g, Node *n, Node *d) {
+  Node *a = n->Operands[0], *b = n->Operands[1];
+  bool tA = n->A.TransA, tB = n->A.TransB;
+  // C = op(A) op(B): dA = d op(B)^T (transposed back if A was), likewise dB.
+  Node *da = tA ? matmul(g, b, d, tB, true) : matmul(g, d, b, false, !tB);
+  Node *db = tB ? matmul(g, d, a, true, tA) : matmul(g, a, d, !tA, false);
+  return {da, db};
+}
+
+static Operands gradReduceSum(Graph &g, Node *n, Node *d) {
+  Node *x = n->Operands[0];
+  if (!n->A.KeepDim) {
+    Attrs keep;
+    keep.Target = x->Ty;
+    keep.Target.Dims[n->A.Axis] = 1;
+    d = g.create(OpCode::Reshape, {d}, keep);
+  }
+  Attrs to;
+  to.Target = x->Ty;
+  return {g.create(OpCode::Broadcast, {d}, to)};
+}
+static Operands gradSumAll(Graph &g, Node *n, Node *d) {
+  Attrs to;
+  to.Target = n->Operands[0]->Ty;
+  return {g.create(OpCode::Broadcast, {d}, to)};
+}
+static Operands gradBroadcast(Graph &g, Node *n, Node *d) {
+  return {sumToShape(g, d, n->Operands[0]->Ty)};
+}
+static Operands gradReshape(Graph &g, Node *n, Node *d) {
+  Attrs to;
+  to.Target = n->Operands[0]->Ty;
+  return {g.create(OpCode::Reshape, {d}, to)};
+}
+
+/// Sum over the last axis, keeping it as size 1.
+static Node *rowSum(Graph &g, Node *x) {
+  Attrs attrs;
+  attrs.Axis = x->Ty.Dims.size() - 1;
+  attrs.KeepDim = true;
+  return g.create(OpCode::ReduceSum, {x}, attrs);
+}
+
+static Operands gradSoftmax(Graph &g, Node *n, Node *d) {
+  // dx = y * (d - sum(d * y))
+  Node *inner = rowSum(g, g.binary(OpCode::Mul, d, n));
+  return {g.binary(OpCode::Mul, n, g.binary(OpCode::Sub, d, inner))};
+}
+static Operands gradLogSoftmax(Graph &g, Node *n, Node *d) {
+  // dx = d - softmax(x) * sum(d)
+  Node *softmax = g.unary(OpCode::Exp, n);
+  return {g.binary(OpCode::Sub, d, g.binary(OpCode::Mul, softmax, rowSum(g, d)))};
+}
+
+//===----------------------------------------------------------------------===//
+// Scalar formulas of the elementwise ops
+//===----------------------------------------------------------------------===//
+
+static SV scalarNeg(ScalarBuilder &b, const SV *x) { return b.neg(x[0]); }
+static SV scalarExp(ScalarBuilder &b, const SV *x) { return b.exp(x[0]); }
+static SV scalarLog(ScalarBuilder &b, const SV *x) { return b.log(x[0]); }
+static SV scalarSqrt(ScalarBuilder &b, const SV *x) { return b.sqrt(x[0]); }
+static SV scalarTanh(ScalarBuilder &b, const SV *x) { return b.tanh(x[0]); }
+static SV scalarSigmoid(ScalarBuilder &b, const SV *x) {
+  // 1 / (1 + exp(-x)): exp overflows to inf for very negative x, giving 0.
+  return b.div(b.constant(1), b.add(b.constant(1), b.exp(b.neg(x[0]))));
+}
+static SV scalarRelu(ScalarBuilder &b, const SV *x) {
+  return b.max(x[0], b.constant(0));
+}
+static SV scalarAdd(ScalarBuilder &b, const SV *x) { return b.add(x[0], x[1]); }
+static SV scalarSub(ScalarBuilder &b, const SV *x) { return b.sub(x[0], x[1]); }
+static SV scalarMul(ScalarBuilder &b, const SV *x) { return b.mul(x[0], x[1]); }
+static SV scalarDiv(ScalarBuilder &b, const SV *x) { return b.div(x[0], x[1]); }
+static SV scalarMax(ScalarBuilder &b, const SV *x) { return b.max(x[0], x[1]); }
+static SV scalarPow(ScalarBuilder &b, const SV *x) { return b.pow(x[0], x[1]); }
+static SV scalarGreater(ScalarBuilder &b, const SV *x) {
+  return b.greater(x[0], x[1]);
+}
+
+//===----------------------------------------------------------------------===//
+// The table
+//===----------------------------------------------------------------------===//
+
+static const OpInfo Table[] = {
+    {"input", 0, OpCategory::Leaf, leafType, nullptr, nullptr,
+     "An input or label of the call (attribute: index, name)."},
+    {"param", 0, OpCategory::Leaf, leafType, nullptr, nullptr,
+     "A trainable parameter (attribute: element offset, name)."},
+    {"state", 0, OpCategory::Leaf, leafType, nullptr, nullptr,
+     "An optimizer state tensor (attribute: element offset, name)."},
+    {"constant", 0, OpCategory::Leaf, scalarFloat, nullptr, nullptr,
+     "A scalar constant (attribute: value)."},
+    {"batch_size", 0, OpCategory::Leaf, scalarFloat, nullptr, nullptr,
+     "The number of rows of the call, as a float scalar."},
+    {"learning_rate", 0, OpCategory::Leaf, scalarFloat, nullptr, nullptr,
+     "The call's learning rate."},
+    {"step", 0, OpCategory::Leaf, scalarFloat, nullptr, nullptr,
+     "The call's 1-based optimizer step, as a float scalar."},
+    {"neg", 1, OpCategory::Elementwise, elementwiseType, gradNeg, scalarNeg,
+     "-x"},
+    {"exp", 1, OpCategory::Elementwise, elementwiseType, gradExp, scalarExp,
+     "e^x"},
+    {"log", 1, OpCategory::Elementwise, elementwiseType, gradLog, scalarLog,
+     "natural logarithm"},
+    {"sqrt", 1, OpCategory::Elementwise, elementwiseType, gradSqrt, scalarSqrt,
+     "square root"},
+    {"tanh", 1, OpCategory::Elementwise, elementwiseType, gradTanh, scalarTanh,
+     "hyperbolic tangent"},
+    {"sigmoid", 1, OpCategory::Elementwise, elementwiseType, gradSigmoid,
+     scalarSigmoid, "1 / (1 + e^-x)"},
+    {"relu", 1, OpCategory::Elementwise, elementwiseType, gradRelu, scalarRelu,
+     "max(x, 0)"},
+    {"add", 2, OpCategory::Elementwise, elementwiseType, gradAdd, scalarAdd,
+     "a + b"},
+    {"sub", 2, OpCategory::Elementwise, elementwiseType, gradSub, scalarSub,
+     "a - b"},
+    {"mul", 2, OpCategory::Elementwise, elementwiseType, gradMul, scalarMul,
+     "a * b"},
+    {"div", 2, OpCategory::Elementwise, elementwiseType, gradDiv, scalarDiv,
+     "a / b"},
+    {"max", 2, OpCategory::Elementwise, elementwiseType, gradMax, scalarMax,
+     "the larger of a and b (the gradient goes to b on ties)"},
+    {"pow", 2, OpCategory::Elementwise, elementwiseType, gradPow, scalarPow,
+     "a^b"},
+    {"greater", 2, OpCategory::Elementwise, elementwiseType, gradGreater,
+     scalarGreater, "1 where a > b, else 0"},
+    {"matmul", 2, OpCategory::MatMul, matmulType, gradMatMul, nullptr,
+     "matrix product op(A) op(B) (attributes: transA, transB)"},
+    {"reduce_sum", 1, OpCategory::Reduce, reduceSumType, gradReduceSum, nullptr,
+     "sum over one axis (attributes: axis, keepdim)"},
+    {"sum_all", 1, OpCategory::Reduce, sumAllType, gradSumAll, nullptr,
+     "sum of every element, a scalar"},
+    {"broadcast", 1, OpCategory::Layout, broadcastType, gradBroadcast, nullptr,
+     "numpy broadcast to a larger shape"},
+    {"reshape", 1, OpCategory::Layout, reshapeType, gradReshape, nullptr,
+     "the same elements in another shape"},
+    {"softmax", 1, OpCategory::Row, rowType, gradSoftmax, nullptr,
+     "softmax over the last axis"},
+    {"log_softmax", 1, OpCategory::Row, rowType, gradLogSoftmax, nullptr,
+     "log(softmax(x)) over the last axis, computed stably"},
+    {"one_hot", 1, OpCategory::Layout, oneHotType, nullptr, nullptr,
+     "integer labels to one-hot rows (attribute: classes in axis)"},
+};
+
+static_assert(sizeof(Table) / sizeof(Table[0]) ==
+                  static_cast<size_t>(OpCode::OneHot) + 1,
+              "Ops.def and the table of Ops.cpp must list the same ops");
+
+const OpInfo &opInfo(OpCode op) { return Table[static_cast<size_t>(op)]; }
+
+} // namespace nnc::ir

@@ -1,0 +1,87 @@
+//===- Model.h - A checked model: forward graph and settings ----*- C++ -*-===//
+//
+// What sema produces from a spec: the forward graph in tensor IR (shapes all
+// known but the batch size), the parameters with their initialisers, the loss,
+// the optimizer and the data and train settings, every value checked.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NNC_SEMA_MODEL_H
+#define NNC_SEMA_MODEL_H
+
+#include "ir/Graph.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nnc {
+
+enum class InitKind { Uniform, Zeros, Ones };
+
+struct ParamSpec {
+  std::string Name;
+  ir::Type Ty;
+  int64_t Offset = 0; ///< Element offset in the params buffer.
+  InitKind Init = InitKind::Zeros;
+  double InitArg = 0; ///< Uniform: the bound b of U(-b, b).
+  ir::Node *Node = nullptr;
+};
+
+/// An input or label of the model, as one row of data.
+struct IoSpec {
+  std::string Name;
+  bool IsClass = false;      ///< Integer class labels.
+  int64_t Classes = 0;       ///< IsClass only.
+  std::vector<int64_t> Dims; ///< Per row; empty for class labels.
+  ir::Node *Node = nullptr;
+};
+
+enum class LossKind { CrossEntropy, MeanSquaredError };
+
+struct OptimizerSpec {
+  std::string Kind; ///< "sgd" or "adam".
+  /// Every hyper-parameter of the kind, defaults filled in, in table order.
+  std::vector<std::pair<std::string, double>> Hyper;
+  double get(const std::string &name) const;
+};
+
+struct DataSpec {
+  std::string SourcePath;                ///< Resolved against the spec's folder.
+  std::vector<std::string> LabelColumns; ///< Header names or "#index".
+  double TrainFraction = 1, TestFraction = 0;
+  int64_t SplitSeed = 0;
+  bool Standardize = false;
+};
+
+struct TrainSpec {
+  int64_t Epochs = 10;
+  int64_t Batch = 32; ///< 0: the whole training split.
+  bool Shuffle = true;
+  int64_t Seed = 0;
+  int64_t ReportEvery = 1;
+  /// (metric, split) pairs, e.g. ("accuracy", "test").
+  std::vector<std::pair<std::string, std::string>> Metrics;
+};
+
+struct Model {
+  std::string Name;
+  ir::DType FloatType = ir::DType::F32;
+  std::vector<IoSpec> Inputs;
+  std::vector<IoSpec> Labels;
+  std::vector<ParamSpec> Params;
+  int64_t ParamElements = 0;
+  /// Inputs, params and the forward computation; no stores.
+  std::unique_ptr<ir::Graph> Forward;
+  ir::Node *Prediction = nullptr; ///< What eval and predict output.
+  std::string PredictionName;
+  ir::Node *Loss = nullptr;       ///< Scalar mean loss of the batch.
+  LossKind LossK = LossKind::CrossEntropy;
+  OptimizerSpec Optimizer;
+  DataSpec Data;
+  TrainSpec Train;
+};
+
+} // namespace nnc
+
+#endif // NNC_SEMA_MODEL_H

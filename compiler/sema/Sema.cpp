@@ -1,0 +1,1056 @@
+//===- Sema.cpp - Names, shapes and settings of a spec --------------------===//
+//
+// Walks the AST once, in order: declares inputs and labels, evaluates each
+// statement into tensor IR (checking every layer's arguments and shapes),
+// builds the loss, reads the optimizer and the data and train settings.
+// Errors poison the value they concern (null) so that one mistake gives one
+// diagnostic, and checking goes on to find the others.
+//
+//===----------------------------------------------------------------------===//
+
+#include "sema/Sema.h"
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+
+namespace nnc {
+namespace {
+
+using ast::Expr;
+using ir::N;
+using ir::Node;
+using ir::OpCode;
+
+/// Parameters of a model may hold this many elements in all.
+constexpr int64_t MaxParamElements = int64_t(1) << 30;
+/// No dimension of a declared or computed shape may exceed this.
+constexpr int64_t MaxDim = int64_t(1) << 24;
+
+enum class ArgKind { Tensor, Int, Number, Bool, String, Any };
+
+/// One parameter of a layer, loss, optimizer or setting signature.
+struct ParamDecl {
+  const char *Name;
+  ArgKind Kind;
+  bool Required;
+};
+
+const char *describe(ArgKind kind) {
+  switch (kind) {
+  case ArgKind::Tensor: return "a tensor value";
+  case ArgKind::Int: return "an integer";
+  case ArgKind::Number: return "a number";
+  case ArgKind::Bool: return "true or false";
+  case ArgKind::String: return "a string";
+  case ArgKind::Any: return "a value";
+  }
+  return "";
+}
+
+const char *describe(const Expr &e) {
+  switch (e.K) {
+  case Expr::Kind::Name: return "a name";
+  case Expr::Kind::Call: return "a call";
+  case Expr::Kind::Number: return "a number";
+  case Expr::Kind::String: return "a string";
+  case Expr::Kind::List: return "a list";
+  }
+  return "";
+}
+
+/// A hyper-parameter with its default and the range it must lie in.
+struct HyperParam {
+  const char *Name;
+  double Default;
+  double Min, Max;
+  bool MinOpen, MaxOpen; ///< Whether the bound itself is excluded.
+};
+
+struct OptimizerDecl {
+  const char *Name;
+  std::vector<HyperParam> Params;
+};
+
+const std::vector<OptimizerDecl> &optimizerTable() {
+  static const std::vector<OptimizerDecl> table = {
+      {"sgd",
+       {{"lr", 0.01, 0, 1e6, true, false},
+        {"momentum", 0, 0, 1, false, true},
+        {"weight_decay", 0, 0, 1e6, false, false},
+        {"nesterov", 0, 0, 1, false, false}}},
+      {"adam",
+       {{"lr", 0.001, 0, 1e6, true, false},
+        {"beta1", 0.9, 0, 1, false, true},
+        {"beta2", 0.999, 0, 1, false, true},
+        {"eps", 1e-8, 0, 1, true, false},
+        {"weight_decay", 0, 0, 1e6, false, false}}},
+  };
+  return table;
+}
+
+std::string formatRange(const HyperParam &p) {
+  auto num = [](double v) {
+    std::string s = std::to_string(v);
+    s.erase(s.find_last_not_of('0') + 1);
+    if (!s.empty() && s.back() == '.')
+      s.pop_back();
+    return s;
+  };
+  return std::string(p.MinOpen ? "(" : "[") + num(p.Min) + ", " +
+         num(p.Max) + (p.MaxOpen ? ")" : "]");
+}
+
+class Sema {
+public:
+  Sema(const SemaOptions &opts, DiagnosticEngine &diags)
+      : Opts(opts), Diags(diags) {}
+
+  std::unique_ptr<Model> run(const ast::Spec &spec);
+
+  using LayerFn = Node *(Sema::*)(const Expr &call);
+  struct LayerDecl {
+    const char *Name;
+    LayerFn Fn;
+  };
+  static const std::vector<LayerDecl> &layers();
+
+private:
+  struct Value {
+    ir::Node *Tensor = nullptr;
+    SourceLoc Loc;
+    bool IsLabel = false;
+    const IoSpec *Io = nullptr; ///< Inputs and labels.
+  };
+
+  static const LayerDecl *findLayer(const std::string &name);
+
+  // Model block.
+  void declareIo(const ast::Stmt &stmt);
+  void assign(const ast::Stmt &stmt);
+  void buildLoss(const ast::Stmt &stmt);
+  void readOptimizer(const ast::Stmt &stmt);
+  Node *eval(const Expr &e);
+  Node *tensorArg(const Expr *e);
+
+  // Layers.
+  Node *dense(const Expr &call);
+  Node *relu(const Expr &call) { return activation(call, OpCode::Relu); }
+  Node *sigmoid(const Expr &call) { return activation(call, OpCode::Sigmoid); }
+  Node *tanh(const Expr &call) { return activation(call, OpCode::Tanh); }
+  Node *softmax(const Expr &call) { return activation(call, OpCode::Softmax); }
+  Node *activation(const Expr &call, OpCode op);
+  Node *addParam(const std::string &layer, const std::string &suffix,
+                 std::vector<int64_t> dims, InitKind init, double bound,
+                 SourceLoc loc);
+  std::string paramPrefix(const std::string &layer);
+
+  // Data and train blocks.
+  void readData(const ast::Block &block);
+  void readTrain(const ast::Block &block);
+  void readReport(const ast::Setting &setting);
+
+  // Arguments.
+  bool bind(const std::string &what, SourceLoc loc,
+            const std::vector<ast::Arg> &args,
+            const std::vector<ParamDecl> &signature,
+            std::vector<const Expr *> &out);
+  std::optional<int64_t> intValue(const Expr *e, const std::string &what,
+                                  int64_t min, int64_t max);
+  std::optional<double> numberValue(const Expr *e, const std::string &what);
+  std::optional<bool> boolValue(const Expr *e, const std::string &what);
+  std::optional<std::string> stringValue(const Expr *e, const std::string &what);
+
+  Node *create(OpCode op, std::vector<Node *> operands, ir::Attrs attrs,
+               SourceLoc loc, const std::string &what);
+
+  const SemaOptions &Opts;
+  DiagnosticEngine &Diags;
+  std::unique_ptr<Model> M;
+  std::map<std::string, Value> Env;
+  std::vector<std::string> EnvOrder;
+
+  // The statement being evaluated, for naming parameters.
+  std::string StmtName;
+  std::map<std::string, int> StmtLayerCounts; ///< Parametric layers it holds.
+  std::map<std::string, int> StmtLayerSeen;
+
+  bool SawLoss = false, SawOptimizer = false;
+  bool HasTestSplit = false;
+};
+
+const std::vector<Sema::LayerDecl> &Sema::layers() {
+  static const std::vector<LayerDecl> table = {
+      {"dense", &Sema::dense},     {"relu", &Sema::relu},
+      {"sigmoid", &Sema::sigmoid}, {"tanh", &Sema::tanh},
+      {"softmax", &Sema::softmax},
+  };
+  return table;
+}
+
+const Sema::LayerDecl *Sema::findLayer(const std::string &name) {
+  for (const LayerDecl &layer : layers())
+    if (name == layer.Name)
+      return &layer;
+  return nullptr;
+}
+
+//===----------------------------------------------------------------------===//
+// Arguments
+//===----------------------------------------------------------------------===//
+
+bool Sema::bind(const std::string &what, SourceLoc loc,
+                const std::vector<ast::Arg> &args,
+                const std::vector<ParamDecl> &signature,
+                std::vector<const Expr *> &out) {
+  out.assign(signature.size(), nullptr);
+  std::vector<std::string> names;
+  for (const ParamDecl &p : signature)
+    names.push_back(p.Name);
+  bool ok = true;
+  size_t nextPositional = 0;
+  for (const ast::Arg &arg : args) {
+    size_t index;
+    if (arg.Name.empty()) {
+      if (nextPositional >= signature.size()) {
+        Diags.error(arg.Value->Loc,
+                    what + " takes at most " + std::to_string(signature.size()) +
+                        " argument" + (signature.size() == 1 ? "" : "s") +
+                        ", got " + std::to_string(args.size()));
+        return false;
+      }
+      index = nextPositional++;
+    } else {
+      auto it = std::find(names.begin(), names.end(), arg.Name);
+      if (it == names.end()) {
+        Diags.error(arg.NameLoc,
+                    withSuggestion(what + " has no argument '" + arg.Name + "'",
+                                   arg.Name, names));
+        ok = false;
+        continue;
+      }
+      index = it - names.begin();
+    }
+    if (out[index]) {
+      Diags.error(arg.NameLoc, what + ": argument '" + names[index] +
+                                   "' is given twice");
+      ok = false;
+      continue;
+    }
+    out[index] = arg.Value.get();
+  }
+  for (size_t i = 0; i < signature.size(); ++i) {
+    if (signature[i].Required && !out[i]) {
+      Diags.error(loc, what + " needs argument '" + names[i] + "' (" +
+                           describe(signature[i].Kind) + ")");
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+std::optional<int64_t> Sema::intValue(const Expr *e, const std::string &what,
+                                      int64_t min, int64_t max) {
+  if (e->K != Expr::Kind::Number || !e->IsInteger) {
+    Diags.error(e->Loc, what + " must be an integer, found " + describe(*e));
+    return std::nullopt;
+  }
+  if (e->Number < static_cast<double>(min) ||
+      e->Number > static_cast<double>(max)) {
+    Diags.error(e->Loc, what + " must be between " + std::to_string(min) +
+                            " and " + std::to_string(max) + ", got " + e->Text);
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(e->Number);
+}
+
+std::optional<double> Sema::numberValue(const Expr *e,
+                                        const std::string &what) {
+  if (e->K != Expr::Kind::Number) {
+    Diags.error(e->Loc, what + " must be a number, found " + describe(*e));
+    return std::nullopt;
+  }
+  if (!std::isfinite(e->Number)) {
+    Diags.error(e->Loc, what + " is too large: " + e->Text);
+    return std::nullopt;
+  }
+  return e->Number;
+}
+
+std::optional<bool> Sema::boolValue(const Expr *e, const std::string &what) {
+  if (e->K == Expr::Kind::Name && (e->Text == "true" || e->Text == "false"))
+    return e->Text == "true";
+  Diags.error(e->Loc, what + " must be true or false, found " +
+                          (e->K == Expr::Kind::Name ? "'" + e->Text + "'"
+                                                    : describe(*e)));
+  return std::nullopt;
+}
+
+std::optional<std::string> Sema::stringValue(const Expr *e,
+                                             const std::string &what) {
+  if (e->K != Expr::Kind::String) {
+    Diags.error(e->Loc, what + " must be a string, found " + describe(*e));
+    return std::nullopt;
+  }
+  if (e->Text.find_first_of("\t\n\r") != std::string::npos ||
+      e->Text.find('\0') != std::string::npos) {
+    Diags.error(e->Loc, what + " must not contain tabs or line breaks");
+    return std::nullopt;
+  }
+  return e->Text;
+}
+
+Node *Sema::create(OpCode op, std::vector<Node *> operands, ir::Attrs attrs,
+                   SourceLoc loc, const std::string &what) {
+  std::string error;
+  Node *node = M->Forward->tryCreate(op, std::move(operands), std::move(attrs),
+                                     error);
+  if (!node)
+    Diags.error(loc, what + ": " + error);
+  return node;
+}
+
+//===----------------------------------------------------------------------===//
+// Model block
+//===----------------------------------------------------------------------===//
+
+void Sema::declareIo(const ast::Stmt &stmt) {
+  bool isLabel = stmt.K == ast::Stmt::Kind::Label;
+  const ast::TensorType &type = stmt.Type;
+  IoSpec io;
+  io.Name = stmt.Name;
+  bool ok = true;
+  if (type.Elem == "class") {
+    if (!isLabel) {
+      Diags.error(type.ElemLoc, "input '" + stmt.Name +
+                                    "' cannot have type class; inputs are "
+                                    "f32 or f64 features");
+      ok = false;
+    } else if (type.Dims.size() != 1) {
+      Diags.error(type.ElemLoc, "class labels take one dimension, the number "
+                                "of classes: class[3]");
+      ok = false;
+    } else if (type.Dims[0] < 2 || type.Dims[0] > MaxDim) {
+      Diags.error(type.DimLocs[0], "a class label needs between 2 and " +
+                                       std::to_string(MaxDim) + " classes");
+      ok = false;
+    } else {
+      io.IsClass = true;
+      io.Classes = type.Dims[0];
+    }
+  } else if (type.Elem == "f32" || type.Elem == "f64") {
+    int64_t elements = 1;
+    for (size_t i = 0; i < type.Dims.size(); ++i) {
+      if (type.Dims[i] < 1 || type.Dims[i] > MaxDim) {
+        Diags.error(type.DimLocs[i], "dimension must be between 1 and " +
+                                         std::to_string(MaxDim));
+        ok = false;
+        break;
+      }
+      elements *= type.Dims[i];
+      if (elements > MaxDim) {
+        Diags.error(type.DimLocs[i], "'" + stmt.Name + "' has more than " +
+                                         std::to_string(MaxDim) +
+                                         " elements per row");
+        ok = false;
+        break;
+      }
+    }
+    io.Dims = type.Dims;
+  } else {
+    Diags.error(type.ElemLoc,
+                withSuggestion("unknown element type '" + type.Elem + "'",
+                               type.Elem, {"f32", "f64", "class"}) +
+                    (isLabel ? "" : ""));
+    ok = false;
+  }
+  auto previous = Env.find(stmt.Name);
+  if (previous != Env.end()) {
+    Diags.error(stmt.NameLoc, "redefinition of '" + stmt.Name + "'");
+    Diags.note(previous->second.Loc, "previous definition is here");
+    return;
+  }
+  Value value;
+  value.Loc = stmt.NameLoc;
+  value.IsLabel = isLabel;
+  if (ok) {
+    ir::Attrs attrs;
+    attrs.Name = stmt.Name;
+    attrs.Offset = static_cast<int64_t>(M->Inputs.size()); // labels: see run()
+    attrs.Target.Elem = io.IsClass ? ir::DType::I32 : M->FloatType;
+    attrs.Target.Dims.push_back(N);
+    for (int64_t d : io.Dims)
+      attrs.Target.Dims.push_back(d);
+    io.Node = M->Forward->create(OpCode::Input, {}, attrs);
+    value.Tensor = io.Node;
+    std::vector<IoSpec> &list = isLabel ? M->Labels : M->Inputs;
+    list.push_back(io);
+  }
+  Env[stmt.Name] = value;
+  EnvOrder.push_back(stmt.Name);
+}
+
+/// Counts the parametric layers a statement calls, to name their params.
+static void countLayers(const Expr &e, std::map<std::string, int> &counts) {
+  if (e.K == Expr::Kind::Call && e.Text == "dense")
+    ++counts[e.Text];
+  for (const ast::Arg &arg : e.Args)
+    countLayers(*arg.Value, counts);
+}
+
+void Sema::assign(const ast::Stmt &stmt) {
+  auto previous = Env.find(stmt.Name);
+  if (previous != Env.end()) {
+    Diags.error(stmt.NameLoc, "redefinition of '" + stmt.Name + "'");
+    Diags.note(previous->second.Loc, "previous definition is here");
+    return;
+  }
+  if (findLayer(stmt.Name)) {
+    Diags.error(stmt.NameLoc, "'" + stmt.Name +
+                                  "' is the name of a layer; choose another "
+                                  "name for this value");
+    return;
+  }
+  StmtName = stmt.Name;
+  StmtLayerCounts.clear();
+  StmtLayerSeen.clear();
+  countLayers(*stmt.Value, StmtLayerCounts);
+  Value value;
+  value.Loc = stmt.NameLoc;
+  value.Tensor = eval(*stmt.Value);
+  Env[stmt.Name] = value;
+  EnvOrder.push_back(stmt.Name);
+}
+
+Node *Sema::eval(const Expr &e) {
+  switch (e.K) {
+  case Expr::Kind::Name: {
+    auto it = Env.find(e.Text);
+    if (it != Env.end())
+      return it->second.Tensor;
+    if (findLayer(e.Text)) {
+      Diags.error(e.Loc, "'" + e.Text + "' is a layer, not a value; apply it "
+                                        "to one, as in `x |> " + e.Text + "`");
+      return nullptr;
+    }
+    Diags.error(e.Loc, withSuggestion("unknown value '" + e.Text + "'", e.Text,
+                                      EnvOrder));
+    return nullptr;
+  }
+  case Expr::Kind::Call: {
+    if (const LayerDecl *layer = findLayer(e.Text))
+      return (this->*layer->Fn)(e);
+    if (Env.count(e.Text)) {
+      Diags.error(e.Loc, "'" + e.Text + "' is a value, not a layer");
+      return nullptr;
+    }
+    std::vector<std::string> names = layerNames();
+    std::string message = "unknown layer '" + e.Text + "'";
+    if (e.Text == "cross_entropy" || e.Text == "mse")
+      message += "; losses are declared with `loss " + e.Text + "(...)`";
+    else if (e.Text == "adam" || e.Text == "sgd")
+      message += "; optimizers are declared with `optimizer " + e.Text + "(...)`";
+    else
+      message = withSuggestion(message, e.Text, names);
+    Diags.error(e.Loc, message);
+    return nullptr;
+  }
+  default:
+    Diags.error(e.Loc, std::string("expected a tensor value, found ") +
+                           describe(e));
+    return nullptr;
+  }
+}
+
+/// Evaluates a layer's tensor argument; labels may only feed the loss.
+Node *Sema::tensorArg(const Expr *e) {
+  if (e->K == Expr::Kind::Name) {
+    auto it = Env.find(e->Text);
+    if (it != Env.end() && it->second.IsLabel) {
+      Diags.error(e->Loc, "label '" + e->Text +
+                              "' can only be used by the loss");
+      return nullptr;
+    }
+  }
+  return eval(*e);
+}
+
+std::string Sema::paramPrefix(const std::string &layer) {
+  int index = ++StmtLayerSeen[layer];
+  if (StmtLayerCounts[layer] <= 1 && StmtLayerCounts.size() <= 1)
+    return StmtName;
+  return StmtName + "." + layer + std::to_string(index);
+}
+
+Node *Sema::addParam(const std::string &prefix, const std::string &suffix,
+                     std::vector<int64_t> dims, InitKind init, double bound,
+                     SourceLoc loc) {
+  ParamSpec p;
+  p.Name = prefix + "." + suffix;
+  p.Ty = ir::Type{M->FloatType, dims};
+  p.Offset = M->ParamElements;
+  p.Init = init;
+  p.InitArg = bound;
+  int64_t elements = p.Ty.staticElements();
+  if (elements > MaxParamElements - M->ParamElements) {
+    Diags.error(loc, "the model has more than " +
+                         std::to_string(MaxParamElements) + " parameters");
+    return nullptr;
+  }
+  M->ParamElements += elements;
+  ir::Attrs attrs;
+  attrs.Name = p.Name;
+  attrs.Offset = p.Offset;
+  attrs.Target = p.Ty;
+  p.Node = M->Forward->create(OpCode::Param, {}, attrs);
+  M->Params.push_back(p);
+  return p.Node;
+}
+
+Node *Sema::dense(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("dense", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true},
+             {"units", ArgKind::Int, true},
+             {"bias", ArgKind::Bool, false}},
+            args))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto units = intValue(args[1], "dense units", 1, MaxDim);
+  std::optional<bool> bias = true;
+  if (args[2])
+    bias = boolValue(args[2], "dense bias");
+  if (!x || !units || !bias)
+    return nullptr;
+  if (x->Ty.Dims.size() != 2 || x->Ty.Dims[0] != N) {
+    Diags.error(args[0]->Loc, "dense expects a batch of vectors "
+                              "[N, features], got " + toString(x->Ty));
+    return nullptr;
+  }
+  int64_t fanIn = x->Ty.Dims[1];
+  // PyTorch's nn.Linear default: weight and bias ~ U(-1/sqrt(fan_in), ...).
+  double bound = 1.0 / std::sqrt(static_cast<double>(fanIn));
+  std::string prefix = paramPrefix("dense");
+  Node *weight = addParam(prefix, "weight", {*units, fanIn}, InitKind::Uniform,
+                          bound, call.Loc);
+  if (!weight)
+    return nullptr;
+  ir::Attrs mm;
+  mm.TransB = true;
+  Node *y = create(OpCode::MatMul, {x, weight}, mm, call.Loc, "dense");
+  if (y && *bias) {
+    Node *b = addParam(prefix, "bias", {*units}, InitKind::Uniform, bound,
+                       call.Loc);
+    if (!b)
+      return nullptr;
+    y = create(OpCode::Add, {y, b}, {}, call.Loc, "dense");
+  }
+  return y;
+}
+
+Node *Sema::activation(const Expr &call, OpCode op) {
+  std::vector<const Expr *> args;
+  if (!bind(call.Text, call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
+            args))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  if (!x)
+    return nullptr;
+  if (x->Ty.Dims.size() < 2 && op == OpCode::Softmax) {
+    Diags.error(args[0]->Loc, "softmax needs a batch of vectors, got " +
+                                  toString(x->Ty));
+    return nullptr;
+  }
+  return create(op, {x}, {}, call.Loc, call.Text);
+}
+
+void Sema::buildLoss(const ast::Stmt &stmt) {
+  if (SawLoss) {
+    Diags.error(stmt.Loc, "a model has one loss; this is the second");
+    return;
+  }
+  SawLoss = true;
+  const Expr &call = *stmt.Value;
+  if (call.K != Expr::Kind::Call) {
+    Diags.error(call.Loc, "expected a loss such as cross_entropy(logits, y) "
+                          "or mse(prediction, y)");
+    return;
+  }
+  bool ce = call.Text == "cross_entropy";
+  if (!ce && call.Text != "mse") {
+    Diags.error(call.Loc, withSuggestion("unknown loss '" + call.Text + "'",
+                                         call.Text, {"cross_entropy", "mse"}));
+    return;
+  }
+  std::vector<const Expr *> args;
+  if (!bind(call.Text, call.Loc, call.Args,
+            {{"prediction", ArgKind::Tensor, true},
+             {"target", ArgKind::Tensor, true}},
+            args))
+    return;
+  Node *pred = tensorArg(args[0]);
+  Node *target = eval(*args[1]);
+  if (!pred || !target)
+    return;
+  const Value *label = nullptr;
+  if (args[1]->K == Expr::Kind::Name) {
+    auto it = Env.find(args[1]->Text);
+    if (it != Env.end() && it->second.IsLabel)
+      label = &it->second;
+  }
+  if (!label) {
+    Diags.error(args[1]->Loc, call.Text + ": the target must be a label "
+                                          "declared with `label`");
+    return;
+  }
+  if (pred->Ty.Dims.size() != 2 || pred->Ty.Dims[0] != N) {
+    Diags.error(args[0]->Loc, call.Text + " expects predictions of shape "
+                                          "[N, outputs], got " +
+                                  toString(pred->Ty));
+    return;
+  }
+  ir::Graph &g = *M->Forward;
+  ir::DType ft = M->FloatType;
+  Node *batch = g.create(OpCode::BatchSize, {}, [&] {
+    ir::Attrs a;
+    a.Target.Elem = ft;
+    return a;
+  }());
+  const IoSpec *io = nullptr;
+  for (const IoSpec &l : M->Labels)
+    if (l.Node == target)
+      io = &l;
+  if (ce) {
+    M->LossK = LossKind::CrossEntropy;
+    if (!io || !io->IsClass) {
+      Diags.error(args[1]->Loc, "cross_entropy needs class labels; declare "
+                                "the label as class[C]");
+      return;
+    }
+    if (pred->Ty.Dims[1] != io->Classes) {
+      Diags.error(args[0]->Loc,
+                  "cross_entropy: the prediction has " +
+                      std::to_string(pred->Ty.Dims[1]) + " columns but label '" +
+                      io->Name + "' has " + std::to_string(io->Classes) +
+                      " classes");
+      return;
+    }
+    // Probabilities from softmax are taken back to logits so that the loss
+    // is the stable log-softmax form (softmax + cross-entropy as one op).
+    Node *logits = pred->Op == OpCode::Softmax ? pred->Operands[0] : pred;
+    Node *logProbs = g.create(OpCode::LogSoftmax, {logits});
+    ir::Attrs oneHot;
+    oneHot.Axis = io->Classes;
+    oneHot.Target.Elem = ft;
+    Node *hot = g.create(OpCode::OneHot, {target}, oneHot);
+    Node *picked = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, hot, logProbs)});
+    M->Loss = g.binary(OpCode::Div, g.unary(OpCode::Neg, picked), batch);
+  } else {
+    M->LossK = LossKind::MeanSquaredError;
+    if (target->Ty.Elem == ir::DType::I32) {
+      Diags.error(args[1]->Loc, "mse needs float targets; label '" +
+                                    args[1]->Text + "' holds classes");
+      return;
+    }
+    if (pred->Ty != target->Ty) {
+      Diags.error(args[0]->Loc, "mse: prediction " + toString(pred->Ty) +
+                                    " and target " + toString(target->Ty) +
+                                    " differ in shape");
+      return;
+    }
+    Node *diff = g.binary(OpCode::Sub, pred, target);
+    Node *sum = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, diff, diff)});
+    Node *count = g.binary(OpCode::Mul, batch,
+                           g.constant(pred->Ty.staticElements(), ft));
+    M->Loss = g.binary(OpCode::Div, sum, count);
+  }
+  M->Prediction = pred;
+  M->PredictionName =
+      args[0]->K == Expr::Kind::Name ? args[0]->Text : std::string("output");
+}
+
+void Sema::readOptimizer(const ast::Stmt &stmt) {
+  if (SawOptimizer) {
+    Diags.error(stmt.Loc, "a model has one optimizer; this is the second");
+    return;
+  }
+  SawOptimizer = true;
+  const Expr &call = *stmt.Value;
+  std::vector<std::string> names;
+  const OptimizerDecl *decl = nullptr;
+  for (const OptimizerDecl &d : optimizerTable()) {
+    names.push_back(d.Name);
+    if (call.Text == d.Name)
+      decl = &d;
+  }
+  if (call.K != Expr::Kind::Call && call.K != Expr::Kind::Name) {
+    Diags.error(call.Loc, "expected an optimizer such as adam(lr = 0.001)");
+    return;
+  }
+  if (!decl) {
+    Diags.error(call.Loc, withSuggestion("unknown optimizer '" + call.Text + "'",
+                                         call.Text, names));
+    return;
+  }
+  std::vector<ParamDecl> signature;
+  for (const HyperParam &p : decl->Params)
+    signature.push_back({p.Name, p.Name == std::string("nesterov")
+                                     ? ArgKind::Bool
+                                     : ArgKind::Number,
+                         false});
+  std::vector<const Expr *> args;
+  if (!bind(call.Text, call.Loc, call.Args, signature, args))
+    return;
+  OptimizerSpec spec;
+  spec.Kind = decl->Name;
+  for (size_t i = 0; i < decl->Params.size(); ++i) {
+    const HyperParam &p = decl->Params[i];
+    double value = p.Default;
+    if (args[i]) {
+      std::string what = call.Text + " " + p.Name;
+      if (signature[i].Kind == ArgKind::Bool) {
+        auto b = boolValue(args[i], what);
+        if (!b)
+          continue;
+        value = *b;
+      } else {
+        auto v = numberValue(args[i], what);
+        if (!v)
+          continue;
+        value = *v;
+        bool low = p.MinOpen ? value <= p.Min : value < p.Min;
+        bool high = p.MaxOpen ? value >= p.Max : value > p.Max;
+        if (low || high) {
+          Diags.error(args[i]->Loc, what + " must be in " + formatRange(p) +
+                                        ", got " + args[i]->Text);
+          continue;
+        }
+      }
+    }
+    spec.Hyper.emplace_back(p.Name, value);
+  }
+  if (spec.Kind == "sgd" && spec.get("nesterov") != 0 &&
+      spec.get("momentum") == 0) {
+    Diags.error(call.Loc, "sgd: nesterov needs a momentum above 0");
+  }
+  M->Optimizer = spec;
+}
+
+//===----------------------------------------------------------------------===//
+// Data and train blocks
+//===----------------------------------------------------------------------===//
+
+void Sema::readData(const ast::Block &block) {
+  std::set<std::string> seen;
+  bool haveSource = false;
+  for (const ast::Setting &s : block.Settings) {
+    if (!seen.insert(s.Key).second) {
+      Diags.error(s.Loc, "setting '" + s.Key + "' is given twice");
+      continue;
+    }
+    std::vector<const Expr *> args;
+    if (s.Key == "source") {
+      if (!bind("source", s.Loc, s.Args, {{"reader", ArgKind::Any, true}}, args))
+        continue;
+      const Expr &reader = *args[0];
+      if (reader.K != Expr::Kind::Call || reader.Text != "csv") {
+        Diags.error(reader.Loc, "expected a data source such as "
+                                "csv(\"file.csv\", label = \"column\")");
+        continue;
+      }
+      std::vector<const Expr *> csv;
+      if (!bind("csv", reader.Loc, reader.Args,
+                {{"path", ArgKind::String, true},
+                 {"label", ArgKind::Any, true}},
+                csv))
+        continue;
+      auto path = stringValue(csv[0], "csv path");
+      if (!path)
+        continue;
+      if (path->empty()) {
+        Diags.error(csv[0]->Loc, "csv path is empty");
+        continue;
+      }
+      std::filesystem::path p(*path);
+      if (p.is_relative())
+        p = std::filesystem::absolute(std::filesystem::path(Opts.SpecDir) / p)
+                .lexically_normal();
+      M->Data.SourcePath = p.string();
+      haveSource = true;
+      std::vector<const Expr *> columns;
+      if (csv[1]->K == Expr::Kind::List) {
+        for (const ast::Arg &element : csv[1]->Args)
+          columns.push_back(element.Value.get());
+      } else {
+        columns.push_back(csv[1]);
+      }
+      if (columns.empty())
+        Diags.error(csv[1]->Loc, "csv label needs at least one column");
+      for (const Expr *column : columns) {
+        if (column->K == Expr::Kind::String) {
+          if (auto name = stringValue(column, "csv label column"))
+            M->Data.LabelColumns.push_back(*name);
+        } else if (column->K == Expr::Kind::Number) {
+          if (auto index = intValue(column, "csv label column index", 0, 1 << 20))
+            M->Data.LabelColumns.push_back("#" + std::to_string(*index));
+        } else {
+          Diags.error(column->Loc, "csv label must name a column (a string) "
+                                   "or give its 0-based index");
+        }
+      }
+    } else if (s.Key == "split") {
+      if (!bind("split", s.Loc, s.Args,
+                {{"train", ArgKind::Number, true},
+                 {"test", ArgKind::Number, false},
+                 {"seed", ArgKind::Int, false}},
+                args))
+        continue;
+      auto train = numberValue(args[0], "split train");
+      std::optional<double> test = 0.0;
+      if (args[1])
+        test = numberValue(args[1], "split test");
+      if (train && (*train <= 0 || *train > 1)) {
+        Diags.error(args[0]->Loc, "split train must be in (0, 1], got " +
+                                      args[0]->Text);
+        train.reset();
+      }
+      if (test && (*test < 0 || *test >= 1)) {
+        Diags.error(args[1]->Loc, "split test must be in [0, 1), got " +
+                                      args[1]->Text);
+        test.reset();
+      }
+      if (train && test && *train + *test > 1 + 1e-9) {
+        Diags.error(s.Loc, "split fractions add up to more than 1");
+        continue;
+      }
+      if (args[2])
+        if (auto seed = intValue(args[2], "split seed", 0, INT64_MAX / 2))
+          M->Data.SplitSeed = *seed;
+      if (train && test) {
+        M->Data.TrainFraction = *train;
+        M->Data.TestFraction = *test;
+        HasTestSplit = *test > 0;
+      }
+    } else if (s.Key == "standardize") {
+      if (!bind("standardize", s.Loc, s.Args, {{"on", ArgKind::Bool, true}},
+                args))
+        continue;
+      if (auto on = boolValue(args[0], "standardize"))
+        M->Data.Standardize = *on;
+    } else {
+      Diags.error(s.Loc, withSuggestion("unknown data setting '" + s.Key + "'",
+                                        s.Key,
+                                        {"source", "split", "standardize"}));
+    }
+  }
+  if (!haveSource && !seen.count("source"))
+    Diags.error(block.Loc, "the data block needs a source, such as "
+                           "`source csv(\"data.csv\", label = \"y\")`");
+}
+
+void Sema::readTrain(const ast::Block &block) {
+  std::set<std::string> seen;
+  for (const ast::Setting &s : block.Settings) {
+    if (!seen.insert(s.Key).second) {
+      Diags.error(s.Loc, "setting '" + s.Key + "' is given twice");
+      continue;
+    }
+    std::vector<const Expr *> args;
+    if (s.Key == "report") {
+      readReport(s);
+      continue;
+    }
+    static const std::vector<std::string> keys = {"epochs", "batch", "shuffle",
+                                                  "seed", "report"};
+    if (std::find(keys.begin(), keys.end(), s.Key) == keys.end()) {
+      Diags.error(s.Loc, withSuggestion("unknown train setting '" + s.Key + "'",
+                                        s.Key, keys));
+      continue;
+    }
+    if (!bind(s.Key, s.Loc, s.Args, {{"value", ArgKind::Any, true}}, args))
+      continue;
+    const Expr *v = args[0];
+    if (s.Key == "epochs") {
+      if (auto epochs = intValue(v, "epochs", 0, 1000000000))
+        M->Train.Epochs = *epochs;
+    } else if (s.Key == "batch") {
+      if (v->K == Expr::Kind::Name && v->Text == "all")
+        M->Train.Batch = 0;
+      else if (v->K == Expr::Kind::Number && v->IsInteger)
+        M->Train.Batch = intValue(v, "batch", 1, 1 << 24).value_or(1);
+      else
+        Diags.error(v->Loc, "batch must be a row count or `all`");
+    } else if (s.Key == "shuffle") {
+      if (auto on = boolValue(v, "shuffle"))
+        M->Train.Shuffle = *on;
+    } else if (s.Key == "seed") {
+      if (auto seed = intValue(v, "seed", 0, INT64_MAX / 2))
+        M->Train.Seed = *seed;
+    }
+  }
+}
+
+void Sema::readReport(const ast::Setting &s) {
+  for (const ast::Arg &arg : s.Args) {
+    const Expr &item = *arg.Value;
+    if (!arg.Name.empty() ||
+        (item.K != Expr::Kind::Call && item.K != Expr::Kind::Name)) {
+      Diags.error(arg.NameLoc, "expected a report item: loss(every = N) or "
+                               "accuracy(test)");
+      continue;
+    }
+    std::vector<const Expr *> args;
+    if (item.Text == "loss") {
+      if (!bind("loss", item.Loc, item.Args,
+                {{"every", ArgKind::Int, false}}, args))
+        continue;
+      if (args[0])
+        if (auto every = intValue(args[0], "loss every", 1, 1000000000))
+          M->Train.ReportEvery = *every;
+    } else if (item.Text == "accuracy") {
+      if (!bind("accuracy", item.Loc, item.Args,
+                {{"split", ArgKind::Any, false}}, args))
+        continue;
+      std::string split = "test";
+      if (args[0]) {
+        if (args[0]->K != Expr::Kind::Name ||
+            (args[0]->Text != "test" && args[0]->Text != "train")) {
+          Diags.error(args[0]->Loc, "accuracy is measured on `test` or `train`");
+          continue;
+        }
+        split = args[0]->Text;
+      }
+      bool classes = false;
+      for (const IoSpec &l : M->Labels)
+        classes |= l.IsClass;
+      if (!classes) {
+        Diags.error(item.Loc, "accuracy needs class labels; this model has none");
+        continue;
+      }
+      if (split == "test" && !HasTestSplit) {
+        Diags.error(item.Loc, "accuracy on test needs a test split: add "
+                              "`split train = 0.8, test = 0.2` to the data block");
+        continue;
+      }
+      M->Train.Metrics.emplace_back("accuracy", split);
+    } else {
+      Diags.error(item.Loc, withSuggestion("unknown report item '" + item.Text +
+                                               "'",
+                                           item.Text, {"loss", "accuracy"}));
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Driver
+//===----------------------------------------------------------------------===//
+
+std::unique_ptr<Model> Sema::run(const ast::Spec &spec) {
+  if (spec.Models.empty()) {
+    Diags.error({}, "the spec has no model block");
+    return nullptr;
+  }
+  for (size_t i = 1; i < spec.Models.size(); ++i)
+    Diags.error(spec.Models[i].Loc, "a spec holds one model; '" +
+                                        spec.Models[i].Name + "' is the second");
+  const ast::Model &model = spec.Models[0];
+  M = std::make_unique<Model>();
+  M->Name = model.Name;
+  M->FloatType = Opts.FloatType;
+  M->Forward = std::make_unique<ir::Graph>("forward");
+
+  for (const ast::Stmt &stmt : model.Stmts) {
+    switch (stmt.K) {
+    case ast::Stmt::Kind::Input:
+    case ast::Stmt::Kind::Label:
+      declareIo(stmt);
+      break;
+    case ast::Stmt::Kind::Assign:
+      assign(stmt);
+      break;
+    case ast::Stmt::Kind::Loss:
+      buildLoss(stmt);
+      break;
+    case ast::Stmt::Kind::Optimizer:
+      readOptimizer(stmt);
+      break;
+    }
+  }
+  if (M->Inputs.empty() && !Diags.hasErrors())
+    Diags.error(model.Loc, "model '" + model.Name +
+                               "' has no input; declare one with "
+                               "`input x: f32[features]`");
+  if (!SawLoss)
+    Diags.error(model.Loc, "model '" + model.Name +
+                               "' has no loss; add one such as "
+                               "`loss cross_entropy(logits, y)`");
+  if (!SawOptimizer)
+    Diags.error(model.Loc, "model '" + model.Name +
+                               "' has no optimizer; add one such as "
+                               "`optimizer adam(lr = 0.001)`");
+  if (SawLoss && M->Params.empty() && !Diags.hasErrors())
+    Diags.error(model.Loc, "model '" + model.Name +
+                               "' has no parameters to train");
+
+  if (spec.DataBlocks.empty())
+    Diags.error(model.Loc, "the spec has no data block; add one with "
+                           "`data { source csv(\"file.csv\", label = \"y\") }`");
+  for (size_t i = 1; i < spec.DataBlocks.size(); ++i)
+    Diags.error(spec.DataBlocks[i].Loc, "a spec holds one data block");
+  if (!spec.DataBlocks.empty())
+    readData(spec.DataBlocks[0]);
+  for (size_t i = 1; i < spec.TrainBlocks.size(); ++i)
+    Diags.error(spec.TrainBlocks[i].Loc, "a spec holds one train block");
+  if (!spec.TrainBlocks.empty())
+    readTrain(spec.TrainBlocks[0]);
+
+  if (!spec.DataBlocks.empty() && !Diags.hasErrors()) {
+    if (M->Inputs.size() != 1 || M->Labels.size() != 1)
+      Diags.error(spec.DataBlocks[0].Loc,
+                  "a csv source feeds one input and one label; model '" +
+                      M->Name + "' has " + std::to_string(M->Inputs.size()) +
+                      " inputs and " + std::to_string(M->Labels.size()) +
+                      " labels");
+    else {
+      const IoSpec &label = M->Labels[0];
+      size_t want = label.IsClass ? 1 : label.Node->Ty.staticElements();
+      if (M->Data.LabelColumns.size() != want)
+        Diags.error(spec.DataBlocks[0].Loc,
+                    "label '" + label.Name + "' takes " + std::to_string(want) +
+                        " csv column" + (want == 1 ? "" : "s") + ", the source names " +
+                        std::to_string(M->Data.LabelColumns.size()));
+    }
+  }
+  if (Diags.hasErrors())
+    return nullptr;
+  // The call's input array holds the inputs, then the labels (runtime.h).
+  for (size_t i = 0; i < M->Labels.size(); ++i)
+    M->Labels[i].Node->A.Offset = M->Inputs.size() + i;
+  return std::move(M);
+}
+
+} // namespace
+
+double OptimizerSpec::get(const std::string &name) const {
+  for (const auto &[key, value] : Hyper)
+    if (key == name)
+      return value;
+  return 0;
+}
+
+std::unique_ptr<Model> analyze(const ast::Spec &spec, const SemaOptions &opts,
+                               DiagnosticEngine &diags) {
+  Sema sema(opts, diags);
+  return sema.run(spec);
+}
+
+std::vector<std::string> layerNames() {
+  std::vector<std::string> names;
+  for (const Sema::LayerDecl &layer : Sema::layers())
+    names.push_back(layer.Name);
+  return names;
+}
+
+} // namespace nnc

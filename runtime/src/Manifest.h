@@ -1,0 +1,120 @@
+//===- Manifest.h - The model description in a generated object -*- C++ -*-===//
+//
+// Part of nnc. See docs/abi.md for the format.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// The parsed form of `nnc_manifest`: what the generated code needs from the
+/// runtime (buffer sizes, parameter initialisation, input layout) and the
+/// defaults of the spec's `data` and `train` blocks.
+///
+//===----------------------------------------------------------------------===//
+
+#ifndef NNC_RUNTIME_MANIFEST_H
+#define NNC_RUNTIME_MANIFEST_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nnc {
+
+/// Element type of params, state, grads, float inputs and outputs.
+enum class DType { F32, F64 };
+
+inline size_t elementSize(DType T) { return T == DType::F32 ? 4 : 8; }
+inline const char *dtypeName(DType T) {
+  return T == DType::F32 ? "f32" : "f64";
+}
+
+/// Product of Dims; the parser guarantees it fits comfortably in int64_t.
+int64_t product(const std::vector<int64_t> &Dims);
+
+/// Dims written as in the manifest, e.g. "64x4".
+std::string formatDims(const std::vector<int64_t> &Dims);
+
+/// One `param` record: a tensor inside the contiguous parameter array.
+struct ParamTensor {
+  enum class InitKind { Uniform, Zeros, Ones };
+
+  std::string Name;
+  std::vector<int64_t> Dims;
+  int64_t Offset = 0; ///< In elements, into `nnc_call::params`.
+  InitKind Init = InitKind::Zeros;
+  double InitArg = 0; ///< Bound b of U(-b, b) for Uniform.
+
+  int64_t size() const { return product(Dims); }
+};
+
+/// One `input` or `label` record: one entry of `nnc_call::inputs`.
+struct DataSlot {
+  std::string Name;
+  bool IsLabel = false;
+  bool IsClass = false;      ///< int32 class indices, else dtype values.
+  int64_t Classes = 0;       ///< Class labels only.
+  std::vector<int64_t> Dims; ///< Values per row; {1} for class labels.
+
+  int64_t width() const { return product(Dims); }
+};
+
+/// One `metric` record.
+struct Metric {
+  enum class SplitKind { Train, Test };
+  SplitKind Split = SplitKind::Test;
+  // Only accuracy exists so far; the kind joins here when a second does.
+
+  const char *splitName() const {
+    return Split == SplitKind::Train ? "train" : "test";
+  }
+};
+
+struct Manifest {
+  std::string Text; ///< The manifest as compiled in, for the weights hash.
+
+  std::string Model;
+  DType Type = DType::F32;
+  std::vector<ParamTensor> Params;
+  int64_t ParamCount = 0;
+  int64_t StateCount = 0;
+  int64_t WorkspaceFixed = 0;
+  int64_t WorkspacePerRow = 0;
+  /// Inputs then labels, in manifest order: the layout of `nnc_call::inputs`.
+  std::vector<DataSlot> Slots;
+  std::string OutputName;
+  std::vector<int64_t> OutputDims;
+  std::string Loss;
+  std::string Optimizer;
+  std::vector<std::string> OptimizerArgs; ///< "key=value", as written.
+  double Lr = 0;
+
+  std::string SourceKind; ///< "csv".
+  std::string SourcePath;
+  std::vector<std::string> CsvLabels;
+  double TrainFraction = 0;
+  double TestFraction = 0;
+  uint64_t SplitSeed = 0;
+  bool Standardize = false;
+
+  int64_t Epochs = 0;
+  int64_t Batch = 0; ///< 0: the whole training split.
+  bool Shuffle = false;
+  uint64_t Seed = 0;
+  int64_t ReportEvery = 1;
+  std::vector<Metric> Metrics;
+
+  size_t numInputs() const;
+  int64_t outputWidth() const { return product(OutputDims); }
+  /// Index into Slots of the label that accuracy is measured against (the
+  /// first class label), or -1 when there is none.
+  int classLabelSlot() const;
+};
+
+/// Parses and validates \p Text. On failure returns false and sets \p Err to
+/// a message that names the line and the record.
+bool parseManifest(const char *Text, Manifest &M, std::string &Err);
+
+} // namespace nnc
+
+#endif // NNC_RUNTIME_MANIFEST_H

@@ -1,0 +1,93 @@
+//===- Model.h - One model instance and the calls into it -------*- C++ -*-===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// The memory of one model (parameters, optimizer state, gradients,
+/// workspace, the row buffers of its inputs and its output), allocated once
+/// up front, and the four entry points of the generated object called on it.
+///
+//===----------------------------------------------------------------------===//
+
+#ifndef NNC_RUNTIME_MODEL_H
+#define NNC_RUNTIME_MODEL_H
+
+#include "Dataset.h"
+#include "Manifest.h"
+
+#include "nnc/runtime.h"
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nnc {
+
+/// Zero-initialised memory aligned to 64 bytes (a cache line, and the
+/// widest vector register the generated code uses).
+class AlignedBuffer {
+public:
+  /// False when the memory cannot be had.
+  bool allocate(size_t Bytes);
+  void *data() const { return Data.get(); }
+
+private:
+  struct Free {
+    void operator()(void *P) const { std::free(P); }
+  };
+  std::unique_ptr<void, Free> Data;
+};
+
+/// Loss and accuracy of the model over a set of rows.
+struct EvalResult {
+  double Loss = 0;     ///< Mean over the rows.
+  int64_t Correct = 0; ///< Rows whose output's argmax is the class label.
+  int64_t Total = 0;
+};
+
+class Model {
+public:
+  explicit Model(const Manifest &M) : M(M) {}
+
+  /// Allocates every buffer for calls of up to \p MaxRows rows.
+  bool allocate(size_t MaxRows, std::string &Err);
+
+  /// Initialises the parameters per their `param` records, drawing from a
+  /// generator seeded with \p Seed in record order, and zeroes the state.
+  void initParams(uint64_t Seed);
+
+  /// Copies Rows[0, N) of \p T into the input buffers for the next call.
+  void loadRows(const Table &T, const size_t *Rows, size_t N);
+
+  /// The calls into generated code on the rows loaded last; each returns
+  /// the loss it computed.
+  double trainStep(double Lr, int64_t Step);
+  double lossGrad();
+  double eval();
+
+  /// Evaluates \p Rows of \p T in chunks of at most maxRows() rows.
+  EvalResult evaluate(const Table &T, const std::vector<size_t> &Rows);
+
+  size_t maxRows() const { return MaxRows; }
+  /// Parameter and gradient element I, as double whatever the dtype.
+  double param(size_t I) const;
+  void setParam(size_t I, double V);
+  double grad(size_t I) const;
+  const void *paramData() const { return Params.data(); }
+
+private:
+  const Manifest &M;
+  size_t MaxRows = 0;
+  AlignedBuffer Params, State, Grads, Workspace, Output;
+  std::vector<AlignedBuffer> SlotBuffers;
+  std::vector<void *> SlotPtrs;     ///< SlotBuffers' memory, to write rows.
+  std::vector<const void *> Inputs; ///< The same, as nnc_call::inputs.
+  nnc_call Call = {};
+};
+
+} // namespace nnc
+
+#endif // NNC_RUNTIME_MODEL_H

@@ -1,0 +1,195 @@
+//===- Options.cpp - The trainer's command line ---------------------------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Options.h"
+#include "Numbers.h"
+
+#include <cstring>
+#include <string_view>
+
+using namespace nnc;
+
+Options nnc::defaultOptions(const Manifest &M) {
+  Options O;
+  O.Epochs = M.Epochs;
+  O.Lr = M.Lr;
+  O.Batch = M.Batch;
+  O.Seed = M.Seed;
+  O.Data = M.SourcePath;
+  O.Save = M.Model + ".weights";
+  O.GradCheckTolerance = M.Type == DType::F64 ? 1e-6 : 1e-2;
+  return O;
+}
+
+namespace {
+
+std::string invalid(std::string_view Name, std::string_view Value,
+                    const char *Expected) {
+  return "invalid value '" + std::string(Value) + "' for --" +
+         std::string(Name) + ": expected " + Expected;
+}
+
+/// Stores \p Value into the option \p Name; false with Err when it is bad.
+bool setOption(std::string_view Name, std::string_view Value, Options &O,
+               std::string &Err) {
+  if (Name == "epochs") {
+    if (!parseInt64(Value, O.Epochs) || O.Epochs < 0) {
+      Err = invalid(Name, Value, "an integer >= 0");
+      return false;
+    }
+  } else if (Name == "lr") {
+    if (!parseDouble(Value, O.Lr) || O.Lr <= 0) {
+      Err = invalid(Name, Value, "a finite number > 0");
+      return false;
+    }
+  } else if (Name == "batch") {
+    if (Value == "all") {
+      O.Batch = 0;
+    } else if (!parseInt64(Value, O.Batch) || O.Batch < 1) {
+      Err = invalid(Name, Value, "an integer >= 1 or 'all'");
+      return false;
+    }
+  } else if (Name == "seed") {
+    if (!parseUInt64(Value, O.Seed)) {
+      Err = invalid(Name, Value, "an unsigned 64-bit integer");
+      return false;
+    }
+  } else if (Name == "data" || Name == "save") {
+    if (Value.empty()) {
+      Err = invalid(Name, Value, "a file name");
+      return false;
+    }
+    (Name == "data" ? O.Data : O.Save) = std::string(Value);
+  } else if (Name == "gradcheck-rows") {
+    if (!parseInt64(Value, O.GradCheckRows) || O.GradCheckRows < 1) {
+      Err = invalid(Name, Value, "an integer >= 1");
+      return false;
+    }
+  } else if (Name == "gradcheck-tol") {
+    if (!parseDouble(Value, O.GradCheckTolerance) ||
+        O.GradCheckTolerance <= 0) {
+      Err = invalid(Name, Value, "a finite number > 0");
+      return false;
+    }
+  }
+  return true;
+}
+
+const char *const ValueOptions[] = {"epochs",         "lr",           "batch",
+                                    "seed",           "data",         "save",
+                                    "gradcheck-rows", "gradcheck-tol"};
+const char *const FlagOptions[] = {"gradcheck", "help"};
+
+template <size_t N>
+bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
+  for (const char *L : List)
+    if (Name == L)
+      return true;
+  return false;
+}
+
+} // namespace
+
+bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
+  for (int I = 1; I < Argc; ++I) {
+    std::string_view Arg = Argv[I];
+    if (Arg == "-h")
+      Arg = "--help";
+    if (Arg.substr(0, 2) != "--" || Arg.size() == 2) {
+      Err = "unexpected argument '" + std::string(Arg) + "'";
+      return false;
+    }
+    std::string_view Name = Arg.substr(2);
+    std::string_view Value;
+    size_t Eq = Name.find('=');
+    bool HasValue = Eq != std::string_view::npos;
+    if (HasValue) {
+      Value = Name.substr(Eq + 1);
+      Name = Name.substr(0, Eq);
+    }
+
+    if (isOneOf(Name, FlagOptions)) {
+      if (HasValue) {
+        Err = "option '--" + std::string(Name) + "' takes no value";
+        return false;
+      }
+      (Name == "help" ? O.Help : O.GradCheck) = true;
+      continue;
+    }
+    if (!isOneOf(Name, ValueOptions)) {
+      Err = "unknown option '--" + std::string(Name) + "' (see --help)";
+      return false;
+    }
+    if (!HasValue) {
+      if (I + 1 == Argc) {
+        Err = "option '--" + std::string(Name) + "' needs a value";
+        return false;
+      }
+      Value = Argv[++I];
+    }
+    if (!setOption(Name, Value, O, Err))
+      return false;
+  }
+  return true;
+}
+
+void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
+  Options D = defaultOptions(M);
+  std::string Optimizer = M.Optimizer;
+  for (const std::string &Arg : M.OptimizerArgs)
+    Optimizer += " " + Arg;
+  std::fprintf(
+      Out,
+      "usage: %s [options]\n"
+      "\n"
+      "Trains model '%s' (%s, %lld parameters, loss %s, optimizer %s)\n"
+      "on %s, then saves its weights.\n"
+      "\n"
+      "options:\n",
+      Prog, M.Model.c_str(), dtypeName(M.Type), (long long)M.ParamCount,
+      M.Loss.c_str(), Optimizer.c_str(), M.SourcePath.c_str());
+  char Batch[32];
+  if (D.Batch == 0)
+    std::snprintf(Batch, sizeof(Batch), "all");
+  else
+    std::snprintf(Batch, sizeof(Batch), "%lld", (long long)D.Batch);
+  std::fprintf(Out, "  --epochs N            training epochs (default %lld)\n",
+               (long long)D.Epochs);
+  std::fprintf(Out, "  --lr X                learning rate (default %g)\n",
+               D.Lr);
+  std::fprintf(Out,
+               "  --batch N|all         rows per optimizer step (default %s)\n",
+               Batch);
+  std::fprintf(Out,
+               "  --seed N              seed of parameter initialisation and "
+               "shuffling (default %llu)\n",
+               (unsigned long long)D.Seed);
+  std::fprintf(Out, "  --data FILE           CSV data file (default %s)\n",
+               D.Data.c_str());
+  std::fprintf(Out,
+               "  --save FILE           where to write the trained weights "
+               "(default %s)\n",
+               D.Save.c_str());
+  std::fprintf(Out, "  --gradcheck           compare the gradients with finite "
+                    "differences instead of training\n");
+  std::fprintf(Out,
+               "  --gradcheck-rows N    training rows for --gradcheck (default "
+               "%lld)\n",
+               (long long)D.GradCheckRows);
+  std::fprintf(Out,
+               "  --gradcheck-tol X     largest relative error --gradcheck "
+               "passes (default %g)\n",
+               D.GradCheckTolerance);
+  std::fprintf(Out, "  --help                print this help and exit\n");
+  std::fprintf(
+      Out,
+      "\n"
+      "The data are split %g train / %g test (seed %llu)%s.\n"
+      "Exit status: 0 success, 1 usage error or failed gradient check,\n"
+      "2 data or file error, 4 loss not finite.\n",
+      M.TrainFraction, M.TestFraction, (unsigned long long)M.SplitSeed,
+      M.Standardize ? ", features standardized" : "");
+}

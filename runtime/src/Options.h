@@ -1,0 +1,50 @@
+//===- Options.h - The trainer's command line -------------------*- C++ -*-===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// Every option overrides a setting of the spec; the defaults come from the
+/// manifest, so `--help` shows what this trainer does when given nothing.
+///
+//===----------------------------------------------------------------------===//
+
+#ifndef NNC_RUNTIME_OPTIONS_H
+#define NNC_RUNTIME_OPTIONS_H
+
+#include "Manifest.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace nnc {
+
+struct Options {
+  int64_t Epochs = 0;
+  double Lr = 0;
+  int64_t Batch = 0; ///< 0: the whole training split.
+  uint64_t Seed = 0;
+  std::string Data;
+  std::string Save;
+  bool GradCheck = false;
+  int64_t GradCheckRows = 8;
+  double GradCheckTolerance = 0;
+  bool Help = false;
+};
+
+/// The options of a trainer run with no arguments.
+Options defaultOptions(const Manifest &M);
+
+/// Parses Argv[1, Argc) over \p O, which holds the defaults. Accepts
+/// `--name VALUE` and `--name=VALUE`. On a usage error returns false and sets
+/// \p Err to the message, without the program name.
+bool parseOptions(int Argc, char **Argv, Options &O, std::string &Err);
+
+/// Writes the `--help` text, with the defaults of \p M.
+void printUsage(FILE *Out, const char *Prog, const Manifest &M);
+
+} // namespace nnc
+
+#endif // NNC_RUNTIME_OPTIONS_H

@@ -1,0 +1,16 @@
+# lit configuration of the nnc test suite.
+import os
+
+import lit.formats
+
+config.name = "nnc"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".nn", ".test"]
+config.excludes = ["Inputs", "CMakeLists.txt", "lit.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = config.nnc_obj_root
+
+config.environment["PATH"] = os.pathsep.join(
+    [config.nnc_bin_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
+config.substitutions.append(("%specs", os.path.join(config.nnc_source_dir, "specs")))
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
