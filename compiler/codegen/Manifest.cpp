@@ -7,6 +7,7 @@
 
 #include "codegen/Codegen.h"
 
+#include <charconv>
 #include <sstream>
 
 namespace nnc {
@@ -18,10 +19,16 @@ static std::string dimsText(const std::vector<int64_t> &dims) {
   return s.empty() ? "1" : s;
 }
 
+/// The shortest text that reads back as exactly `value`.
+static std::string exact(double value) {
+  char buffer[32];
+  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, result.ptr);
+}
+
 std::string buildManifest(const Model &model, const Program &program,
                           WorkspaceSize workspace) {
   std::ostringstream os;
-  os.precision(17);
   os << "nnc-manifest\t1\n";
   os << "model\t" << model.Name << '\n';
   os << "dtype\t" << ir::toString(model.FloatType) << '\n';
@@ -29,7 +36,7 @@ std::string buildManifest(const Model &model, const Program &program,
     os << "param\t" << p.Name << '\t' << dimsText(p.Ty.Dims) << '\t' << p.Offset
        << '\t';
     switch (p.Init) {
-    case InitKind::Uniform: os << "uniform\t" << p.InitArg; break;
+    case InitKind::Uniform: os << "uniform\t" << exact(p.InitArg); break;
     case InitKind::Zeros: os << "zeros\t0"; break;
     case InitKind::Ones: os << "ones\t0"; break;
     }
@@ -54,17 +61,17 @@ std::string buildManifest(const Model &model, const Program &program,
      << (model.LossK == LossKind::CrossEntropy ? "cross_entropy" : "mse") << '\n';
   os << "optimizer\t" << model.Optimizer.Kind;
   for (const auto &[name, value] : model.Optimizer.Hyper)
-    os << '\t' << name << '=' << value;
+    os << '\t' << name << '=' << exact(value);
   os << '\n';
-  os << "lr\t" << model.Optimizer.get("lr") << '\n';
+  os << "lr\t" << exact(model.Optimizer.get("lr")) << '\n';
   const DataSpec &data = model.Data;
   os << "source\tcsv\t" << data.SourcePath << '\n';
   os << "csv_label\t";
   for (size_t i = 0; i < data.LabelColumns.size(); ++i)
     os << (i ? "," : "") << data.LabelColumns[i];
   os << '\n';
-  os << "split\t" << data.TrainFraction << '\t' << data.TestFraction << '\t'
-     << data.SplitSeed << '\n';
+  os << "split\t" << exact(data.TrainFraction) << '\t'
+     << exact(data.TestFraction) << '\t' << data.SplitSeed << '\n';
   os << "standardize\t" << data.Standardize << '\n';
   const TrainSpec &train = model.Train;
   os << "epochs\t" << train.Epochs << '\n';

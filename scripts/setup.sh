@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what nnc needs on Debian 12 (apt-get only) and builds it in build/.
+# Safe to run again: installed packages and an existing build are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build ccache python3
+  llvm-19-dev llvm-19-tools clang-19 lld-19 libzstd-dev zlib1g-dev
+  antlr4 libantlr4-runtime-dev libboost-program-options-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build
+echo "setup: built build/bin/nnc and build/lib/libnnc_runtime.a"
