@@ -1,0 +1,78 @@
+"""Reference training of softmax regression, in plain Python doubles.
+
+Replays full-batch training of `logits = dense(x, C)` under cross_entropy
+with PyTorch's SGD (momentum, dampening 0, nesterov, weight decay) or Adam
+(with weight decay) update rules, starting from the weights an nnc trainer
+saved with --epochs 0, and compares with the weights nnc reached.
+
+usage: reference.py CSV LABEL START.w END.w EPOCHS sgd LR MOMENTUM WD NESTEROV
+       reference.py CSV LABEL START.w END.w EPOCHS adam LR BETA1 BETA2 EPS WD
+"""
+import csv
+import math
+import struct
+import sys
+
+
+def read_weights(path):
+    data = open(path, "rb").read()
+    magic, version, size, count, _hash = struct.unpack_from("<4sIIQQ", data)
+    assert magic == b"NNCW" and version == 1 and size == 8, (magic, version, size)
+    return list(struct.unpack_from("<%dd" % count, data, 28))
+
+
+def main(argv):
+    path, label, start, end, epochs, kind = argv[:6]
+    hyper = [float(v) for v in argv[6:]]
+    rows = list(csv.reader(open(path)))
+    header, rows = rows[0], rows[1:]
+    li = header.index(label)
+    names = sorted({r[li] for r in rows})
+    xs = [[float(v) for i, v in enumerate(r) if i != li] for r in rows]
+    ys = [names.index(r[li]) for r in rows]
+    n, f, c = len(xs), len(xs[0]), len(names)
+
+    p = read_weights(start)  # weight [c, f] then bias [c]
+    state1 = [0.0] * len(p)
+    state2 = [0.0] * len(p)
+    for step in range(1, int(epochs) + 1):
+        g = [0.0] * len(p)
+        for x, y in zip(xs, ys):
+            logits = [sum(p[k * f + j] * x[j] for j in range(f)) + p[c * f + k]
+                      for k in range(c)]
+            top = max(logits)
+            exps = [math.exp(v - top) for v in logits]
+            total = sum(exps)
+            for k in range(c):
+                d = (exps[k] / total - (1.0 if k == y else 0.0)) / n
+                for j in range(f):
+                    g[k * f + j] += d * x[j]
+                g[c * f + k] += d
+        if kind == "sgd":
+            lr, momentum, wd, nesterov = hyper
+            for i in range(len(p)):
+                gi = g[i] + wd * p[i]
+                if momentum:
+                    state1[i] = momentum * state1[i] + gi
+                    gi = gi + momentum * state1[i] if nesterov else state1[i]
+                p[i] -= lr * gi
+        else:
+            lr, b1, b2, eps, wd = hyper
+            c1 = 1 - b1 ** step
+            c2 = math.sqrt(1 - b2 ** step)
+            for i in range(len(p)):
+                gi = g[i] + wd * p[i]
+                state1[i] = b1 * state1[i] + (1 - b1) * gi
+                state2[i] = b2 * state2[i] + (1 - b2) * gi * gi
+                denom = math.sqrt(state2[i]) / c2 + eps
+                p[i] -= lr / c1 * state1[i] / denom
+
+    got = read_weights(end)
+    worst = max(abs(a - b) for a, b in zip(p, got))
+    print("reference: %d parameters, largest difference %.3e" % (len(p), worst))
+    print("reference: " + ("MATCH" if worst < 1e-12 else "MISMATCH"))
+    return 0 if worst < 1e-12 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
