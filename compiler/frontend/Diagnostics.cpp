@@ -9,6 +9,10 @@ namespace nnc {
 
 SourceFile::SourceFile(std::string path, std::string text)
     : Path(std::move(path)), Text(std::move(text)) {
+  // A UTF-8 byte order mark is no character of the first line: without it
+  // here, carets on that line would stand one column to the left.
+  if (Text.compare(0, 3, "\xEF\xBB\xBF") == 0)
+    Text.erase(0, 3);
   LineStarts.push_back(0);
   for (size_t i = 0; i < Text.size(); ++i)
     if (Text[i] == '\n')

@@ -101,6 +101,14 @@ bool checkNesting(const SourceFile &file, DiagnosticEngine &diags) {
   return true;
 }
 
+/// The number of characters (not bytes) of UTF-8 text.
+uint32_t countChars(const std::string &s) {
+  uint32_t n = 0;
+  for (unsigned char c : s)
+    n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 std::string describeToken(const antlr4::dfa::Vocabulary &vocabulary,
                           size_t type) {
   switch (type) {
@@ -130,14 +138,19 @@ public:
                    std::exception_ptr) override {
     SourceLoc loc{static_cast<uint32_t>(line),
                   static_cast<uint32_t>(position + 1), 1};
-    // ANTLR may report several errors at one token while it recovers.
-    if (loc.line == LastLoc.line && loc.col == LastLoc.col)
+    // ANTLR reports several errors at one token, and usually more on the
+    // same line, while it recovers from the first: they say nothing new.
+    // After a block was left open, every later error is such an echo.
+    if (StructureLost || loc.line == LastLoc.line)
       return;
     LastLoc = loc;
     if (!token) {
       Diags.error(loc, antlrMsg);
       return;
     }
+    auto *parser = dynamic_cast<antlr4::Parser *>(recognizer);
+    if (parser && reportUnclosedBlock(*parser, token))
+      return;
     std::string text = token->getText();
     loc.length = std::max<uint32_t>(1, countChars(text));
     if (token->getType() == NNLexer::UNTERMINATED_STRING) {
@@ -152,20 +165,69 @@ public:
                             ? "end of file"
                             : "'" + text + "'";
     std::string message = "unexpected " + found;
-    if (auto *parser = dynamic_cast<antlr4::Parser *>(recognizer)) {
+    if (parser) {
       std::string expected = describeExpected(*parser);
       if (!expected.empty())
         message = "expected " + expected + ", found " + found;
     }
     Diags.error(loc, message);
+    if (parser && token->getType() == antlr4::Token::EOF)
+      noteUnclosedBracket(*parser);
   }
 
 private:
-  static uint32_t countChars(const std::string &s) {
-    uint32_t n = 0;
-    for (unsigned char c : s)
-      n += (c & 0xC0) != 0x80;
-    return n;
+  static SourceLoc locOf(antlr4::Token *token) {
+    return {static_cast<uint32_t>(token->getLine()),
+            static_cast<uint32_t>(token->getCharPositionInLine() + 1),
+            std::max<uint32_t>(1, countChars(token->getText()))};
+  }
+
+  /// `data {`, `train {` or `model m` inside a block means that the block
+  /// before it lacks its '}'. ANTLR would say "expected '='" (the keyword
+  /// reads as a value's name); say what is missing instead, at the keyword.
+  bool reportUnclosedBlock(antlr4::Parser &parser, antlr4::Token *token) {
+    antlr4::TokenStream *tokens = parser.getTokenStream();
+    antlr4::Token *keyword = tokens->LT(-1);
+    if (!keyword)
+      return false;
+    bool blockStart =
+        (token->getText() == "{" &&
+         (keyword->getText() == "data" || keyword->getText() == "train")) ||
+        (token->getType() == NNLexer::ID && keyword->getText() == "model");
+    if (!blockStart)
+      return false;
+    antlr4::RuleContext *ctx = parser.getContext();
+    while (ctx && ctx->getRuleIndex() != NNParser::RuleBlock)
+      ctx = dynamic_cast<antlr4::RuleContext *>(ctx->parent);
+    auto *open = dynamic_cast<antlr4::ParserRuleContext *>(ctx);
+    if (!open)
+      return false;
+    std::string kind = open->getStart()->getText();
+    Diags.error(locOf(keyword), "expected '}' to close the " + kind +
+                                    " block before this '" +
+                                    keyword->getText() + "' block");
+    Diags.note(locOf(open->getStart()), "the " + kind + " block starts here");
+    StructureLost = true;
+    return true;
+  }
+
+  /// At the end of the file, points at the innermost bracket left open.
+  void noteUnclosedBracket(antlr4::Parser &parser) {
+    antlr4::TokenStream *tokens = parser.getTokenStream();
+    std::vector<antlr4::Token *> open;
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      antlr4::Token *t = tokens->get(i);
+      std::string text = t->getText();
+      if (t->getType() == NNLexer::STRING || text.size() != 1)
+        continue;
+      if (text == "(" || text == "[" || text == "{")
+        open.push_back(t);
+      else if ((text == ")" || text == "]" || text == "}") && !open.empty())
+        open.pop_back();
+    }
+    if (!open.empty())
+      Diags.note(locOf(open.back()),
+                 "to match this '" + open.back()->getText() + "'");
   }
 
   std::string describeExpected(antlr4::Parser &parser) {
@@ -203,6 +265,20 @@ private:
 
   DiagnosticEngine &Diags;
   SourceLoc LastLoc;
+  bool StructureLost = false;
+};
+
+/// ANTLR's recovery, except that it never skips a closing bracket to go on
+/// with the tokens after it: in `dense(x, 3,)` that would read the next
+/// statement as more arguments and report it as a second, unrelated error.
+class RecoveryStrategy : public antlr4::DefaultErrorStrategy {
+protected:
+  antlr4::Token *singleTokenDeletion(antlr4::Parser *parser) override {
+    std::string next = parser->getCurrentToken()->getText();
+    if (next == ")" || next == "]" || next == "}")
+      return nullptr;
+    return DefaultErrorStrategy::singleTokenDeletion(parser);
+  }
 };
 
 /// Walks ANTLR's parse tree into the AST.
@@ -235,7 +311,7 @@ private:
   static SourceLoc loc(antlr4::Token *token) {
     SourceLoc l{static_cast<uint32_t>(token->getLine()),
                 static_cast<uint32_t>(token->getCharPositionInLine() + 1), 1};
-    l.length = std::max<size_t>(1, token->getText().size());
+    l.length = std::max<uint32_t>(1, countChars(token->getText()));
     return l;
   }
 
@@ -384,7 +460,8 @@ private:
       case 't': out += '\t'; break;
       default: {
         SourceLoc at = where;
-        at.col += i - 1;
+        // Columns count characters, not bytes.
+        at.col += countChars(quoted.substr(0, i - 1));
         at.length = 2;
         Diags.error(at, std::string("unknown escape sequence '\\") + next +
                             "' in string");
@@ -419,6 +496,7 @@ std::optional<ast::Spec> parseSpec(const SourceFile &file,
     SyntaxErrorListener listener(diags);
     parser.removeErrorListeners();
     parser.addErrorListener(&listener);
+    parser.setErrorHandler(std::make_shared<RecoveryStrategy>());
     NNParser::FileContext *tree = parser.file();
     if (diags.hasErrors())
       return std::nullopt;

@@ -130,6 +130,8 @@ private:
   // Model block.
   void declareIo(const ast::Stmt &stmt);
   void assign(const ast::Stmt &stmt);
+  /// Starts naming the parameters of a statement's layers after `name`.
+  void beginStatement(const std::string &name, const Expr &value);
   void buildLoss(const ast::Stmt &stmt);
   void readOptimizer(const ast::Stmt &stmt);
   Node *eval(const Expr &e);
@@ -156,7 +158,7 @@ private:
   bool bind(const std::string &what, SourceLoc loc,
             const std::vector<ast::Arg> &args,
             const std::vector<ParamDecl> &signature,
-            std::vector<const Expr *> &out);
+            std::vector<const Expr *> &out, bool piped = false);
   std::optional<int64_t> intValue(const Expr *e, const std::string &what,
                                   int64_t min, int64_t max);
   std::optional<double> numberValue(const Expr *e, const std::string &what);
@@ -178,6 +180,7 @@ private:
   std::map<std::string, int> StmtLayerSeen;
 
   bool SawLoss = false, SawOptimizer = false;
+  SourceLoc FirstLossLoc, FirstOptimizerLoc;
   bool HasTestSplit = false;
 };
 
@@ -204,7 +207,7 @@ const Sema::LayerDecl *Sema::findLayer(const std::string &name) {
 bool Sema::bind(const std::string &what, SourceLoc loc,
                 const std::vector<ast::Arg> &args,
                 const std::vector<ParamDecl> &signature,
-                std::vector<const Expr *> &out) {
+                std::vector<const Expr *> &out, bool piped) {
   out.assign(signature.size(), nullptr);
   std::vector<std::string> names;
   for (const ParamDecl &p : signature)
@@ -218,7 +221,10 @@ bool Sema::bind(const std::string &what, SourceLoc loc,
         Diags.error(arg.Value->Loc,
                     what + " takes at most " + std::to_string(signature.size()) +
                         " argument" + (signature.size() == 1 ? "" : "s") +
-                        ", got " + std::to_string(args.size()));
+                        ", got " + std::to_string(args.size()) +
+                        // `x |> relu(5)` shows one argument but passes two.
+                        (piped ? " (counting the input piped in with `|>`)"
+                               : ""));
         return false;
       }
       index = nextPositional++;
@@ -254,7 +260,9 @@ bool Sema::bind(const std::string &what, SourceLoc loc,
 std::optional<int64_t> Sema::intValue(const Expr *e, const std::string &what,
                                       int64_t min, int64_t max) {
   if (e->K != Expr::Kind::Number || !e->IsInteger) {
-    Diags.error(e->Loc, what + " must be an integer, found " + describe(*e));
+    Diags.error(e->Loc, what + " must be an integer, found " +
+                            (e->K == Expr::Kind::Number ? e->Text
+                                                        : describe(*e)));
     return std::nullopt;
   }
   if (e->Number < static_cast<double>(min) ||
@@ -372,6 +380,14 @@ void Sema::declareIo(const ast::Stmt &stmt) {
     Diags.note(previous->second.Loc, "previous definition is here");
     return;
   }
+  // As for assigned values: `x |> relu` must not depend on what `relu` is.
+  if (findLayer(stmt.Name)) {
+    Diags.error(stmt.NameLoc, "'" + stmt.Name +
+                                  "' is the name of a layer; choose another "
+                                  "name for this " +
+                                  (isLabel ? "label" : "input"));
+    return;
+  }
   Value value;
   value.Loc = stmt.NameLoc;
   value.IsLabel = isLabel;
@@ -400,6 +416,13 @@ static void countLayers(const Expr &e, std::map<std::string, int> &counts) {
     countLayers(*arg.Value, counts);
 }
 
+void Sema::beginStatement(const std::string &name, const Expr &value) {
+  StmtName = name;
+  StmtLayerCounts.clear();
+  StmtLayerSeen.clear();
+  countLayers(value, StmtLayerCounts);
+}
+
 void Sema::assign(const ast::Stmt &stmt) {
   auto previous = Env.find(stmt.Name);
   if (previous != Env.end()) {
@@ -413,13 +436,10 @@ void Sema::assign(const ast::Stmt &stmt) {
                                   "name for this value");
     return;
   }
-  StmtName = stmt.Name;
-  StmtLayerCounts.clear();
-  StmtLayerSeen.clear();
-  countLayers(*stmt.Value, StmtLayerCounts);
+  beginStatement(stmt.Name, *stmt.Value);
   Value value;
   value.Loc = stmt.NameLoc;
-  value.Tensor = eval(*stmt.Value);
+  value.Tensor = tensorArg(stmt.Value.get());
   Env[stmt.Name] = value;
   EnvOrder.push_back(stmt.Name);
 }
@@ -515,7 +535,7 @@ Node *Sema::dense(const Expr &call) {
             {{"input", ArgKind::Tensor, true},
              {"units", ArgKind::Int, true},
              {"bias", ArgKind::Bool, false}},
-            args))
+            args, call.Piped))
     return nullptr;
   Node *x = tensorArg(args[0]);
   auto units = intValue(args[1], "dense units", 1, MaxDim);
@@ -553,7 +573,7 @@ Node *Sema::dense(const Expr &call) {
 Node *Sema::activation(const Expr &call, OpCode op) {
   std::vector<const Expr *> args;
   if (!bind(call.Text, call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
-            args))
+            args, call.Piped))
     return nullptr;
   Node *x = tensorArg(args[0]);
   if (!x)
@@ -569,10 +589,13 @@ Node *Sema::activation(const Expr &call, OpCode op) {
 void Sema::buildLoss(const ast::Stmt &stmt) {
   if (SawLoss) {
     Diags.error(stmt.Loc, "a model has one loss; this is the second");
+    Diags.note(FirstLossLoc, "the first loss is here");
     return;
   }
   SawLoss = true;
+  FirstLossLoc = stmt.Loc;
   const Expr &call = *stmt.Value;
+  beginStatement("loss", call);
   if (call.K != Expr::Kind::Call) {
     Diags.error(call.Loc, "expected a loss such as cross_entropy(logits, y) "
                           "or mse(prediction, y)");
@@ -674,9 +697,11 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
 void Sema::readOptimizer(const ast::Stmt &stmt) {
   if (SawOptimizer) {
     Diags.error(stmt.Loc, "a model has one optimizer; this is the second");
+    Diags.note(FirstOptimizerLoc, "the first optimizer is here");
     return;
   }
   SawOptimizer = true;
+  FirstOptimizerLoc = stmt.Loc;
   const Expr &call = *stmt.Value;
   std::vector<std::string> names;
   const OptimizerDecl *decl = nullptr;
@@ -743,11 +768,12 @@ void Sema::readOptimizer(const ast::Stmt &stmt) {
 //===----------------------------------------------------------------------===//
 
 void Sema::readData(const ast::Block &block) {
-  std::set<std::string> seen;
+  std::map<std::string, SourceLoc> seen;
   bool haveSource = false;
   for (const ast::Setting &s : block.Settings) {
-    if (!seen.insert(s.Key).second) {
+    if (!seen.emplace(s.Key, s.Loc).second) {
       Diags.error(s.Loc, "setting '" + s.Key + "' is given twice");
+      Diags.note(seen[s.Key], "it was first given here");
       continue;
     }
     std::vector<const Expr *> args;
@@ -822,7 +848,8 @@ void Sema::readData(const ast::Block &block) {
         test.reset();
       }
       if (train && test && *train + *test > 1 + 1e-9) {
-        Diags.error(s.Loc, "split fractions add up to more than 1");
+        Diags.error(s.Loc, "split fractions add up to more than 1: train " +
+                               args[0]->Text + " + test " + args[1]->Text);
         continue;
       }
       if (args[2])
@@ -851,10 +878,11 @@ void Sema::readData(const ast::Block &block) {
 }
 
 void Sema::readTrain(const ast::Block &block) {
-  std::set<std::string> seen;
+  std::map<std::string, SourceLoc> seen;
   for (const ast::Setting &s : block.Settings) {
-    if (!seen.insert(s.Key).second) {
+    if (!seen.emplace(s.Key, s.Loc).second) {
       Diags.error(s.Loc, "setting '" + s.Key + "' is given twice");
+      Diags.note(seen[s.Key], "it was first given here");
       continue;
     }
     std::vector<const Expr *> args;
@@ -893,12 +921,17 @@ void Sema::readTrain(const ast::Block &block) {
 }
 
 void Sema::readReport(const ast::Setting &s) {
+  std::set<std::string> seenItems;
   for (const ast::Arg &arg : s.Args) {
     const Expr &item = *arg.Value;
     if (!arg.Name.empty() ||
         (item.K != Expr::Kind::Call && item.K != Expr::Kind::Name)) {
       Diags.error(arg.NameLoc, "expected a report item: loss(every = N) or "
                                "accuracy(test)");
+      continue;
+    }
+    if (!seenItems.insert(item.Text).second) {
+      Diags.error(item.Loc, "report item '" + item.Text + "' is given twice");
       continue;
     }
     std::vector<const Expr *> args;
