@@ -69,53 +69,39 @@ std::vector<Node *> differentiate(ir::Graph &g, Node *loss,
 
 Program buildProgram(const Model &model) {
   Program program;
-  std::vector<Node *> params;
+  using NodeMap = std::unordered_map<const Node *, Node *>;
 
-  auto cloneForward = [&](const char *name,
-                          std::unordered_map<const Node *, Node *> &map) {
-    return model.Forward->clone(name, map);
-  };
-  auto mapped = [&](std::unordered_map<const Node *, Node *> &map) {
-    std::vector<Node *> nodes;
+  // A copy of the forward graph with the loss stored and its gradients with
+  // respect to every parameter appended; returns the gradients.
+  auto withGradients = [&](std::unique_ptr<ir::Graph> &slot, const char *name,
+                           std::vector<Node *> &paramNodes) {
+    NodeMap map;
+    slot = model.Forward->clone(name, map);
     for (const ParamSpec &p : model.Params)
-      nodes.push_back(map.at(p.Node));
-    return nodes;
+      paramNodes.push_back(map.at(p.Node));
+    Node *loss = map.at(model.Loss);
+    slot->addStore(loss, ir::Buffer::Loss, 0, "loss");
+    return differentiate(*slot, loss, paramNodes);
   };
 
-  {
-    std::unordered_map<const Node *, Node *> map;
-    program.TrainStep = cloneForward("train_step", map);
-    ir::Graph &g = *program.TrainStep;
-    std::vector<Node *> paramNodes = mapped(map);
-    std::vector<Node *> grads = differentiate(g, map.at(model.Loss), paramNodes);
-    g.addStore(map.at(model.Loss), ir::Buffer::Loss, 0, "loss");
-    program.StateElements =
-        addOptimizerUpdate(g, model.Optimizer, model.Params, paramNodes, grads);
-  }
-  {
-    std::unordered_map<const Node *, Node *> map;
-    program.LossGrad = cloneForward("loss_grad", map);
-    ir::Graph &g = *program.LossGrad;
-    std::vector<Node *> paramNodes = mapped(map);
-    std::vector<Node *> grads = differentiate(g, map.at(model.Loss), paramNodes);
-    g.addStore(map.at(model.Loss), ir::Buffer::Loss, 0, "loss");
-    for (size_t i = 0; i < grads.size(); ++i)
-      g.addStore(grads[i], ir::Buffer::Grads, model.Params[i].Offset,
-                 model.Params[i].Name);
-  }
-  {
-    std::unordered_map<const Node *, Node *> map;
-    program.Eval = cloneForward("eval", map);
-    program.Eval->addStore(map.at(model.Prediction), ir::Buffer::Output, 0,
-                           model.PredictionName);
-    program.Eval->addStore(map.at(model.Loss), ir::Buffer::Loss, 0, "loss");
-  }
-  {
-    std::unordered_map<const Node *, Node *> map;
-    program.Predict = cloneForward("predict", map);
-    program.Predict->addStore(map.at(model.Prediction), ir::Buffer::Output, 0,
-                              model.PredictionName);
-  }
+  std::vector<Node *> trainParams, gradParams;
+  std::vector<Node *> grads = withGradients(program.TrainStep, "train_step", trainParams);
+  program.StateElements = addOptimizerUpdate(*program.TrainStep, model.Optimizer,
+                                             model.Params, trainParams, grads);
+
+  grads = withGradients(program.LossGrad, "loss_grad", gradParams);
+  for (size_t i = 0; i < grads.size(); ++i)
+    program.LossGrad->addStore(grads[i], ir::Buffer::Grads,
+                               model.Params[i].Offset, model.Params[i].Name);
+
+  NodeMap evalMap, predictMap;
+  program.Eval = model.Forward->clone("eval", evalMap);
+  program.Eval->addStore(evalMap.at(model.Prediction), ir::Buffer::Output, 0,
+                         model.PredictionName);
+  program.Eval->addStore(evalMap.at(model.Loss), ir::Buffer::Loss, 0, "loss");
+  program.Predict = model.Forward->clone("predict", predictMap);
+  program.Predict->addStore(predictMap.at(model.Prediction), ir::Buffer::Output,
+                            0, model.PredictionName);
   return program;
 }
 

@@ -130,6 +130,8 @@ private:
   // Model block.
   void declareIo(const ast::Stmt &stmt);
   void assign(const ast::Stmt &stmt);
+  /// Reports a name that is already defined or names a layer.
+  bool checkNewName(const ast::Stmt &stmt, const char *what);
   /// Starts naming the parameters of a statement's layers after `name`.
   void beginStatement(const std::string &name, const Expr &value);
   void buildLoss(const ast::Stmt &stmt);
@@ -370,24 +372,11 @@ void Sema::declareIo(const ast::Stmt &stmt) {
   } else {
     Diags.error(type.ElemLoc,
                 withSuggestion("unknown element type '" + type.Elem + "'",
-                               type.Elem, {"f32", "f64", "class"}) +
-                    (isLabel ? "" : ""));
+                               type.Elem, {"f32", "f64", "class"}));
     ok = false;
   }
-  auto previous = Env.find(stmt.Name);
-  if (previous != Env.end()) {
-    Diags.error(stmt.NameLoc, "redefinition of '" + stmt.Name + "'");
-    Diags.note(previous->second.Loc, "previous definition is here");
+  if (!checkNewName(stmt, isLabel ? "label" : "input"))
     return;
-  }
-  // As for assigned values: `x |> relu` must not depend on what `relu` is.
-  if (findLayer(stmt.Name)) {
-    Diags.error(stmt.NameLoc, "'" + stmt.Name +
-                                  "' is the name of a layer; choose another "
-                                  "name for this " +
-                                  (isLabel ? "label" : "input"));
-    return;
-  }
   Value value;
   value.Loc = stmt.NameLoc;
   value.IsLabel = isLabel;
@@ -423,19 +412,26 @@ void Sema::beginStatement(const std::string &name, const Expr &value) {
   countLayers(value, StmtLayerCounts);
 }
 
-void Sema::assign(const ast::Stmt &stmt) {
+bool Sema::checkNewName(const ast::Stmt &stmt, const char *what) {
   auto previous = Env.find(stmt.Name);
   if (previous != Env.end()) {
     Diags.error(stmt.NameLoc, "redefinition of '" + stmt.Name + "'");
     Diags.note(previous->second.Loc, "previous definition is here");
-    return;
+    return false;
   }
+  // `x |> relu` must not depend on whether a value is called `relu`.
   if (findLayer(stmt.Name)) {
     Diags.error(stmt.NameLoc, "'" + stmt.Name +
                                   "' is the name of a layer; choose another "
-                                  "name for this value");
-    return;
+                                  "name for this " + what);
+    return false;
   }
+  return true;
+}
+
+void Sema::assign(const ast::Stmt &stmt) {
+  if (!checkNewName(stmt, "value"))
+    return;
   beginStatement(stmt.Name, *stmt.Value);
   Value value;
   value.Loc = stmt.NameLoc;
