@@ -114,6 +114,56 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
     }
     return b.StateElements;
   }
+  if (optimizer.Kind == "rmsprop") {
+    double alpha = optimizer.get("alpha"), eps = optimizer.get("eps");
+    double momentum = optimizer.get("momentum");
+    bool centered = optimizer.get("centered") != 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      Node *p = paramNodes[i], *grad = grads[i];
+      if (weightDecay != 0)
+        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *v = b.state(params[i], "square_avg");
+      Node *newV = b.add(b.mul(b.c(alpha), v),
+                         b.mul(b.c(1 - alpha), b.mul(grad, grad)));
+      b.storeState(v, newV);
+      Node *variance = newV;
+      if (centered) {
+        Node *avg = b.state(params[i], "grad_avg");
+        Node *newAvg = b.add(b.mul(b.c(alpha), avg), b.mul(b.c(1 - alpha), grad));
+        b.storeState(avg, newAvg);
+        variance = b.sub(newV, b.mul(newAvg, newAvg));
+      }
+      Node *scaled = b.div(grad, b.add(b.sqrt(variance), b.c(eps)));
+      if (momentum != 0) {
+        Node *buf = b.state(params[i], "momentum_buffer");
+        scaled = b.add(b.mul(b.c(momentum), buf), scaled);
+        b.storeState(buf, scaled);
+      }
+      b.storeParam(params[i], b.sub(p, b.mul(lr, scaled)));
+    }
+    return b.StateElements;
+  }
+
+  if (optimizer.Kind == "adadelta") {
+    double rho = optimizer.get("rho"), eps = optimizer.get("eps");
+    for (size_t i = 0; i < params.size(); ++i) {
+      Node *p = paramNodes[i], *grad = grads[i];
+      if (weightDecay != 0)
+        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *v = b.state(params[i], "square_avg");
+      Node *u = b.state(params[i], "acc_delta");
+      Node *newV = b.add(b.mul(b.c(rho), v), b.mul(b.c(1 - rho), b.mul(grad, grad)));
+      // delta = sqrt(u + eps) / sqrt(v + eps) * g
+      Node *delta = b.mul(b.div(b.sqrt(b.add(u, b.c(eps))),
+                                b.sqrt(b.add(newV, b.c(eps)))),
+                          grad);
+      Node *newU = b.add(b.mul(b.c(rho), u), b.mul(b.c(1 - rho), b.mul(delta, delta)));
+      b.storeState(v, newV);
+      b.storeState(u, newU);
+      b.storeParam(params[i], b.sub(p, b.mul(lr, delta)));
+    }
+    return b.StateElements;
+  }
   throw std::logic_error("internal error: unknown optimizer " + optimizer.Kind);
 }
 

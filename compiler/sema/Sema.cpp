@@ -87,8 +87,25 @@ const std::vector<OptimizerDecl> &optimizerTable() {
         {"beta2", 0.999, 0, 1, false, true},
         {"eps", 1e-8, 0, 1, true, false},
         {"weight_decay", 0, 0, 1e6, false, false}}},
+      {"rmsprop",
+       {{"lr", 0.01, 0, 1e6, true, false},
+        {"alpha", 0.99, 0, 1, false, true},
+        {"eps", 1e-8, 0, 1, true, false},
+        {"momentum", 0, 0, 1, false, true},
+        {"centered", 0, 0, 1, false, false},
+        {"weight_decay", 0, 0, 1e6, false, false}}},
+      {"adadelta",
+       {{"lr", 1.0, 0, 1e6, true, false},
+        {"rho", 0.9, 0, 1, false, true},
+        {"eps", 1e-6, 0, 1, true, false},
+        {"weight_decay", 0, 0, 1e6, false, false}}},
   };
   return table;
+}
+
+/// Hyper-parameters written true or false (stored as 1 or 0).
+bool isFlag(const HyperParam &p) {
+  return p.Name == std::string("nesterov") || p.Name == std::string("centered");
 }
 
 std::string formatRange(const HyperParam &p) {
@@ -717,9 +734,7 @@ void Sema::readOptimizer(const ast::Stmt &stmt) {
   }
   std::vector<ParamDecl> signature;
   for (const HyperParam &p : decl->Params)
-    signature.push_back({p.Name, p.Name == std::string("nesterov")
-                                     ? ArgKind::Bool
-                                     : ArgKind::Number,
+    signature.push_back({p.Name, isFlag(p) ? ArgKind::Bool : ArgKind::Number,
                          false});
   std::vector<const Expr *> args;
   if (!bind(call.Text, call.Loc, call.Args, signature, args))

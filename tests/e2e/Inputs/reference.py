@@ -7,6 +7,8 @@ saved with --epochs 0, and compares with the weights nnc reached.
 
 usage: reference.py CSV LABEL START.w END.w EPOCHS sgd LR MOMENTUM WD NESTEROV
        reference.py CSV LABEL START.w END.w EPOCHS adam LR BETA1 BETA2 EPS WD
+       reference.py CSV LABEL START.w END.w EPOCHS rmsprop LR ALPHA EPS MOMENTUM CENTERED WD
+       reference.py CSV LABEL START.w END.w EPOCHS adadelta LR RHO EPS WD
 """
 import csv
 import math
@@ -35,6 +37,7 @@ def main(argv):
     p = read_weights(start)  # weight [c, f] then bias [c]
     state1 = [0.0] * len(p)
     state2 = [0.0] * len(p)
+    state3 = [0.0] * len(p)
     for step in range(1, int(epochs) + 1):
         g = [0.0] * len(p)
         for x, y in zip(xs, ys):
@@ -56,6 +59,28 @@ def main(argv):
                     state1[i] = momentum * state1[i] + gi
                     gi = gi + momentum * state1[i] if nesterov else state1[i]
                 p[i] -= lr * gi
+        elif kind == "rmsprop":
+            lr, alpha, eps, momentum, centered, wd = hyper
+            for i in range(len(p)):
+                gi = g[i] + wd * p[i]
+                state1[i] = alpha * state1[i] + (1 - alpha) * gi * gi
+                variance = state1[i]
+                if centered:
+                    state2[i] = alpha * state2[i] + (1 - alpha) * gi
+                    variance -= state2[i] * state2[i]
+                scaled = gi / (math.sqrt(variance) + eps)
+                if momentum:
+                    state3[i] = momentum * state3[i] + scaled
+                    scaled = state3[i]
+                p[i] -= lr * scaled
+        elif kind == "adadelta":
+            lr, rho, eps, wd = hyper
+            for i in range(len(p)):
+                gi = g[i] + wd * p[i]
+                state1[i] = rho * state1[i] + (1 - rho) * gi * gi
+                delta = math.sqrt(state2[i] + eps) / math.sqrt(state1[i] + eps) * gi
+                state2[i] = rho * state2[i] + (1 - rho) * delta * delta
+                p[i] -= lr * delta
         else:
             lr, b1, b2, eps, wd = hyper
             c1 = 1 - b1 ** step
