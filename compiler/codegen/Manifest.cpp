@@ -57,8 +57,8 @@ std::string buildManifest(const Model &model, const Program &program,
   std::vector<int64_t> outDims(model.Prediction->Ty.Dims.begin() + 1,
                                model.Prediction->Ty.Dims.end());
   os << "output\t" << model.PredictionName << '\t' << dimsText(outDims) << '\n';
-  os << "loss\t"
-     << (model.LossK == LossKind::CrossEntropy ? "cross_entropy" : "mse") << '\n';
+  static const char *lossNames[] = {"cross_entropy", "mse", "binary_cross_entropy"};
+  os << "loss\t" << lossNames[static_cast<int>(model.LossK)] << '\n';
   os << "optimizer\t" << model.Optimizer.Kind;
   for (const auto &[name, value] : model.Optimizer.Hyper)
     os << '\t' << name << '=' << exact(value);

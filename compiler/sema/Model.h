@@ -37,7 +37,7 @@ struct IoSpec {
   ir::Node *Node = nullptr;
 };
 
-enum class LossKind { CrossEntropy, MeanSquaredError };
+enum class LossKind { CrossEntropy, MeanSquaredError, BinaryCrossEntropy };
 
 struct OptimizerSpec {
   std::string Kind; ///< "sgd" or "adam".

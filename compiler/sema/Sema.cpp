@@ -614,10 +614,20 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
                           "or mse(prediction, y)");
     return;
   }
-  bool ce = call.Text == "cross_entropy";
-  if (!ce && call.Text != "mse") {
+  static const std::vector<std::pair<std::string, LossKind>> losses = {
+      {"cross_entropy", LossKind::CrossEntropy},
+      {"mse", LossKind::MeanSquaredError},
+      {"binary_cross_entropy", LossKind::BinaryCrossEntropy}};
+  std::vector<std::string> lossNames;
+  const LossKind *kind = nullptr;
+  for (const auto &[name, k] : losses) {
+    lossNames.push_back(name);
+    if (call.Text == name)
+      kind = &k;
+  }
+  if (!kind) {
     Diags.error(call.Loc, withSuggestion("unknown loss '" + call.Text + "'",
-                                         call.Text, {"cross_entropy", "mse"}));
+                                         call.Text, lossNames));
     return;
   }
   std::vector<const Expr *> args;
@@ -630,13 +640,11 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
   Node *target = eval(*args[1]);
   if (!pred || !target)
     return;
-  const Value *label = nullptr;
-  if (args[1]->K == Expr::Kind::Name) {
-    auto it = Env.find(args[1]->Text);
-    if (it != Env.end() && it->second.IsLabel)
-      label = &it->second;
-  }
-  if (!label) {
+  const IoSpec *io = nullptr;
+  for (const IoSpec &l : M->Labels)
+    if (l.Node == target && args[1]->K == Expr::Kind::Name)
+      io = &l;
+  if (!io) {
     Diags.error(args[1]->Loc, call.Text + ": the target must be a label "
                                           "declared with `label`");
     return;
@@ -647,60 +655,77 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
                                   toString(pred->Ty));
     return;
   }
+  if (*kind == LossKind::CrossEntropy && io->IsClass &&
+      pred->Ty.Dims[1] != io->Classes) {
+    Diags.error(args[0]->Loc,
+                "cross_entropy: the prediction has " +
+                    std::to_string(pred->Ty.Dims[1]) + " columns but label '" +
+                    io->Name + "' has " + std::to_string(io->Classes) +
+                    " classes");
+    return;
+  }
+  if (*kind != LossKind::CrossEntropy && io->IsClass) {
+    Diags.error(args[1]->Loc, call.Text + " needs float targets; label '" +
+                                  io->Name + "' holds classes");
+    return;
+  }
+  if (!io->IsClass && pred->Ty != target->Ty) {
+    Diags.error(args[0]->Loc, call.Text + ": prediction " + toString(pred->Ty) +
+                                  " and target " + toString(target->Ty) +
+                                  " differ in shape");
+    return;
+  }
+
   ir::Graph &g = *M->Forward;
   ir::DType ft = M->FloatType;
-  Node *batch = g.create(OpCode::BatchSize, {}, [&] {
-    ir::Attrs a;
-    a.Target.Elem = ft;
-    return a;
-  }());
-  const IoSpec *io = nullptr;
-  for (const IoSpec &l : M->Labels)
-    if (l.Node == target)
-      io = &l;
-  if (ce) {
-    M->LossK = LossKind::CrossEntropy;
-    if (!io || !io->IsClass) {
-      Diags.error(args[1]->Loc, "cross_entropy needs class labels; declare "
-                                "the label as class[C]");
-      return;
-    }
-    if (pred->Ty.Dims[1] != io->Classes) {
-      Diags.error(args[0]->Loc,
-                  "cross_entropy: the prediction has " +
-                      std::to_string(pred->Ty.Dims[1]) + " columns but label '" +
-                      io->Name + "' has " + std::to_string(io->Classes) +
-                      " classes");
-      return;
-    }
+  ir::Attrs scalar;
+  scalar.Target.Elem = ft;
+  Node *batch = g.create(OpCode::BatchSize, {}, scalar);
+  // Every loss is a mean: over rows for cross-entropy (as PyTorch's
+  // CrossEntropyLoss), over all elements for the element-wise losses.
+  Node *elements = g.binary(OpCode::Mul, batch,
+                            g.constant(pred->Ty.staticElements(), ft));
+  M->LossK = *kind;
+  switch (*kind) {
+  case LossKind::CrossEntropy: {
     // Probabilities from softmax are taken back to logits so that the loss
     // is the stable log-softmax form (softmax + cross-entropy as one op).
     Node *logits = pred->Op == OpCode::Softmax ? pred->Operands[0] : pred;
     Node *logProbs = g.create(OpCode::LogSoftmax, {logits});
-    ir::Attrs oneHot;
-    oneHot.Axis = io->Classes;
-    oneHot.Target.Elem = ft;
-    Node *hot = g.create(OpCode::OneHot, {target}, oneHot);
-    Node *picked = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, hot, logProbs)});
+    Node *weights = target; // one-hot rows or class probabilities
+    if (io->IsClass) {
+      ir::Attrs oneHot;
+      oneHot.Axis = io->Classes;
+      oneHot.Target.Elem = ft;
+      weights = g.create(OpCode::OneHot, {target}, oneHot);
+    }
+    Node *picked = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, weights, logProbs)});
     M->Loss = g.binary(OpCode::Div, g.unary(OpCode::Neg, picked), batch);
-  } else {
-    M->LossK = LossKind::MeanSquaredError;
-    if (target->Ty.Elem == ir::DType::I32) {
-      Diags.error(args[1]->Loc, "mse needs float targets; label '" +
-                                    args[1]->Text + "' holds classes");
-      return;
-    }
-    if (pred->Ty != target->Ty) {
-      Diags.error(args[0]->Loc, "mse: prediction " + toString(pred->Ty) +
-                                    " and target " + toString(target->Ty) +
-                                    " differ in shape");
-      return;
-    }
+    break;
+  }
+  case LossKind::MeanSquaredError: {
     Node *diff = g.binary(OpCode::Sub, pred, target);
     Node *sum = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, diff, diff)});
-    Node *count = g.binary(OpCode::Mul, batch,
-                           g.constant(pred->Ty.staticElements(), ft));
-    M->Loss = g.binary(OpCode::Div, sum, count);
+    M->Loss = g.binary(OpCode::Div, sum, elements);
+    break;
+  }
+  case LossKind::BinaryCrossEntropy: {
+    // PyTorch's BCEWithLogitsLoss: max(z, 0) - z*t + log(1 + exp(-|z|)),
+    // which never takes the exponential of a large positive number. Sigmoid
+    // outputs are taken back to their logits, as softmax is above.
+    Node *z = pred->Op == OpCode::Sigmoid ? pred->Operands[0] : pred;
+    Node *zero = g.constant(0, ft), *one = g.constant(1, ft);
+    Node *absZ = g.binary(OpCode::Max, z, g.unary(OpCode::Neg, z));
+    Node *softplus = g.unary(
+        OpCode::Log,
+        g.binary(OpCode::Add, one, g.unary(OpCode::Exp, g.unary(OpCode::Neg, absZ))));
+    Node *terms = g.binary(OpCode::Add,
+                           g.binary(OpCode::Sub, g.binary(OpCode::Max, z, zero),
+                                    g.binary(OpCode::Mul, z, target)),
+                           softplus);
+    M->Loss = g.binary(OpCode::Div, g.create(OpCode::SumAll, {terms}), elements);
+    break;
+  }
   }
   M->Prediction = pred;
   M->PredictionName =
