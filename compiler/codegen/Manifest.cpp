@@ -57,6 +57,9 @@ std::string buildManifest(const Model &model, const Program &program,
   std::vector<int64_t> outDims(model.Prediction->Ty.Dims.begin() + 1,
                                model.Prediction->Ty.Dims.end());
   os << "output\t" << model.PredictionName << '\t' << dimsText(outDims) << '\n';
+  for (const LayerInfo &layer : model.Layers)
+    os << "layer\t" << layer.Name << '\t' << layer.Kind << '\t'
+       << dimsText(layer.Output) << '\t' << layer.Params << '\n';
   static const char *lossNames[] = {"cross_entropy", "mse", "binary_cross_entropy"};
   os << "loss\t" << lossNames[static_cast<int>(model.LossK)] << '\n';
   os << "optimizer\t" << model.Optimizer.Kind;

@@ -37,6 +37,14 @@ struct IoSpec {
   ir::Node *Node = nullptr;
 };
 
+/// One row of the layer summary: a layer call and what it produces per row.
+struct LayerInfo {
+  std::string Name;
+  std::string Kind;
+  std::vector<int64_t> Output; ///< Dimensions per row.
+  int64_t Params = 0;
+};
+
 enum class LossKind { CrossEntropy, MeanSquaredError, BinaryCrossEntropy };
 
 struct OptimizerSpec {
@@ -71,6 +79,7 @@ struct Model {
   std::vector<IoSpec> Labels;
   std::vector<ParamSpec> Params;
   int64_t ParamElements = 0;
+  std::vector<LayerInfo> Layers; ///< In the order the spec applies them.
   /// Inputs, params and the forward computation; no stores.
   std::unique_ptr<ir::Graph> Forward;
   ir::Node *Prediction = nullptr; ///< What eval and predict output.

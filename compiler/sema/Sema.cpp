@@ -167,6 +167,9 @@ private:
                  std::vector<int64_t> dims, InitKind init, double bound,
                  SourceLoc loc);
   std::string paramPrefix(const std::string &layer);
+  /// Adds a row to the model's layer summary (trainer --summary).
+  void recordLayer(const std::string &name, const std::string &kind,
+                   const Node *output, int64_t params);
 
   // Data and train blocks.
   void readData(const ast::Block &block);
@@ -580,7 +583,19 @@ Node *Sema::dense(const Expr &call) {
       return nullptr;
     y = create(OpCode::Add, {y, b}, {}, call.Loc, "dense");
   }
+  if (y)
+    recordLayer(prefix, "dense", y, *units * fanIn + (*bias ? *units : 0));
   return y;
+}
+
+void Sema::recordLayer(const std::string &name, const std::string &kind,
+                       const Node *output, int64_t params) {
+  LayerInfo layer;
+  layer.Name = name;
+  layer.Kind = kind;
+  layer.Output.assign(output->Ty.Dims.begin() + 1, output->Ty.Dims.end());
+  layer.Params = params;
+  M->Layers.push_back(layer);
 }
 
 Node *Sema::activation(const Expr &call, OpCode op) {
@@ -596,7 +611,12 @@ Node *Sema::activation(const Expr &call, OpCode op) {
                                   toString(x->Ty));
     return nullptr;
   }
-  return create(op, {x}, {}, call.Loc, call.Text);
+  Node *y = create(op, {x}, {}, call.Loc, call.Text);
+  if (y)
+    recordLayer(StmtName + "." + call.Text +
+                    std::to_string(++StmtLayerSeen[call.Text]),
+                call.Text, y, 0);
+  return y;
 }
 
 void Sema::buildLoss(const ast::Stmt &stmt) {

@@ -30,7 +30,8 @@ const RecordKind Records[] = {
     {"nnc-manifest", false}, {"model", false},       {"dtype", false},
     {"param", true},         {"params", false},      {"state", false},
     {"workspace", false},    {"input", true},        {"label", true},
-    {"output", false},       {"loss", false},        {"optimizer", false},
+    {"output", false},       {"layer", true},
+    {"loss", false},         {"optimizer", false},
     {"lr", false},           {"source", false},      {"csv_label", false},
     {"split", false},        {"standardize", false}, {"epochs", false},
     {"batch", false},        {"shuffle", false},     {"seed", false},
@@ -273,6 +274,14 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
   if (R == "output")
     return expectFields(F, 2) && name(F[1], M.OutputName) &&
            dims(F[2], M.OutputDims);
+  if (R == "layer") {
+    LayerRow L;
+    if (!expectFields(F, 4) || !name(F[1], L.Name) || !name(F[2], L.Kind) ||
+        !dims(F[3], L.Output) || !count(F[4], L.Params))
+      return false;
+    M.Layers.push_back(std::move(L));
+    return true;
+  }
   // The loss and the optimizer are only displayed, so any name is accepted:
   // a new loss in the compiler needs no runtime change.
   if (R == "loss")

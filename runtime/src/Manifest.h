@@ -59,6 +59,14 @@ struct DataSlot {
   int64_t width() const { return product(Dims); }
 };
 
+/// One `layer` record: a row of `--summary`.
+struct LayerRow {
+  std::string Name;
+  std::string Kind;
+  std::vector<int64_t> Output; ///< Per row.
+  int64_t Params = 0;
+};
+
 /// One `metric` record.
 struct Metric {
   enum class SplitKind { Train, Test };
@@ -84,6 +92,7 @@ struct Manifest {
   std::vector<DataSlot> Slots;
   std::string OutputName;
   std::vector<int64_t> OutputDims;
+  std::vector<LayerRow> Layers;
   std::string Loss;
   std::string Optimizer;
   std::vector<std::string> OptimizerArgs; ///< "key=value", as written.

@@ -81,7 +81,7 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
 const char *const ValueOptions[] = {"epochs",         "lr",           "batch",
                                     "seed",           "data",         "save",
                                     "gradcheck-rows", "gradcheck-tol"};
-const char *const FlagOptions[] = {"gradcheck", "help"};
+const char *const FlagOptions[] = {"gradcheck", "help", "summary"};
 
 template <size_t N>
 bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
@@ -116,7 +116,8 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
         Err = "option '--" + std::string(Name) + "' takes no value";
         return false;
       }
-      (Name == "help" ? O.Help : O.GradCheck) = true;
+      (Name == "help" ? O.Help : Name == "summary" ? O.Summary : O.GradCheck) =
+          true;
       continue;
     }
     if (!isOneOf(Name, ValueOptions)) {
@@ -183,6 +184,8 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                "  --gradcheck-tol X     largest relative error --gradcheck "
                "passes (default %g)\n",
                D.GradCheckTolerance);
+  std::fprintf(Out, "  --summary             print the model layer by layer and "
+                    "exit\n");
   std::fprintf(Out, "  --help                print this help and exit\n");
   std::fprintf(
       Out,

@@ -32,6 +32,7 @@ struct Options {
   int64_t GradCheckRows = 8;
   double GradCheckTolerance = 0;
   bool Help = false;
+  bool Summary = false;
 };
 
 /// The options of a trainer run with no arguments.

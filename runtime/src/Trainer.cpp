@@ -176,6 +176,32 @@ int Trainer::run() {
   return ExitSuccess;
 }
 
+/// A per-row shape with the batch dimension in front: "[N, 64]".
+std::string batchShape(const std::vector<int64_t> &Dims) {
+  std::string S = "[N";
+  for (int64_t D : Dims)
+    S += ", " + std::to_string(D);
+  return S + "]";
+}
+
+/// The model layer by layer, with per-row shapes and parameter counts.
+void printSummary(const Manifest &M) {
+  out("model %s (%s)\n", M.Model.c_str(), dtypeName(M.Type));
+  out("  %-24s %-10s %-14s %12s\n", "layer", "kind", "output", "parameters");
+  for (const DataSlot &S : M.Slots)
+    if (!S.IsLabel)
+      out("  %-24s %-10s %-14s %12s\n", S.Name.c_str(), "input",
+          batchShape(S.Dims).c_str(), "");
+  for (const LayerRow &L : M.Layers)
+    out("  %-24s %-10s %-14s %12lld\n", L.Name.c_str(), L.Kind.c_str(),
+        batchShape(L.Output).c_str(), (long long)L.Params);
+  out("  %-24s %-10s %-14s %12lld\n", "total", "", "", (long long)M.ParamCount);
+  out("loss %s; optimizer %s", M.Loss.c_str(), M.Optimizer.c_str());
+  for (const std::string &Arg : M.OptimizerArgs)
+    out(" %s", Arg.c_str());
+  out("\n");
+}
+
 int runMain(int Argc, char **Argv) {
   if (Argc > 0 && Argv[0]) {
     const char *Slash = std::strrchr(Argv[0], '/');
@@ -195,6 +221,10 @@ int runMain(int Argc, char **Argv) {
     return error(ExitUsage, Prog, Err);
   if (O.Help) {
     printUsage(stdout, Prog, M);
+    return ExitSuccess;
+  }
+  if (O.Summary) {
+    printSummary(M);
     return ExitSuccess;
   }
 
