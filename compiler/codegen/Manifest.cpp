@@ -82,6 +82,7 @@ std::string buildManifest(const Model &model, const Program &program,
   os << "shuffle\t" << train.Shuffle << '\n';
   os << "seed\t" << train.Seed << '\n';
   os << "report_every\t" << train.ReportEvery << '\n';
+  os << "summary\t" << train.PrintSummary << '\n';
   for (const auto &[metric, split] : train.Metrics)
     os << "metric\t" << metric << '\t' << split << '\n';
   return os.str();

@@ -68,6 +68,7 @@ struct TrainSpec {
   bool Shuffle = true;
   int64_t Seed = 0;
   int64_t ReportEvery = 1;
+  bool PrintSummary = false; ///< `report summary`
   /// (metric, split) pairs, e.g. ("accuracy", "test").
   std::vector<std::pair<std::string, std::string>> Metrics;
 };

@@ -982,8 +982,8 @@ void Sema::readReport(const ast::Setting &s) {
     const Expr &item = *arg.Value;
     if (!arg.Name.empty() ||
         (item.K != Expr::Kind::Call && item.K != Expr::Kind::Name)) {
-      Diags.error(arg.NameLoc, "expected a report item: loss(every = N) or "
-                               "accuracy(test)");
+      Diags.error(arg.NameLoc, "expected a report item: loss(every = N), "
+                               "accuracy(test) or summary");
       continue;
     }
     if (!seenItems.insert(item.Text).second) {
@@ -998,6 +998,9 @@ void Sema::readReport(const ast::Setting &s) {
       if (args[0])
         if (auto every = intValue(args[0], "loss every", 1, 1000000000))
           M->Train.ReportEvery = *every;
+    } else if (item.Text == "summary") {
+      if (bind("summary", item.Loc, item.Args, {}, args))
+        M->Train.PrintSummary = true;
     } else if (item.Text == "accuracy") {
       if (!bind("accuracy", item.Loc, item.Args,
                 {{"split", ArgKind::Any, false}}, args))
@@ -1027,7 +1030,8 @@ void Sema::readReport(const ast::Setting &s) {
     } else {
       Diags.error(item.Loc, withSuggestion("unknown report item '" + item.Text +
                                                "'",
-                                           item.Text, {"loss", "accuracy"}));
+                                           item.Text,
+                                           {"loss", "accuracy", "summary"}));
     }
   }
 }

@@ -35,7 +35,7 @@ const RecordKind Records[] = {
     {"lr", false},           {"source", false},      {"csv_label", false},
     {"split", false},        {"standardize", false}, {"epochs", false},
     {"batch", false},        {"shuffle", false},     {"seed", false},
-    {"report_every", false}, {"metric", true},
+    {"report_every", false}, {"summary", false},     {"metric", true},
 };
 constexpr int NumRecords = sizeof(Records) / sizeof(Records[0]);
 
@@ -348,6 +348,8 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     return expectFields(F, 1) && seed(F[1], M.Seed);
   if (R == "report_every")
     return expectFields(F, 1) && count(F[1], M.ReportEvery, 1);
+  if (R == "summary")
+    return expectFields(F, 1) && flag(F[1], M.PrintSummary);
   if (R == "metric") {
     if (!expectFields(F, 2))
       return false;

@@ -111,6 +111,7 @@ struct Manifest {
   bool Shuffle = false;
   uint64_t Seed = 0;
   int64_t ReportEvery = 1;
+  bool PrintSummary = false; ///< Print --summary before training.
   std::vector<Metric> Metrics;
 
   size_t numInputs() const;

@@ -69,6 +69,32 @@ const char *nonFiniteName(double V) {
   return std::isnan(V) ? "nan" : V > 0 ? "inf" : "-inf";
 }
 
+/// A per-row shape with the batch dimension in front: "[N, 64]".
+std::string batchShape(const std::vector<int64_t> &Dims) {
+  std::string S = "[N";
+  for (int64_t D : Dims)
+    S += ", " + std::to_string(D);
+  return S + "]";
+}
+
+/// The model layer by layer, with per-row shapes and parameter counts.
+void printSummary(const Manifest &M) {
+  out("model %s (%s)\n", M.Model.c_str(), dtypeName(M.Type));
+  out("  %-24s %-10s %-14s %12s\n", "layer", "kind", "output", "parameters");
+  for (const DataSlot &S : M.Slots)
+    if (!S.IsLabel)
+      out("  %-24s %-10s %-14s %12s\n", S.Name.c_str(), "input",
+          batchShape(S.Dims).c_str(), "");
+  for (const LayerRow &L : M.Layers)
+    out("  %-24s %-10s %-14s %12lld\n", L.Name.c_str(), L.Kind.c_str(),
+        batchShape(L.Output).c_str(), (long long)L.Params);
+  out("  %-24s %-10s %-14s %12lld\n", "total", "", "", (long long)M.ParamCount);
+  out("loss %s; optimizer %s", M.Loss.c_str(), M.Optimizer.c_str());
+  for (const std::string &Arg : M.OptimizerArgs)
+    out(" %s", Arg.c_str());
+  out("\n");
+}
+
 /// The training run: everything after the data are ready.
 class Trainer {
 public:
@@ -122,6 +148,8 @@ void Trainer::report(int64_t Epoch, double Loss) {
 }
 
 int Trainer::run() {
+  if (M.PrintSummary)
+    printSummary(M);
   int Label = M.classLabelSlot();
   out("%s: %zu training rows, %zu test rows", M.Model.c_str(), S.Train.size(),
       S.Test.size());
@@ -174,32 +202,6 @@ int Trainer::run() {
     return error(ExitData, Prog, Err);
   out("weights saved to %s\n", O.Save.c_str());
   return ExitSuccess;
-}
-
-/// A per-row shape with the batch dimension in front: "[N, 64]".
-std::string batchShape(const std::vector<int64_t> &Dims) {
-  std::string S = "[N";
-  for (int64_t D : Dims)
-    S += ", " + std::to_string(D);
-  return S + "]";
-}
-
-/// The model layer by layer, with per-row shapes and parameter counts.
-void printSummary(const Manifest &M) {
-  out("model %s (%s)\n", M.Model.c_str(), dtypeName(M.Type));
-  out("  %-24s %-10s %-14s %12s\n", "layer", "kind", "output", "parameters");
-  for (const DataSlot &S : M.Slots)
-    if (!S.IsLabel)
-      out("  %-24s %-10s %-14s %12s\n", S.Name.c_str(), "input",
-          batchShape(S.Dims).c_str(), "");
-  for (const LayerRow &L : M.Layers)
-    out("  %-24s %-10s %-14s %12lld\n", L.Name.c_str(), L.Kind.c_str(),
-        batchShape(L.Output).c_str(), (long long)L.Params);
-  out("  %-24s %-10s %-14s %12lld\n", "total", "", "", (long long)M.ParamCount);
-  out("loss %s; optimizer %s", M.Loss.c_str(), M.Optimizer.c_str());
-  for (const std::string &Arg : M.OptimizerArgs)
-    out(" %s", Arg.c_str());
-  out("\n");
 }
 
 int runMain(int Argc, char **Argv) {
