@@ -68,10 +68,14 @@ std::string buildManifest(const Model &model, const Program &program,
   os << '\n';
   os << "lr\t" << exact(model.Optimizer.get("lr")) << '\n';
   const DataSpec &data = model.Data;
-  os << "source\tcsv\t" << data.SourcePath << '\n';
-  os << "csv_label\t";
-  for (size_t i = 0; i < data.LabelColumns.size(); ++i)
-    os << (i ? "," : "") << data.LabelColumns[i];
+  os << "source\t" << data.SourceKind;
+  if (data.SourceKind == "csv") {
+    os << "\tpath=" << data.SourcePath << "\tlabel=";
+    for (size_t i = 0; i < data.LabelColumns.size(); ++i)
+      os << (i ? "," : "") << data.LabelColumns[i];
+  }
+  for (const auto &[key, value] : data.SourceArgs)
+    os << '\t' << key << '=' << value;
   os << '\n';
   os << "split\t" << exact(data.TrainFraction) << '\t'
      << exact(data.TestFraction) << '\t' << data.SplitSeed << '\n';

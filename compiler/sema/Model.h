@@ -55,8 +55,11 @@ struct OptimizerSpec {
 };
 
 struct DataSpec {
-  std::string SourcePath;                ///< Resolved against the spec's folder.
-  std::vector<std::string> LabelColumns; ///< Header names or "#index".
+  std::string SourceKind;                ///< "csv" or a generator ("linear")
+  std::string SourcePath;                ///< csv: resolved against the spec's folder.
+  std::vector<std::string> LabelColumns; ///< csv: header names or "#index".
+  /// Generators: their parameters as the manifest writes them.
+  std::vector<std::pair<std::string, std::string>> SourceArgs;
   double TrainFraction = 1, TestFraction = 0;
   int64_t SplitSeed = 0;
   bool Standardize = false;

@@ -10,6 +10,7 @@
 
 #include "sema/Sema.h"
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -108,6 +109,13 @@ bool isFlag(const HyperParam &p) {
   return p.Name == std::string("nesterov") || p.Name == std::string("centered");
 }
 
+/// The shortest text that reads back as exactly `value`.
+std::string formatNumber(double value) {
+  char buffer[32];
+  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, result.ptr);
+}
+
 std::string formatRange(const HyperParam &p) {
   auto num = [](double v) {
     std::string s = std::to_string(v);
@@ -175,6 +183,12 @@ private:
   void readData(const ast::Block &block);
   void readTrain(const ast::Block &block);
   void readReport(const ast::Setting &setting);
+  void readSource(const Expr &reader);
+  void readCsvSource(const Expr &reader);
+  void readLinearSource(const Expr &reader);
+  std::optional<std::string> distribution(const Expr *e, const std::string &what,
+                                          const std::vector<std::string> &allowed);
+  SourceLoc LinearSourceLoc;
 
   // Arguments.
   bool bind(const std::string &what, SourceLoc loc,
@@ -836,52 +850,8 @@ void Sema::readData(const ast::Block &block) {
     if (s.Key == "source") {
       if (!bind("source", s.Loc, s.Args, {{"reader", ArgKind::Any, true}}, args))
         continue;
-      const Expr &reader = *args[0];
-      if (reader.K != Expr::Kind::Call || reader.Text != "csv") {
-        Diags.error(reader.Loc, "expected a data source such as "
-                                "csv(\"file.csv\", label = \"column\")");
-        continue;
-      }
-      std::vector<const Expr *> csv;
-      if (!bind("csv", reader.Loc, reader.Args,
-                {{"path", ArgKind::String, true},
-                 {"label", ArgKind::Any, true}},
-                csv))
-        continue;
-      auto path = stringValue(csv[0], "csv path");
-      if (!path)
-        continue;
-      if (path->empty()) {
-        Diags.error(csv[0]->Loc, "csv path is empty");
-        continue;
-      }
-      std::filesystem::path p(*path);
-      if (p.is_relative())
-        p = std::filesystem::absolute(std::filesystem::path(Opts.SpecDir) / p)
-                .lexically_normal();
-      M->Data.SourcePath = p.string();
       haveSource = true;
-      std::vector<const Expr *> columns;
-      if (csv[1]->K == Expr::Kind::List) {
-        for (const ast::Arg &element : csv[1]->Args)
-          columns.push_back(element.Value.get());
-      } else {
-        columns.push_back(csv[1]);
-      }
-      if (columns.empty())
-        Diags.error(csv[1]->Loc, "csv label needs at least one column");
-      for (const Expr *column : columns) {
-        if (column->K == Expr::Kind::String) {
-          if (auto name = stringValue(column, "csv label column"))
-            M->Data.LabelColumns.push_back(*name);
-        } else if (column->K == Expr::Kind::Number) {
-          if (auto index = intValue(column, "csv label column index", 0, 1 << 20))
-            M->Data.LabelColumns.push_back("#" + std::to_string(*index));
-        } else {
-          Diags.error(column->Loc, "csv label must name a column (a string) "
-                                   "or give its 0-based index");
-        }
-      }
+      readSource(*args[0]);
     } else if (s.Key == "split") {
       if (!bind("split", s.Loc, s.Args,
                 {{"train", ArgKind::Number, true},
@@ -931,6 +901,146 @@ void Sema::readData(const ast::Block &block) {
   if (!haveSource && !seen.count("source"))
     Diags.error(block.Loc, "the data block needs a source, such as "
                            "`source csv(\"data.csv\", label = \"y\")`");
+}
+
+void Sema::readSource(const Expr &reader) {
+  bool isCall = reader.K == Expr::Kind::Call;
+  if (isCall && reader.Text == "csv")
+    return readCsvSource(reader);
+  if (isCall && reader.Text == "linear")
+    return readLinearSource(reader);
+  if (isCall)
+    Diags.error(reader.Loc, withSuggestion("unknown data source '" +
+                                               reader.Text + "'",
+                                           reader.Text, {"csv", "linear"}));
+  else
+    Diags.error(reader.Loc, "expected a data source such as "
+                            "csv(\"file.csv\", label = \"column\")");
+}
+
+void Sema::readCsvSource(const Expr &reader) {
+  std::vector<const Expr *> csv;
+  if (!bind("csv", reader.Loc, reader.Args,
+            {{"path", ArgKind::String, true}, {"label", ArgKind::Any, true}},
+            csv))
+    return;
+  auto path = stringValue(csv[0], "csv path");
+  if (!path)
+    return;
+  if (path->empty()) {
+    Diags.error(csv[0]->Loc, "csv path is empty");
+    return;
+  }
+  std::filesystem::path p(*path);
+  if (p.is_relative())
+    p = std::filesystem::absolute(std::filesystem::path(Opts.SpecDir) / p)
+            .lexically_normal();
+  M->Data.SourceKind = "csv";
+  M->Data.SourcePath = p.string();
+  std::vector<const Expr *> columns;
+  if (csv[1]->K == Expr::Kind::List) {
+    for (const ast::Arg &element : csv[1]->Args)
+      columns.push_back(element.Value.get());
+  } else {
+    columns.push_back(csv[1]);
+  }
+  if (columns.empty())
+    Diags.error(csv[1]->Loc, "csv label needs at least one column");
+  for (const Expr *column : columns) {
+    if (column->K == Expr::Kind::String) {
+      auto name = stringValue(column, "csv label column");
+      // The manifest lists the label columns separated by commas.
+      if (name && name->find(',') != std::string::npos)
+        Diags.error(column->Loc, "csv label column names cannot contain ','; "
+                                 "give the column's 0-based index instead");
+      else if (name)
+        M->Data.LabelColumns.push_back(*name);
+    } else if (column->K == Expr::Kind::Number) {
+      if (auto index = intValue(column, "csv label column index", 0, 1 << 20))
+        M->Data.LabelColumns.push_back("#" + std::to_string(*index));
+    } else {
+      Diags.error(column->Loc, "csv label must name a column (a string) "
+                               "or give its 0-based index");
+    }
+  }
+}
+
+/// `uniform(a, b)`, `linspace(a, b)` or `normal(std)`, as the runtime's
+/// `kind:a:b` text; `allowed` lists the kinds this argument takes.
+std::optional<std::string>
+Sema::distribution(const Expr *e, const std::string &what,
+                   const std::vector<std::string> &allowed) {
+  bool known = e->K == Expr::Kind::Call &&
+               std::find(allowed.begin(), allowed.end(), e->Text) != allowed.end();
+  if (!known) {
+    std::string list;
+    for (size_t i = 0; i < allowed.size(); ++i)
+      list += (i ? (i + 1 == allowed.size() ? " or " : ", ") : "") +
+              allowed[i] + (allowed[i] == "normal" ? "(std)" : "(low, high)");
+    Diags.error(e->Loc, what + " must be " + list);
+    return std::nullopt;
+  }
+  bool normal = e->Text == "normal";
+  std::vector<const Expr *> args;
+  std::vector<ParamDecl> signature =
+      normal ? std::vector<ParamDecl>{{"std", ArgKind::Number, true}}
+             : std::vector<ParamDecl>{{"low", ArgKind::Number, true},
+                                      {"high", ArgKind::Number, true}};
+  if (!bind(e->Text, e->Loc, e->Args, signature, args))
+    return std::nullopt;
+  std::string text = e->Text;
+  std::vector<double> values;
+  for (const Expr *arg : args) {
+    auto v = numberValue(arg, what);
+    if (!v)
+      return std::nullopt;
+    values.push_back(*v);
+  }
+  if (normal ? values[0] < 0 : values[0] > values[1]) {
+    Diags.error(e->Loc, what + ": " +
+                            (normal ? "the standard deviation must be at least 0"
+                                    : "low must not exceed high"));
+    return std::nullopt;
+  }
+  for (double v : values)
+    text += ":" + formatNumber(v);
+  return text;
+}
+
+void Sema::readLinearSource(const Expr &reader) {
+  std::vector<const Expr *> args;
+  if (!bind("linear", reader.Loc, reader.Args,
+            {{"rows", ArgKind::Int, true},
+             {"x", ArgKind::Any, true},
+             {"slope", ArgKind::Number, false},
+             {"intercept", ArgKind::Number, false},
+             {"noise", ArgKind::Any, false},
+             {"seed", ArgKind::Int, false}},
+            args))
+    return;
+  auto rows = intValue(args[0], "linear rows", 1, int64_t(1) << 31);
+  auto x = distribution(args[1], "linear x", {"uniform", "linspace"});
+  std::optional<double> slope = 1.0, intercept = 0.0;
+  if (args[2])
+    slope = numberValue(args[2], "linear slope");
+  if (args[3])
+    intercept = numberValue(args[3], "linear intercept");
+  std::optional<std::string> noise = "none";
+  if (args[4])
+    noise = distribution(args[4], "linear noise", {"normal", "uniform"});
+  std::optional<int64_t> seed = 0;
+  if (args[5])
+    seed = intValue(args[5], "linear seed", 0, INT64_MAX / 2);
+  if (!rows || !x || !slope || !intercept || !noise || !seed)
+    return;
+  M->Data.SourceKind = "linear";
+  M->Data.SourceArgs = {{"rows", std::to_string(*rows)},
+                        {"x", *x},
+                        {"slope", formatNumber(*slope)},
+                        {"intercept", formatNumber(*intercept)},
+                        {"noise", *noise},
+                        {"seed", std::to_string(*seed)}};
+  LinearSourceLoc = reader.Loc;
 }
 
 void Sema::readTrain(const ast::Block &block) {
@@ -1099,7 +1209,16 @@ std::unique_ptr<Model> Sema::run(const ast::Spec &spec) {
   if (!spec.TrainBlocks.empty())
     readTrain(spec.TrainBlocks[0]);
 
-  if (!spec.DataBlocks.empty() && !Diags.hasErrors()) {
+  if (LinearSourceLoc.valid() && !Diags.hasErrors()) {
+    auto oneValue = [](const IoSpec &io) {
+      return !io.IsClass && io.Node->Ty.staticElements() == 1;
+    };
+    if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
+        !oneValue(M->Inputs[0]) || !oneValue(M->Labels[0]))
+      Diags.error(LinearSourceLoc, "linear data feed one input f32[1] and "
+                                   "one label f32[1]");
+  }
+  if (M->Data.SourceKind == "csv" && !Diags.hasErrors()) {
     if (M->Inputs.size() != 1 || M->Labels.size() != 1)
       Diags.error(spec.DataBlocks[0].Loc,
                   "a csv source feeds one input and one label; model '" +

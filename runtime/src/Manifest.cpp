@@ -32,7 +32,7 @@ const RecordKind Records[] = {
     {"workspace", false},    {"input", true},        {"label", true},
     {"output", false},       {"layer", true},
     {"loss", false},         {"optimizer", false},
-    {"lr", false},           {"source", false},      {"csv_label", false},
+    {"lr", false},           {"source", false},
     {"split", false},        {"standardize", false}, {"epochs", false},
     {"batch", false},        {"shuffle", false},     {"seed", false},
     {"report_every", false}, {"summary", false},     {"metric", true},
@@ -305,28 +305,35 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     return true;
   }
   if (R == "source") {
-    if (!expectFields(F, 2))
-      return false;
-    if (F[1] != "csv")
+    if (F.size() < 2 || !name(F[1], M.SourceKind))
+      return fail("expected the source's kind");
+    if (M.SourceKind != "csv" && M.SourceKind != "linear")
       return fail("unsupported data source " + quote(F[1]) +
-                  " (expected 'csv')");
-    M.SourceKind = std::string(F[1]);
-    return name(F[2], M.SourcePath);
-  }
-  if (R == "csv_label") {
-    if (!expectFields(F, 1))
-      return false;
-    std::string_view Cols = F[1];
-    for (;;) {
+                  " (expected 'csv' or 'linear')");
+    for (size_t I = 2; I < F.size(); ++I) {
+      size_t Eq = F[I].find('=');
+      if (Eq == 0 || Eq == std::string_view::npos)
+        return fail("expected key=value, found " + quote(F[I]));
+      M.SourceArgs.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
+    }
+    if (M.SourceKind != "csv")
+      return true;
+    M.SourcePath = M.sourceArg("path");
+    if (M.SourcePath.empty())
+      return fail("a csv source needs path=");
+    std::string Labels = M.sourceArg("label");
+    std::string_view Cols = Labels;
+    while (!Cols.empty()) {
       size_t Comma = Cols.find(',');
       std::string Col;
       if (!name(Cols.substr(0, Comma), Col))
         return false;
       M.CsvLabels.push_back(std::move(Col));
       if (Comma == std::string_view::npos)
-        return true;
+        break;
       Cols.remove_prefix(Comma + 1);
     }
+    return true;
   }
   if (R == "split") {
     if (!expectFields(F, 3) || !fraction(F[1], M.TrainFraction) ||
@@ -394,9 +401,9 @@ bool Parser::validate() {
   for (const DataSlot &S : M.Slots)
     if (S.IsLabel)
       LabelColumns += S.width();
-  if (int64_t(M.CsvLabels.size()) != LabelColumns)
-    return fail("csv_label names " + std::to_string(M.CsvLabels.size()) +
-                " column(s) but the labels need " +
+  if (M.SourceKind == "csv" && int64_t(M.CsvLabels.size()) != LabelColumns)
+    return fail("the csv source names " + std::to_string(M.CsvLabels.size()) +
+                " label column(s) but the labels need " +
                 std::to_string(LabelColumns));
 
   if (!M.Metrics.empty()) {

@@ -98,9 +98,11 @@ struct Manifest {
   std::vector<std::string> OptimizerArgs; ///< "key=value", as written.
   double Lr = 0;
 
-  std::string SourceKind; ///< "csv".
-  std::string SourcePath;
-  std::vector<std::string> CsvLabels;
+  std::string SourceKind; ///< "csv" or a generator ("linear").
+  /// The source's key=value fields, in manifest order.
+  std::vector<std::pair<std::string, std::string>> SourceArgs;
+  std::string SourcePath;             ///< csv: path=
+  std::vector<std::string> CsvLabels; ///< csv: label=, split at commas
   double TrainFraction = 0;
   double TestFraction = 0;
   uint64_t SplitSeed = 0;
@@ -115,6 +117,13 @@ struct Manifest {
   std::vector<Metric> Metrics;
 
   size_t numInputs() const;
+  /// The value of a source field, or "" when it is absent.
+  std::string sourceArg(const std::string &Key) const {
+    for (const auto &[K, V] : SourceArgs)
+      if (K == Key)
+        return V;
+    return "";
+  }
   int64_t outputWidth() const { return product(OutputDims); }
   /// Index into Slots of the label that accuracy is measured against (the
   /// first class label), or -1 when there is none.

@@ -17,6 +17,7 @@
 #define NNC_RUNTIME_RANDOM_H
 
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
 #include <utility>
 
@@ -54,6 +55,14 @@ public:
 
   /// A double uniform in [0, 1): the top 53 bits of one draw.
   double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+  /// A draw from N(0, 1) by the Box-Muller transform (one draw per pair of
+  /// uniforms: simple, and the same on every platform).
+  double normal() {
+    double U1 = 1.0 - uniform(); // in (0, 1], so the log is finite
+    double U2 = uniform();
+    return std::sqrt(-2.0 * std::log(U1)) * std::cos(6.283185307179586 * U2);
+  }
 
   /// An integer uniform in [0, N), N > 0, without modulo bias: draws below
   /// 2^64 mod N are rejected so that every residue is equally likely.

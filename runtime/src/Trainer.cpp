@@ -18,6 +18,7 @@
 #include "Model.h"
 #include "Options.h"
 #include "Random.h"
+#include "Synthetic.h"
 #include "Weights.h"
 
 #include "nnc/runtime.h"
@@ -232,7 +233,17 @@ int runMain(int Argc, char **Argv) {
 
   Table T;
   LoadError LE;
-  if (!loadCsv(O.Data, M, T, LE))
+  bool Loaded;
+  if (M.SourceKind == "csv") {
+    Loaded = loadCsv(O.Data, M, T, LE);
+  } else {
+    if (O.Data != M.SourcePath)
+      return error(ExitUsage, Prog,
+                   "--data: the data of this trainer are generated (source " +
+                       M.SourceKind + "), not read from a file");
+    Loaded = generateLinear(M, T, LE);
+  }
+  if (!Loaded)
     return error(ExitData, LE.Where.empty() ? Prog : LE.Where.c_str(),
                  LE.Message);
 

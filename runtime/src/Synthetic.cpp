@@ -1,0 +1,96 @@
+//===- Synthetic.cpp - Data sets generated from a seed --------------------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Synthetic.h"
+
+#include "Numbers.h"
+#include "Random.h"
+
+#include <string_view>
+
+using namespace nnc;
+
+namespace {
+
+/// "kind:a:b" split at the colons.
+std::vector<std::string> splitColons(const std::string &S) {
+  std::vector<std::string> Parts;
+  size_t Start = 0;
+  for (;;) {
+    size_t Colon = S.find(':', Start);
+    Parts.push_back(S.substr(Start, Colon - Start));
+    if (Colon == std::string::npos)
+      return Parts;
+    Start = Colon + 1;
+  }
+}
+
+/// A distribution or a grid of the `linear` source.
+struct Draw {
+  std::string Kind;
+  double A = 0, B = 0;
+};
+
+bool parseDraw(const Manifest &M, const std::string &Key, Draw &D,
+               std::string &Err) {
+  std::vector<std::string> Parts = splitColons(M.sourceArg(Key));
+  D.Kind = Parts[0];
+  size_t Want = D.Kind == "none" ? 1 : D.Kind == "normal" ? 2 : 3;
+  bool Known = D.Kind == "none" || D.Kind == "normal" || D.Kind == "uniform" ||
+               D.Kind == "linspace";
+  if (!Known || Parts.size() != Want ||
+      (Want > 1 && !parseDouble(Parts[1], D.A)) ||
+      (Want > 2 && !parseDouble(Parts[2], D.B))) {
+    Err = "malformed source field " + Key + "=" + M.sourceArg(Key);
+    return false;
+  }
+  return true;
+}
+
+} // namespace
+
+bool nnc::generateLinear(const Manifest &M, Table &T, LoadError &Err) {
+  Err.Where.clear();
+  int64_t Rows = 0;
+  double Slope = 0, Intercept = 0;
+  uint64_t Seed = 0;
+  Draw X, Noise;
+  if (!parseInt64(M.sourceArg("rows"), Rows) || Rows < 1 ||
+      !parseDouble(M.sourceArg("slope"), Slope) ||
+      !parseDouble(M.sourceArg("intercept"), Intercept) ||
+      !parseUInt64(M.sourceArg("seed"), Seed)) {
+    Err.Message = "malformed linear source in the manifest";
+    return false;
+  }
+  if (!parseDraw(M, "x", X, Err.Message) ||
+      !parseDraw(M, "noise", Noise, Err.Message))
+    return false;
+  if (M.Slots.size() != 2 || M.Slots[0].IsLabel || M.Slots[0].width() != 1 ||
+      !M.Slots[1].IsLabel || M.Slots[1].IsClass || M.Slots[1].width() != 1) {
+    Err.Message = "a linear source feeds one input and one float label, "
+                  "one value each";
+    return false;
+  }
+
+  Rng R(Seed);
+  T.Rows = size_t(Rows);
+  T.Slots.assign(2, SlotData());
+  for (SlotData &S : T.Slots) {
+    S.Width = 1;
+    S.Values.resize(T.Rows);
+  }
+  for (size_t I = 0; I < T.Rows; ++I) {
+    double Fraction = T.Rows == 1 ? 0 : double(I) / double(T.Rows - 1);
+    double XValue = X.Kind == "linspace" ? X.A + (X.B - X.A) * Fraction
+                                         : X.A + (X.B - X.A) * R.uniform();
+    double E = Noise.Kind == "normal"    ? Noise.A * R.normal()
+               : Noise.Kind == "uniform" ? Noise.A + (Noise.B - Noise.A) * R.uniform()
+                                         : 0.0;
+    T.Slots[0].Values[I] = XValue;
+    T.Slots[1].Values[I] = Slope * XValue + Intercept + E;
+  }
+  return true;
+}

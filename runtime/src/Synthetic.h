@@ -1,0 +1,30 @@
+//===- Synthetic.h - Data sets generated from a seed ------------*- C++ -*-===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// The generators of the textbooks' synthetic data, driven by the manifest's
+/// `source` fields, so that a spec's data need no file.
+///
+//===----------------------------------------------------------------------===//
+
+#ifndef NNC_RUNTIME_SYNTHETIC_H
+#define NNC_RUNTIME_SYNTHETIC_H
+
+#include "Csv.h"
+#include "Dataset.h"
+#include "Manifest.h"
+
+namespace nnc {
+
+/// `linear`: rows of one feature x and one target y = slope * x + intercept
+/// + noise. x is `uniform:LOW:HIGH` (drawn) or `linspace:LOW:HIGH` (evenly
+/// spaced, both ends included); noise is `none`, `normal:STD` or
+/// `uniform:LOW:HIGH`. Feeds one input and one float label of width 1.
+bool generateLinear(const Manifest &M, Table &T, LoadError &Err);
+
+} // namespace nnc
+
+#endif // NNC_RUNTIME_SYNTHETIC_H
