@@ -68,15 +68,17 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
     return 0;
   UpdateBuilder b(g, params[0].Ty.Elem);
   Node *lr = b.scalar(OpCode::LearningRate);
-  double weightDecay = optimizer.get("weight_decay");
+  // Every optimizer takes PyTorch's L2 weight decay the same way: g += wd * p.
+  std::vector<Node *> decayed = grads;
+  if (double weightDecay = optimizer.get("weight_decay"); weightDecay != 0)
+    for (size_t i = 0; i < params.size(); ++i)
+      decayed[i] = b.add(grads[i], b.mul(b.c(weightDecay), paramNodes[i]));
 
   if (optimizer.Kind == "sgd") {
     double momentum = optimizer.get("momentum");
     bool nesterov = optimizer.get("nesterov") != 0;
     for (size_t i = 0; i < params.size(); ++i) {
-      Node *p = paramNodes[i], *grad = grads[i];
-      if (weightDecay != 0)
-        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *p = paramNodes[i], *grad = decayed[i];
       if (momentum != 0) {
         // torch.optim.SGD, dampening 0: buf = momentum * buf + g (a zero
         // buffer makes the first step buf = g, as in PyTorch).
@@ -99,9 +101,7 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
     Node *correction2 = b.sqrt(b.sub(b.c(1), b.pow(b.c(beta2), step)));
     Node *stepSize = b.div(lr, correction1);
     for (size_t i = 0; i < params.size(); ++i) {
-      Node *p = paramNodes[i], *grad = grads[i];
-      if (weightDecay != 0)
-        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *p = paramNodes[i], *grad = decayed[i];
       Node *m = b.state(params[i], "exp_avg");
       Node *v = b.state(params[i], "exp_avg_sq");
       Node *newM = b.add(b.mul(b.c(beta1), m), b.mul(b.c(1 - beta1), grad));
@@ -119,9 +119,7 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
     double momentum = optimizer.get("momentum");
     bool centered = optimizer.get("centered") != 0;
     for (size_t i = 0; i < params.size(); ++i) {
-      Node *p = paramNodes[i], *grad = grads[i];
-      if (weightDecay != 0)
-        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *p = paramNodes[i], *grad = decayed[i];
       Node *v = b.state(params[i], "square_avg");
       Node *newV = b.add(b.mul(b.c(alpha), v),
                          b.mul(b.c(1 - alpha), b.mul(grad, grad)));
@@ -147,9 +145,7 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
   if (optimizer.Kind == "adadelta") {
     double rho = optimizer.get("rho"), eps = optimizer.get("eps");
     for (size_t i = 0; i < params.size(); ++i) {
-      Node *p = paramNodes[i], *grad = grads[i];
-      if (weightDecay != 0)
-        grad = b.add(grad, b.mul(b.c(weightDecay), p));
+      Node *p = paramNodes[i], *grad = decayed[i];
       Node *v = b.state(params[i], "square_avg");
       Node *u = b.state(params[i], "acc_delta");
       Node *newV = b.add(b.mul(b.c(rho), v), b.mul(b.c(1 - rho), b.mul(grad, grad)));

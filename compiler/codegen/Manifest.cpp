@@ -6,8 +6,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Codegen.h"
+#include "support/Format.h"
 
-#include <charconv>
 #include <sstream>
 
 namespace nnc {
@@ -17,13 +17,6 @@ static std::string dimsText(const std::vector<int64_t> &dims) {
   for (size_t i = 0; i < dims.size(); ++i)
     s += (i ? "x" : "") + std::to_string(dims[i]);
   return s.empty() ? "1" : s;
-}
-
-/// The shortest text that reads back as exactly `value`.
-static std::string exact(double value) {
-  char buffer[32];
-  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
-  return std::string(buffer, result.ptr);
 }
 
 std::string buildManifest(const Model &model, const Program &program,
@@ -36,7 +29,7 @@ std::string buildManifest(const Model &model, const Program &program,
     os << "param\t" << p.Name << '\t' << dimsText(p.Ty.Dims) << '\t' << p.Offset
        << '\t';
     switch (p.Init) {
-    case InitKind::Uniform: os << "uniform\t" << exact(p.InitArg); break;
+    case InitKind::Uniform: os << "uniform\t" << formatExact(p.InitArg); break;
     case InitKind::Zeros: os << "zeros\t0"; break;
     case InitKind::Ones: os << "ones\t0"; break;
     }
@@ -64,9 +57,9 @@ std::string buildManifest(const Model &model, const Program &program,
   os << "loss\t" << lossNames[static_cast<int>(model.LossK)] << '\n';
   os << "optimizer\t" << model.Optimizer.Kind;
   for (const auto &[name, value] : model.Optimizer.Hyper)
-    os << '\t' << name << '=' << exact(value);
+    os << '\t' << name << '=' << formatExact(value);
   os << '\n';
-  os << "lr\t" << exact(model.Optimizer.get("lr")) << '\n';
+  os << "lr\t" << formatExact(model.Optimizer.get("lr")) << '\n';
   const DataSpec &data = model.Data;
   os << "source\t" << data.SourceKind;
   if (data.SourceKind == "csv") {
@@ -77,8 +70,8 @@ std::string buildManifest(const Model &model, const Program &program,
   for (const auto &[key, value] : data.SourceArgs)
     os << '\t' << key << '=' << value;
   os << '\n';
-  os << "split\t" << exact(data.TrainFraction) << '\t'
-     << exact(data.TestFraction) << '\t' << data.SplitSeed << '\n';
+  os << "split\t" << formatExact(data.TrainFraction) << '\t'
+     << formatExact(data.TestFraction) << '\t' << data.SplitSeed << '\n';
   os << "standardize\t" << data.Standardize << '\n';
   const TrainSpec &train = model.Train;
   os << "epochs\t" << train.Epochs << '\n';

@@ -9,8 +9,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "sema/Sema.h"
+#include "support/Format.h"
 
-#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -107,13 +107,6 @@ const std::vector<OptimizerDecl> &optimizerTable() {
 /// Hyper-parameters written true or false (stored as 1 or 0).
 bool isFlag(const HyperParam &p) {
   return p.Name == std::string("nesterov") || p.Name == std::string("centered");
-}
-
-/// The shortest text that reads back as exactly `value`.
-std::string formatNumber(double value) {
-  char buffer[32];
-  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
-  return std::string(buffer, result.ptr);
 }
 
 std::string formatRange(const HyperParam &p) {
@@ -1003,7 +996,7 @@ Sema::distribution(const Expr *e, const std::string &what,
     return std::nullopt;
   }
   for (double v : values)
-    text += ":" + formatNumber(v);
+    text += ":" + formatExact(v);
   return text;
 }
 
@@ -1036,8 +1029,8 @@ void Sema::readLinearSource(const Expr &reader) {
   M->Data.SourceKind = "linear";
   M->Data.SourceArgs = {{"rows", std::to_string(*rows)},
                         {"x", *x},
-                        {"slope", formatNumber(*slope)},
-                        {"intercept", formatNumber(*intercept)},
+                        {"slope", formatExact(*slope)},
+                        {"intercept", formatExact(*intercept)},
                         {"noise", *noise},
                         {"seed", std::to_string(*seed)}};
   LinearSourceLoc = reader.Loc;
