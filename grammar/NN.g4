@@ -12,6 +12,7 @@ block
   : 'model' name=ident '{' modelStmt* '}'  # modelBlock
   | 'data' '{' setting* '}'                # dataBlock
   | 'train' '{' setting* '}'               # trainBlock
+  | 'after' '{' setting* '}'               # afterBlock
   ;
 
 modelStmt
@@ -40,7 +41,7 @@ expr
 
 arg : (name=ident '=')? expr ;
 
-ident : ID | 'model' | 'data' | 'train' | 'input' | 'label' | 'loss' | 'optimizer' ;
+ident : ID | 'model' | 'data' | 'train' | 'after' | 'input' | 'label' | 'loss' | 'optimizer' ;
 
 ID     : [a-zA-Z_] [a-zA-Z_0-9]* ;
 INT    : [0-9]+ ;

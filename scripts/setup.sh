@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what nnc needs on Debian 12 (apt-get only) and builds it in build/.
-# Safe to run again: installed packages and an existing build are reused.
+# Installs what nnc needs on Debian 12 (apt-get only), builds it in build/,
+# and fetches the full MNIST data (scripts/fetch-data.sh; optional: offline,
+# only the MNIST specs lack their data). Safe to run again: installed
+# packages, an existing build and verified data are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +10,7 @@ packages=(
   build-essential cmake ninja-build ccache python3
   llvm-19-dev llvm-19-tools clang-19 lld-19 libzstd-dev zlib1g-dev
   antlr4 libantlr4-runtime-dev libboost-program-options-dev
+  curl ca-certificates
 )
 
 missing=()
@@ -25,3 +28,6 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 echo "setup: built build/bin/nnc and build/lib/libnnc_runtime.a"
+
+# A failure has printed its warning; setup still succeeds without the data.
+./scripts/fetch-data.sh || true

@@ -67,9 +67,42 @@ std::vector<Node *> differentiate(ir::Graph &g, Node *loss,
   return result;
 }
 
+std::vector<ir::Graph *> Program::graphs() const {
+  std::vector<ir::Graph *> all = {TrainStep.get(), LossGrad.get(), Eval.get(),
+                                  Predict.get()};
+  for (const auto &probe : Probes)
+    all.push_back(probe.get());
+  return all;
+}
+
+using NodeMap = std::unordered_map<const Node *, Node *>;
+
+/// A copy of the forward graph in inference mode: dropout is the identity.
+/// `map` takes forward nodes to their values in the copy.
+static std::unique_ptr<ir::Graph> inferenceClone(const ir::Graph &forward,
+                                                 const std::string &name,
+                                                 NodeMap &map) {
+  std::unique_ptr<ir::Graph> g = forward.clone(name, map);
+  std::unordered_map<const Node *, Node *> bypass;
+  for (const auto &node : g->nodes()) {
+    for (Node *&operand : node->Operands) {
+      auto it = bypass.find(operand);
+      if (it != bypass.end())
+        operand = it->second;
+    }
+    if (node->Op == OpCode::Dropout)
+      bypass[node.get()] = node->Operands[0];
+  }
+  for (auto &[from, to] : map) {
+    auto it = bypass.find(to);
+    if (it != bypass.end())
+      to = it->second;
+  }
+  return g; // the bypassed dropouts are dead code now
+}
+
 Program buildProgram(const Model &model) {
   Program program;
-  using NodeMap = std::unordered_map<const Node *, Node *>;
 
   // A copy of the forward graph with the loss stored and its gradients with
   // respect to every parameter appended; returns the gradients.
@@ -95,13 +128,19 @@ Program buildProgram(const Model &model) {
                                model.Params[i].Offset, model.Params[i].Name);
 
   NodeMap evalMap, predictMap;
-  program.Eval = model.Forward->clone("eval", evalMap);
+  program.Eval = inferenceClone(*model.Forward, "eval", evalMap);
   program.Eval->addStore(evalMap.at(model.Prediction), ir::Buffer::Output, 0,
                          model.PredictionName);
   program.Eval->addStore(evalMap.at(model.Loss), ir::Buffer::Loss, 0, "loss");
-  program.Predict = model.Forward->clone("predict", predictMap);
+  program.Predict = inferenceClone(*model.Forward, "predict", predictMap);
   program.Predict->addStore(predictMap.at(model.Prediction), ir::Buffer::Output,
                             0, model.PredictionName);
+  for (const ProbeSpec &probe : model.Probes) {
+    NodeMap map;
+    auto g = inferenceClone(*model.Forward, "probe_" + probe.Name, map);
+    g->addStore(map.at(probe.Node), ir::Buffer::Output, 0, probe.Name);
+    program.Probes.push_back(std::move(g));
+  }
   return program;
 }
 

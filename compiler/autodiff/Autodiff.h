@@ -27,7 +27,12 @@ struct Program {
   std::unique_ptr<ir::Graph> LossGrad;  ///< nnc_loss_grad
   std::unique_ptr<ir::Graph> Eval;      ///< nnc_eval
   std::unique_ptr<ir::Graph> Predict;   ///< nnc_predict
+  /// One per Model::Probes entry: nnc_probes[i].
+  std::vector<std::unique_ptr<ir::Graph>> Probes;
   int64_t StateElements = 0;
+
+  /// Every graph, entry points first, then the probes.
+  std::vector<ir::Graph *> graphs() const;
 };
 
 /// Builds the four graphs from a model's forward graph.

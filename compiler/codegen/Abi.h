@@ -21,9 +21,10 @@ enum CallField : unsigned {
   CallLr,
   CallStep,
   CallLoss,
+  CallSeed,
 };
 
-/// { ptr x6, i64 batch, double lr, i64 step, double loss }
+/// { ptr x6, i64 batch, double lr, i64 step, double loss, i64 seed }
 llvm::StructType *getCallType(llvm::LLVMContext &context);
 
 } // namespace nnc

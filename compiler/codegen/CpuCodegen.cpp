@@ -19,6 +19,7 @@
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
 #include <functional>
 #include <stdexcept>
 #include <unordered_map>
@@ -29,8 +30,8 @@ llvm::StructType *getCallType(llvm::LLVMContext &context) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(context);
   llvm::Type *i64 = llvm::Type::getInt64Ty(context);
   llvm::Type *f64 = llvm::Type::getDoubleTy(context);
-  return llvm::StructType::get(context,
-                               {ptr, ptr, ptr, ptr, ptr, ptr, i64, f64, i64, f64});
+  return llvm::StructType::get(
+      context, {ptr, ptr, ptr, ptr, ptr, ptr, i64, f64, i64, f64, i64});
 }
 
 namespace {
@@ -151,6 +152,14 @@ private:
 
   /// Emits `for (i = 0; i < count; ++i) body(i)`.
   void forRange(Value *count, const std::function<void(Value *)> &body);
+  /// Emits `for (i = begin; i < end; ++i) body(i)`.
+  void forRange(Value *begin, Value *end,
+                const std::function<void(Value *)> &body);
+  /// An accumulator in the entry block, so that loops can sum into it.
+  llvm::AllocaInst *entryAlloca(llvm::Type *type) {
+    llvm::IRBuilder<> entry(Entry, Entry->begin());
+    return entry.CreateAlloca(type);
+  }
 
   void planWorkspace();
   void lower(const Node *n);
@@ -162,6 +171,16 @@ private:
   void lowerSumAll(const Node *n);
   void lowerRow(const Node *n);
   void lowerOneHot(const Node *n);
+  void lowerConv2D(const Node *n);
+  void lowerConv2DGradInput(const Node *n);
+  void lowerConv2DGradFilter(const Node *n);
+  void lowerMaxPool2D(const Node *n, bool grad);
+  void lowerDropout(const Node *n);
+  /// The output positions o in [0, outExtent) whose input position
+  /// o * stride + k - pad lies in [0, inExtent): [begin, end).
+  std::pair<Value *, Value *> validRange(Value *k, int64_t inExtent,
+                                         int64_t outExtent, int64_t stride,
+                                         int64_t pad);
   void lowerStore(const ir::Store &store);
 
   llvm::Module &M;
@@ -180,17 +199,22 @@ private:
 
 void GraphLowering::forRange(Value *count,
                              const std::function<void(Value *)> &body) {
+  forRange(i64(0), count, body);
+}
+
+void GraphLowering::forRange(Value *begin, Value *end,
+                             const std::function<void(Value *)> &body) {
   llvm::BasicBlock *before = B.GetInsertBlock();
   auto *loop = llvm::BasicBlock::Create(Ctx, "loop", F);
   auto *exit = llvm::BasicBlock::Create(Ctx, "loop.end", F);
-  B.CreateCondBr(B.CreateICmpSGT(count, i64(0)), loop, exit);
+  B.CreateCondBr(B.CreateICmpSLT(begin, end), loop, exit);
   B.SetInsertPoint(loop);
   llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2, "i");
-  i->addIncoming(i64(0), before);
+  i->addIncoming(begin, before);
   body(i);
   Value *next = B.CreateAdd(i, i64(1), "", true, true);
   i->addIncoming(next, B.GetInsertBlock());
-  B.CreateCondBr(B.CreateICmpSLT(next, count), loop, exit);
+  B.CreateCondBr(B.CreateICmpSLT(next, end), loop, exit);
   B.SetInsertPoint(exit);
 }
 
@@ -290,6 +314,18 @@ void GraphLowering::lower(const Node *n) {
       return;
     }
     return lowerMap(n, [](std::vector<Value *> &args) { return args[0]; });
+  case ir::OpCategory::Window:
+    switch (n->Op) {
+    case OpCode::Conv2D: return lowerConv2D(n);
+    case OpCode::Conv2DGradInput: return lowerConv2DGradInput(n);
+    case OpCode::Conv2DGradFilter: return lowerConv2DGradFilter(n);
+    case OpCode::MaxPool2D: return lowerMaxPool2D(n, false);
+    case OpCode::MaxPool2DGrad: return lowerMaxPool2D(n, true);
+    default: break;
+    }
+    throw std::logic_error("internal error: unknown window op");
+  case ir::OpCategory::Random:
+    return lowerDropout(n);
   }
 }
 
@@ -538,6 +574,249 @@ void GraphLowering::lowerOneHot(const Node *n) {
   });
 }
 
+std::pair<Value *, Value *> GraphLowering::validRange(Value *k, int64_t inExtent,
+                                                      int64_t outExtent,
+                                                      int64_t stride,
+                                                      int64_t pad) {
+  // begin = max(0, ceil((pad - k) / stride)); a negative quotient truncates
+  // to at most 0, which the max turns into 0.
+  Value *low = B.CreateSDiv(B.CreateAdd(B.CreateSub(i64(pad), k), i64(stride - 1)),
+                            i64(stride));
+  Value *begin = B.CreateBinaryIntrinsic(llvm::Intrinsic::smax, low, i64(0));
+  // end = min(outExtent, floor((in - 1 + pad - k) / stride) + 1), or 0 when
+  // the numerator is negative (no valid position).
+  Value *num = B.CreateSub(i64(inExtent - 1 + pad), k);
+  Value *high = B.CreateAdd(B.CreateSDiv(num, i64(stride)), i64(1));
+  high = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin, high, i64(outExtent));
+  Value *end = B.CreateSelect(B.CreateICmpSLT(num, i64(0)), i64(0), high);
+  return {begin, end};
+}
+
+void GraphLowering::lowerConv2D(const Node *n) {
+  const Node *x = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  int64_t O = n->Ty.Dims[1], OH = n->Ty.Dims[2], OW = n->Ty.Dims[3];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *out = Slots[n].Ptr;
+  // out[n, o] = sum over c, kh, kw of w[o, c, kh, kw] * the shifted input
+  // plane: the innermost loop runs along an output row, unit-stride when
+  // the stride is 1, so that it vectorizes.
+  forRange(extent(x->Ty.Dims[0]), [&](Value *img) {
+    forRange(i64(O), [&](Value *o) {
+      Value *outBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
+      forRange(i64(OH * OW), [&](Value *j) {
+        B.CreateStore(llvm::ConstantFP::get(ft, 0),
+                      B.CreateInBoundsGEP(ft, out, B.CreateAdd(outBase, j)));
+      });
+      forRange(i64(C), [&](Value *c) {
+        Value *xBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
+        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
+                                   i64(a.KernelH * a.KernelW));
+        forRange(i64(a.KernelH), [&](Value *kh) {
+          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+          forRange(i64(a.KernelW), [&](Value *kw) {
+            Value *weight = load(w, B.CreateAdd(wBase, B.CreateAdd(
+                                                     B.CreateMul(kh, i64(a.KernelW)), kw)));
+            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
+            forRange(ohBegin, ohEnd, [&](Value *oh) {
+              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+              Value *outRow = B.CreateAdd(outBase, B.CreateMul(oh, i64(OW)));
+              Value *inRow = B.CreateSub(
+                  B.CreateAdd(B.CreateAdd(xBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
+              forRange(owBegin, owEnd, [&](Value *ow) {
+                Value *dst = B.CreateInBoundsGEP(ft, out, B.CreateAdd(outRow, ow));
+                Value *v = load(x, B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))));
+                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, v)), dst);
+              });
+            });
+          });
+        });
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerConv2DGradInput(const Node *n) {
+  const Node *dy = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  int64_t C = n->Ty.Dims[1], H = n->Ty.Dims[2], W = n->Ty.Dims[3];
+  int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *dx = Slots[n].Ptr;
+  forRange(elementCount(n->Ty), [&](Value *i) {
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dx, i));
+  });
+  // Each output's adjoint, scaled by a weight, flows back to the input
+  // element it read: conv2d's loops with the roles of in and out swapped.
+  forRange(extent(dy->Ty.Dims[0]), [&](Value *img) {
+    forRange(i64(O), [&](Value *o) {
+      Value *dyBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
+      forRange(i64(C), [&](Value *c) {
+        Value *dxBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
+        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
+                                   i64(a.KernelH * a.KernelW));
+        forRange(i64(a.KernelH), [&](Value *kh) {
+          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+          forRange(i64(a.KernelW), [&](Value *kw) {
+            Value *weight = load(w, B.CreateAdd(wBase, B.CreateAdd(
+                                                     B.CreateMul(kh, i64(a.KernelW)), kw)));
+            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
+            forRange(ohBegin, ohEnd, [&](Value *oh) {
+              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+              Value *dyRow = B.CreateAdd(dyBase, B.CreateMul(oh, i64(OW)));
+              Value *dxRow = B.CreateSub(
+                  B.CreateAdd(B.CreateAdd(dxBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
+              forRange(owBegin, owEnd, [&](Value *ow) {
+                Value *dst = B.CreateInBoundsGEP(
+                    ft, dx, B.CreateAdd(dxRow, B.CreateMul(ow, i64(a.Stride))));
+                Value *g = load(dy, B.CreateAdd(dyRow, ow));
+                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, g)), dst);
+              });
+            });
+          });
+        });
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerConv2DGradFilter(const Node *n) {
+  const Node *x = n->Operands[0], *dy = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *dw = Slots[n].Ptr;
+  forRange(elementCount(n->Ty), [&](Value *i) {
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dw, i));
+  });
+  llvm::AllocaInst *acc = entryAlloca(ft);
+  llvm::FastMathFlags reassoc;
+  reassoc.setAllowReassoc();
+  reassoc.setAllowContract();
+  // dw[o, c, kh, kw] = sum over images and output positions of the output's
+  // adjoint times the input element that the weight multiplied.
+  forRange(extent(x->Ty.Dims[0]), [&](Value *img) {
+    forRange(i64(O), [&](Value *o) {
+      Value *dyBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
+      forRange(i64(C), [&](Value *c) {
+        Value *xBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
+        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
+                                   i64(a.KernelH * a.KernelW));
+        forRange(i64(a.KernelH), [&](Value *kh) {
+          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+          forRange(i64(a.KernelW), [&](Value *kw) {
+            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
+            B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+            forRange(ohBegin, ohEnd, [&](Value *oh) {
+              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+              Value *dyRow = B.CreateAdd(dyBase, B.CreateMul(oh, i64(OW)));
+              Value *xRow = B.CreateSub(
+                  B.CreateAdd(B.CreateAdd(xBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
+              forRange(owBegin, owEnd, [&](Value *ow) {
+                llvm::IRBuilder<>::FastMathFlagGuard guard(B);
+                B.setFastMathFlags(reassoc);
+                Value *v = load(x, B.CreateAdd(xRow, B.CreateMul(ow, i64(a.Stride))));
+                Value *g = load(dy, B.CreateAdd(dyRow, ow));
+                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), B.CreateFMul(g, v)), acc);
+              });
+            });
+            Value *dst = B.CreateInBoundsGEP(
+                ft, dw, B.CreateAdd(wBase, B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw)));
+            B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateLoad(ft, acc)), dst);
+          });
+        });
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
+  // Forward: the maximum of each window (padding counts as -inf, as in
+  // PyTorch). Gradient: the output's adjoint goes to the window's first
+  // maximum, found again from the input.
+  const Node *x = n->Operands[0];
+  const ir::Attrs &a = n->A;
+  int64_t H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  const std::vector<int64_t> &outDims = grad ? n->Operands[1]->Ty.Dims : n->Ty.Dims;
+  int64_t OH = outDims[2], OW = outDims[3];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *dst = Slots[n].Ptr;
+  if (grad)
+    forRange(elementCount(n->Ty), [&](Value *i) {
+      B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dst, i));
+    });
+  llvm::AllocaInst *best = entryAlloca(ft);
+  llvm::AllocaInst *bestIndex = entryAlloca(B.getInt64Ty());
+  Value *planes = B.CreateMul(extent(x->Ty.Dims[0]), i64(x->Ty.Dims[1]));
+  forRange(planes, [&](Value *plane) {
+    Value *inBase = B.CreateMul(plane, i64(H * W));
+    forRange(i64(OH), [&](Value *oh) {
+      forRange(i64(OW), [&](Value *ow) {
+        B.CreateStore(llvm::ConstantFP::getInfinity(ft, true), best);
+        B.CreateStore(inBase, bestIndex);
+        forRange(i64(a.KernelH), [&](Value *kh) {
+          Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+          forRange(i64(a.KernelW), [&](Value *kw) {
+            Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), kw), i64(a.Pad));
+            Value *inside = B.CreateAnd(
+                B.CreateAnd(B.CreateICmpSGE(ih, i64(0)), B.CreateICmpSLT(ih, i64(H))),
+                B.CreateAnd(B.CreateICmpSGE(iw, i64(0)), B.CreateICmpSLT(iw, i64(W))));
+            // Outside the image, read the window's corner instead (always
+            // valid memory) and let -inf stand for the padding.
+            Value *index = B.CreateSelect(
+                inside, B.CreateAdd(inBase, B.CreateAdd(B.CreateMul(ih, i64(W)), iw)), inBase);
+            Value *v = B.CreateSelect(inside, load(x, index),
+                                      llvm::ConstantFP::getInfinity(ft, true));
+            Value *better = B.CreateFCmpOGT(v, B.CreateLoad(ft, best));
+            B.CreateStore(B.CreateSelect(better, v, B.CreateLoad(ft, best)), best);
+            B.CreateStore(B.CreateSelect(better, index, B.CreateLoad(B.getInt64Ty(), bestIndex)),
+                          bestIndex);
+          });
+        });
+        Value *outIndex = B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(OH)), oh),
+                                                  i64(OW)),
+                                      ow);
+        if (!grad) {
+          B.CreateStore(B.CreateLoad(ft, best), B.CreateInBoundsGEP(ft, dst, outIndex));
+          return;
+        }
+        Value *target = B.CreateInBoundsGEP(ft, dst, B.CreateLoad(B.getInt64Ty(), bestIndex));
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, target), load(n->Operands[1], outIndex)),
+                      target);
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerDropout(const Node *n) {
+  // A counter-based generator: each element's keep decision is a hash
+  // (splitmix64's finalizer) of the call's seed, the op's stream, the step
+  // and the element's index. The backward op recomputes the same mask.
+  const Node *x = n->Operands[0];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  double p = n->A.Value;
+  Value *seed = loadField(CallSeed, B.getInt64Ty());
+  Value *step = loadField(CallStep, B.getInt64Ty());
+  Value *key = B.CreateAdd(
+      B.CreateXor(seed, i64(int64_t(0x9E3779B97F4A7C15ULL * uint64_t(n->A.Offset + 1)))),
+      B.CreateMul(step, i64(int64_t(0xD1B54A32D192ED03ULL))));
+  Value *scale = llvm::ConstantFP::get(ft, 1.0 / (1.0 - p));
+  // keep when the top 24 bits, as a fraction of 2^24, are at least p.
+  Value *threshold = i64(int64_t(std::ceil(p * double(1 << 24))));
+  forRange(elementCount(n->Ty), [&](Value *i) {
+    Value *z = B.CreateAdd(key, B.CreateMul(i, i64(int64_t(0x9E3779B97F4A7C15ULL))));
+    z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 30)), i64(int64_t(0xBF58476D1CE4E5B9ULL)));
+    z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 27)), i64(int64_t(0x94D049BB133111EBULL)));
+    z = B.CreateXor(z, B.CreateLShr(z, 31));
+    Value *keep = B.CreateICmpUGE(B.CreateLShr(z, 40), threshold);
+    Value *y = B.CreateSelect(keep, B.CreateFMul(load(x, i), scale),
+                              llvm::ConstantFP::get(ft, 0));
+    B.CreateStore(y, B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+  });
+}
+
 void GraphLowering::lowerStore(const ir::Store &store) {
   const Node *n = store.Value;
   if (store.Dest == ir::Buffer::Loss) {
@@ -569,12 +848,24 @@ std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           llvm::LLVMContext &context) {
   auto module = std::make_unique<llvm::Module>(model.Name, context);
   WorkspaceSize workspace;
-  for (const ir::Graph *graph : {program.TrainStep.get(), program.LossGrad.get(),
-                                 program.Eval.get(), program.Predict.get()}) {
+  for (const ir::Graph *graph : program.graphs()) {
     WorkspaceSize size = GraphLowering(*module, *graph).run();
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
   }
+  // nnc_probes: the probe functions in manifest order (one null entry when
+  // there are none, since C has no empty arrays).
+  std::vector<llvm::Constant *> probes;
+  for (const auto &graph : program.Probes)
+    probes.push_back(module->getFunction("nnc_" + graph->name()));
+  auto *ptrType = llvm::PointerType::getUnqual(context);
+  if (probes.empty())
+    probes.push_back(llvm::ConstantPointerNull::get(ptrType));
+  auto *probeArray = llvm::ArrayType::get(ptrType, probes.size());
+  new llvm::GlobalVariable(*module, probeArray, true,
+                           llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantArray::get(probeArray, probes),
+                           "nnc_probes");
   std::string manifest = buildManifest(model, program, workspace);
   auto *text = llvm::ConstantDataArray::getString(context, manifest, true);
   new llvm::GlobalVariable(*module, text->getType(), true,

@@ -50,6 +50,11 @@ std::string buildManifest(const Model &model, const Program &program,
   std::vector<int64_t> outDims(model.Prediction->Ty.Dims.begin() + 1,
                                model.Prediction->Ty.Dims.end());
   os << "output\t" << model.PredictionName << '\t' << dimsText(outDims) << '\n';
+  for (const ProbeSpec &probe : model.Probes) {
+    std::vector<int64_t> dims(probe.Node->Ty.Dims.begin() + 1,
+                              probe.Node->Ty.Dims.end());
+    os << "probe\t" << probe.Name << '\t' << dimsText(dims) << '\n';
+  }
   for (const LayerInfo &layer : model.Layers)
     os << "layer\t" << layer.Name << '\t' << layer.Kind << '\t'
        << dimsText(layer.Output) << '\t' << layer.Params << '\n';
@@ -62,8 +67,10 @@ std::string buildManifest(const Model &model, const Program &program,
   os << "lr\t" << formatExact(model.Optimizer.get("lr")) << '\n';
   const DataSpec &data = model.Data;
   os << "source\t" << data.SourceKind;
+  if (!data.SourcePath.empty())
+    os << "\tpath=" << data.SourcePath;
   if (data.SourceKind == "csv") {
-    os << "\tpath=" << data.SourcePath << "\tlabel=";
+    os << "\tlabel=";
     for (size_t i = 0; i < data.LabelColumns.size(); ++i)
       os << (i ? "," : "") << data.LabelColumns[i];
   }
@@ -80,8 +87,18 @@ std::string buildManifest(const Model &model, const Program &program,
   os << "seed\t" << train.Seed << '\n';
   os << "report_every\t" << train.ReportEvery << '\n';
   os << "summary\t" << train.PrintSummary << '\n';
+  if (train.PrintWeights)
+    os << "print\tweights\n";
+  if (train.PrintTime)
+    os << "print\ttime\n";
   for (const auto &[metric, split] : train.Metrics)
     os << "metric\t" << metric << '\t' << split << '\n';
+  for (const AfterStep &step : model.After) {
+    os << "after\t" << step.Kind;
+    for (const auto &[key, value] : step.Args)
+      os << '\t' << key << '=' << value;
+    os << '\n';
+  }
   return os.str();
 }
 

@@ -145,8 +145,11 @@ int link(const DriverOptions &opts, const std::string &object,
   auto cxx = llvm::sys::findProgramByName("c++");
   if (!cxx)
     return fail("no C++ compiler driver 'c++' on PATH to link with");
-  std::vector<llvm::StringRef> args = {*cxx,    object, runtime, "-o",
-                                       output, "-lm"};
+  // zlib (the runtime's gzip reader) is linked statically, so that the
+  // trainer needs nothing beyond libc and libstdc++.
+  std::vector<llvm::StringRef> args = {
+      *cxx, object, runtime, "-o", output, "-Wl,-Bstatic", "-lz",
+      "-Wl,-Bdynamic", "-lm"};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*cxx, args, std::nullopt, {}, 0, 0,
                                          &message);
@@ -180,8 +183,7 @@ int compile(const DriverOptions &opts) {
     return 1;
 
   Program program = buildProgram(*model);
-  for (ir::Graph *graph : {program.TrainStep.get(), program.LossGrad.get(),
-                           program.Eval.get(), program.Predict.get()})
+  for (ir::Graph *graph : program.graphs())
     runPasses(*graph);
   if (opts.EmitKind == Emit::Ir || opts.EmitKind == Emit::TrainIr) {
     (opts.EmitKind == Emit::Ir ? program.Eval : program.TrainStep)->print(std::cout);

@@ -110,6 +110,8 @@ void print(const Spec &spec, std::ostream &os) {
     printSettings("data", block, os);
   for (const Block &block : spec.TrainBlocks)
     printSettings("train", block, os);
+  for (const Block &block : spec.AfterBlocks)
+    printSettings("after", block, os);
 }
 
 } // namespace nnc::ast

@@ -83,6 +83,7 @@ struct Spec {
   std::vector<Model> Models;
   std::vector<Block> DataBlocks;
   std::vector<Block> TrainBlocks;
+  std::vector<Block> AfterBlocks; ///< What the trainer does after training.
 };
 
 /// Prints the tree in an indented, stable form (`nnc --emit=ast`).

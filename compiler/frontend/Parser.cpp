@@ -192,7 +192,8 @@ private:
       return false;
     bool blockStart =
         (token->getText() == "{" &&
-         (keyword->getText() == "data" || keyword->getText() == "train")) ||
+         (keyword->getText() == "data" || keyword->getText() == "train" ||
+          keyword->getText() == "after")) ||
         (token->getType() == NNLexer::ID && keyword->getText() == "model");
     if (!blockStart)
       return false;
@@ -302,6 +303,10 @@ public:
                      dynamic_cast<NNParser::TrainBlockContext *>(block)) {
         spec.TrainBlocks.push_back(
             buildBlock(train->getStart(), train->setting()));
+      } else if (auto *after =
+                     dynamic_cast<NNParser::AfterBlockContext *>(block)) {
+        spec.AfterBlocks.push_back(
+            buildBlock(after->getStart(), after->setting()));
       }
     }
     return spec;

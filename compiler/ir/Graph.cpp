@@ -184,6 +184,20 @@ void Graph::print(std::ostream &os) const {
     case OpCode::OneHot:
       attrs.push_back("classes=" + std::to_string(a.Axis));
       break;
+    case OpCode::Conv2D:
+    case OpCode::Conv2DGradInput:
+    case OpCode::Conv2DGradFilter:
+    case OpCode::MaxPool2D:
+    case OpCode::MaxPool2DGrad:
+      attrs.push_back("kernel=" + std::to_string(a.KernelH) + "x" +
+                      std::to_string(a.KernelW));
+      attrs.push_back("stride=" + std::to_string(a.Stride));
+      attrs.push_back("pad=" + std::to_string(a.Pad));
+      break;
+    case OpCode::Dropout:
+      attrs.push_back("p=" + formatNumber(a.Value));
+      attrs.push_back("stream=" + std::to_string(a.Offset));
+      break;
     default:
       break;
     }

@@ -47,11 +47,13 @@ enum class OpCode : uint16_t {
 /// The attributes an op may carry; each op documents which it reads.
 struct Attrs {
   int64_t Axis = 0;    ///< reduce_sum, softmax axis; one_hot classes.
-  int64_t Offset = 0;  ///< input index; param/state element offset.
+  int64_t Offset = 0;  ///< input index; param/state offset; dropout stream.
   bool TransA = false; ///< matmul: use A transposed.
   bool TransB = false; ///< matmul: use B transposed.
   bool KeepDim = false;
-  double Value = 0;    ///< constant value.
+  double Value = 0;    ///< constant value; dropout probability.
+  /// conv2d and max_pool2d: window size, stride and zero padding.
+  int64_t KernelH = 0, KernelW = 0, Stride = 1, Pad = 0;
   std::string Name;    ///< input, param and state names.
   Type Target;         ///< broadcast, reshape and leaf result types.
 };

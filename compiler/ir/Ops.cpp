@@ -145,6 +145,72 @@ static std::string oneHotType(const Operands &ops, const Attrs &attrs,
   return "";
 }
 
+/// Output extent of a window sliding over `in` values.
+static int64_t windowExtent(int64_t in, int64_t kernel, int64_t stride,
+                            int64_t pad) {
+  return (in + 2 * pad - kernel) / stride + 1;
+}
+
+static std::string checkWindow(const Type &x, const Attrs &attrs,
+                               const char *op) {
+  if (x.Dims.size() != 4)
+    return std::string(op) + " needs images [N, channels, height, width], got " +
+           toString(x);
+  if (attrs.KernelH < 1 || attrs.KernelW < 1 || attrs.Stride < 1 ||
+      attrs.Pad < 0)
+    return "invalid window";
+  if (x.Dims[2] + 2 * attrs.Pad < attrs.KernelH ||
+      x.Dims[3] + 2 * attrs.Pad < attrs.KernelW)
+    return "the kernel (" + std::to_string(attrs.KernelH) + "x" +
+           std::to_string(attrs.KernelW) + ") is larger than the input (" +
+           std::to_string(x.Dims[2]) + "x" + std::to_string(x.Dims[3]) +
+           (attrs.Pad ? " padded by " + std::to_string(attrs.Pad) : "") + ")";
+  return "";
+}
+
+static std::string conv2dType(const Operands &ops, const Attrs &attrs,
+                              Type &out) {
+  const Type &x = ops[0]->Ty, &w = ops[1]->Ty;
+  if (std::string error = checkWindow(x, attrs, "conv2d"); !error.empty())
+    return error;
+  if (w.Dims.size() != 4 || w.Dims[1] != x.Dims[1] ||
+      w.Dims[2] != attrs.KernelH || w.Dims[3] != attrs.KernelW)
+    return "filter " + toString(w) + " does not fit input " + toString(x);
+  out = Type{x.Elem,
+             {x.Dims[0], w.Dims[0],
+              windowExtent(x.Dims[2], attrs.KernelH, attrs.Stride, attrs.Pad),
+              windowExtent(x.Dims[3], attrs.KernelW, attrs.Stride, attrs.Pad)}};
+  return "";
+}
+
+/// The gradient ops produce the type of the forward operand they are the
+/// gradient of, given in attrs.Target.
+static std::string windowGradType(const Operands &, const Attrs &attrs,
+                                  Type &out) {
+  out = attrs.Target;
+  return "";
+}
+
+static std::string maxPoolType(const Operands &ops, const Attrs &attrs,
+                               Type &out) {
+  const Type &x = ops[0]->Ty;
+  if (std::string error = checkWindow(x, attrs, "max_pool2d"); !error.empty())
+    return error;
+  out = Type{x.Elem,
+             {x.Dims[0], x.Dims[1],
+              windowExtent(x.Dims[2], attrs.KernelH, attrs.Stride, attrs.Pad),
+              windowExtent(x.Dims[3], attrs.KernelW, attrs.Stride, attrs.Pad)}};
+  return "";
+}
+
+static std::string dropoutType(const Operands &ops, const Attrs &attrs,
+                               Type &out) {
+  if (!(attrs.Value >= 0 && attrs.Value < 1))
+    return "dropout probability must be in [0, 1)";
+  out = ops[0]->Ty;
+  return "";
+}
+
 //===----------------------------------------------------------------------===//
 // Gradient rules
 //===----------------------------------------------------------------------===//
@@ -282,6 +348,25 @@ static Operands gradLogSoftmax(Graph &g, Node *n, Node *d) {
   return {g.binary(OpCode::Sub, d, g.binary(OpCode::Mul, softmax, rowSum(g, d)))};
 }
 
+static Operands gradConv2D(Graph &g, Node *n, Node *d) {
+  Node *x = n->Operands[0], *w = n->Operands[1];
+  Attrs input = n->A, filter = n->A;
+  input.Target = x->Ty;
+  filter.Target = w->Ty;
+  return {g.create(OpCode::Conv2DGradInput, {d, w}, input),
+          g.create(OpCode::Conv2DGradFilter, {x, d}, filter)};
+}
+static Operands gradMaxPool2D(Graph &g, Node *n, Node *d) {
+  Attrs attrs = n->A;
+  attrs.Target = n->Operands[0]->Ty;
+  return {g.create(OpCode::MaxPool2DGrad, {n->Operands[0], d}, attrs)};
+}
+static Operands gradDropout(Graph &g, Node *n, Node *d) {
+  // The mask is a function of (seed, stream, step, element), so the same
+  // op applied to the adjoint multiplies it by the same mask.
+  return {g.create(OpCode::Dropout, {d}, n->A)};
+}
+
 //===----------------------------------------------------------------------===//
 // Scalar formulas of the elementwise ops
 //===----------------------------------------------------------------------===//
@@ -371,10 +456,25 @@ static const OpInfo Table[] = {
      "log(softmax(x)) over the last axis, computed stably"},
     {"one_hot", 1, OpCategory::Layout, oneHotType, nullptr, nullptr,
      "integer labels to one-hot rows (attribute: classes in axis)"},
+    {"conv2d", 2, OpCategory::Window, conv2dType, gradConv2D, nullptr,
+     "2-d cross-correlation of images [N, C, H, W] with filters [O, C, KH, KW] "
+     "(attributes: kernel, stride, pad)"},
+    {"conv2d_grad_input", 2, OpCategory::Window, windowGradType, nullptr,
+     nullptr, "the adjoint of conv2d's input, from the output's and the filters"},
+    {"conv2d_grad_filter", 2, OpCategory::Window, windowGradType, nullptr,
+     nullptr, "the adjoint of conv2d's filters, from the input and the output's"},
+    {"max_pool2d", 1, OpCategory::Window, maxPoolType, gradMaxPool2D, nullptr,
+     "maximum over each window of images [N, C, H, W] (attributes: kernel, "
+     "stride, pad)"},
+    {"max_pool2d_grad", 2, OpCategory::Window, windowGradType, nullptr, nullptr,
+     "routes the output's adjoint to the first maximum of each window"},
+    {"dropout", 1, OpCategory::Random, dropoutType, gradDropout, nullptr,
+     "zeroes each element with probability p and scales the rest by 1/(1-p); "
+     "the mask depends on the call's seed and step (attributes: p, stream)"},
 };
 
 static_assert(sizeof(Table) / sizeof(Table[0]) ==
-                  static_cast<size_t>(OpCode::OneHot) + 1,
+                  static_cast<size_t>(OpCode::Dropout) + 1,
               "Ops.def and the table of Ops.cpp must list the same ops");
 
 const OpInfo &opInfo(OpCode op) { return Table[static_cast<size_t>(op)]; }

@@ -13,7 +13,16 @@
 
 namespace nnc::ir {
 
-enum class OpCategory { Leaf, Elementwise, MatMul, Reduce, Layout, Row };
+enum class OpCategory {
+  Leaf,
+  Elementwise,
+  MatMul,
+  Reduce,
+  Layout,
+  Row,
+  Window, ///< conv2d, max-pool and their gradients
+  Random, ///< dropout
+};
 
 /// Builds scalar arithmetic for a target; elementwise ops describe their
 /// math through it, so that the CPU and GPU lowerings share one formula.

@@ -3,6 +3,7 @@
 #include "passes/Passes.h"
 #include "ir/Ops.h"
 
+#include <array>
 #include <cmath>
 #include <map>
 #include <stdexcept>
@@ -85,14 +86,16 @@ bool foldConstant(const Node *n, double &value) {
 
 using CseKey = std::tuple<OpCode, std::vector<const Node *>, int64_t, int64_t,
                           bool, bool, bool, double, std::string,
-                          std::vector<int64_t>, ir::DType>;
+                          std::vector<int64_t>, ir::DType,
+                          std::array<int64_t, 4>>;
 
 CseKey keyOf(const Node *n) {
   std::vector<const Node *> operands(n->Operands.begin(), n->Operands.end());
   const ir::Attrs &a = n->A;
   return {n->Op,    operands,      a.Axis, a.Offset,         a.TransA,
           a.TransB, a.KeepDim,     a.Value, a.Name,           n->Ty.Dims,
-          n->Ty.Elem};
+          n->Ty.Elem,
+          std::array<int64_t, 4>{a.KernelH, a.KernelW, a.Stride, a.Pad}};
 }
 
 void verifyOrThrow(const ir::Graph &g, const char *pass) {

@@ -72,8 +72,24 @@ struct TrainSpec {
   int64_t Seed = 0;
   int64_t ReportEvery = 1;
   bool PrintSummary = false; ///< `report summary`
+  bool PrintWeights = false; ///< `report weights`: the trained parameters
+  bool PrintTime = false;    ///< `report time`: training's wall-clock time
   /// (metric, split) pairs, e.g. ("accuracy", "test").
   std::vector<std::pair<std::string, std::string>> Metrics;
+};
+
+/// A named value that the trainer reads after training (an `after` step's
+/// operand), computed in inference mode by its own entry point.
+struct ProbeSpec {
+  std::string Name;
+  ir::Node *Node = nullptr;
+};
+
+/// One step of the `after` block, with its arguments as the manifest
+/// writes them (key, value), defaults filled in.
+struct AfterStep {
+  std::string Kind; ///< "kmeans"
+  std::vector<std::pair<std::string, std::string>> Args;
 };
 
 struct Model {
@@ -93,6 +109,8 @@ struct Model {
   OptimizerSpec Optimizer;
   DataSpec Data;
   TrainSpec Train;
+  std::vector<ProbeSpec> Probes;
+  std::vector<AfterStep> After;
 };
 
 } // namespace nnc

@@ -121,6 +121,16 @@ std::string formatRange(const HyperParam &p) {
          num(p.Max) + (p.MaxOpen ? ")" : "]");
 }
 
+/// How a layer's parameters start: U(-WeightBound, WeightBound) weights and
+/// biases from BiasInit.
+struct Initializer {
+  double WeightBound;
+  InitKind BiasInit;
+  double BiasBound;
+};
+Initializer initializer(const std::string &scheme, int64_t fanIn,
+                        int64_t fanOut);
+
 class Sema {
 public:
   Sema(const SemaOptions &opts, DiagnosticEngine &diags)
@@ -164,6 +174,17 @@ private:
   Node *tanh(const Expr &call) { return activation(call, OpCode::Tanh); }
   Node *softmax(const Expr &call) { return activation(call, OpCode::Softmax); }
   Node *activation(const Expr &call, OpCode op);
+  Node *conv2d(const Expr &call);
+  Node *maxPool2d(const Expr &call);
+  Node *flatten(const Expr &call);
+  Node *dropout(const Expr &call);
+  /// A layer's `init` argument: "pytorch" (the default) or "glorot".
+  std::optional<std::string> initScheme(const Expr *e, const std::string &layer);
+  /// A window size: an integer, or [height, width].
+  std::optional<std::pair<int64_t, int64_t>> windowSize(const Expr *e,
+                                                        const std::string &what);
+  /// Checks that `x` is a batch of images [N, C, H, W] for `layer`.
+  bool checkImages(const Node *x, const Expr *arg, const std::string &layer);
   Node *addParam(const std::string &layer, const std::string &suffix,
                  std::vector<int64_t> dims, InitKind init, double bound,
                  SourceLoc loc);
@@ -179,9 +200,17 @@ private:
   void readSource(const Expr &reader);
   void readCsvSource(const Expr &reader);
   void readLinearSource(const Expr &reader);
+  void readBlobsSource(const Expr &reader);
+  void readIdxSource(const Expr &reader);
+  /// Resolves a path of the spec against the spec's folder.
+  std::string specPath(const std::string &path);
+  /// Checks that the model's inputs and labels suit the data source.
+  void checkSourceSlots(const ast::Spec &spec);
+  void readAfter(const ast::Block &block);
+  void readKMeans(const ast::Setting &setting);
   std::optional<std::string> distribution(const Expr *e, const std::string &what,
                                           const std::vector<std::string> &allowed);
-  SourceLoc LinearSourceLoc;
+  SourceLoc SourceCall; ///< The data source's call, for slot errors.
 
   // Arguments.
   bool bind(const std::string &what, SourceLoc loc,
@@ -208,6 +237,7 @@ private:
   std::map<std::string, int> StmtLayerCounts; ///< Parametric layers it holds.
   std::map<std::string, int> StmtLayerSeen;
 
+  int DropoutCount = 0; ///< Each dropout draws from its own stream.
   bool SawLoss = false, SawOptimizer = false;
   SourceLoc FirstLossLoc, FirstOptimizerLoc;
   bool HasTestSplit = false;
@@ -215,9 +245,11 @@ private:
 
 const std::vector<Sema::LayerDecl> &Sema::layers() {
   static const std::vector<LayerDecl> table = {
-      {"dense", &Sema::dense},     {"relu", &Sema::relu},
-      {"sigmoid", &Sema::sigmoid}, {"tanh", &Sema::tanh},
-      {"softmax", &Sema::softmax},
+      {"dense", &Sema::dense},         {"relu", &Sema::relu},
+      {"sigmoid", &Sema::sigmoid},     {"tanh", &Sema::tanh},
+      {"softmax", &Sema::softmax},     {"conv2d", &Sema::conv2d},
+      {"max_pool2d", &Sema::maxPool2d}, {"flatten", &Sema::flatten},
+      {"dropout", &Sema::dropout},
   };
   return table;
 }
@@ -426,7 +458,7 @@ void Sema::declareIo(const ast::Stmt &stmt) {
 
 /// Counts the parametric layers a statement calls, to name their params.
 static void countLayers(const Expr &e, std::map<std::string, int> &counts) {
-  if (e.K == Expr::Kind::Call && e.Text == "dense")
+  if (e.K == Expr::Kind::Call && (e.Text == "dense" || e.Text == "conv2d"))
     ++counts[e.Text];
   for (const ast::Arg &arg : e.Args)
     countLayers(*arg.Value, counts);
@@ -552,12 +584,40 @@ Node *Sema::addParam(const std::string &prefix, const std::string &suffix,
   return p.Node;
 }
 
+std::optional<std::string> Sema::initScheme(const Expr *e,
+                                            const std::string &layer) {
+  if (!e)
+    return std::string("pytorch");
+  static const std::vector<std::string> schemes = {"pytorch", "glorot"};
+  if (e->K == Expr::Kind::Name &&
+      std::find(schemes.begin(), schemes.end(), e->Text) != schemes.end())
+    return e->Text;
+  Diags.error(e->Loc, withSuggestion(layer + " init must be `pytorch` or "
+                                             "`glorot`",
+                                     e->Text, schemes));
+  return std::nullopt;
+}
+
+Initializer initializer(const std::string &scheme, int64_t fanIn,
+                        int64_t fanOut) {
+  if (scheme == "glorot") {
+    // Keras' default: Glorot-uniform weights, zero biases.
+    return {std::sqrt(6.0 / static_cast<double>(fanIn + fanOut)),
+            InitKind::Zeros, 0};
+  }
+  // PyTorch's nn.Linear and nn.Conv2d default: weight and bias both
+  // U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  double bound = 1.0 / std::sqrt(static_cast<double>(fanIn));
+  return {bound, InitKind::Uniform, bound};
+}
+
 Node *Sema::dense(const Expr &call) {
   std::vector<const Expr *> args;
   if (!bind("dense", call.Loc, call.Args,
             {{"input", ArgKind::Tensor, true},
              {"units", ArgKind::Int, true},
-             {"bias", ArgKind::Bool, false}},
+             {"bias", ArgKind::Bool, false},
+             {"init", ArgKind::Any, false}},
             args, call.Piped))
     return nullptr;
   Node *x = tensorArg(args[0]);
@@ -565,27 +625,31 @@ Node *Sema::dense(const Expr &call) {
   std::optional<bool> bias = true;
   if (args[2])
     bias = boolValue(args[2], "dense bias");
-  if (!x || !units || !bias)
+  auto init = initScheme(args[3], "dense");
+  if (!x || !units || !bias || !init)
     return nullptr;
   if (x->Ty.Dims.size() != 2 || x->Ty.Dims[0] != N) {
     Diags.error(args[0]->Loc, "dense expects a batch of vectors "
                               "[N, features], got " + toString(x->Ty));
+    if (x->Ty.Dims.size() > 2)
+      Diags.note(call.Loc, "insert `flatten` before `dense` to make each row "
+                           "one vector: `|> flatten |> dense(" +
+                               (args[1] ? args[1]->Text : std::string("units")) + ")`");
     return nullptr;
   }
   int64_t fanIn = x->Ty.Dims[1];
-  // PyTorch's nn.Linear default: weight and bias ~ U(-1/sqrt(fan_in), ...).
-  double bound = 1.0 / std::sqrt(static_cast<double>(fanIn));
+  Initializer scheme = initializer(*init, fanIn, *units);
   std::string prefix = paramPrefix("dense");
   Node *weight = addParam(prefix, "weight", {*units, fanIn}, InitKind::Uniform,
-                          bound, call.Loc);
+                          scheme.WeightBound, call.Loc);
   if (!weight)
     return nullptr;
   ir::Attrs mm;
   mm.TransB = true;
   Node *y = create(OpCode::MatMul, {x, weight}, mm, call.Loc, "dense");
   if (y && *bias) {
-    Node *b = addParam(prefix, "bias", {*units}, InitKind::Uniform, bound,
-                       call.Loc);
+    Node *b = addParam(prefix, "bias", {*units}, scheme.BiasInit,
+                       scheme.BiasBound, call.Loc);
     if (!b)
       return nullptr;
     y = create(OpCode::Add, {y, b}, {}, call.Loc, "dense");
@@ -623,6 +687,194 @@ Node *Sema::activation(const Expr &call, OpCode op) {
     recordLayer(StmtName + "." + call.Text +
                     std::to_string(++StmtLayerSeen[call.Text]),
                 call.Text, y, 0);
+  return y;
+}
+
+std::optional<std::pair<int64_t, int64_t>>
+Sema::windowSize(const Expr *e, const std::string &what) {
+  if (e->K == Expr::Kind::List) {
+    if (e->Args.size() != 2) {
+      Diags.error(e->Loc, what + " takes one integer or two, [height, width]");
+      return std::nullopt;
+    }
+    auto h = intValue(e->Args[0].Value.get(), what, 1, MaxDim);
+    auto w = intValue(e->Args[1].Value.get(), what, 1, MaxDim);
+    if (!h || !w)
+      return std::nullopt;
+    return std::make_pair(*h, *w);
+  }
+  auto k = intValue(e, what, 1, MaxDim);
+  if (!k)
+    return std::nullopt;
+  return std::make_pair(*k, *k);
+}
+
+bool Sema::checkImages(const Node *x, const Expr *arg,
+                       const std::string &layer) {
+  if (x->Ty.Dims.size() == 4 && x->Ty.Dims[0] == N)
+    return true;
+  Diags.error(arg->Loc, layer + " expects a batch of images [N, channels, "
+                                "height, width], got " + toString(x->Ty));
+  if (x->Ty.Dims.size() == 2 && x->Ty.Dims[0] == N)
+    Diags.note(arg->Loc, "declare image inputs with their channels, height "
+                         "and width, as in `input image: f32[1, 28, 28]`");
+  return false;
+}
+
+Node *Sema::conv2d(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("conv2d", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true},
+             {"channels", ArgKind::Int, true},
+             {"kernel", ArgKind::Int, true},
+             {"stride", ArgKind::Int, false},
+             {"padding", ArgKind::Int, false},
+             {"bias", ArgKind::Bool, false},
+             {"init", ArgKind::Any, false}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto channels = intValue(args[1], "conv2d channels", 1, MaxDim);
+  auto kernel = windowSize(args[2], "conv2d kernel");
+  std::optional<int64_t> stride = 1, padding = 0;
+  if (args[3])
+    stride = intValue(args[3], "conv2d stride", 1, MaxDim);
+  if (args[4])
+    padding = intValue(args[4], "conv2d padding", 0, MaxDim);
+  std::optional<bool> bias = true;
+  if (args[5])
+    bias = boolValue(args[5], "conv2d bias");
+  auto init = initScheme(args[6], "conv2d");
+  if (!x || !channels || !kernel || !stride || !padding || !bias || !init ||
+      !checkImages(x, args[0], "conv2d"))
+    return nullptr;
+  int64_t inChannels = x->Ty.Dims[1];
+  auto [kh, kw] = *kernel;
+  int64_t fanIn = inChannels * kh * kw;
+  Initializer scheme = initializer(*init, fanIn, *channels * kh * kw);
+  ir::Attrs window;
+  window.KernelH = kh;
+  window.KernelW = kw;
+  window.Stride = *stride;
+  window.Pad = *padding;
+  // Check the shape before adding parameters, so that an error adds none.
+  if (x->Ty.Dims[2] + 2 * *padding < kh || x->Ty.Dims[3] + 2 * *padding < kw) {
+    Diags.error(args[2]->Loc,
+                "conv2d: the kernel (" + std::to_string(kh) + "x" +
+                    std::to_string(kw) + ") is larger than the input (" +
+                    std::to_string(x->Ty.Dims[2]) + "x" +
+                    std::to_string(x->Ty.Dims[3]) +
+                    (*padding ? " padded by " + std::to_string(*padding) : "") + ")");
+    return nullptr;
+  }
+  std::string prefix = paramPrefix("conv2d");
+  Node *weight = addParam(prefix, "weight", {*channels, inChannels, kh, kw},
+                          InitKind::Uniform, scheme.WeightBound, call.Loc);
+  if (!weight)
+    return nullptr;
+  Node *y = create(OpCode::Conv2D, {x, weight}, window, call.Loc, "conv2d");
+  if (y && *bias) {
+    Node *b = addParam(prefix, "bias", {*channels}, scheme.BiasInit,
+                       scheme.BiasBound, call.Loc);
+    if (!b)
+      return nullptr;
+    ir::Attrs column;
+    column.Target = ir::Type{M->FloatType, {*channels, 1, 1}};
+    y = create(OpCode::Add,
+               {y, M->Forward->create(OpCode::Reshape, {b}, column)}, {},
+               call.Loc, "conv2d");
+  }
+  if (y)
+    recordLayer(prefix, "conv2d", y, *channels * fanIn + (*bias ? *channels : 0));
+  return y;
+}
+
+Node *Sema::maxPool2d(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("max_pool2d", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true},
+             {"kernel", ArgKind::Int, true},
+             {"stride", ArgKind::Int, false},
+             {"padding", ArgKind::Int, false}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto kernel = windowSize(args[1], "max_pool2d kernel");
+  std::optional<int64_t> stride, padding = 0;
+  if (args[2])
+    stride = intValue(args[2], "max_pool2d stride", 1, MaxDim);
+  if (args[3])
+    padding = intValue(args[3], "max_pool2d padding", 0, MaxDim);
+  if (!x || !kernel || (args[2] && !stride) || !padding ||
+      !checkImages(x, args[0], "max_pool2d"))
+    return nullptr;
+  auto [kh, kw] = *kernel;
+  if (*padding * 2 > std::min(kh, kw)) {
+    Diags.error(args[3]->Loc, "max_pool2d padding must be at most half the "
+                              "kernel size");
+    return nullptr;
+  }
+  ir::Attrs window;
+  window.KernelH = kh;
+  window.KernelW = kw;
+  window.Stride = stride.value_or(kh); // PyTorch: the stride defaults to the kernel
+  window.Pad = *padding;
+  Node *y = create(OpCode::MaxPool2D, {x}, window, args[1]->Loc, "max_pool2d");
+  if (y)
+    recordLayer(StmtName + ".max_pool2d" +
+                    std::to_string(++StmtLayerSeen["max_pool2d"]),
+                "max_pool2d", y, 0);
+  return y;
+}
+
+Node *Sema::flatten(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("flatten", call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  if (!x)
+    return nullptr;
+  if (x->Ty.Dims.size() < 2 || x->Ty.Dims[0] != N) {
+    Diags.error(args[0]->Loc, "flatten expects a batch [N, ...], got " +
+                                  toString(x->Ty));
+    return nullptr;
+  }
+  ir::Attrs rows;
+  rows.Target = ir::Type{x->Ty.Elem, {N, x->Ty.staticElements()}};
+  Node *y = create(OpCode::Reshape, {x}, rows, call.Loc, "flatten");
+  if (y)
+    recordLayer(StmtName + ".flatten" + std::to_string(++StmtLayerSeen["flatten"]),
+                "flatten", y, 0);
+  return y;
+}
+
+Node *Sema::dropout(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("dropout", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true}, {"p", ArgKind::Number, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto p = numberValue(args[1], "dropout p");
+  if (!x || !p)
+    return nullptr;
+  if (*p < 0 || *p >= 1) {
+    Diags.error(args[1]->Loc, "dropout p must be in [0, 1), got " + args[1]->Text);
+    return nullptr;
+  }
+  if (!x->Ty.isBatched()) {
+    Diags.error(args[0]->Loc, "dropout expects a batch [N, ...], got " +
+                                  toString(x->Ty));
+    return nullptr;
+  }
+  ir::Attrs attrs;
+  attrs.Value = *p;
+  attrs.Offset = DropoutCount++;
+  Node *y = create(OpCode::Dropout, {x}, attrs, call.Loc, "dropout");
+  if (y)
+    recordLayer(StmtName + ".dropout" + std::to_string(++StmtLayerSeen["dropout"]),
+                "dropout", y, 0);
   return y;
 }
 
@@ -667,13 +919,23 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
   Node *target = eval(*args[1]);
   if (!pred || !target)
     return;
+  // The target is a label, or for the element-wise losses an input (an
+  // autoencoder reconstructs its input).
   const IoSpec *io = nullptr;
+  bool targetIsInput = false;
   for (const IoSpec &l : M->Labels)
     if (l.Node == target && args[1]->K == Expr::Kind::Name)
       io = &l;
-  if (!io) {
-    Diags.error(args[1]->Loc, call.Text + ": the target must be a label "
-                                          "declared with `label`");
+  for (const IoSpec &in : M->Inputs)
+    if (in.Node == target && args[1]->K == Expr::Kind::Name) {
+      io = &in;
+      targetIsInput = true;
+    }
+  if (!io || (targetIsInput && *kind == LossKind::CrossEntropy)) {
+    Diags.error(args[1]->Loc,
+                call.Text + ": the target must be a label declared with "
+                            "`label`" +
+                    (*kind == LossKind::CrossEntropy ? "" : " or an input"));
     return;
   }
   if (pred->Ty.Dims.size() != 2 || pred->Ty.Dims[0] != N) {
@@ -891,24 +1153,143 @@ void Sema::readData(const ast::Block &block) {
                                         {"source", "split", "standardize"}));
     }
   }
+  if (M->Data.SourceKind == "idx" && seen.count("split"))
+    Diags.error(seen["split"], "an idx source comes split into training and "
+                               "test files; remove this split");
   if (!haveSource && !seen.count("source"))
     Diags.error(block.Loc, "the data block needs a source, such as "
                            "`source csv(\"data.csv\", label = \"y\")`");
 }
 
 void Sema::readSource(const Expr &reader) {
-  bool isCall = reader.K == Expr::Kind::Call;
-  if (isCall && reader.Text == "csv")
-    return readCsvSource(reader);
-  if (isCall && reader.Text == "linear")
-    return readLinearSource(reader);
-  if (isCall)
+  static const std::vector<std::pair<std::string, void (Sema::*)(const Expr &)>>
+      sources = {{"csv", &Sema::readCsvSource},
+                 {"idx", &Sema::readIdxSource},
+                 {"linear", &Sema::readLinearSource},
+                 {"blobs", &Sema::readBlobsSource}};
+  std::vector<std::string> names;
+  for (const auto &[name, read] : sources) {
+    names.push_back(name);
+    if (reader.K == Expr::Kind::Call && reader.Text == name) {
+      SourceCall = reader.Loc;
+      return (this->*read)(reader);
+    }
+  }
+  if (reader.K == Expr::Kind::Call)
     Diags.error(reader.Loc, withSuggestion("unknown data source '" +
                                                reader.Text + "'",
-                                           reader.Text, {"csv", "linear"}));
+                                           reader.Text, names));
   else
     Diags.error(reader.Loc, "expected a data source such as "
                             "csv(\"file.csv\", label = \"column\")");
+}
+
+std::string Sema::specPath(const std::string &path) {
+  std::filesystem::path p(path);
+  if (p.is_relative())
+    p = std::filesystem::absolute(std::filesystem::path(Opts.SpecDir) / p)
+            .lexically_normal();
+  return p.string();
+}
+
+void Sema::readIdxSource(const Expr &reader) {
+  std::vector<const Expr *> args;
+  if (!bind("idx", reader.Loc, reader.Args,
+            {{"path", ArgKind::String, true}, {"range", ArgKind::Any, false}},
+            args))
+    return;
+  auto path = stringValue(args[0], "idx path");
+  if (!path)
+    return;
+  if (path->empty()) {
+    Diags.error(args[0]->Loc, "idx path is empty");
+    return;
+  }
+  double low = 0, high = 1;
+  if (args[1]) {
+    const Expr *range = args[1];
+    if (range->K != Expr::Kind::List || range->Args.size() != 2) {
+      Diags.error(range->Loc, "idx range must be [low, high], the values that "
+                              "pixel bytes 0 and 255 become");
+      return;
+    }
+    auto lo = numberValue(range->Args[0].Value.get(), "idx range low");
+    auto hi = numberValue(range->Args[1].Value.get(), "idx range high");
+    if (!lo || !hi)
+      return;
+    if (!(*lo < *hi)) {
+      Diags.error(range->Loc, "idx range: low must be below high");
+      return;
+    }
+    low = *lo;
+    high = *hi;
+  }
+  M->Data.SourceKind = "idx";
+  M->Data.SourcePath = specPath(*path);
+  HasTestSplit = true; // the training and test files are the split
+  M->Data.SourceArgs = {{"low", formatExact(low)}, {"high", formatExact(high)}};
+}
+
+void Sema::readBlobsSource(const Expr &reader) {
+  std::vector<const Expr *> args;
+  if (!bind("blobs", reader.Loc, reader.Args,
+            {{"rows", ArgKind::Int, true},
+             {"features", ArgKind::Int, true},
+             {"centers", ArgKind::Int, true},
+             {"std", ArgKind::Number, false},
+             {"box", ArgKind::Any, false},
+             {"seed", ArgKind::Int, false}},
+            args))
+    return;
+  auto rows = intValue(args[0], "blobs rows", 1, int64_t(1) << 31);
+  auto features = intValue(args[1], "blobs features", 1, MaxDim);
+  auto centers = intValue(args[2], "blobs centers", 1, 1 << 20);
+  std::optional<double> stddev = 1.0;
+  if (args[3])
+    stddev = numberValue(args[3], "blobs std");
+  if (stddev && *stddev < 0) {
+    Diags.error(args[3]->Loc, "blobs std must be at least 0");
+    stddev.reset();
+  }
+  // scikit-learn's make_blobs draws the centres from U(-10, 10).
+  double low = -10, high = 10;
+  if (args[4]) {
+    const Expr *box = args[4];
+    std::optional<double> lo, hi;
+    if (box->K == Expr::Kind::List && box->Args.size() == 2) {
+      lo = numberValue(box->Args[0].Value.get(), "blobs box low");
+      hi = numberValue(box->Args[1].Value.get(), "blobs box high");
+    } else {
+      Diags.error(box->Loc, "blobs box must be [low, high], the range of the "
+                            "centres' coordinates");
+      return;
+    }
+    if (!lo || !hi)
+      return;
+    if (*lo > *hi) {
+      Diags.error(box->Loc, "blobs box: low must not exceed high");
+      return;
+    }
+    low = *lo;
+    high = *hi;
+  }
+  std::optional<int64_t> seed = 0;
+  if (args[5])
+    seed = intValue(args[5], "blobs seed", 0, INT64_MAX / 2);
+  if (!rows || !features || !centers || !stddev || !seed)
+    return;
+  if (*centers > *rows) {
+    Diags.error(args[2]->Loc, "blobs: more centers than rows");
+    return;
+  }
+  M->Data.SourceKind = "blobs";
+  M->Data.SourceArgs = {{"rows", std::to_string(*rows)},
+                        {"features", std::to_string(*features)},
+                        {"centers", std::to_string(*centers)},
+                        {"std", formatExact(*stddev)},
+                        {"low", formatExact(low)},
+                        {"high", formatExact(high)},
+                        {"seed", std::to_string(*seed)}};
 }
 
 void Sema::readCsvSource(const Expr &reader) {
@@ -924,12 +1305,8 @@ void Sema::readCsvSource(const Expr &reader) {
     Diags.error(csv[0]->Loc, "csv path is empty");
     return;
   }
-  std::filesystem::path p(*path);
-  if (p.is_relative())
-    p = std::filesystem::absolute(std::filesystem::path(Opts.SpecDir) / p)
-            .lexically_normal();
   M->Data.SourceKind = "csv";
-  M->Data.SourcePath = p.string();
+  M->Data.SourcePath = specPath(*path);
   std::vector<const Expr *> columns;
   if (csv[1]->K == Expr::Kind::List) {
     for (const ast::Arg &element : csv[1]->Args)
@@ -1033,7 +1410,6 @@ void Sema::readLinearSource(const Expr &reader) {
                         {"intercept", formatExact(*intercept)},
                         {"noise", *noise},
                         {"seed", std::to_string(*seed)}};
-  LinearSourceLoc = reader.Loc;
 }
 
 void Sema::readTrain(const ast::Block &block) {
@@ -1086,7 +1462,7 @@ void Sema::readReport(const ast::Setting &s) {
     if (!arg.Name.empty() ||
         (item.K != Expr::Kind::Call && item.K != Expr::Kind::Name)) {
       Diags.error(arg.NameLoc, "expected a report item: loss(every = N), "
-                               "accuracy(test) or summary");
+                               "accuracy(test), summary, weights or time");
       continue;
     }
     if (!seenItems.insert(item.Text).second) {
@@ -1104,6 +1480,12 @@ void Sema::readReport(const ast::Setting &s) {
     } else if (item.Text == "summary") {
       if (bind("summary", item.Loc, item.Args, {}, args))
         M->Train.PrintSummary = true;
+    } else if (item.Text == "weights") {
+      if (bind("weights", item.Loc, item.Args, {}, args))
+        M->Train.PrintWeights = true;
+    } else if (item.Text == "time") {
+      if (bind("time", item.Loc, item.Args, {}, args))
+        M->Train.PrintTime = true;
     } else if (item.Text == "accuracy") {
       if (!bind("accuracy", item.Loc, item.Args,
                 {{"split", ArgKind::Any, false}}, args))
@@ -1134,9 +1516,144 @@ void Sema::readReport(const ast::Setting &s) {
       Diags.error(item.Loc, withSuggestion("unknown report item '" + item.Text +
                                                "'",
                                            item.Text,
-                                           {"loss", "accuracy", "summary"}));
+                                           {"loss", "accuracy", "summary",
+                                            "weights", "time"}));
     }
   }
+}
+
+
+void Sema::checkSourceSlots(const ast::Spec &spec) {
+  const std::string &kind = M->Data.SourceKind;
+  auto slots = [&] {
+    return std::to_string(M->Inputs.size()) + " input" +
+           (M->Inputs.size() == 1 ? "" : "s") + " and " +
+           std::to_string(M->Labels.size()) + " label" +
+           (M->Labels.size() == 1 ? "" : "s");
+  };
+  auto isFeatures = [](const IoSpec &io) { return !io.IsClass; };
+  if (kind == "linear") {
+    auto oneValue = [](const IoSpec &io) {
+      return !io.IsClass && io.Node->Ty.staticElements() == 1;
+    };
+    if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
+        !oneValue(M->Inputs[0]) || !oneValue(M->Labels[0]))
+      Diags.error(SourceCall, "linear data feed one input f32[1] and "
+                              "one label f32[1]");
+  } else if (kind == "blobs") {
+    int64_t features = std::stoll(M->Data.SourceArgs[1].second);
+    int64_t centers = std::stoll(M->Data.SourceArgs[2].second);
+    bool ok = M->Inputs.size() == 1 &&
+              M->Inputs[0].Node->Ty.staticElements() == features &&
+              (M->Labels.empty() ||
+               (M->Labels.size() == 1 && M->Labels[0].IsClass &&
+                M->Labels[0].Classes == centers));
+    if (!ok)
+      Diags.error(SourceCall,
+                  "blobs data feed one input of " + std::to_string(features) +
+                      " features and, optionally, one label class[" +
+                      std::to_string(centers) + "] (the blob of each row); "
+                      "model '" + M->Name + "' has " + slots());
+  } else if (kind == "idx") {
+    if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
+        !isFeatures(M->Inputs[0]) || !M->Labels[0].IsClass)
+      Diags.error(SourceCall, "idx data feed one image input and one class "
+                              "label; model '" + M->Name + "' has " + slots());
+  } else if (kind == "csv") {
+    if (M->Inputs.size() != 1 || M->Labels.size() != 1) {
+      Diags.error(spec.DataBlocks[0].Loc,
+                  "a csv source feeds one input and one label; model '" +
+                      M->Name + "' has " + slots());
+      return;
+    }
+    const IoSpec &label = M->Labels[0];
+    size_t want = label.IsClass ? 1 : label.Node->Ty.staticElements();
+    if (M->Data.LabelColumns.size() != want)
+      Diags.error(spec.DataBlocks[0].Loc,
+                  "label '" + label.Name + "' takes " + std::to_string(want) +
+                      " csv column" + (want == 1 ? "" : "s") +
+                      ", the source names " +
+                      std::to_string(M->Data.LabelColumns.size()));
+  }
+}
+
+void Sema::readAfter(const ast::Block &block) {
+  for (const ast::Setting &s : block.Settings) {
+    if (s.Key == "kmeans")
+      readKMeans(s);
+    else
+      Diags.error(s.Loc, withSuggestion("unknown after-training step '" +
+                                            s.Key + "'",
+                                        s.Key, {"kmeans"}));
+  }
+}
+
+void Sema::readKMeans(const ast::Setting &s) {
+  std::vector<const Expr *> args;
+  if (!bind("kmeans", s.Loc, s.Args,
+            {{"value", ArgKind::Any, true},
+             {"k", ArgKind::Int, true},
+             {"restarts", ArgKind::Int, false},
+             {"seed", ArgKind::Int, false},
+             {"truth", ArgKind::Any, false}},
+            args))
+    return;
+  const Expr *value = args[0];
+  if (value->K != Expr::Kind::Name) {
+    Diags.error(value->Loc, "kmeans clusters a named value of the model, such "
+                            "as `kmeans code, k = 3`");
+    return;
+  }
+  auto it = Env.find(value->Text);
+  if (it == Env.end()) {
+    Diags.error(value->Loc, withSuggestion("unknown value '" + value->Text + "'",
+                                           value->Text, EnvOrder));
+    return;
+  }
+  Node *node = it->second.Tensor;
+  if (!node)
+    return; // already reported
+  if (it->second.IsLabel || !node->Ty.isBatched() || node->Ty.Dims[0] != N) {
+    Diags.error(value->Loc, "kmeans needs a value computed per row, not " +
+                                std::string(it->second.IsLabel ? "a label"
+                                                               : toString(node->Ty)));
+    return;
+  }
+  auto k = intValue(args[1], "kmeans k", 1, 1 << 16);
+  std::optional<int64_t> restarts = 10, seed = 0;
+  if (args[2])
+    restarts = intValue(args[2], "kmeans restarts", 1, 10000);
+  if (args[3])
+    seed = intValue(args[3], "kmeans seed", 0, INT64_MAX / 2);
+  std::string truth;
+  if (args[4]) {
+    const Expr *t = args[4];
+    const IoSpec *label = nullptr;
+    for (const IoSpec &l : M->Labels)
+      if (t->K == Expr::Kind::Name && l.Name == t->Text)
+        label = &l;
+    if (!label || !label->IsClass) {
+      Diags.error(t->Loc, "kmeans truth must name a class label of the model");
+      return;
+    }
+    truth = label->Name;
+  }
+  if (!k || !restarts || !seed)
+    return;
+  bool probed = false;
+  for (const ProbeSpec &p : M->Probes)
+    probed |= p.Name == value->Text;
+  if (!probed)
+    M->Probes.push_back({value->Text, node});
+  AfterStep step;
+  step.Kind = "kmeans";
+  step.Args = {{"value", value->Text},
+               {"k", std::to_string(*k)},
+               {"restarts", std::to_string(*restarts)},
+               {"seed", std::to_string(*seed)}};
+  if (!truth.empty())
+    step.Args.emplace_back("truth", truth);
+  M->After.push_back(step);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1202,32 +1719,12 @@ std::unique_ptr<Model> Sema::run(const ast::Spec &spec) {
   if (!spec.TrainBlocks.empty())
     readTrain(spec.TrainBlocks[0]);
 
-  if (LinearSourceLoc.valid() && !Diags.hasErrors()) {
-    auto oneValue = [](const IoSpec &io) {
-      return !io.IsClass && io.Node->Ty.staticElements() == 1;
-    };
-    if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
-        !oneValue(M->Inputs[0]) || !oneValue(M->Labels[0]))
-      Diags.error(LinearSourceLoc, "linear data feed one input f32[1] and "
-                                   "one label f32[1]");
-  }
-  if (M->Data.SourceKind == "csv" && !Diags.hasErrors()) {
-    if (M->Inputs.size() != 1 || M->Labels.size() != 1)
-      Diags.error(spec.DataBlocks[0].Loc,
-                  "a csv source feeds one input and one label; model '" +
-                      M->Name + "' has " + std::to_string(M->Inputs.size()) +
-                      " inputs and " + std::to_string(M->Labels.size()) +
-                      " labels");
-    else {
-      const IoSpec &label = M->Labels[0];
-      size_t want = label.IsClass ? 1 : label.Node->Ty.staticElements();
-      if (M->Data.LabelColumns.size() != want)
-        Diags.error(spec.DataBlocks[0].Loc,
-                    "label '" + label.Name + "' takes " + std::to_string(want) +
-                        " csv column" + (want == 1 ? "" : "s") + ", the source names " +
-                        std::to_string(M->Data.LabelColumns.size()));
-    }
-  }
+  for (size_t i = 1; i < spec.AfterBlocks.size(); ++i)
+    Diags.error(spec.AfterBlocks[i].Loc, "a spec holds one after block");
+  if (!spec.AfterBlocks.empty())
+    readAfter(spec.AfterBlocks[0]);
+  if (!Diags.hasErrors())
+    checkSourceSlots(spec);
   if (Diags.hasErrors())
     return nullptr;
   // The call's input array holds the inputs, then the labels (runtime.h).

@@ -35,6 +35,15 @@ Split nnc::splitRows(size_t Rows, double TrainFraction, double TestFraction,
   return S;
 }
 
+Split nnc::fixedSplit(const Table &T) {
+  Split S;
+  S.Train.resize(std::min(T.FixedTrainRows, T.Rows));
+  std::iota(S.Train.begin(), S.Train.end(), size_t(0));
+  S.Test.resize(T.Rows - S.Train.size());
+  std::iota(S.Test.begin(), S.Test.end(), S.Train.size());
+  return S;
+}
+
 void nnc::standardize(Table &T, const Manifest &M,
                       const std::vector<size_t> &TrainRows) {
   if (TrainRows.empty())

@@ -35,6 +35,12 @@ struct SlotData {
 struct Table {
   size_t Rows = 0;
   std::vector<SlotData> Slots; ///< Parallel to Manifest::Slots.
+  /// Set by a source whose files say which rows are for training (MNIST's
+  /// train and t10k files): rows [0, FixedTrainRows) are the training split
+  /// and the rest the test split, both in file order; the manifest's `split`
+  /// fractions and seed are not used.
+  bool FixedSplit = false;
+  size_t FixedTrainRows = 0;
 };
 
 /// Row indices into a Table, in the order they are used.
@@ -48,6 +54,9 @@ struct Split {
 /// round(TestFraction * Rows) (as many as are left) for testing.
 Split splitRows(size_t Rows, double TrainFraction, double TestFraction,
                 uint64_t Seed);
+
+/// The split of a Table whose source fixed it (Table::FixedSplit).
+Split fixedSplit(const Table &T);
 
 /// Scales every value of every input slot to zero mean and unit variance,
 /// with the mean and population standard deviation of \p TrainRows. A

@@ -30,12 +30,14 @@ const RecordKind Records[] = {
     {"nnc-manifest", false}, {"model", false},       {"dtype", false},
     {"param", true},         {"params", false},      {"state", false},
     {"workspace", false},    {"input", true},        {"label", true},
-    {"output", false},       {"layer", true},
+    {"output", false},       {"probe", true},        {"layer", true},
     {"loss", false},         {"optimizer", false},
     {"lr", false},           {"source", false},
     {"split", false},        {"standardize", false}, {"epochs", false},
     {"batch", false},        {"shuffle", false},     {"seed", false},
-    {"report_every", false}, {"summary", false},     {"metric", true},
+    {"report_every", false}, {"summary", false},     {"print", true},
+    {"metric", true},
+    {"after", true},
 };
 constexpr int NumRecords = sizeof(Records) / sizeof(Records[0]);
 
@@ -307,14 +309,26 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
   if (R == "source") {
     if (F.size() < 2 || !name(F[1], M.SourceKind))
       return fail("expected the source's kind");
-    if (M.SourceKind != "csv" && M.SourceKind != "linear")
+    if (M.SourceKind != "csv" && M.SourceKind != "idx" &&
+        M.SourceKind != "linear" && M.SourceKind != "blobs")
       return fail("unsupported data source " + quote(F[1]) +
-                  " (expected 'csv' or 'linear')");
+                  " (expected 'csv', 'idx', 'linear' or 'blobs')");
     for (size_t I = 2; I < F.size(); ++I) {
       size_t Eq = F[I].find('=');
       if (Eq == 0 || Eq == std::string_view::npos)
         return fail("expected key=value, found " + quote(F[I]));
       M.SourceArgs.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
+    }
+    if (M.SourceKind == "idx") {
+      M.SourcePath = M.sourceArg("path");
+      if (M.SourcePath.empty())
+        return fail("an idx source needs path=");
+      if (!parseDouble(M.sourceArg("low"), M.PixelLow) ||
+          !parseDouble(M.sourceArg("high"), M.PixelHigh))
+        return fail("an idx source needs numbers low= and high=");
+      if (!(M.PixelLow < M.PixelHigh))
+        return fail("an idx source needs low= below high=");
+      return true;
     }
     if (M.SourceKind != "csv")
       return true;
@@ -372,6 +386,47 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     M.Metrics.push_back(Met);
     return true;
   }
+  if (R == "print") {
+    if (!expectFields(F, 1))
+      return false;
+    if (F[1] == "weights")
+      M.PrintWeights = true;
+    else if (F[1] == "time")
+      M.PrintTime = true;
+    else
+      return fail("unknown item " + quote(F[1]) + " (expected 'weights' or 'time')");
+    return true;
+  }
+  if (R == "probe") {
+    Probe P;
+    if (!expectFields(F, 2) || !name(F[1], P.Name) || !dims(F[2], P.Dims))
+      return false;
+    M.Probes.push_back(std::move(P));
+    return true;
+  }
+  if (R == "after") {
+    AfterStep S;
+    if (F.size() < 2 || !name(F[1], S.Kind))
+      return fail("expected the step's kind");
+    if (S.Kind != "kmeans")
+      return fail("unknown after-training step " + quote(F[1]) +
+                  " (expected 'kmeans')");
+    for (size_t I = 2; I < F.size(); ++I) {
+      size_t Eq = F[I].find('=');
+      if (Eq == 0 || Eq == std::string_view::npos)
+        return fail("expected key=value, found " + quote(F[I]));
+      S.Args.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
+    }
+    int64_t K, Restarts;
+    uint64_t Seed;
+    if (!count(S.arg("k"), K, 1) || !count(S.arg("restarts"), Restarts, 1) ||
+        !seed(S.arg("seed"), Seed))
+      return false;
+    if (M.probeIndex(S.arg("value")) < 0)
+      return fail("kmeans value " + quote(S.arg("value")) + " is not a probe");
+    M.After.push_back(std::move(S));
+    return true;
+  }
   return fail("unhandled record"); // Unreachable: every kind is handled.
 }
 
@@ -405,6 +460,13 @@ bool Parser::validate() {
     return fail("the csv source names " + std::to_string(M.CsvLabels.size()) +
                 " label column(s) but the labels need " +
                 std::to_string(LabelColumns));
+
+  for (const AfterStep &S : M.After) {
+    std::string Truth = S.arg("truth");
+    int Slot = Truth.empty() ? 0 : M.slotIndex(Truth);
+    if (Slot < 0 || !M.Slots[size_t(Slot)].IsClass)
+      return fail("kmeans truth '" + Truth + "' is not a class label");
+  }
 
   if (!M.Metrics.empty()) {
     int C = M.classLabelSlot();

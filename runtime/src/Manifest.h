@@ -14,6 +14,7 @@
 #ifndef NNC_RUNTIME_MANIFEST_H
 #define NNC_RUNTIME_MANIFEST_H
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -78,6 +79,28 @@ struct Metric {
   }
 };
 
+/// One `probe` record: a named value that nnc_probes[i] computes.
+struct Probe {
+  std::string Name;
+  std::vector<int64_t> Dims; ///< Per row.
+
+  int64_t width() const { return product(Dims); }
+};
+
+/// One `after` record: a step that runs once training is over.
+struct AfterStep {
+  std::string Kind; ///< "kmeans"
+  std::vector<std::pair<std::string, std::string>> Args;
+
+  /// The value of an argument, or "" when it is absent.
+  std::string arg(const std::string &Key) const {
+    for (const auto &[K, V] : Args)
+      if (K == Key)
+        return V;
+    return "";
+  }
+};
+
 struct Manifest {
   std::string Text; ///< The manifest as compiled in, for the weights hash.
 
@@ -92,17 +115,23 @@ struct Manifest {
   std::vector<DataSlot> Slots;
   std::string OutputName;
   std::vector<int64_t> OutputDims;
+  std::vector<Probe> Probes; ///< In nnc_probes order.
   std::vector<LayerRow> Layers;
   std::string Loss;
   std::string Optimizer;
   std::vector<std::string> OptimizerArgs; ///< "key=value", as written.
   double Lr = 0;
 
-  std::string SourceKind; ///< "csv" or a generator ("linear").
+  /// "csv", "idx" (a folder of MNIST files) or a generator ("linear").
+  std::string SourceKind;
   /// The source's key=value fields, in manifest order.
   std::vector<std::pair<std::string, std::string>> SourceArgs;
-  std::string SourcePath;             ///< csv: path=
+  std::string SourcePath;             ///< csv: path= (a file); idx: a folder
   std::vector<std::string> CsvLabels; ///< csv: label=, split at commas
+  /// idx: low= and high=, the input values of pixel bytes 0 and 255 (the
+  /// bytes between map linearly); PixelLow < PixelHigh.
+  double PixelLow = 0;
+  double PixelHigh = 1;
   double TrainFraction = 0;
   double TestFraction = 0;
   uint64_t SplitSeed = 0;
@@ -114,7 +143,10 @@ struct Manifest {
   uint64_t Seed = 0;
   int64_t ReportEvery = 1;
   bool PrintSummary = false; ///< Print --summary before training.
+  bool PrintWeights = false; ///< Print the parameters after training.
+  bool PrintTime = false;    ///< Print how long training took.
   std::vector<Metric> Metrics;
+  std::vector<AfterStep> After;
 
   size_t numInputs() const;
   /// The value of a source field, or "" when it is absent.
@@ -125,6 +157,28 @@ struct Manifest {
     return "";
   }
   int64_t outputWidth() const { return product(OutputDims); }
+  /// Values per row that the output buffer must hold: the output's or the
+  /// widest probe's.
+  int64_t outputCapacity() const {
+    int64_t Width = outputWidth();
+    for (const Probe &P : Probes)
+      Width = std::max(Width, P.width());
+    return Width;
+  }
+  /// Index of the probe named \p Name, or -1.
+  int probeIndex(const std::string &Name) const {
+    for (size_t I = 0; I < Probes.size(); ++I)
+      if (Probes[I].Name == Name)
+        return int(I);
+    return -1;
+  }
+  /// Index into Slots of the slot named \p Name, or -1.
+  int slotIndex(const std::string &Name) const {
+    for (size_t I = 0; I < Slots.size(); ++I)
+      if (Slots[I].Name == Name)
+        return int(I);
+    return -1;
+  }
   /// Index into Slots of the label that accuracy is measured against (the
   /// first class label), or -1 when there is none.
   int classLabelSlot() const;

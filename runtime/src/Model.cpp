@@ -41,7 +41,7 @@ bool Model::allocate(size_t Rows, std::string &Err) {
   bool Ok = mulBytes(size_t(M.WorkspacePerRow), Rows, 1, WorkspaceBytes) &&
             !__builtin_add_overflow(WorkspaceBytes, size_t(M.WorkspaceFixed),
                                     &WorkspaceBytes) &&
-            mulBytes(size_t(M.outputWidth()), Rows, Elem, OutputBytes) &&
+            mulBytes(size_t(M.outputCapacity()), Rows, Elem, OutputBytes) &&
             mulBytes(size_t(M.ParamCount), Elem, 1, ParamBytes) &&
             mulBytes(size_t(M.StateCount), Elem, 1, StateBytes) &&
             Params.allocate(ParamBytes) && Grads.allocate(ParamBytes) &&
@@ -74,6 +74,7 @@ bool Model::allocate(size_t Rows, std::string &Err) {
 
 void Model::initParams(uint64_t Seed) {
   Rng R(Seed);
+  Call.seed = Seed;
   std::memset(Params.data(), 0, size_t(M.ParamCount) * elementSize(M.Type));
   for (const ParamTensor &P : M.Params) {
     for (int64_t I = 0; I < P.size(); ++I) {
@@ -162,6 +163,35 @@ EvalResult Model::evaluate(const Table &T, const std::vector<size_t> &Rows) {
   Result.Total = int64_t(Rows.size());
   Result.Loss = Rows.empty() ? 0 : LossSum / double(Rows.size());
   return Result;
+}
+
+std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
+                                   const Table &T,
+                                   const std::vector<size_t> &Rows) {
+  std::vector<double> Values(Rows.size() * Width);
+  Call.lr = 0;
+  Call.step = 0;
+  for (size_t Start = 0; Start < Rows.size(); Start += MaxRows) {
+    size_t N = std::min(MaxRows, Rows.size() - Start);
+    loadRows(T, &Rows[Start], N);
+    Fn(&Call);
+    for (size_t I = 0; I < N * Width; ++I)
+      Values[Start * Width + I] =
+          M.Type == DType::F32 ? static_cast<const float *>(Output.data())[I]
+                               : static_cast<const double *>(Output.data())[I];
+  }
+  return Values;
+}
+
+std::vector<double> Model::predict(const Table &T,
+                                   const std::vector<size_t> &Rows) {
+  return collect(nnc_predict, size_t(M.outputWidth()), T, Rows);
+}
+
+std::vector<double> Model::probe(int Index, const Table &T,
+                                 const std::vector<size_t> &Rows) {
+  return collect(nnc_probes[Index], size_t(M.Probes[size_t(Index)].width()), T,
+                 Rows);
 }
 
 double Model::param(size_t I) const {

@@ -57,6 +57,7 @@ public:
 
   /// Initialises the parameters per their `param` records, drawing from a
   /// generator seeded with \p Seed in record order, and zeroes the state.
+  /// The dropout masks of the generated code derive from the same seed.
   void initParams(uint64_t Seed);
 
   /// Copies Rows[0, N) of \p T into the input buffers for the next call.
@@ -70,6 +71,12 @@ public:
 
   /// Evaluates \p Rows of \p T in chunks of at most maxRows() rows.
   EvalResult evaluate(const Table &T, const std::vector<size_t> &Rows);
+  /// The output for each of \p Rows, in inference mode: Rows.size() x
+  /// the output's width, row-major.
+  std::vector<double> predict(const Table &T, const std::vector<size_t> &Rows);
+  /// The same for probe \p Index (manifest order).
+  std::vector<double> probe(int Index, const Table &T,
+                            const std::vector<size_t> &Rows);
 
   size_t maxRows() const { return MaxRows; }
   /// Parameter and gradient element I, as double whatever the dtype.
@@ -79,6 +86,10 @@ public:
   const void *paramData() const { return Params.data(); }
 
 private:
+  /// Runs \p Fn over \p Rows in chunks, gathering Width outputs per row.
+  std::vector<double> collect(void (*Fn)(nnc_call *), size_t Width,
+                              const Table &T, const std::vector<size_t> &Rows);
+
   const Manifest &M;
   size_t MaxRows = 0;
   AlignedBuffer Params, State, Grads, Workspace, Output;

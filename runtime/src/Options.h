@@ -28,6 +28,7 @@ struct Options {
   uint64_t Seed = 0;
   std::string Data;
   std::string Save;
+  std::string Plot; ///< Empty: no plot.
   bool GradCheck = false;
   int64_t GradCheckRows = 8;
   double GradCheckTolerance = 0;

@@ -7,8 +7,10 @@
 #include "Synthetic.h"
 
 #include "Numbers.h"
+#include "NumpyRandom.h"
 #include "Random.h"
 
+#include <algorithm>
 #include <string_view>
 
 using namespace nnc;
@@ -91,6 +93,73 @@ bool nnc::generateLinear(const Manifest &M, Table &T, LoadError &Err) {
                                          : 0.0;
     T.Slots[0].Values[I] = XValue;
     T.Slots[1].Values[I] = Slope * XValue + Intercept + E;
+  }
+  return true;
+}
+
+bool nnc::generateBlobs(const Manifest &M, Table &T, LoadError &Err) {
+  Err.Where.clear();
+  int64_t Rows = 0, Features = 0, Centers = 0;
+  double Std = 0, Low = 0, High = 0;
+  uint64_t Seed = 0;
+  if (!parseInt64(M.sourceArg("rows"), Rows) || Rows < 1 ||
+      !parseInt64(M.sourceArg("features"), Features) || Features < 1 ||
+      !parseInt64(M.sourceArg("centers"), Centers) || Centers < 1 ||
+      Centers > Rows || !parseDouble(M.sourceArg("std"), Std) || Std < 0 ||
+      !parseDouble(M.sourceArg("low"), Low) ||
+      !parseDouble(M.sourceArg("high"), High) || Low > High ||
+      !parseUInt64(M.sourceArg("seed"), Seed)) {
+    Err.Message = "malformed blobs source in the manifest";
+    return false;
+  }
+  bool HasLabel = M.Slots.size() == 2;
+  if (M.Slots.empty() || M.Slots.size() > 2 || M.Slots[0].IsLabel ||
+      M.Slots[0].width() != Features ||
+      (HasLabel && (!M.Slots[1].IsClass || M.Slots[1].Classes != Centers))) {
+    Err.Message = "a blobs source feeds one input of its features and, "
+                  "optionally, one class label of its centers";
+    return false;
+  }
+
+  // scikit-learn's make_blobs(rows, features, centers, std, box, seed),
+  // draw for draw through NumPy's legacy generator, so that the points are
+  // the textbook's: centres uniform in the box; rows shared out evenly (the
+  // first rows % centers blobs get one more), each its centre plus
+  // N(0, std^2) noise, blob after blob; then the rows shuffled.
+  NumpyRandomState R(Seed);
+  std::vector<double> CentreAt(static_cast<size_t>(Centers * Features));
+  for (double &C : CentreAt)
+    C = R.uniform(Low, High);
+  std::vector<double> Points(static_cast<size_t>(Rows * Features));
+  std::vector<int32_t> Blobs(static_cast<size_t>(Rows));
+  size_t Row = 0;
+  for (int64_t C = 0; C < Centers; ++C) {
+    int64_t Count = Rows / Centers + (C < Rows % Centers ? 1 : 0);
+    for (int64_t I = 0; I < Count; ++I, ++Row) {
+      Blobs[Row] = int32_t(C);
+      for (int64_t J = 0; J < Features; ++J)
+        Points[Row * size_t(Features) + size_t(J)] =
+            R.normal(CentreAt[size_t(C * Features + J)], Std);
+    }
+  }
+  std::vector<size_t> Order(static_cast<size_t>(Rows));
+  for (size_t I = 0; I < Order.size(); ++I)
+    Order[I] = I;
+  R.shuffle(Order.data(), Order.size());
+
+  T.Rows = size_t(Rows);
+  T.Slots.assign(M.Slots.size(), SlotData());
+  SlotData &X = T.Slots[0];
+  X.Width = size_t(Features);
+  X.Values.resize(T.Rows * X.Width);
+  for (size_t I = 0; I < T.Rows; ++I)
+    std::copy_n(&Points[Order[I] * X.Width], X.Width, &X.Values[I * X.Width]);
+  if (HasLabel) {
+    SlotData &Y = T.Slots[1];
+    Y.Width = 1;
+    Y.IsClass = true;
+    for (size_t I = 0; I < T.Rows; ++I)
+      Y.Classes.push_back(Blobs[Order[I]]);
   }
   return true;
 }

@@ -25,6 +25,11 @@ namespace nnc {
 /// `uniform:LOW:HIGH`. Feeds one input and one float label of width 1.
 bool generateLinear(const Manifest &M, Table &T, LoadError &Err);
 
+/// `blobs`: Gaussian clusters, as scikit-learn's make_blobs. Feeds one input
+/// of `features` values and, when the model declares one, a class label
+/// holding each row's blob.
+bool generateBlobs(const Manifest &M, Table &T, LoadError &Err);
+
 } // namespace nnc
 
 #endif // NNC_RUNTIME_SYNTHETIC_H

@@ -11,12 +11,16 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Cluster.h"
 #include "Csv.h"
 #include "Dataset.h"
 #include "GradCheck.h"
+#include "Idx.h"
 #include "Manifest.h"
 #include "Model.h"
+#include "Numbers.h"
 #include "Options.h"
+#include "Plot.h"
 #include "Random.h"
 #include "Synthetic.h"
 #include "Weights.h"
@@ -24,6 +28,7 @@
 #include "nnc/runtime.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -110,6 +115,11 @@ private:
     return Met.Split == Metric::SplitKind::Train ? S.Train : S.Test;
   }
   void report(int64_t Epoch, double Loss);
+  void runKMeans(const AfterStep &Step);
+  void printWeights();
+  /// --plot: the loss curve and, for a model of one input value and one
+  /// output value, the training data and the fitted curve.
+  bool writePlot(std::string &Err);
 
   const Manifest &M;
   const Options &O;
@@ -117,6 +127,7 @@ private:
   const Split &S;
   Model &Mod;
   size_t BatchRows;
+  PlotData Plot; ///< Loss points, gathered while training.
 };
 
 /// One "epoch" line: the training loss, then each metric, then the test loss.
@@ -143,9 +154,98 @@ void Trainer::report(int64_t Epoch, double Loss) {
     std::printf("  %s accuracy %.4f", Met.splitName(),
                 double(R.Correct) / double(R.Total));
   }
-  if (!S.Test.empty())
-    std::printf("  test loss %.6f", Evaluate(Metric::SplitKind::Test).Loss);
+  if (!S.Test.empty()) {
+    double TestLoss = Evaluate(Metric::SplitKind::Test).Loss;
+    std::printf("  test loss %.6f", TestLoss);
+    Plot.TestLoss.push_back({double(Epoch), TestLoss});
+  }
   out("\n");
+}
+
+/// `report weights`: every parameter, up to a few values per tensor.
+void Trainer::printWeights() {
+  constexpr int64_t Shown = 16;
+  for (const ParamTensor &P : M.Params) {
+    std::printf("%s [%s]:", P.Name.c_str(), formatDims(P.Dims).c_str());
+    for (int64_t I = 0; I < std::min(P.size(), Shown); ++I)
+      std::printf(" %.6g", Mod.param(size_t(P.Offset + I)));
+    out("%s\n", P.size() > Shown ? " ..." : "");
+  }
+}
+
+/// `after kmeans`: clusters a probed value over every row of the data set
+/// and, given the true classes, scores the clusters against them.
+void Trainer::runKMeans(const AfterStep &Step) {
+  int Index = M.probeIndex(Step.arg("value"));
+  const Probe &P = M.Probes[size_t(Index)];
+  int64_t K = 0, Restarts = 0;
+  uint64_t Seed = 0;
+  // The manifest parser has checked these fields.
+  parseInt64(Step.arg("k"), K);
+  parseInt64(Step.arg("restarts"), Restarts);
+  parseUInt64(Step.arg("seed"), Seed);
+  std::vector<size_t> Rows(T.Rows);
+  for (size_t I = 0; I < Rows.size(); ++I)
+    Rows[I] = I;
+  std::vector<double> X = Mod.probe(Index, T, Rows);
+  size_t Dims = size_t(P.width());
+  KMeansResult R = kmeans(X.data(), Rows.size(), Dims, int(K), int(Restarts), Seed);
+  out("kmeans on %s: %zu rows, %zu values each, k = %lld, %lld restarts; "
+      "inertia %.6g\n",
+      P.Name.c_str(), Rows.size(), Dims, (long long)K, (long long)Restarts,
+      R.Inertia);
+  std::vector<int64_t> Sizes(static_cast<size_t>(K));
+  for (int32_t A : R.Assign)
+    ++Sizes[size_t(A)];
+  for (size_t C = 0; C < size_t(K); ++C) {
+    std::printf("  centre %zu (%lld rows):", C + 1, (long long)Sizes[C]);
+    for (size_t J = 0; J < Dims; ++J)
+      std::printf(" %.4f", R.Centres[C * Dims + J]);
+    out("\n");
+  }
+  std::string Truth = Step.arg("truth");
+  if (Truth.empty())
+    return;
+  const SlotData &Labels = T.Slots[size_t(M.slotIndex(Truth))];
+  out("adjusted Rand index against %s: %.4f\n", Truth.c_str(),
+      adjustedRandIndex(R.Assign.data(), Labels.Classes.data(), T.Rows));
+}
+
+bool Trainer::writePlot(std::string &Err) {
+  Plot.Model = M.Model;
+  Plot.LossName = M.Loss;
+  bool OneToOne = M.Slots.size() == 2 && !M.Slots[0].IsLabel &&
+                  M.Slots[0].width() == 1 && !M.Slots[1].IsClass &&
+                  M.Slots[1].width() == 1 && M.outputWidth() == 1;
+  if (OneToOne) {
+    // The data, then the model's output at 200 evenly spaced points of the
+    // data's range (rows of a small table of their own).
+    const std::vector<double> &X = T.Slots[0].Values, &Y = T.Slots[1].Values;
+    double Low = X[S.Train[0]], High = Low;
+    for (size_t R : S.Train) {
+      Plot.FitData.push_back({X[R], Y[R]});
+      Low = std::min(Low, X[R]);
+      High = std::max(High, X[R]);
+    }
+    Table Grid;
+    Grid.Rows = 200;
+    Grid.Slots.assign(2, SlotData());
+    std::vector<size_t> Rows(Grid.Rows);
+    for (size_t I = 0; I < Grid.Rows; ++I) {
+      Rows[I] = I;
+      Grid.Slots[0].Values.push_back(Low + (High - Low) * double(I) /
+                                               double(Grid.Rows - 1));
+      Grid.Slots[1].Values.push_back(0);
+    }
+    for (SlotData &Slot : Grid.Slots)
+      Slot.Width = 1;
+    std::vector<double> Fit = Mod.predict(Grid, Rows);
+    for (size_t I = 0; I < Grid.Rows; ++I)
+      Plot.FitCurve.push_back({Grid.Slots[0].Values[I], Fit[I]});
+    Plot.XLabel = M.Slots[0].Name;
+    Plot.YLabel = M.Slots[1].Name;
+  }
+  return writeTrainingPlot(O.Plot, Plot, Err);
 }
 
 int Trainer::run() {
@@ -166,6 +266,7 @@ int Trainer::run() {
 
   Mod.initParams(O.Seed);
   Rng Shuffler(O.Seed ^ ShuffleStream);
+  auto TrainingStart = std::chrono::steady_clock::now();
   std::vector<size_t> Order = S.Train;
   int64_t Step = 0;
   for (int64_t Epoch = 1; Epoch <= O.Epochs; ++Epoch) {
@@ -185,9 +286,17 @@ int Trainer::run() {
       }
       LossSum += Loss * double(N);
     }
+    Plot.TrainLoss.push_back({double(Epoch), LossSum / double(Order.size())});
     if (Epoch % M.ReportEvery == 0 || Epoch == O.Epochs)
       report(Epoch, LossSum / double(Order.size()));
   }
+
+  if (M.PrintTime)
+    out("training took %.3f s\n",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - TrainingStart)
+            .count());
+  if (M.PrintWeights)
+    printWeights();
 
   for (const Metric &Met : M.Metrics) {
     if (rowsOf(Met).empty())
@@ -198,7 +307,15 @@ int Trainer::run() {
         (long long)R.Total);
   }
 
+  for (const AfterStep &Step : M.After)
+    runKMeans(Step);
+
   std::string Err;
+  if (!O.Plot.empty()) {
+    if (!writePlot(Err))
+      return error(ExitData, Prog, Err);
+    out("plot written to %s\n", O.Plot.c_str());
+  }
   if (!writeWeights(O.Save, M, Mod.paramData(), Err))
     return error(ExitData, Prog, Err);
   out("weights saved to %s\n", O.Save.c_str());
@@ -236,18 +353,23 @@ int runMain(int Argc, char **Argv) {
   bool Loaded;
   if (M.SourceKind == "csv") {
     Loaded = loadCsv(O.Data, M, T, LE);
+  } else if (M.SourceKind == "idx") {
+    Loaded = loadIdx(O.Data, M, T, LE);
   } else {
     if (O.Data != M.SourcePath)
       return error(ExitUsage, Prog,
                    "--data: the data of this trainer are generated (source " +
                        M.SourceKind + "), not read from a file");
-    Loaded = generateLinear(M, T, LE);
+    Loaded = M.SourceKind == "blobs" ? generateBlobs(M, T, LE)
+                                     : generateLinear(M, T, LE);
   }
   if (!Loaded)
     return error(ExitData, LE.Where.empty() ? Prog : LE.Where.c_str(),
                  LE.Message);
 
-  Split S = splitRows(T.Rows, M.TrainFraction, M.TestFraction, M.SplitSeed);
+  Split S = T.FixedSplit ? fixedSplit(T)
+                         : splitRows(T.Rows, M.TrainFraction, M.TestFraction,
+                                     M.SplitSeed);
   if (S.Train.empty())
     return error(ExitData, O.Data.c_str(),
                  "the training split is empty (" + std::to_string(T.Rows) +

@@ -21,7 +21,7 @@ uint64_t fnv1a64(std::string_view Bytes);
 
 /// Writes the weights file (format v1) for \p M with the parameters
 /// \p Params. The file appears complete or not at all: it is written to
-/// "<Path>.tmp.<pid>", synced, and renamed over \p Path. On failure the
+/// "<Path>.tmp.XXXXXX", synced, and renamed over \p Path. On failure the
 /// temporary file is removed and \p Err says why.
 bool writeWeights(const std::string &Path, const Manifest &M,
                   const void *Params, std::string &Err);

@@ -34,6 +34,7 @@ typedef struct nnc_call {
   double lr;                 /* learning rate, nnc_train_step only */
   int64_t step;              /* 1-based optimizer step, nnc_train_step only */
   double loss;               /* out: loss averaged over the batch */
+  uint64_t seed;             /* dropout masks: a function of seed and step */
 } nnc_call;
 
 /* Exported by the generated object. */
@@ -42,6 +43,9 @@ void nnc_train_step(nnc_call *call);  /* forward, loss, backward, update */
 void nnc_loss_grad(nnc_call *call);   /* forward, loss, backward into grads */
 void nnc_eval(nnc_call *call);        /* inference mode: output and loss */
 void nnc_predict(nnc_call *call);     /* inference mode: output only */
+/* Inference mode: the manifest's "probe" values, one function each, in
+ * manifest order; each writes batch x its size into output. */
+extern void (*const nnc_probes[])(nnc_call *call);
 
 #ifdef __cplusplus
 }
