@@ -152,9 +152,12 @@ private:
 
   /// Emits `for (i = 0; i < count; ++i) body(i)`.
   void forRange(Value *count, const std::function<void(Value *)> &body);
-  /// Emits `for (i = begin; i < end; ++i) body(i)`.
+  /// Emits `for (i = begin; i < end; ++i) body(i)`. A rolled loop is kept
+  /// from being unrolled before vectorization: a short row loop of constant
+  /// length would otherwise be unrolled whole, and the loop around it
+  /// vectorized with gathers instead.
   void forRange(Value *begin, Value *end,
-                const std::function<void(Value *)> &body);
+                const std::function<void(Value *)> &body, bool rolled = false);
   /// An accumulator in the entry block, so that loops can sum into it.
   llvm::AllocaInst *entryAlloca(llvm::Type *type) {
     llvm::IRBuilder<> entry(Entry, Entry->begin());
@@ -203,7 +206,8 @@ void GraphLowering::forRange(Value *count,
 }
 
 void GraphLowering::forRange(Value *begin, Value *end,
-                             const std::function<void(Value *)> &body) {
+                             const std::function<void(Value *)> &body,
+                             bool rolled) {
   llvm::BasicBlock *before = B.GetInsertBlock();
   auto *loop = llvm::BasicBlock::Create(Ctx, "loop", F);
   auto *exit = llvm::BasicBlock::Create(Ctx, "loop.end", F);
@@ -214,7 +218,14 @@ void GraphLowering::forRange(Value *begin, Value *end,
   body(i);
   Value *next = B.CreateAdd(i, i64(1), "", true, true);
   i->addIncoming(next, B.GetInsertBlock());
-  B.CreateCondBr(B.CreateICmpSLT(next, end), loop, exit);
+  llvm::BranchInst *latch = B.CreateCondBr(B.CreateICmpSLT(next, end), loop, exit);
+  if (rolled) {
+    llvm::MDNode *noUnroll = llvm::MDNode::get(
+        Ctx, llvm::MDString::get(Ctx, "llvm.loop.unroll.disable"));
+    llvm::MDNode *id = llvm::MDNode::getDistinct(Ctx, {nullptr, noUnroll});
+    id->replaceOperandWith(0, id);
+    latch->setMetadata(llvm::LLVMContext::MD_loop, id);
+  }
   B.SetInsertPoint(exit);
 }
 
@@ -628,7 +639,7 @@ void GraphLowering::lowerConv2D(const Node *n) {
                 Value *dst = B.CreateInBoundsGEP(ft, out, B.CreateAdd(outRow, ow));
                 Value *v = load(x, B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))));
                 B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, v)), dst);
-              });
+              }, true);
             });
           });
         });
@@ -672,7 +683,7 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
                     ft, dx, B.CreateAdd(dxRow, B.CreateMul(ow, i64(a.Stride))));
                 Value *g = load(dy, B.CreateAdd(dyRow, ow));
                 B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, g)), dst);
-              });
+              }, true);
             });
           });
         });
@@ -720,7 +731,7 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
                 Value *v = load(x, B.CreateAdd(xRow, B.CreateMul(ow, i64(a.Stride))));
                 Value *g = load(dy, B.CreateAdd(dyRow, ow));
                 B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), B.CreateFMul(g, v)), acc);
-              });
+              }, true);
             });
             Value *dst = B.CreateInBoundsGEP(
                 ft, dw, B.CreateAdd(wBase, B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw)));

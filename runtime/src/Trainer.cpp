@@ -47,8 +47,11 @@ enum ExitStatus {
 };
 
 /// Rows per nnc_eval call when evaluating a split: large enough to amortize
-/// the call, small enough to keep the buffers small on big data sets.
+/// the call, small enough to keep the buffers small on big data sets: at
+/// most 4096 rows, and no more than 256 MiB of workspace (a training batch
+/// larger than that still gets its rows).
 constexpr size_t EvalChunkRows = 4096;
+constexpr size_t EvalChunkWorkspace = size_t(256) << 20;
 
 /// The epoch shuffles draw from their own generator, so that the data order
 /// does not depend on how many parameters the model initialised.
@@ -381,9 +384,11 @@ int runMain(int Argc, char **Argv) {
   // Every call's rows fit in buffers allocated once, here.
   size_t BatchRows =
       O.Batch == 0 ? S.Train.size() : std::min(size_t(O.Batch), S.Train.size());
-  size_t MaxRows =
-      std::max(BatchRows, std::min(EvalChunkRows,
-                                   std::max(S.Train.size(), S.Test.size())));
+  size_t ChunkRows = std::max<size_t>(
+      1, std::min(EvalChunkRows,
+                  EvalChunkWorkspace / size_t(std::max<int64_t>(M.WorkspacePerRow, 1))));
+  size_t MaxRows = std::max(
+      BatchRows, std::min(ChunkRows, std::max(S.Train.size(), S.Test.size())));
   if (O.GradCheck)
     MaxRows =
         std::max(MaxRows, std::min(size_t(O.GradCheckRows), S.Train.size()));
