@@ -22,6 +22,7 @@
 #include <cmath>
 #include <functional>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 namespace nnc {
@@ -184,6 +185,28 @@ private:
   std::pair<Value *, Value *> validRange(Value *k, int64_t inExtent,
                                          int64_t outExtent, int64_t stride,
                                          int64_t pad);
+  /// One kernel tap of a convolution's loop nest: flat offsets of the input
+  /// and output planes, the weight's index and the output rows and columns
+  /// whose input lies inside the image.
+  struct ConvTap {
+    Value *InPlane, *OutPlane, *Weight, *Kh, *Kw;
+    Value *OhBegin, *OhEnd, *OwBegin, *OwEnd;
+  };
+  /// The loops shared by conv2d and its gradients, over images [N, C, H, W]
+  /// `in` and outputs [N, O, OH, OW] `out`: for each image and output
+  /// channel, `zero` (if any) gets the output plane's offset; then `tap`
+  /// runs for each input channel and kernel tap.
+  void convNest(const ir::Attrs &a, const std::vector<int64_t> &in,
+                const std::vector<int64_t> &out,
+                const std::function<void(Value *)> &zero,
+                const std::function<void(const ConvTap &)> &tap);
+  /// The rows and columns of one tap: `body` gets the flat input and output
+  /// indices of each position. The innermost loop runs along an output row,
+  /// unit-stride when the stride is 1, so that it vectorizes.
+  void convRows(const ir::Attrs &a, int64_t inWidth, int64_t outWidth,
+                const ConvTap &t, const std::function<void(Value *, Value *)> &body);
+  /// Stores zeros into every element of n's buffer.
+  void zeroFill(const Node *n);
   void lowerStore(const ir::Store &store);
 
   llvm::Module &M;
@@ -603,143 +626,118 @@ std::pair<Value *, Value *> GraphLowering::validRange(Value *k, int64_t inExtent
   return {begin, end};
 }
 
-void GraphLowering::lowerConv2D(const Node *n) {
-  const Node *x = n->Operands[0], *w = n->Operands[1];
-  const ir::Attrs &a = n->A;
-  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  int64_t O = n->Ty.Dims[1], OH = n->Ty.Dims[2], OW = n->Ty.Dims[3];
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *out = Slots[n].Ptr;
-  // out[n, o] = sum over c, kh, kw of w[o, c, kh, kw] * the shifted input
-  // plane: the innermost loop runs along an output row, unit-stride when
-  // the stride is 1, so that it vectorizes.
-  forRange(extent(x->Ty.Dims[0]), [&](Value *img) {
+void GraphLowering::convNest(const ir::Attrs &a, const std::vector<int64_t> &in,
+                             const std::vector<int64_t> &out,
+                             const std::function<void(Value *)> &zero,
+                             const std::function<void(const ConvTap &)> &tap) {
+  int64_t C = in[1], H = in[2], W = in[3];
+  int64_t O = out[1], OH = out[2], OW = out[3];
+  forRange(extent(in[0]), [&](Value *img) {
     forRange(i64(O), [&](Value *o) {
-      Value *outBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
-      forRange(i64(OH * OW), [&](Value *j) {
-        B.CreateStore(llvm::ConstantFP::get(ft, 0),
-                      B.CreateInBoundsGEP(ft, out, B.CreateAdd(outBase, j)));
-      });
+      Value *outPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
+      if (zero)
+        zero(outPlane);
       forRange(i64(C), [&](Value *c) {
-        Value *xBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
+        ConvTap t;
+        t.InPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
+        t.OutPlane = outPlane;
         Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
                                    i64(a.KernelH * a.KernelW));
         forRange(i64(a.KernelH), [&](Value *kh) {
-          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+          std::tie(t.OhBegin, t.OhEnd) = validRange(kh, H, OH, a.Stride, a.Pad);
           forRange(i64(a.KernelW), [&](Value *kw) {
-            Value *weight = load(w, B.CreateAdd(wBase, B.CreateAdd(
-                                                     B.CreateMul(kh, i64(a.KernelW)), kw)));
-            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
-            forRange(ohBegin, ohEnd, [&](Value *oh) {
-              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-              Value *outRow = B.CreateAdd(outBase, B.CreateMul(oh, i64(OW)));
-              Value *inRow = B.CreateSub(
-                  B.CreateAdd(B.CreateAdd(xBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
-              forRange(owBegin, owEnd, [&](Value *ow) {
-                Value *dst = B.CreateInBoundsGEP(ft, out, B.CreateAdd(outRow, ow));
-                Value *v = load(x, B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))));
-                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, v)), dst);
-              }, true);
-            });
+            std::tie(t.OwBegin, t.OwEnd) = validRange(kw, W, OW, a.Stride, a.Pad);
+            t.Kh = kh;
+            t.Kw = kw;
+            t.Weight = B.CreateAdd(wBase, B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw));
+            tap(t);
           });
         });
       });
+    });
+  });
+}
+
+void GraphLowering::convRows(const ir::Attrs &a, int64_t inWidth,
+                             int64_t outWidth, const ConvTap &t,
+                             const std::function<void(Value *, Value *)> &body) {
+  forRange(t.OhBegin, t.OhEnd, [&](Value *oh) {
+    Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), t.Kh), i64(a.Pad));
+    Value *outRow = B.CreateAdd(t.OutPlane, B.CreateMul(oh, i64(outWidth)));
+    Value *inRow = B.CreateSub(
+        B.CreateAdd(B.CreateAdd(t.InPlane, B.CreateMul(ih, i64(inWidth))), t.Kw), i64(a.Pad));
+    forRange(t.OwBegin, t.OwEnd, [&](Value *ow) {
+      body(B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))), B.CreateAdd(outRow, ow));
+    }, true);
+  });
+}
+
+void GraphLowering::zeroFill(const Node *n) {
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  forRange(elementCount(n->Ty), [&](Value *i) {
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+  });
+}
+
+void GraphLowering::lowerConv2D(const Node *n) {
+  // out[n, o] = sum over c, kh, kw of w[o, c, kh, kw] times the shifted
+  // input plane.
+  const Node *x = n->Operands[0], *w = n->Operands[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  int64_t planeSize = n->Ty.Dims[2] * n->Ty.Dims[3];
+  auto zeroPlane = [&](Value *plane) {
+    forRange(i64(planeSize), [&](Value *j) {
+      B.CreateStore(llvm::ConstantFP::get(ft, 0),
+                    B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(plane, j)));
+    });
+  };
+  convNest(n->A, x->Ty.Dims, n->Ty.Dims, zeroPlane, [&](const ConvTap &t) {
+    Value *weight = load(w, t.Weight);
+    convRows(n->A, x->Ty.Dims[3], n->Ty.Dims[3], t, [&](Value *in, Value *out) {
+      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, out);
+      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, load(x, in))),
+                    dst);
     });
   });
 }
 
 void GraphLowering::lowerConv2DGradInput(const Node *n) {
+  // Each output's adjoint, scaled by the weight, flows back to the input
+  // element it read.
   const Node *dy = n->Operands[0], *w = n->Operands[1];
-  const ir::Attrs &a = n->A;
-  int64_t C = n->Ty.Dims[1], H = n->Ty.Dims[2], W = n->Ty.Dims[3];
-  int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *dx = Slots[n].Ptr;
-  forRange(elementCount(n->Ty), [&](Value *i) {
-    B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dx, i));
-  });
-  // Each output's adjoint, scaled by a weight, flows back to the input
-  // element it read: conv2d's loops with the roles of in and out swapped.
-  forRange(extent(dy->Ty.Dims[0]), [&](Value *img) {
-    forRange(i64(O), [&](Value *o) {
-      Value *dyBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
-      forRange(i64(C), [&](Value *c) {
-        Value *dxBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
-        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
-                                   i64(a.KernelH * a.KernelW));
-        forRange(i64(a.KernelH), [&](Value *kh) {
-          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
-          forRange(i64(a.KernelW), [&](Value *kw) {
-            Value *weight = load(w, B.CreateAdd(wBase, B.CreateAdd(
-                                                     B.CreateMul(kh, i64(a.KernelW)), kw)));
-            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
-            forRange(ohBegin, ohEnd, [&](Value *oh) {
-              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-              Value *dyRow = B.CreateAdd(dyBase, B.CreateMul(oh, i64(OW)));
-              Value *dxRow = B.CreateSub(
-                  B.CreateAdd(B.CreateAdd(dxBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
-              forRange(owBegin, owEnd, [&](Value *ow) {
-                Value *dst = B.CreateInBoundsGEP(
-                    ft, dx, B.CreateAdd(dxRow, B.CreateMul(ow, i64(a.Stride))));
-                Value *g = load(dy, B.CreateAdd(dyRow, ow));
-                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, g)), dst);
-              }, true);
-            });
-          });
-        });
-      });
+  zeroFill(n);
+  convNest(n->A, n->Ty.Dims, dy->Ty.Dims, nullptr, [&](const ConvTap &t) {
+    Value *weight = load(w, t.Weight);
+    convRows(n->A, n->Ty.Dims[3], dy->Ty.Dims[3], t, [&](Value *in, Value *out) {
+      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, in);
+      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, load(dy, out))),
+                    dst);
     });
   });
 }
 
 void GraphLowering::lowerConv2DGradFilter(const Node *n) {
+  // dw[o, c, kh, kw] = sum over images and output positions of the output's
+  // adjoint times the input element that the weight multiplied.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
-  const ir::Attrs &a = n->A;
-  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *dw = Slots[n].Ptr;
-  forRange(elementCount(n->Ty), [&](Value *i) {
-    B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dw, i));
-  });
+  zeroFill(n);
   llvm::AllocaInst *acc = entryAlloca(ft);
   llvm::FastMathFlags reassoc;
   reassoc.setAllowReassoc();
   reassoc.setAllowContract();
-  // dw[o, c, kh, kw] = sum over images and output positions of the output's
-  // adjoint times the input element that the weight multiplied.
-  forRange(extent(x->Ty.Dims[0]), [&](Value *img) {
-    forRange(i64(O), [&](Value *o) {
-      Value *dyBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
-      forRange(i64(C), [&](Value *c) {
-        Value *xBase = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
-        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
-                                   i64(a.KernelH * a.KernelW));
-        forRange(i64(a.KernelH), [&](Value *kh) {
-          auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
-          forRange(i64(a.KernelW), [&](Value *kw) {
-            auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
-            B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
-            forRange(ohBegin, ohEnd, [&](Value *oh) {
-              Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-              Value *dyRow = B.CreateAdd(dyBase, B.CreateMul(oh, i64(OW)));
-              Value *xRow = B.CreateSub(
-                  B.CreateAdd(B.CreateAdd(xBase, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
-              forRange(owBegin, owEnd, [&](Value *ow) {
-                llvm::IRBuilder<>::FastMathFlagGuard guard(B);
-                B.setFastMathFlags(reassoc);
-                Value *v = load(x, B.CreateAdd(xRow, B.CreateMul(ow, i64(a.Stride))));
-                Value *g = load(dy, B.CreateAdd(dyRow, ow));
-                B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), B.CreateFMul(g, v)), acc);
-              }, true);
-            });
-            Value *dst = B.CreateInBoundsGEP(
-                ft, dw, B.CreateAdd(wBase, B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw)));
-            B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateLoad(ft, acc)), dst);
-          });
-        });
-      });
+  convNest(n->A, x->Ty.Dims, dy->Ty.Dims, nullptr, [&](const ConvTap &t) {
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+    convRows(n->A, x->Ty.Dims[3], dy->Ty.Dims[3], t, [&](Value *in, Value *out) {
+      llvm::IRBuilder<>::FastMathFlagGuard guard(B);
+      B.setFastMathFlags(reassoc);
+      Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc),
+                                B.CreateFMul(load(dy, out), load(x, in)));
+      B.CreateStore(sum, acc);
     });
+    Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, t.Weight);
+    B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateLoad(ft, acc)), dst);
   });
 }
 
@@ -755,9 +753,7 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *dst = Slots[n].Ptr;
   if (grad)
-    forRange(elementCount(n->Ty), [&](Value *i) {
-      B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, dst, i));
-    });
+    zeroFill(n);
   llvm::AllocaInst *best = entryAlloca(ft);
   llvm::AllocaInst *bestIndex = entryAlloca(B.getInt64Ty());
   Value *planes = B.CreateMul(extent(x->Ty.Dims[0]), i64(x->Ty.Dims[1]));

@@ -75,6 +75,9 @@ private:
   bool flag(std::string_view S, bool &Out);
   bool fraction(std::string_view S, double &Out);
   bool dims(std::string_view S, std::vector<int64_t> &Out);
+  /// Fields F[First...] as key=value pairs.
+  bool keyValues(const std::vector<std::string_view> &F, size_t First,
+                 std::vector<std::pair<std::string, std::string>> &Out);
 
   Manifest &M;
   std::string &Err;
@@ -119,6 +122,17 @@ bool Parser::flag(std::string_view S, bool &Out) {
 bool Parser::fraction(std::string_view S, double &Out) {
   if (!parseDouble(S, Out) || Out < 0 || Out > 1)
     return fail("expected a fraction in [0, 1], found " + quote(S));
+  return true;
+}
+
+bool Parser::keyValues(const std::vector<std::string_view> &F, size_t First,
+                       std::vector<std::pair<std::string, std::string>> &Out) {
+  for (size_t I = First; I < F.size(); ++I) {
+    size_t Eq = F[I].find('=');
+    if (Eq == 0 || Eq == std::string_view::npos)
+      return fail("expected key=value, found " + quote(F[I]));
+    Out.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
+  }
   return true;
 }
 
@@ -313,12 +327,8 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
         M.SourceKind != "linear" && M.SourceKind != "blobs")
       return fail("unsupported data source " + quote(F[1]) +
                   " (expected 'csv', 'idx', 'linear' or 'blobs')");
-    for (size_t I = 2; I < F.size(); ++I) {
-      size_t Eq = F[I].find('=');
-      if (Eq == 0 || Eq == std::string_view::npos)
-        return fail("expected key=value, found " + quote(F[I]));
-      M.SourceArgs.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
-    }
+    if (!keyValues(F, 2, M.SourceArgs))
+      return false;
     if (M.SourceKind == "idx") {
       M.SourcePath = M.sourceArg("path");
       if (M.SourcePath.empty())
@@ -411,12 +421,8 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     if (S.Kind != "kmeans")
       return fail("unknown after-training step " + quote(F[1]) +
                   " (expected 'kmeans')");
-    for (size_t I = 2; I < F.size(); ++I) {
-      size_t Eq = F[I].find('=');
-      if (Eq == 0 || Eq == std::string_view::npos)
-        return fail("expected key=value, found " + quote(F[I]));
-      S.Args.emplace_back(F[I].substr(0, Eq), F[I].substr(Eq + 1));
-    }
+    if (!keyValues(F, 2, S.Args))
+      return false;
     int64_t K, Restarts;
     uint64_t Seed;
     if (!count(S.arg("k"), K, 1) || !count(S.arg("restarts"), Restarts, 1) ||
