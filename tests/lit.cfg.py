@@ -20,3 +20,8 @@ config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "I
 if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "mnist",
                                "train-images-idx3-ubyte.gz")):
     config.available_features.add("mnist")
+# The corpora of Debian's python3-pattern, fetched the same way; tests that
+# need them say `REQUIRES: pattern`.
+if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "pattern",
+                               "tagged-en-oanc.txt")):
+    config.available_features.add("pattern")

@@ -180,6 +180,22 @@ private:
   void lowerConv2DGradFilter(const Node *n);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
+  void lowerGather(const Node *n);
+  void lowerScatterAdd(const Node *n);
+  /// Copies the rows of `from` (its last axis) to the rows of `to` at column
+  /// `offset`: concat, slice and unslice. With `fromOffset`, reads from
+  /// that column of `from` instead, `width` values per row.
+  void copyColumns(const Node *from, int64_t fromOffset, const Node *to,
+                   int64_t toOffset, int64_t width);
+  void lowerLstm(const Node *n);
+  void lowerLstmGrad(const Node *n);
+  void lowerLstmGradWeight(const Node *n);
+  /// Whether an index lies in [0, size): guards lookups by data values.
+  Value *inBounds(Value *index, int64_t size) {
+    return B.CreateICmpULT(index, i64(size));
+  }
+  /// Runs `body` only when `cond` holds.
+  void ifThen(Value *cond, const std::function<void()> &body);
   /// The output positions o in [0, outExtent) whose input position
   /// o * stride + k - pad lies in [0, inExtent): [begin, end).
   std::pair<Value *, Value *> validRange(Value *k, int64_t inExtent,
@@ -335,6 +351,25 @@ void GraphLowering::lower(const Node *n) {
   case ir::OpCategory::Layout:
     if (n->Op == OpCode::OneHot)
       return lowerOneHot(n);
+    if (n->Op == OpCode::ToFloat) {
+      llvm::Type *ft = elemType(n->Ty.Elem);
+      return lowerMap(n, [&](std::vector<Value *> &args) {
+        return B.CreateSIToFP(args[0], ft);
+      });
+    }
+    if (n->Op == OpCode::Concat) {
+      int64_t split = n->Operands[0]->Ty.Dims.back();
+      copyColumns(n->Operands[0], 0, n, 0, split);
+      copyColumns(n->Operands[1], 0, n, split, n->Operands[1]->Ty.Dims.back());
+      return;
+    }
+    if (n->Op == OpCode::Slice)
+      return copyColumns(n->Operands[0], n->A.Offset, n, 0, n->Ty.Dims.back());
+    if (n->Op == OpCode::Unslice) {
+      zeroFill(n);
+      return copyColumns(n->Operands[0], 0, n, n->A.Offset,
+                         n->Operands[0]->Ty.Dims.back());
+    }
     if (n->Op == OpCode::Reshape) {
       // Same elements, same order: share the operand's storage.
       const Slot &from = Slots.at(n->Operands[0]);
@@ -360,6 +395,14 @@ void GraphLowering::lower(const Node *n) {
     throw std::logic_error("internal error: unknown window op");
   case ir::OpCategory::Random:
     return lowerDropout(n);
+  case ir::OpCategory::Index:
+    return n->Op == OpCode::Gather ? lowerGather(n) : lowerScatterAdd(n);
+  case ir::OpCategory::Recurrent:
+    if (n->Op == OpCode::Lstm)
+      return lowerLstm(n);
+    if (n->Op == OpCode::LstmGrad)
+      return lowerLstmGrad(n);
+    return lowerLstmGradWeight(n);
   }
 }
 
@@ -452,8 +495,12 @@ void GraphLowering::lowerMap(
 void GraphLowering::lowerMatMul(const Node *n) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
   bool tA = n->A.TransA, tB = n->A.TransB;
-  Value *rows = extent(n->Ty.Dims[0]), *cols = extent(n->Ty.Dims[1]);
-  Value *depth = extent(a->Ty.Dims[tA ? 0 : 1]);
+  // Operands of rank above 2 are matrices whose leading dimensions make the
+  // rows (see matmul's shape rule).
+  size_t rank = n->Ty.Dims.size(), aRank = a->Ty.Dims.size();
+  Value *rows = product(n->Ty.Dims, 0, rank - 1);
+  Value *cols = extent(n->Ty.Dims.back());
+  Value *depth = tA ? product(a->Ty.Dims, 0, aRank - 1) : extent(a->Ty.Dims.back());
   llvm::Type *ft = elemType(n->Ty.Elem);
   auto aAt = [&](Value *i, Value *k) {
     return load(a, tA ? B.CreateAdd(B.CreateMul(k, rows), i)
@@ -821,6 +868,232 @@ void GraphLowering::lowerDropout(const Node *n) {
     Value *y = B.CreateSelect(keep, B.CreateFMul(load(x, i), scale),
                               llvm::ConstantFP::get(ft, 0));
     B.CreateStore(y, B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+  });
+}
+
+void GraphLowering::ifThen(Value *cond, const std::function<void()> &body) {
+  auto *then = llvm::BasicBlock::Create(Ctx, "if.then", F);
+  auto *done = llvm::BasicBlock::Create(Ctx, "if.done", F);
+  B.CreateCondBr(cond, then, done);
+  B.SetInsertPoint(then);
+  body();
+  B.CreateBr(done);
+  B.SetInsertPoint(done);
+}
+
+void GraphLowering::lowerGather(const Node *n) {
+  // Row r of the result is row indices[r] of the table; an index out of
+  // range (the runtime rejects them) reads nothing and gives zeros.
+  const Node *table = n->Operands[0], *indices = n->Operands[1];
+  int64_t rows = table->Ty.Dims[0], width = table->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  forRange(elementCount(indices->Ty), [&](Value *r) {
+    Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
+    Value *valid = inBounds(index, rows);
+    Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
+    Value *dst = B.CreateMul(r, i64(width));
+    forRange(i64(width), [&](Value *j) {
+      Value *v = B.CreateSelect(valid, load(table, B.CreateAdd(src, j)),
+                                llvm::ConstantFP::get(ft, 0));
+      B.CreateStore(v, B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j)));
+    });
+  });
+}
+
+void GraphLowering::lowerScatterAdd(const Node *n) {
+  const Node *indices = n->Operands[0], *values = n->Operands[1];
+  int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  zeroFill(n);
+  forRange(elementCount(indices->Ty), [&](Value *r) {
+    Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
+    ifThen(inBounds(index, rows), [&] {
+      Value *dst = B.CreateMul(index, i64(width));
+      Value *src = B.CreateMul(r, i64(width));
+      forRange(i64(width), [&](Value *j) {
+        Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j));
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, out), load(values, B.CreateAdd(src, j))),
+                      out);
+      });
+    });
+  });
+}
+
+void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
+                                const Node *to, int64_t toOffset,
+                                int64_t width) {
+  int64_t fromWidth = from->Ty.Dims.back(), toWidth = to->Ty.Dims.back();
+  llvm::Type *ft = elemType(to->Ty.Elem);
+  Value *rows = product(to->Ty.Dims, 0, to->Ty.Dims.size() - 1);
+  forRange(rows, [&](Value *r) {
+    Value *src = B.CreateAdd(B.CreateMul(r, i64(fromWidth)), i64(fromOffset));
+    Value *dst = B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
+    forRange(i64(width), [&](Value *j) {
+      B.CreateStore(load(from, B.CreateAdd(src, j)),
+                    B.CreateInBoundsGEP(ft, Slots[to].Ptr, B.CreateAdd(dst, j)));
+    });
+  });
+}
+
+// The packed LSTM state of one (row, time step) holds 6H values: h, c, and
+// the activated gates i, f, g, o (PyTorch's gate order).
+enum LstmPart { LstmH, LstmC, LstmI, LstmF, LstmG, LstmO };
+
+void GraphLowering::lowerLstm(const Node *n) {
+  // For each row, a loop over time steps: z = xg_t + W_hh h_{t-1};
+  // i, f, o = sigmoid, g = tanh of z's four blocks; c = f c_{t-1} + i g;
+  // h = o tanh(c). The state before the first step is zero.
+  const Node *xg = n->Operands[0], *w = n->Operands[1];
+  int64_t T = n->Ty.Dims[1], H = w->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  LLVMScalarBuilder sb(B, ft);
+  auto sigmoid = [&](Value *x) {
+    ir::ScalarBuilder::Value arg = x;
+    return LLVMScalarBuilder::v(ir::opInfo(OpCode::Sigmoid).Scalar(sb, &arg));
+  };
+  auto tanh = [&](Value *x) { return LLVMScalarBuilder::v(sb.tanh(x)); };
+  llvm::AllocaInst *acc = entryAlloca(ft);
+  llvm::FastMathFlags reassoc;
+  reassoc.setAllowReassoc();
+  reassoc.setAllowContract();
+  Value *out = Slots[n].Ptr;
+  auto at = [&](Value *index) { return B.CreateInBoundsGEP(ft, out, index); };
+  forRange(extent(n->Ty.Dims[0]), [&](Value *row) {
+    forRange(i64(T), [&](Value *t) {
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
+      Value *base = B.CreateMul(step, i64(6 * H));
+      Value *hasPrev = B.CreateICmpSGT(t, i64(0));
+      // At t = 0 the previous state is not read: the dot products run over
+      // no terms and c_{t-1} is taken as zero.
+      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
+      Value *prevLength = B.CreateSelect(hasPrev, i64(H), i64(0));
+      Value *zBase = B.CreateMul(step, i64(4 * H));
+      for (int gate = 0; gate < 4; ++gate) {
+        forRange(i64(H), [&](Value *jj) {
+          Value *j = B.CreateAdd(i64(gate * H), jj);
+          B.CreateStore(load(xg, B.CreateAdd(zBase, j)), acc);
+          Value *wRow = B.CreateMul(j, i64(H));
+          forRange(i64(0), prevLength, [&](Value *k) {
+            llvm::IRBuilder<>::FastMathFlagGuard guard(B);
+            B.setFastMathFlags(reassoc);
+            Value *term = B.CreateFMul(load(w, B.CreateAdd(wRow, k)),
+                                       B.CreateLoad(ft, at(B.CreateAdd(prev, k))));
+            B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), term), acc);
+          });
+          Value *z = B.CreateLoad(ft, acc);
+          Value *a = gate == 2 ? tanh(z) : sigmoid(z);
+          B.CreateStore(a, at(B.CreateAdd(base, B.CreateAdd(i64((LstmI + gate) * H), jj))));
+        });
+      }
+      forRange(i64(H), [&](Value *jj) {
+        auto part = [&](Value *from, LstmPart p) {
+          return at(B.CreateAdd(from, B.CreateAdd(i64(p * H), jj)));
+        };
+        Value *cPrev = B.CreateSelect(hasPrev, B.CreateLoad(ft, part(prev, LstmC)),
+                                      llvm::ConstantFP::get(ft, 0));
+        Value *c = B.CreateFAdd(B.CreateFMul(B.CreateLoad(ft, part(base, LstmF)), cPrev),
+                                B.CreateFMul(B.CreateLoad(ft, part(base, LstmI)),
+                                             B.CreateLoad(ft, part(base, LstmG))));
+        B.CreateStore(c, part(base, LstmC));
+        B.CreateStore(B.CreateFMul(B.CreateLoad(ft, part(base, LstmO)), tanh(c)),
+                      part(base, LstmH));
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerLstmGrad(const Node *n) {
+  // Backpropagation through time, one row at a time, from the last step to
+  // the first. dOut is the adjoint of every part of the packed state; the
+  // adjoints of h and c carried to the previous step live in dhNext and
+  // dcNext.
+  const Node *state = n->Operands[0], *dOut = n->Operands[1], *w = n->Operands[2];
+  int64_t T = n->Ty.Dims[1], H = w->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  LLVMScalarBuilder sb(B, ft);
+  llvm::AllocaInst *dhNext = entryAlloca(llvm::ArrayType::get(ft, H));
+  llvm::AllocaInst *dcNext = entryAlloca(llvm::ArrayType::get(ft, H));
+  auto carried = [&](llvm::AllocaInst *array, Value *k) {
+    return B.CreateInBoundsGEP(ft, array, k);
+  };
+  Value *one = llvm::ConstantFP::get(ft, 1), *zero = llvm::ConstantFP::get(ft, 0);
+  Value *dz = Slots[n].Ptr;
+  forRange(extent(n->Ty.Dims[0]), [&](Value *row) {
+    forRange(i64(H), [&](Value *k) {
+      B.CreateStore(zero, carried(dhNext, k));
+      B.CreateStore(zero, carried(dcNext, k));
+    });
+    forRange(i64(T), [&](Value *back) {
+      Value *t = B.CreateSub(i64(T - 1), back);
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
+      Value *base = B.CreateMul(step, i64(6 * H));
+      Value *hasPrev = B.CreateICmpSGT(t, i64(0));
+      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
+      Value *zBase = B.CreateMul(step, i64(4 * H));
+      forRange(i64(H), [&](Value *jj) {
+        auto index = [&](Value *from, int p) {
+          return B.CreateAdd(from, B.CreateAdd(i64(p * H), jj));
+        };
+        auto get = [&](int p) { return load(state, index(base, p)); };
+        auto adj = [&](int p) { return load(dOut, index(base, p)); };
+        Value *c = get(LstmC), *i = get(LstmI), *f = get(LstmF);
+        Value *g = get(LstmG), *o = get(LstmO);
+        Value *tc = LLVMScalarBuilder::v(sb.tanh(c));
+        Value *dh = B.CreateFAdd(adj(LstmH), B.CreateLoad(ft, carried(dhNext, jj)));
+        Value *dc = B.CreateFAdd(B.CreateFAdd(adj(LstmC), B.CreateLoad(ft, carried(dcNext, jj))),
+                                 B.CreateFMul(B.CreateFMul(dh, o),
+                                              B.CreateFSub(one, B.CreateFMul(tc, tc))));
+        Value *cPrev = B.CreateSelect(hasPrev, load(state, index(prev, LstmC)), zero);
+        Value *di = B.CreateFAdd(B.CreateFMul(dc, g), adj(LstmI));
+        Value *df = B.CreateFAdd(B.CreateFMul(dc, cPrev), adj(LstmF));
+        Value *dg = B.CreateFAdd(B.CreateFMul(dc, i), adj(LstmG));
+        Value *dO = B.CreateFAdd(B.CreateFMul(dh, tc), adj(LstmO));
+        auto sigmoidSlope = [&](Value *s) { return B.CreateFMul(s, B.CreateFSub(one, s)); };
+        Value *dzs[4] = {B.CreateFMul(di, sigmoidSlope(i)), B.CreateFMul(df, sigmoidSlope(f)),
+                         B.CreateFMul(dg, B.CreateFSub(one, B.CreateFMul(g, g))),
+                         B.CreateFMul(dO, sigmoidSlope(o))};
+        for (int gate = 0; gate < 4; ++gate)
+          B.CreateStore(dzs[gate], B.CreateInBoundsGEP(ft, dz, index(zBase, gate)));
+        B.CreateStore(B.CreateFMul(dc, f), carried(dcNext, jj));
+      });
+      // dhNext = W_hh^T dz: rows of W_hh scaled by dz, unit-stride inside.
+      forRange(i64(H), [&](Value *k) { B.CreateStore(zero, carried(dhNext, k)); });
+      forRange(i64(4 * H), [&](Value *j) {
+        Value *scale = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, dz, B.CreateAdd(zBase, j)));
+        Value *wRow = B.CreateMul(j, i64(H));
+        forRange(i64(H), [&](Value *k) {
+          Value *dst = carried(dhNext, k);
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
+                                     B.CreateFMul(scale, load(w, B.CreateAdd(wRow, k)))),
+                        dst);
+        });
+      });
+    });
+  });
+}
+
+void GraphLowering::lowerLstmGradWeight(const Node *n) {
+  // dW_hh[j, k] = sum over rows and steps t >= 1 of dz_t[j] h_{t-1}[k].
+  const Node *state = n->Operands[0], *dz = n->Operands[1];
+  int64_t T = state->Ty.Dims[1], H = n->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  zeroFill(n);
+  forRange(extent(state->Ty.Dims[0]), [&](Value *row) {
+    forRange(i64(1), i64(T), [&](Value *t) {
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
+      Value *prevH = B.CreateMul(B.CreateSub(step, i64(1)), i64(6 * H));
+      Value *zBase = B.CreateMul(step, i64(4 * H));
+      forRange(i64(4 * H), [&](Value *j) {
+        Value *scale = load(dz, B.CreateAdd(zBase, j));
+        Value *wRow = B.CreateMul(j, i64(H));
+        forRange(i64(H), [&](Value *k) {
+          Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(wRow, k));
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
+                                     B.CreateFMul(scale, load(state, B.CreateAdd(prevH, k)))),
+                        dst);
+        });
+      });
+    });
   });
 }
 

@@ -30,6 +30,7 @@ std::string buildManifest(const Model &model, const Program &program,
        << '\t';
     switch (p.Init) {
     case InitKind::Uniform: os << "uniform\t" << formatExact(p.InitArg); break;
+    case InitKind::Normal: os << "normal\t" << formatExact(p.InitArg); break;
     case InitKind::Zeros: os << "zeros\t0"; break;
     case InitKind::Ones: os << "ones\t0"; break;
     }
@@ -38,15 +39,22 @@ std::string buildManifest(const Model &model, const Program &program,
   os << "params\t" << model.ParamElements << '\n';
   os << "state\t" << program.StateElements << '\n';
   os << "workspace\t" << workspace.Fixed << '\t' << workspace.PerRow << '\n';
+  // Integers: their kind and range, then the sequence length if any.
+  auto slot = [&](const char *record, const IoSpec &io) {
+    os << record << '\t' << io.Name;
+    if (io.isInteger()) {
+      os << '\t' << (io.IsClass ? "class" : "index") << '\t' << io.Classes;
+      if (!io.Dims.empty())
+        os << '\t' << io.Dims[0];
+    } else {
+      os << "\tfeatures\t" << dimsText(io.Dims);
+    }
+    os << '\n';
+  };
   for (const IoSpec &io : model.Inputs)
-    os << "input\t" << io.Name << "\tfeatures\t" << dimsText(io.Dims) << '\n';
-  for (const IoSpec &io : model.Labels) {
-    os << "label\t" << io.Name;
-    if (io.IsClass)
-      os << "\tclass\t" << io.Classes << '\n';
-    else
-      os << "\tfeatures\t" << dimsText(io.Dims) << '\n';
-  }
+    slot("input", io);
+  for (const IoSpec &io : model.Labels)
+    slot("label", io);
   std::vector<int64_t> outDims(model.Prediction->Ty.Dims.begin() + 1,
                                model.Prediction->Ty.Dims.end());
   os << "output\t" << model.PredictionName << '\t' << dimsText(outDims) << '\n';

@@ -194,6 +194,10 @@ void Graph::print(std::ostream &os) const {
       attrs.push_back("stride=" + std::to_string(a.Stride));
       attrs.push_back("pad=" + std::to_string(a.Pad));
       break;
+    case OpCode::Slice:
+    case OpCode::Unslice:
+      attrs.push_back("offset=" + std::to_string(a.Offset));
+      break;
     case OpCode::Dropout:
       attrs.push_back("p=" + formatNumber(a.Value));
       attrs.push_back("stream=" + std::to_string(a.Offset));

@@ -75,19 +75,39 @@ static std::string elementwiseType(const Operands &ops, const Attrs &,
   return "";
 }
 
+/// A tensor of rank >= 2 seen as a matrix: every dimension but the last
+/// makes the rows, so that a layer applies to each time step of a sequence.
+static std::vector<int64_t> leading(const Type &t) {
+  return std::vector<int64_t>(t.Dims.begin(), t.Dims.end() - 1);
+}
+
 static std::string matmulType(const Operands &ops, const Attrs &attrs,
                               Type &out) {
   const Type &a = ops[0]->Ty, &b = ops[1]->Ty;
-  if (a.Dims.size() != 2 || b.Dims.size() != 2)
+  if (a.Dims.size() < 2 || b.Dims.size() < 2)
     return "matmul needs two matrices, got " + toString(a) + " and " +
            toString(b);
-  int64_t m = a.Dims[attrs.TransA ? 1 : 0], ka = a.Dims[attrs.TransA ? 0 : 1];
-  int64_t kb = b.Dims[attrs.TransB ? 1 : 0], n = b.Dims[attrs.TransB ? 0 : 1];
-  if (ka != kb)
-    return "inner dimensions differ: " + toString(a) + " and " + toString(b);
   if (a.Elem != b.Elem)
     return "operands have different element types";
-  out = Type{a.Elem, {m, n}};
+  std::string mismatch =
+      "inner dimensions differ: " + toString(a) + " and " + toString(b);
+  if (attrs.TransA) {
+    // A^T B sums over the rows of both: their leading dimensions must match.
+    if (attrs.TransB ? a.Dims.size() != 2 || b.Dims.size() != 2
+                     : leading(a) != leading(b))
+      return mismatch;
+    if (attrs.TransB && a.Dims[0] != b.Dims[1])
+      return mismatch;
+    out = Type{a.Elem, {a.Dims.back(), attrs.TransB ? b.Dims[0] : b.Dims.back()}};
+    return "";
+  }
+  if (b.Dims.size() != 2)
+    return "matmul's second operand must be a matrix, got " + toString(b);
+  int64_t kb = b.Dims[attrs.TransB ? 1 : 0], n = b.Dims[attrs.TransB ? 0 : 1];
+  if (a.Dims.back() != kb)
+    return mismatch;
+  out = Type{a.Elem, leading(a)};
+  out.Dims.push_back(n);
   return "";
 }
 
@@ -208,6 +228,110 @@ static std::string dropoutType(const Operands &ops, const Attrs &attrs,
   if (!(attrs.Value >= 0 && attrs.Value < 1))
     return "dropout probability must be in [0, 1)";
   out = ops[0]->Ty;
+  return "";
+}
+
+static std::string toFloatType(const Operands &ops, const Attrs &attrs,
+                               Type &out) {
+  if (ops[0]->Ty.Elem != DType::I32)
+    return "to_float needs integers";
+  out = Type{attrs.Target.Elem, ops[0]->Ty.Dims};
+  return "";
+}
+
+static std::string gatherType(const Operands &ops, const Attrs &, Type &out) {
+  const Type &table = ops[0]->Ty, &indices = ops[1]->Ty;
+  if (table.Dims.size() != 2 || table.Elem == DType::I32)
+    return "gather needs a float table [rows, width], got " + toString(table);
+  if (indices.Elem != DType::I32)
+    return "gather needs integer indices, got " + toString(indices);
+  out = Type{table.Elem, indices.Dims};
+  out.Dims.push_back(table.Dims[1]);
+  return "";
+}
+
+static std::string scatterAddType(const Operands &ops, const Attrs &attrs,
+                                  Type &out) {
+  const Type &indices = ops[0]->Ty, &values = ops[1]->Ty;
+  std::vector<int64_t> rows = indices.Dims;
+  rows.push_back(attrs.Target.Dims.size() == 2 ? attrs.Target.Dims[1] : -2);
+  if (indices.Elem != DType::I32 || values.Dims != rows)
+    return "scatter_add: values " + toString(values) + " do not fit indices " +
+           toString(indices) + " and table " + toString(attrs.Target);
+  out = attrs.Target;
+  return "";
+}
+
+static std::string concatType(const Operands &ops, const Attrs &, Type &out) {
+  const Type &a = ops[0]->Ty, &b = ops[1]->Ty;
+  if (a.Dims.empty() || a.Elem != b.Elem || leading(a) != leading(b))
+    return "cannot concatenate " + toString(a) + " and " + toString(b) +
+           " along their last axis";
+  out = a;
+  out.Dims.back() += b.Dims.back();
+  return "";
+}
+
+/// Whether `part` fits in the last axis of `whole` at `offset`.
+static bool fitsAt(const Type &part, const Type &whole, int64_t offset) {
+  return !part.Dims.empty() && part.Elem == whole.Elem &&
+         part.Dims.size() == whole.Dims.size() && leading(part) == leading(whole) &&
+         offset >= 0 && offset + part.Dims.back() <= whole.Dims.back();
+}
+
+static std::string sliceType(const Operands &ops, const Attrs &attrs,
+                             Type &out) {
+  Type want{ops[0]->Ty.Elem, attrs.Target.Dims};
+  if (!fitsAt(want, ops[0]->Ty, attrs.Offset))
+    return "cannot slice " + toString(want) + " at " +
+           std::to_string(attrs.Offset) + " out of " + toString(ops[0]->Ty);
+  out = want;
+  return "";
+}
+
+/// unslice places its operand at attrs.Offset of a zero tensor of type
+/// attrs.Target: the adjoint of slice.
+static std::string unsliceType(const Operands &ops, const Attrs &attrs,
+                               Type &out) {
+  if (!fitsAt(ops[0]->Ty, attrs.Target, attrs.Offset))
+    return "cannot place " + toString(ops[0]->Ty) + " at " +
+           std::to_string(attrs.Offset) + " of " + toString(attrs.Target);
+  out = attrs.Target;
+  return "";
+}
+
+/// lstm(xg [N, T, 4H], w_hh [4H, H]) -> [N, T, 6H]: per time step the hidden
+/// state h, the cell c and the gates i, f, g, o (activated), in that order,
+/// so that the gradient need not recompute them.
+static std::string lstmType(const Operands &ops, const Attrs &, Type &out) {
+  const Type &xg = ops[0]->Ty, &w = ops[1]->Ty;
+  if (xg.Dims.size() != 3 || w.Dims.size() != 2 || w.Dims[0] != 4 * w.Dims[1] ||
+      xg.Dims[2] != w.Dims[0] || xg.Elem != w.Elem)
+    return "lstm needs input gates [N, T, 4H] and weights [4H, H], got " +
+           toString(xg) + " and " + toString(w);
+  out = Type{xg.Elem, {xg.Dims[0], xg.Dims[1], 6 * w.Dims[1]}};
+  return "";
+}
+
+/// lstm_grad(state, d_state, w_hh) -> the adjoint of the input gates.
+static std::string lstmGradType(const Operands &ops, const Attrs &, Type &out) {
+  const Type &state = ops[0]->Ty, &w = ops[2]->Ty;
+  if (ops[1]->Ty != state || w.Dims.size() != 2 || state.Dims.size() != 3 ||
+      state.Dims[2] != 6 * w.Dims[1])
+    return "lstm_grad: inconsistent operands";
+  out = Type{state.Elem, {state.Dims[0], state.Dims[1], w.Dims[0]}};
+  return "";
+}
+
+/// lstm_grad_weight(state, d_gates) -> the adjoint of w_hh.
+static std::string lstmGradWeightType(const Operands &ops, const Attrs &,
+                                      Type &out) {
+  const Type &state = ops[0]->Ty, &dz = ops[1]->Ty;
+  if (state.Dims.size() != 3 || dz.Dims.size() != 3 ||
+      state.Dims[2] % 6 != 0 || dz.Dims[2] != state.Dims[2] / 6 * 4)
+    return "lstm_grad_weight: inconsistent operands";
+  int64_t h = state.Dims[2] / 6;
+  out = Type{state.Elem, {4 * h, h}};
   return "";
 }
 
@@ -367,6 +491,43 @@ static Operands gradDropout(Graph &g, Node *n, Node *d) {
   return {g.create(OpCode::Dropout, {d}, n->A)};
 }
 
+static Operands gradGather(Graph &g, Node *n, Node *d) {
+  Attrs attrs;
+  attrs.Target = n->Operands[0]->Ty;
+  return {g.create(OpCode::ScatterAdd, {n->Operands[1], d}, attrs), nullptr};
+}
+static Operands gradScatterAdd(Graph &g, Node *n, Node *d) {
+  return {nullptr, g.create(OpCode::Gather, {d, n->Operands[0]})};
+}
+
+static Node *slice(Graph &g, Node *x, int64_t offset, int64_t width) {
+  Attrs attrs;
+  attrs.Offset = offset;
+  attrs.Target = x->Ty;
+  attrs.Target.Dims.back() = width;
+  return g.create(OpCode::Slice, {x}, attrs);
+}
+static Operands gradConcat(Graph &g, Node *n, Node *d) {
+  int64_t split = n->Operands[0]->Ty.Dims.back();
+  return {slice(g, d, 0, split),
+          slice(g, d, split, n->Operands[1]->Ty.Dims.back())};
+}
+static Operands gradSlice(Graph &g, Node *n, Node *d) {
+  Attrs attrs;
+  attrs.Offset = n->A.Offset;
+  attrs.Target = n->Operands[0]->Ty;
+  return {g.create(OpCode::Unslice, {d}, attrs)};
+}
+static Operands gradUnslice(Graph &g, Node *n, Node *d) {
+  return {slice(g, d, n->A.Offset, n->Operands[0]->Ty.Dims.back())};
+}
+
+static Operands gradLstm(Graph &g, Node *n, Node *d) {
+  Node *w = n->Operands[1];
+  Node *dGates = g.create(OpCode::LstmGrad, {n, d, w});
+  return {dGates, g.create(OpCode::LstmGradWeight, {n, dGates})};
+}
+
 //===----------------------------------------------------------------------===//
 // Scalar formulas of the elementwise ops
 //===----------------------------------------------------------------------===//
@@ -471,10 +632,37 @@ static const OpInfo Table[] = {
     {"dropout", 1, OpCategory::Random, dropoutType, gradDropout, nullptr,
      "zeroes each element with probability p and scales the rest by 1/(1-p); "
      "the mask depends on the call's seed and step (attributes: p, stream)"},
+    {"to_float", 1, OpCategory::Layout, toFloatType, nullptr, nullptr,
+     "integers to floating point"},
+    {"gather", 2, OpCategory::Index, gatherType, gradGather, nullptr,
+     "rows of a table [V, D] picked by integer indices [N, ...]: [N, ..., D]; "
+     "an index outside [0, V) gives a zero row"},
+    {"scatter_add", 2, OpCategory::Index, scatterAddType, gradScatterAdd,
+     nullptr,
+     "the adjoint of gather: sums rows [N, ..., D] into a zero table at their "
+     "indices"},
+    {"concat", 2, OpCategory::Layout, concatType, gradConcat, nullptr,
+     "joins two tensors along their last axis"},
+    {"slice", 1, OpCategory::Layout, sliceType, gradSlice, nullptr,
+     "a range of the last axis (attribute: offset; the width is the result's)"},
+    {"unslice", 1, OpCategory::Layout, unsliceType, gradUnslice, nullptr,
+     "places a tensor at an offset of the last axis of a zero tensor: the "
+     "adjoint of slice"},
+    {"lstm", 2, OpCategory::Recurrent, lstmType, gradLstm, nullptr,
+     "an LSTM over time steps, from the input gates [N, T, 4H] (x W_ih^T + "
+     "biases) and W_hh [4H, H]: per step h, c and the gates i, f, g, o "
+     "[N, T, 6H], from a zero state"},
+    {"lstm_grad", 3, OpCategory::Recurrent, lstmGradType, nullptr, nullptr,
+     "the adjoint of lstm's input gates, a loop backwards in time"},
+    {"lstm_grad_weight", 2, OpCategory::Recurrent, lstmGradWeightType, nullptr,
+     nullptr, "the adjoint of lstm's W_hh, from the gates' adjoints"},
 };
 
-static_assert(sizeof(Table) / sizeof(Table[0]) ==
-                  static_cast<size_t>(OpCode::Dropout) + 1,
+constexpr size_t NumOps = 0
+#define NNC_OP(Enum, Name, Arity, Category) +1
+#include "ir/Ops.def"
+    ;
+static_assert(sizeof(Table) / sizeof(Table[0]) == NumOps,
               "Ops.def and the table of Ops.cpp must list the same ops");
 
 const OpInfo &opInfo(OpCode op) { return Table[static_cast<size_t>(op)]; }

@@ -22,6 +22,8 @@ enum class OpCategory {
   Row,
   Window, ///< conv2d, max-pool and their gradients
   Random, ///< dropout
+  Index,  ///< gather and scatter_add: rows of a table picked by indices
+  Recurrent, ///< lstm and its gradients: loops over time steps
 };
 
 /// Builds scalar arithmetic for a target; elementwise ops describe their

@@ -17,24 +17,30 @@
 
 namespace nnc {
 
-enum class InitKind { Uniform, Zeros, Ones };
+enum class InitKind { Uniform, Normal, Zeros, Ones };
 
 struct ParamSpec {
   std::string Name;
   ir::Type Ty;
   int64_t Offset = 0; ///< Element offset in the params buffer.
   InitKind Init = InitKind::Zeros;
-  double InitArg = 0; ///< Uniform: the bound b of U(-b, b).
+  double InitArg = 0; ///< Uniform: the bound b of U(-b, b); Normal: the std.
   ir::Node *Node = nullptr;
 };
 
 /// An input or label of the model, as one row of data.
 struct IoSpec {
   std::string Name;
-  bool IsClass = false;      ///< Integer class labels.
-  int64_t Classes = 0;       ///< IsClass only.
-  std::vector<int64_t> Dims; ///< Per row; empty for class labels.
+  bool IsClass = false; ///< Integer class labels: class[K] or class[T, K].
+  bool IsIndex = false; ///< Integer indices: index[V] or index[T, V].
+  /// IsClass: the number of classes; IsIndex: the vocabulary size V.
+  int64_t Classes = 0;
+  /// Per row: the features' shape, or for integers the sequence length T
+  /// (empty for one integer per row).
+  std::vector<int64_t> Dims;
   ir::Node *Node = nullptr;
+
+  bool isInteger() const { return IsClass || IsIndex; }
 };
 
 /// One row of the layer summary: a layer call and what it produces per row.
@@ -74,7 +80,7 @@ struct TrainSpec {
   bool PrintSummary = false; ///< `report summary`
   bool PrintWeights = false; ///< `report weights`: the trained parameters
   bool PrintTime = false;    ///< `report time`: training's wall-clock time
-  /// (metric, split) pairs, e.g. ("accuracy", "test").
+  /// (metric, split) pairs: ("accuracy", "test"), ("mse", "test").
   std::vector<std::pair<std::string, std::string>> Metrics;
 };
 
@@ -88,7 +94,7 @@ struct ProbeSpec {
 /// One step of the `after` block, with its arguments as the manifest
 /// writes them (key, value), defaults filled in.
 struct AfterStep {
-  std::string Kind; ///< "kmeans"
+  std::string Kind; ///< "kmeans" or "predict"
   std::vector<std::pair<std::string, std::string>> Args;
 };
 

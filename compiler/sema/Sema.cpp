@@ -178,6 +178,18 @@ private:
   Node *maxPool2d(const Expr &call);
   Node *flatten(const Expr &call);
   Node *dropout(const Expr &call);
+  Node *embedding(const Expr &call);
+  Node *concat(const Expr &call);
+  Node *lstm(const Expr &call);
+  Node *meanPool(const Expr &call);
+  Node *last(const Expr &call);
+  /// Checks that `x` is a batch of sequences [N, T, features] for `layer`.
+  bool checkSequence(const Node *x, const Expr *arg, const std::string &layer);
+  /// The padding mask [N, T] (1 at real tokens, 0 at padding) of a sequence
+  /// computed from an index sequence input, or null when `x` has no padding.
+  Node *paddingMask(Node *x);
+  /// Records a layer without parameters under the statement's name.
+  void recordStep(const std::string &kind, const Node *output);
   /// A layer's `init` argument: "pytorch" (the default) or "glorot".
   std::optional<std::string> initScheme(const Expr *e, const std::string &layer);
   /// A window size: an integer, or [height, width].
@@ -202,12 +214,16 @@ private:
   void readLinearSource(const Expr &reader);
   void readBlobsSource(const Expr &reader);
   void readIdxSource(const Expr &reader);
+  void readRatingsSource(const Expr &reader);
+  /// tagged(path) and polarity(path): text corpora of token sequences.
+  void readTextSource(const Expr &reader);
   /// Resolves a path of the spec against the spec's folder.
   std::string specPath(const std::string &path);
   /// Checks that the model's inputs and labels suit the data source.
   void checkSourceSlots(const ast::Spec &spec);
   void readAfter(const ast::Block &block);
   void readKMeans(const ast::Setting &setting);
+  void readPredict(const ast::Setting &setting);
   std::optional<std::string> distribution(const Expr *e, const std::string &what,
                                           const std::vector<std::string> &allowed);
   SourceLoc SourceCall; ///< The data source's call, for slot errors.
@@ -249,7 +265,9 @@ const std::vector<Sema::LayerDecl> &Sema::layers() {
       {"sigmoid", &Sema::sigmoid},     {"tanh", &Sema::tanh},
       {"softmax", &Sema::softmax},     {"conv2d", &Sema::conv2d},
       {"max_pool2d", &Sema::maxPool2d}, {"flatten", &Sema::flatten},
-      {"dropout", &Sema::dropout},
+      {"dropout", &Sema::dropout},     {"embedding", &Sema::embedding},
+      {"concat", &Sema::concat},       {"lstm", &Sema::lstm},
+      {"mean_pool", &Sema::meanPool},  {"last", &Sema::last},
   };
   return table;
 }
@@ -391,23 +409,42 @@ void Sema::declareIo(const ast::Stmt &stmt) {
   IoSpec io;
   io.Name = stmt.Name;
   bool ok = true;
-  if (type.Elem == "class") {
-    if (!isLabel) {
-      Diags.error(type.ElemLoc, "input '" + stmt.Name +
-                                    "' cannot have type class; inputs are "
-                                    "f32 or f64 features");
+  if (type.Elem == "class" || type.Elem == "index") {
+    // The last dimension is the range of the integers; one before it, if
+    // any, the length of a sequence of them.
+    bool isClass = type.Elem == "class";
+    const char *range = isClass ? "classes" : "indices (the vocabulary size)";
+    if (isClass != isLabel) {
+      Diags.error(type.ElemLoc,
+                  isClass ? "input '" + stmt.Name +
+                                "' cannot have type class; class labels are "
+                                "declared with `label`"
+                          : "label '" + stmt.Name +
+                                "' cannot have type index; integer labels "
+                                "are classes: class[K]");
       ok = false;
-    } else if (type.Dims.size() != 1) {
-      Diags.error(type.ElemLoc, "class labels take one dimension, the number "
-                                "of classes: class[3]");
+    } else if (type.Dims.size() != 1 && type.Dims.size() != 2) {
+      Diags.error(type.ElemLoc,
+                  type.Elem + " takes the number of " + range +
+                      ", after the sequence length for a sequence: " +
+                      type.Elem + (isClass ? "[3] or class[50, 45]"
+                                           : "[1000] or index[50, 1000]"));
       ok = false;
-    } else if (type.Dims[0] < 2 || type.Dims[0] > MaxDim) {
-      Diags.error(type.DimLocs[0], "a class label needs between 2 and " +
-                                       std::to_string(MaxDim) + " classes");
+    } else if (type.Dims.back() < 2 || type.Dims.back() > MaxDim) {
+      Diags.error(type.DimLocs.back(), "'" + stmt.Name + "' needs between 2 and " +
+                                           std::to_string(MaxDim) + " " + range);
+      ok = false;
+    } else if (type.Dims.size() == 2 &&
+               (type.Dims[0] < 1 || type.Dims[0] > MaxDim)) {
+      Diags.error(type.DimLocs[0], "sequence length must be between 1 and " +
+                                       std::to_string(MaxDim));
       ok = false;
     } else {
-      io.IsClass = true;
-      io.Classes = type.Dims[0];
+      io.IsClass = isClass;
+      io.IsIndex = !isClass;
+      io.Classes = type.Dims.back();
+      if (type.Dims.size() == 2)
+        io.Dims = {type.Dims[0]};
     }
   } else if (type.Elem == "f32" || type.Elem == "f64") {
     int64_t elements = 1;
@@ -431,7 +468,7 @@ void Sema::declareIo(const ast::Stmt &stmt) {
   } else {
     Diags.error(type.ElemLoc,
                 withSuggestion("unknown element type '" + type.Elem + "'",
-                               type.Elem, {"f32", "f64", "class"}));
+                               type.Elem, {"f32", "f64", "class", "index"}));
     ok = false;
   }
   if (!checkNewName(stmt, isLabel ? "label" : "input"))
@@ -443,7 +480,7 @@ void Sema::declareIo(const ast::Stmt &stmt) {
     ir::Attrs attrs;
     attrs.Name = stmt.Name;
     attrs.Offset = static_cast<int64_t>(M->Inputs.size()); // labels: see run()
-    attrs.Target.Elem = io.IsClass ? ir::DType::I32 : M->FloatType;
+    attrs.Target.Elem = io.isInteger() ? ir::DType::I32 : M->FloatType;
     attrs.Target.Dims.push_back(N);
     for (int64_t d : io.Dims)
       attrs.Target.Dims.push_back(d);
@@ -458,7 +495,9 @@ void Sema::declareIo(const ast::Stmt &stmt) {
 
 /// Counts the parametric layers a statement calls, to name their params.
 static void countLayers(const Expr &e, std::map<std::string, int> &counts) {
-  if (e.K == Expr::Kind::Call && (e.Text == "dense" || e.Text == "conv2d"))
+  if (e.K == Expr::Kind::Call &&
+      (e.Text == "dense" || e.Text == "conv2d" || e.Text == "embedding" ||
+       e.Text == "lstm"))
     ++counts[e.Text];
   for (const ast::Arg &arg : e.Args)
     countLayers(*arg.Value, counts);
@@ -628,16 +667,18 @@ Node *Sema::dense(const Expr &call) {
   auto init = initScheme(args[3], "dense");
   if (!x || !units || !bias || !init)
     return nullptr;
-  if (x->Ty.Dims.size() != 2 || x->Ty.Dims[0] != N) {
+  // A sequence [N, T, features] gets the same layer at every time step.
+  if (x->Ty.Dims.size() < 2 || x->Ty.Dims.size() > 3 || x->Ty.Dims[0] != N) {
     Diags.error(args[0]->Loc, "dense expects a batch of vectors "
-                              "[N, features], got " + toString(x->Ty));
-    if (x->Ty.Dims.size() > 2)
+                              "[N, features] or of sequences [N, steps, "
+                              "features], got " + toString(x->Ty));
+    if (x->Ty.Dims.size() > 3)
       Diags.note(call.Loc, "insert `flatten` before `dense` to make each row "
                            "one vector: `|> flatten |> dense(" +
                                (args[1] ? args[1]->Text : std::string("units")) + ")`");
     return nullptr;
   }
-  int64_t fanIn = x->Ty.Dims[1];
+  int64_t fanIn = x->Ty.Dims.back();
   Initializer scheme = initializer(*init, fanIn, *units);
   std::string prefix = paramPrefix("dense");
   Node *weight = addParam(prefix, "weight", {*units, fanIn}, InitKind::Uniform,
@@ -669,6 +710,11 @@ void Sema::recordLayer(const std::string &name, const std::string &kind,
   M->Layers.push_back(layer);
 }
 
+void Sema::recordStep(const std::string &kind, const Node *output) {
+  recordLayer(StmtName + "." + kind + std::to_string(++StmtLayerSeen[kind]),
+              kind, output, 0);
+}
+
 Node *Sema::activation(const Expr &call, OpCode op) {
   std::vector<const Expr *> args;
   if (!bind(call.Text, call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
@@ -684,9 +730,7 @@ Node *Sema::activation(const Expr &call, OpCode op) {
   }
   Node *y = create(op, {x}, {}, call.Loc, call.Text);
   if (y)
-    recordLayer(StmtName + "." + call.Text +
-                    std::to_string(++StmtLayerSeen[call.Text]),
-                call.Text, y, 0);
+    recordStep(call.Text, y);
   return y;
 }
 
@@ -844,8 +888,7 @@ Node *Sema::flatten(const Expr &call) {
   rows.Target = ir::Type{x->Ty.Elem, {N, x->Ty.staticElements()}};
   Node *y = create(OpCode::Reshape, {x}, rows, call.Loc, "flatten");
   if (y)
-    recordLayer(StmtName + ".flatten" + std::to_string(++StmtLayerSeen["flatten"]),
-                "flatten", y, 0);
+    recordStep("flatten", y);
   return y;
 }
 
@@ -873,8 +916,209 @@ Node *Sema::dropout(const Expr &call) {
   attrs.Offset = DropoutCount++;
   Node *y = create(OpCode::Dropout, {x}, attrs, call.Loc, "dropout");
   if (y)
-    recordLayer(StmtName + ".dropout" + std::to_string(++StmtLayerSeen["dropout"]),
-                "dropout", y, 0);
+    recordStep("dropout", y);
+  return y;
+}
+
+Node *Sema::embedding(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("embedding", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true}, {"dim", ArgKind::Int, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto dim = intValue(args[1], "embedding dim", 1, MaxDim);
+  if (!x || !dim)
+    return nullptr;
+  const IoSpec *io = nullptr;
+  for (const IoSpec &in : M->Inputs)
+    if (in.Node == x && in.IsIndex)
+      io = &in;
+  if (!io) {
+    Diags.error(args[0]->Loc, "embedding looks up integer indices, got " +
+                                  toString(x->Ty));
+    Diags.note(call.Loc, "declare the input as `index[V]`, or `index[T, V]` "
+                         "for sequences of T indices below V");
+    return nullptr;
+  }
+  std::string prefix = paramPrefix("embedding");
+  // PyTorch's nn.Embedding: weights drawn from N(0, 1).
+  Node *table = addParam(prefix, "weight", {io->Classes, *dim}, InitKind::Normal,
+                         1.0, call.Loc);
+  if (!table)
+    return nullptr;
+  Node *y = create(OpCode::Gather, {table, x}, {}, call.Loc, "embedding");
+  if (y)
+    recordLayer(prefix, "embedding", y, io->Classes * *dim);
+  return y;
+}
+
+Node *Sema::concat(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("concat", call.Loc, call.Args,
+            {{"first", ArgKind::Tensor, true}, {"second", ArgKind::Tensor, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *a = tensorArg(args[0]);
+  Node *b = tensorArg(args[1]);
+  if (!a || !b)
+    return nullptr;
+  if (!a->Ty.isBatched() || !b->Ty.isBatched() || a->Ty.Dims.size() < 2) {
+    Diags.error(call.Loc, "concat joins two values computed per row, got " +
+                              toString(a->Ty) + " and " + toString(b->Ty));
+    return nullptr;
+  }
+  Node *y = create(OpCode::Concat, {a, b}, {}, call.Loc, "concat");
+  if (y)
+    recordStep("concat", y);
+  return y;
+}
+
+bool Sema::checkSequence(const Node *x, const Expr *arg,
+                         const std::string &layer) {
+  if (x->Ty.Dims.size() == 3 && x->Ty.Dims[0] == N)
+    return true;
+  Diags.error(arg->Loc, layer + " expects a batch of sequences [N, steps, "
+                                "features], got " + toString(x->Ty));
+  Diags.note(arg->Loc, "a sequence comes from an input `f32[T, F]`, or from an "
+                       "input `index[T, V]` through `embedding`");
+  return false;
+}
+
+Node *Sema::paddingMask(Node *x) {
+  // Follow the sequence back through per-step layers to the index input
+  // it was looked up from; index 0 is padding (docs/language.md).
+  while (x && x->Op != OpCode::Gather) {
+    Node *next = nullptr;
+    for (Node *operand : x->Operands)
+      if (!next && operand->Ty.Dims.size() >= 3 && operand->Ty.Dims[0] == N &&
+          operand->Ty.Dims[1] == x->Ty.Dims[1])
+        next = operand;
+    x = next;
+  }
+  if (!x || x->Operands[1]->Ty.Dims.size() != 2)
+    return nullptr;
+  ir::Graph &g = *M->Forward;
+  ir::Attrs toFloat;
+  toFloat.Target.Elem = M->FloatType;
+  Node *indices = g.create(OpCode::ToFloat, {x->Operands[1]}, toFloat);
+  return g.binary(OpCode::Greater, indices, g.constant(0, M->FloatType));
+}
+
+Node *Sema::lstm(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("lstm", call.Loc, call.Args,
+            {{"input", ArgKind::Tensor, true}, {"hidden", ArgKind::Int, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  auto hidden = intValue(args[1], "lstm hidden", 1, 1 << 16);
+  if (!x || !hidden || !checkSequence(x, args[0], "lstm"))
+    return nullptr;
+  int64_t h = *hidden, features = x->Ty.Dims[2];
+  // PyTorch's nn.LSTM: every weight and bias from U(-1/sqrt(H), 1/sqrt(H)),
+  // gates in the order i, f, g, o.
+  double bound = 1.0 / std::sqrt(double(h));
+  std::string prefix = paramPrefix("lstm");
+  Node *wIh = addParam(prefix, "weight_ih", {4 * h, features}, InitKind::Uniform,
+                       bound, call.Loc);
+  Node *wHh = wIh ? addParam(prefix, "weight_hh", {4 * h, h}, InitKind::Uniform,
+                             bound, call.Loc)
+                  : nullptr;
+  Node *bIh = wHh ? addParam(prefix, "bias_ih", {4 * h}, InitKind::Uniform,
+                             bound, call.Loc)
+                  : nullptr;
+  Node *bHh = bIh ? addParam(prefix, "bias_hh", {4 * h}, InitKind::Uniform,
+                             bound, call.Loc)
+                  : nullptr;
+  if (!bHh)
+    return nullptr;
+  // The input's part of every gate is one matrix product over all steps;
+  // only the recurrent part is in the loop.
+  ir::Graph &g = *M->Forward;
+  ir::Attrs transB;
+  transB.TransB = true;
+  Node *gates = g.create(OpCode::MatMul, {x, wIh}, transB);
+  gates = g.binary(OpCode::Add, g.binary(OpCode::Add, gates, bIh), bHh);
+  Node *state = g.create(OpCode::Lstm, {gates, wHh});
+  ir::Attrs hiddenPart;
+  hiddenPart.Target = ir::Type{M->FloatType, {N, x->Ty.Dims[1], h}};
+  Node *y = g.create(OpCode::Slice, {state}, hiddenPart);
+  recordLayer(prefix, "lstm", y, 4 * h * (features + h + 2));
+  return y;
+}
+
+Node *Sema::meanPool(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("mean_pool", call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  if (!x || !checkSequence(x, args[0], "mean_pool"))
+    return nullptr;
+  ir::Graph &g = *M->Forward;
+  int64_t steps = x->Ty.Dims[1];
+  ir::Attrs overSteps;
+  overSteps.Axis = 1;
+  Node *y;
+  if (Node *mask = paddingMask(x)) {
+    // The mean over real tokens: padding is zeroed, then the sum divided by
+    // the number of tokens (at least 1, for an all-padding row).
+    ir::Attrs column;
+    column.Target = ir::Type{M->FloatType, {N, steps, 1}};
+    Node *kept = g.binary(OpCode::Mul, x, g.create(OpCode::Reshape, {mask}, column));
+    ir::Attrs keep = overSteps;
+    keep.KeepDim = true;
+    Node *count = g.binary(OpCode::Max, g.create(OpCode::ReduceSum, {mask}, keep),
+                           g.constant(1, M->FloatType));
+    y = g.binary(OpCode::Div, g.create(OpCode::ReduceSum, {kept}, overSteps), count);
+  } else {
+    y = g.binary(OpCode::Div, g.create(OpCode::ReduceSum, {x}, overSteps),
+                 g.constant(double(steps), M->FloatType));
+  }
+  recordStep("mean_pool", y);
+  return y;
+}
+
+Node *Sema::last(const Expr &call) {
+  std::vector<const Expr *> args;
+  if (!bind("last", call.Loc, call.Args, {{"input", ArgKind::Tensor, true}},
+            args, call.Piped))
+    return nullptr;
+  Node *x = tensorArg(args[0]);
+  if (!x || !checkSequence(x, args[0], "last"))
+    return nullptr;
+  ir::Graph &g = *M->Forward;
+  int64_t steps = x->Ty.Dims[1], width = x->Ty.Dims[2];
+  Node *y;
+  Node *mask = paddingMask(x);
+  if (mask && steps > 1) {
+    // With padding at the end, mask[t] - mask[t + 1] is 1 at the last real
+    // token only; the value there is the sum of the steps weighted by it.
+    ir::Attrs later;
+    later.Offset = 1;
+    later.Target = ir::Type{M->FloatType, {N, steps - 1}};
+    ir::Attrs back;
+    back.Target = mask->Ty;
+    Node *next = g.create(OpCode::Unslice, {g.create(OpCode::Slice, {mask}, later)}, back);
+    ir::Attrs column;
+    column.Target = ir::Type{M->FloatType, {N, steps, 1}};
+    Node *pick = g.create(OpCode::Reshape, {g.binary(OpCode::Sub, mask, next)}, column);
+    ir::Attrs overSteps;
+    overSteps.Axis = 1;
+    y = g.create(OpCode::ReduceSum, {g.binary(OpCode::Mul, x, pick)}, overSteps);
+  } else {
+    // No padding (or a single step): the last step of every row.
+    ir::Attrs flat;
+    flat.Target = ir::Type{M->FloatType, {N, steps * width}};
+    ir::Attrs lastStep;
+    lastStep.Offset = (steps - 1) * width;
+    lastStep.Target = ir::Type{M->FloatType, {N, width}};
+    y = g.create(OpCode::Slice, {g.create(OpCode::Reshape, {x}, flat)}, lastStep);
+    if (mask)
+      y = g.binary(OpCode::Mul, y, mask); // one step: zero when it is padding
+  }
+  recordStep("last", y);
   return y;
 }
 
@@ -938,13 +1182,33 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
                     (*kind == LossKind::CrossEntropy ? "" : " or an input"));
     return;
   }
-  if (pred->Ty.Dims.size() != 2 || pred->Ty.Dims[0] != N) {
+  if (io->IsIndex) {
+    Diags.error(args[1]->Loc, call.Text + ": the target must be a label or "
+                                          "features, not the indices '" +
+                                  io->Name + "'");
+    return;
+  }
+  // A sequence of class labels [N, T] scores predictions [N, T, classes].
+  bool sequence = io->IsClass && !io->Dims.empty();
+  if (sequence && *kind == LossKind::CrossEntropy) {
+    std::vector<int64_t> want = {N, io->Dims[0], io->Classes};
+    if (pred->Ty.Dims != want) {
+      Diags.error(args[0]->Loc,
+                  "cross_entropy: label '" + io->Name + "' holds sequences of " +
+                      std::to_string(io->Dims[0]) + " classes out of " +
+                      std::to_string(io->Classes) +
+                      ", so the prediction must be [N, " +
+                      std::to_string(io->Dims[0]) + ", " +
+                      std::to_string(io->Classes) + "], got " + toString(pred->Ty));
+      return;
+    }
+  } else if (pred->Ty.Dims.size() != 2 || pred->Ty.Dims[0] != N) {
     Diags.error(args[0]->Loc, call.Text + " expects predictions of shape "
                                           "[N, outputs], got " +
                                   toString(pred->Ty));
     return;
   }
-  if (*kind == LossKind::CrossEntropy && io->IsClass &&
+  if (*kind == LossKind::CrossEntropy && io->IsClass && !sequence &&
       pred->Ty.Dims[1] != io->Classes) {
     Diags.error(args[0]->Loc,
                 "cross_entropy: the prediction has " +
@@ -989,7 +1253,13 @@ void Sema::buildLoss(const ast::Stmt &stmt) {
       weights = g.create(OpCode::OneHot, {target}, oneHot);
     }
     Node *picked = g.create(OpCode::SumAll, {g.binary(OpCode::Mul, weights, logProbs)});
-    M->Loss = g.binary(OpCode::Div, g.unary(OpCode::Neg, picked), batch);
+    // Padding positions of a sequence hold the label -1, whose one-hot row
+    // is zero (PyTorch's ignore_index): the mean is over the real tokens.
+    Node *count = batch;
+    if (sequence)
+      count = g.binary(OpCode::Max, g.create(OpCode::SumAll, {weights}),
+                       g.constant(1, ft));
+    M->Loss = g.binary(OpCode::Div, g.unary(OpCode::Neg, picked), count);
     break;
   }
   case LossKind::MeanSquaredError: {
@@ -1166,7 +1436,10 @@ void Sema::readSource(const Expr &reader) {
       sources = {{"csv", &Sema::readCsvSource},
                  {"idx", &Sema::readIdxSource},
                  {"linear", &Sema::readLinearSource},
-                 {"blobs", &Sema::readBlobsSource}};
+                 {"blobs", &Sema::readBlobsSource},
+                 {"ratings", &Sema::readRatingsSource},
+                 {"tagged", &Sema::readTextSource},
+                 {"polarity", &Sema::readTextSource}};
   std::vector<std::string> names;
   for (const auto &[name, read] : sources) {
     names.push_back(name);
@@ -1290,6 +1563,60 @@ void Sema::readBlobsSource(const Expr &reader) {
                         {"low", formatExact(low)},
                         {"high", formatExact(high)},
                         {"seed", std::to_string(*seed)}};
+}
+
+void Sema::readRatingsSource(const Expr &reader) {
+  std::vector<const Expr *> args;
+  if (!bind("ratings", reader.Loc, reader.Args,
+            {{"users", ArgKind::Int, true},
+             {"items", ArgKind::Int, true},
+             {"rank", ArgKind::Int, false},
+             {"noise", ArgKind::Number, false},
+             {"seed", ArgKind::Int, false}},
+            args))
+    return;
+  auto users = intValue(args[0], "ratings users", 1, 1 << 20);
+  auto items = intValue(args[1], "ratings items", 1, 1 << 20);
+  std::optional<int64_t> rank = 5, seed = 0;
+  if (args[2])
+    rank = intValue(args[2], "ratings rank", 1, 1024);
+  std::optional<double> noise = 0.05;
+  if (args[3])
+    noise = numberValue(args[3], "ratings noise");
+  if (noise && *noise < 0) {
+    Diags.error(args[3]->Loc, "ratings noise must be at least 0");
+    return;
+  }
+  if (args[4])
+    seed = intValue(args[4], "ratings seed", 0, INT64_MAX / 2);
+  if (!users || !items || !rank || !noise || !seed)
+    return;
+  if (*users * *items > (int64_t(1) << 31)) {
+    Diags.error(reader.Loc, "ratings: more than 2^31 user-item pairs");
+    return;
+  }
+  M->Data.SourceKind = "ratings";
+  M->Data.SourceArgs = {{"users", std::to_string(*users)},
+                        {"items", std::to_string(*items)},
+                        {"rank", std::to_string(*rank)},
+                        {"noise", formatExact(*noise)},
+                        {"seed", std::to_string(*seed)}};
+}
+
+void Sema::readTextSource(const Expr &reader) {
+  std::vector<const Expr *> args;
+  if (!bind(reader.Text, reader.Loc, reader.Args,
+            {{"path", ArgKind::String, true}}, args))
+    return;
+  auto path = stringValue(args[0], reader.Text + " path");
+  if (!path)
+    return;
+  if (path->empty()) {
+    Diags.error(args[0]->Loc, reader.Text + " path is empty");
+    return;
+  }
+  M->Data.SourceKind = reader.Text;
+  M->Data.SourcePath = specPath(*path);
 }
 
 void Sema::readCsvSource(const Expr &reader) {
@@ -1462,7 +1789,8 @@ void Sema::readReport(const ast::Setting &s) {
     if (!arg.Name.empty() ||
         (item.K != Expr::Kind::Call && item.K != Expr::Kind::Name)) {
       Diags.error(arg.NameLoc, "expected a report item: loss(every = N), "
-                               "accuracy(test), summary, weights or time");
+                               "accuracy(test), mse(test), summary, weights "
+                               "or time");
       continue;
     }
     if (!seenItems.insert(item.Text).second) {
@@ -1486,38 +1814,46 @@ void Sema::readReport(const ast::Setting &s) {
     } else if (item.Text == "time") {
       if (bind("time", item.Loc, item.Args, {}, args))
         M->Train.PrintTime = true;
-    } else if (item.Text == "accuracy") {
-      if (!bind("accuracy", item.Loc, item.Args,
+    } else if (item.Text == "accuracy" || item.Text == "mse") {
+      if (!bind(item.Text, item.Loc, item.Args,
                 {{"split", ArgKind::Any, false}}, args))
         continue;
       std::string split = "test";
       if (args[0]) {
         if (args[0]->K != Expr::Kind::Name ||
             (args[0]->Text != "test" && args[0]->Text != "train")) {
-          Diags.error(args[0]->Loc, "accuracy is measured on `test` or `train`");
+          Diags.error(args[0]->Loc, item.Text + " is measured on `test` or `train`");
           continue;
         }
         split = args[0]->Text;
       }
-      bool classes = false;
-      for (const IoSpec &l : M->Labels)
+      bool accuracy = item.Text == "accuracy";
+      bool classes = false, features = false;
+      for (const IoSpec &l : M->Labels) {
         classes |= l.IsClass;
-      if (!classes) {
+        features |= !l.IsClass;
+      }
+      if (accuracy && !classes) {
         Diags.error(item.Loc, "accuracy needs class labels; this model has none");
         continue;
       }
+      if (!accuracy && (!features || M->LossK != LossKind::MeanSquaredError)) {
+        Diags.error(item.Loc, "mse is reported for a model trained with `loss "
+                              "mse(prediction, label)`");
+        continue;
+      }
       if (split == "test" && !HasTestSplit) {
-        Diags.error(item.Loc, "accuracy on test needs a test split: add "
+        Diags.error(item.Loc, item.Text + " on test needs a test split: add "
                               "`split train = 0.8, test = 0.2` to the data block");
         continue;
       }
-      M->Train.Metrics.emplace_back("accuracy", split);
+      M->Train.Metrics.emplace_back(item.Text, split);
     } else {
       Diags.error(item.Loc, withSuggestion("unknown report item '" + item.Text +
                                                "'",
                                            item.Text,
-                                           {"loss", "accuracy", "summary",
-                                            "weights", "time"}));
+                                           {"loss", "accuracy", "mse",
+                                            "summary", "weights", "time"}));
     }
   }
 }
@@ -1531,10 +1867,13 @@ void Sema::checkSourceSlots(const ast::Spec &spec) {
            std::to_string(M->Labels.size()) + " label" +
            (M->Labels.size() == 1 ? "" : "s");
   };
-  auto isFeatures = [](const IoSpec &io) { return !io.IsClass; };
+  auto isFeatures = [](const IoSpec &io) { return !io.isInteger(); };
+  auto indexSequence = [](const IoSpec &io) {
+    return io.IsIndex && io.Dims.size() == 1;
+  };
   if (kind == "linear") {
     auto oneValue = [](const IoSpec &io) {
-      return !io.IsClass && io.Node->Ty.staticElements() == 1;
+      return !io.isInteger() && io.Node->Ty.staticElements() == 1;
     };
     if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
         !oneValue(M->Inputs[0]) || !oneValue(M->Labels[0]))
@@ -1545,9 +1884,10 @@ void Sema::checkSourceSlots(const ast::Spec &spec) {
     int64_t centers = std::stoll(M->Data.SourceArgs[2].second);
     bool ok = M->Inputs.size() == 1 &&
               M->Inputs[0].Node->Ty.staticElements() == features &&
+              isFeatures(M->Inputs[0]) &&
               (M->Labels.empty() ||
                (M->Labels.size() == 1 && M->Labels[0].IsClass &&
-                M->Labels[0].Classes == centers));
+                M->Labels[0].Dims.empty() && M->Labels[0].Classes == centers));
     if (!ok)
       Diags.error(SourceCall,
                   "blobs data feed one input of " + std::to_string(features) +
@@ -1556,9 +1896,40 @@ void Sema::checkSourceSlots(const ast::Spec &spec) {
                       "model '" + M->Name + "' has " + slots());
   } else if (kind == "idx") {
     if (M->Inputs.size() != 1 || M->Labels.size() != 1 ||
-        !isFeatures(M->Inputs[0]) || !M->Labels[0].IsClass)
+        !isFeatures(M->Inputs[0]) || !M->Labels[0].IsClass ||
+        !M->Labels[0].Dims.empty())
       Diags.error(SourceCall, "idx data feed one image input and one class "
                               "label; model '" + M->Name + "' has " + slots());
+  } else if (kind == "ratings") {
+    auto range = [&](size_t i) { return M->Data.SourceArgs[i].second; };
+    auto indices = [&](size_t i) {
+      const IoSpec &in = M->Inputs[i];
+      return in.IsIndex && in.Dims.empty() &&
+             std::to_string(in.Classes) == range(i);
+    };
+    if (M->Inputs.size() != 2 || M->Labels.size() != 1 || !indices(0) ||
+        !indices(1) || !isFeatures(M->Labels[0]) ||
+        M->Labels[0].Node->Ty.staticElements() != 1)
+      Diags.error(SourceCall, "ratings data feed two inputs, `index[" +
+                                  range(0) + "]` (the user) and `index[" +
+                                  range(1) + "]` (the item), and one label "
+                                  "f32[1] (the rating); model '" + M->Name +
+                                  "' has " + slots());
+  } else if (kind == "tagged" || kind == "polarity") {
+    bool tagged = kind == "tagged";
+    bool ok = M->Inputs.size() == 1 && M->Labels.size() == 1 &&
+              indexSequence(M->Inputs[0]) && M->Labels[0].IsClass;
+    if (ok && tagged)
+      ok = M->Labels[0].Dims == M->Inputs[0].Dims;
+    if (ok && !tagged)
+      ok = M->Labels[0].Dims.empty();
+    if (!ok)
+      Diags.error(SourceCall,
+                  std::string(kind) + " data feed one input `index[T, V]` (the "
+                  "words of a sentence, cut or padded to T) and one label " +
+                  (tagged ? "`class[T, K]` (a tag per word)"
+                          : "`class[K]` (the sentence's polarity)") +
+                  "; model '" + M->Name + "' has " + slots());
   } else if (kind == "csv") {
     if (M->Inputs.size() != 1 || M->Labels.size() != 1) {
       Diags.error(spec.DataBlocks[0].Loc,
@@ -1567,6 +1938,13 @@ void Sema::checkSourceSlots(const ast::Spec &spec) {
       return;
     }
     const IoSpec &label = M->Labels[0];
+    if (!isFeatures(M->Inputs[0]) || (label.IsClass && !label.Dims.empty())) {
+      Diags.error(spec.DataBlocks[0].Loc,
+                  "a csv source feeds features and a label of features or "
+                  "one class; index inputs and sequences of classes come "
+                  "from the ratings, tagged and polarity sources");
+      return;
+    }
     size_t want = label.IsClass ? 1 : label.Node->Ty.staticElements();
     if (M->Data.LabelColumns.size() != want)
       Diags.error(spec.DataBlocks[0].Loc,
@@ -1581,10 +1959,12 @@ void Sema::readAfter(const ast::Block &block) {
   for (const ast::Setting &s : block.Settings) {
     if (s.Key == "kmeans")
       readKMeans(s);
+    else if (s.Key == "predict")
+      readPredict(s);
     else
       Diags.error(s.Loc, withSuggestion("unknown after-training step '" +
                                             s.Key + "'",
-                                        s.Key, {"kmeans"}));
+                                        s.Key, {"kmeans", "predict"}));
   }
 }
 
@@ -1654,6 +2034,95 @@ void Sema::readKMeans(const ast::Setting &s) {
   if (!truth.empty())
     step.Args.emplace_back("truth", truth);
   M->After.push_back(step);
+}
+
+void Sema::readPredict(const ast::Setting &s) {
+  AfterStep step;
+  step.Kind = "predict";
+  const ast::Arg &first = s.Args[0];
+  if (first.Name.empty()) {
+    // predict train|test [, rows = K]: the first K rows of a split.
+    std::vector<const Expr *> args;
+    if (!bind("predict", s.Loc, s.Args,
+              {{"split", ArgKind::Any, true}, {"rows", ArgKind::Int, false}},
+              args))
+      return;
+    if (args[0]->K != Expr::Kind::Name ||
+        (args[0]->Text != "train" && args[0]->Text != "test")) {
+      Diags.error(args[0]->Loc, "predict takes a split, `train` or `test`, "
+                                "or a value for each input: `predict user = "
+                                "3, item = 7`");
+      return;
+    }
+    if (args[0]->Text == "test" && !HasTestSplit) {
+      Diags.error(args[0]->Loc, "predict test needs a test split");
+      return;
+    }
+    std::optional<int64_t> rows = 0;
+    if (args[1])
+      rows = intValue(args[1], "predict rows", 1, INT32_MAX);
+    if (!rows)
+      return;
+    step.Args = {{"split", args[0]->Text}, {"rows", std::to_string(*rows)}};
+    M->After.push_back(step);
+    return;
+  }
+  // predict name = value, ...: one row made of the given input values.
+  std::set<std::string> given;
+  bool ok = true;
+  for (const ast::Arg &arg : s.Args) {
+    const IoSpec *input = nullptr;
+    std::vector<std::string> names;
+    for (const IoSpec &in : M->Inputs) {
+      names.push_back(in.Name);
+      if (in.Name == arg.Name)
+        input = &in;
+    }
+    if (arg.Name.empty() || !input) {
+      Diags.error(arg.Name.empty() ? arg.Value->Loc : arg.NameLoc,
+                  arg.Name.empty() ? std::string("predict: name the input this "
+                                                 "value is for")
+                                   : withSuggestion("predict: the model has no "
+                                                    "input '" + arg.Name + "'",
+                                                    arg.Name, names));
+      ok = false;
+      continue;
+    }
+    if (!given.insert(arg.Name).second) {
+      Diags.error(arg.NameLoc, "predict: input '" + arg.Name + "' is given twice");
+      ok = false;
+      continue;
+    }
+    std::string what = "predict " + arg.Name;
+    if (input->IsIndex && input->Dims.empty()) {
+      auto index = intValue(arg.Value.get(), what, 0, input->Classes - 1);
+      if (!index) {
+        ok = false;
+        continue;
+      }
+      step.Args.emplace_back(arg.Name, std::to_string(*index));
+    } else if (!input->isInteger() && input->Node->Ty.staticElements() == 1) {
+      auto value = numberValue(arg.Value.get(), what);
+      if (!value) {
+        ok = false;
+        continue;
+      }
+      step.Args.emplace_back(arg.Name, formatExact(*value));
+    } else {
+      Diags.error(arg.Value->Loc, "predict takes single values; input '" +
+                                      arg.Name + "' holds " +
+                                      toString(input->Node->Ty) +
+                                      " per row: use `predict test` instead");
+      ok = false;
+    }
+  }
+  for (const IoSpec &in : M->Inputs)
+    if (ok && !given.count(in.Name)) {
+      Diags.error(s.Loc, "predict needs a value for input '" + in.Name + "'");
+      ok = false;
+    }
+  if (ok)
+    M->After.push_back(step);
 }
 
 //===----------------------------------------------------------------------===//

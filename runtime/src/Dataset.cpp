@@ -97,7 +97,7 @@ void nnc::gatherRows(const Table &T, const size_t *Rows, size_t N, DType Type,
     if (D.IsClass) {
       auto *Out = static_cast<int32_t *>(Dest[S]);
       for (size_t I = 0; I < N; ++I)
-        Out[I] = D.Classes[Rows[I]];
+        std::copy_n(&D.Classes[Rows[I] * D.Width], D.Width, &Out[I * D.Width]);
     } else if (Type == DType::F32) {
       gatherValues(D, Rows, N, static_cast<float *>(Dest[S]));
     } else {

@@ -19,16 +19,20 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace nnc {
 
 /// The values of one manifest input or label, for every row.
 struct SlotData {
-  size_t Width = 0; ///< Values per row; 1 for class labels.
-  bool IsClass = false;
+  size_t Width = 0; ///< Values per row; the sequence length for integers.
+  bool IsClass = false; ///< Integers: class labels or indices.
   std::vector<double> Values;   ///< Rows x Width, row-major; float slots.
-  std::vector<int32_t> Classes; ///< One per row; class labels.
+  std::vector<int32_t> Classes; ///< Rows x Width; integer slots.
+  /// What each integer stands for, when the source knows: a corpus's
+  /// vocabulary (index 0 padding, 1 unknown) or its class names.
+  std::vector<std::string> Names;
 };
 
 /// A whole data set, before splitting.

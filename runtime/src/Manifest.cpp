@@ -245,13 +245,15 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
       return false;
     if (F[4] == "uniform")
       P.Init = ParamTensor::InitKind::Uniform;
+    else if (F[4] == "normal")
+      P.Init = ParamTensor::InitKind::Normal;
     else if (F[4] == "zeros")
       P.Init = ParamTensor::InitKind::Zeros;
     else if (F[4] == "ones")
       P.Init = ParamTensor::InitKind::Ones;
     else
       return fail("unknown init " + quote(F[4]) +
-                  " (expected 'uniform', 'zeros' or 'ones')");
+                  " (expected 'uniform', 'normal', 'zeros' or 'ones')");
     if (!parseDouble(F[5], P.InitArg) || P.InitArg < 0)
       return fail("bad init argument " + quote(F[5]));
     M.Params.push_back(std::move(P));
@@ -265,24 +267,28 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     return expectFields(F, 2) && count(F[1], M.WorkspaceFixed) &&
            count(F[2], M.WorkspacePerRow);
   if (R == "input" || R == "label") {
+    // NAME features DIMS | NAME class K [T] | NAME index V [T]
     DataSlot S;
     S.IsLabel = R == "label";
-    if (!expectFields(F, 3) || !name(F[1], S.Name))
-      return false;
+    if (F.size() < 4 || !name(F[1], S.Name))
+      return fail("expected a name, a kind and its shape");
     if (F[2] == "features") {
-      if (!dims(F[3], S.Dims))
+      if (!expectFields(F, 3) || !dims(F[3], S.Dims))
         return false;
-    } else if (F[2] == "class" && S.IsLabel) {
-      S.IsClass = true;
+    } else if ((F[2] == "class" && S.IsLabel) || (F[2] == "index" && !S.IsLabel)) {
+      S.IsClass = F[2] == "class";
+      S.IsIndex = !S.IsClass;
       S.Dims = {1};
-      if (!count(F[3], S.Classes, 1))
+      if (F.size() > 5)
+        return fail("expected at most 4 fields, found " + std::to_string(F.size() - 1));
+      if (!count(F[3], S.Classes, 1) || (F.size() == 5 && !count(F[4], S.Dims[0], 1)))
         return false;
       if (S.Classes > INT32_MAX)
-        return fail("too many classes");
+        return fail(S.IsClass ? "too many classes" : "too many indices");
     } else {
       return fail("unknown kind " + quote(F[2]) +
                   (S.IsLabel ? " (expected 'features' or 'class')"
-                             : " (expected 'features')"));
+                             : " (expected 'features' or 'index')"));
     }
     M.Slots.push_back(std::move(S));
     return true;
@@ -323,12 +329,21 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
   if (R == "source") {
     if (F.size() < 2 || !name(F[1], M.SourceKind))
       return fail("expected the source's kind");
-    if (M.SourceKind != "csv" && M.SourceKind != "idx" &&
-        M.SourceKind != "linear" && M.SourceKind != "blobs")
+    static const char *Kinds[] = {"csv",     "idx",    "tagged", "polarity",
+                                  "linear",  "blobs",  "ratings"};
+    if (std::find(std::begin(Kinds), std::end(Kinds), M.SourceKind) ==
+        std::end(Kinds))
       return fail("unsupported data source " + quote(F[1]) +
-                  " (expected 'csv', 'idx', 'linear' or 'blobs')");
+                  " (expected 'csv', 'idx', 'tagged', 'polarity', 'linear', "
+                  "'blobs' or 'ratings')");
     if (!keyValues(F, 2, M.SourceArgs))
       return false;
+    if (M.SourceKind == "tagged" || M.SourceKind == "polarity") {
+      M.SourcePath = M.sourceArg("path");
+      if (M.SourcePath.empty())
+        return fail("a " + M.SourceKind + " source needs path=");
+      return true;
+    }
     if (M.SourceKind == "idx") {
       M.SourcePath = M.sourceArg("path");
       if (M.SourcePath.empty())
@@ -384,9 +399,14 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
   if (R == "metric") {
     if (!expectFields(F, 2))
       return false;
-    if (F[1] != "accuracy")
-      return fail("unknown metric " + quote(F[1]) + " (expected 'accuracy')");
     Metric Met;
+    if (F[1] == "accuracy")
+      Met.Kind = Metric::MetricKind::Accuracy;
+    else if (F[1] == "mse")
+      Met.Kind = Metric::MetricKind::Mse;
+    else
+      return fail("unknown metric " + quote(F[1]) +
+                  " (expected 'accuracy' or 'mse')");
     if (F[2] == "test")
       Met.Split = Metric::SplitKind::Test;
     else if (F[2] == "train")
@@ -418,11 +438,22 @@ bool Parser::record(int Kind, const std::vector<std::string_view> &F) {
     AfterStep S;
     if (F.size() < 2 || !name(F[1], S.Kind))
       return fail("expected the step's kind");
-    if (S.Kind != "kmeans")
-      return fail("unknown after-training step " + quote(F[1]) +
-                  " (expected 'kmeans')");
     if (!keyValues(F, 2, S.Args))
       return false;
+    if (S.Kind == "predict") {
+      // split= and rows=, or NAME=VALUE for each input (checked against
+      // the slots in validate()).
+      int64_t Rows;
+      if (!S.arg("split").empty() &&
+          ((S.arg("split") != "train" && S.arg("split") != "test") ||
+           !count(S.arg("rows"), Rows)))
+        return fail("predict: expected split=train|test and rows=COUNT");
+      M.After.push_back(std::move(S));
+      return true;
+    }
+    if (S.Kind != "kmeans")
+      return fail("unknown after-training step " + quote(F[1]) +
+                  " (expected 'kmeans' or 'predict')");
     int64_t K, Restarts;
     uint64_t Seed;
     if (!count(S.arg("k"), K, 1) || !count(S.arg("restarts"), Restarts, 1) ||
@@ -468,20 +499,45 @@ bool Parser::validate() {
                 std::to_string(LabelColumns));
 
   for (const AfterStep &S : M.After) {
+    if (S.Kind == "predict") {
+      if (!S.arg("split").empty())
+        continue;
+      // One row of given input values: every input once, single values.
+      if (S.Args.size() != M.numInputs())
+        return fail("predict: expected a value for each of the " +
+                    std::to_string(M.numInputs()) + " inputs");
+      for (const auto &[Key, Value] : S.Args) {
+        int Slot = M.slotIndex(Key);
+        double V;
+        if (Slot < 0 || M.Slots[size_t(Slot)].IsLabel ||
+            M.Slots[size_t(Slot)].width() != 1 || !parseDouble(Value, V))
+          return fail("predict: " + quote(Key) + " is not an input of one value");
+      }
+      continue;
+    }
     std::string Truth = S.arg("truth");
     int Slot = Truth.empty() ? 0 : M.slotIndex(Truth);
     if (Slot < 0 || !M.Slots[size_t(Slot)].IsClass)
       return fail("kmeans truth '" + Truth + "' is not a class label");
   }
 
-  if (!M.Metrics.empty()) {
+  for (const Metric &Met : M.Metrics) {
+    if (Met.Kind == Metric::MetricKind::Mse) {
+      int F = M.featureLabelSlot();
+      if (F < 0 || M.Slots[F].width() != M.outputWidth())
+        return fail("metric 'mse' needs a label of features as wide as the "
+                    "output");
+      continue;
+    }
     int C = M.classLabelSlot();
     if (C < 0)
       return fail("metric 'accuracy' needs a class label");
-    if (M.outputWidth() != M.Slots[C].Classes)
+    // The output scores every class at each position of the label.
+    if (M.outputWidth() != M.Slots[C].Classes * M.Slots[C].width())
       return fail("metric 'accuracy': output '" + M.OutputName + "' has " +
                   std::to_string(M.outputWidth()) +
                   " values per row but label '" + M.Slots[C].Name + "' has " +
+                  std::to_string(M.Slots[C].width()) + " x " +
                   std::to_string(M.Slots[C].Classes) + " classes");
   }
   return true;
@@ -508,6 +564,13 @@ size_t Manifest::numInputs() const {
   for (const DataSlot &S : Slots)
     N += !S.IsLabel;
   return N;
+}
+
+int Manifest::featureLabelSlot() const {
+  for (size_t I = 0; I < Slots.size(); ++I)
+    if (Slots[I].IsLabel && !Slots[I].isInteger())
+      return int(I);
+  return -1;
 }
 
 int Manifest::classLabelSlot() const {

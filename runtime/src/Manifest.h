@@ -38,13 +38,13 @@ std::string formatDims(const std::vector<int64_t> &Dims);
 
 /// One `param` record: a tensor inside the contiguous parameter array.
 struct ParamTensor {
-  enum class InitKind { Uniform, Zeros, Ones };
+  enum class InitKind { Uniform, Normal, Zeros, Ones };
 
   std::string Name;
   std::vector<int64_t> Dims;
   int64_t Offset = 0; ///< In elements, into `nnc_call::params`.
   InitKind Init = InitKind::Zeros;
-  double InitArg = 0; ///< Bound b of U(-b, b) for Uniform.
+  double InitArg = 0; ///< Bound b of U(-b, b) for Uniform; std for Normal.
 
   int64_t size() const { return product(Dims); }
 };
@@ -53,11 +53,16 @@ struct ParamTensor {
 struct DataSlot {
   std::string Name;
   bool IsLabel = false;
-  bool IsClass = false;      ///< int32 class indices, else dtype values.
-  int64_t Classes = 0;       ///< Class labels only.
-  std::vector<int64_t> Dims; ///< Values per row; {1} for class labels.
+  bool IsClass = false; ///< int32 class labels (-1: padding, not scored).
+  bool IsIndex = false; ///< int32 indices of an input (0: padding).
+  /// The number of classes, or the vocabulary size of indices.
+  int64_t Classes = 0;
+  /// Values per row: the features' shape, {T} for a sequence of integers,
+  /// {1} for one integer.
+  std::vector<int64_t> Dims;
 
   int64_t width() const { return product(Dims); }
+  bool isInteger() const { return IsClass || IsIndex; }
 };
 
 /// One `layer` record: a row of `--summary`.
@@ -71,8 +76,11 @@ struct LayerRow {
 /// One `metric` record.
 struct Metric {
   enum class SplitKind { Train, Test };
+  /// Accuracy: of class labels, or of every non-padding position of a
+  /// sequence of them. Mse: beside the mean-predicting baseline.
+  enum class MetricKind { Accuracy, Mse };
   SplitKind Split = SplitKind::Test;
-  // Only accuracy exists so far; the kind joins here when a second does.
+  MetricKind Kind = MetricKind::Accuracy;
 
   const char *splitName() const {
     return Split == SplitKind::Train ? "train" : "test";
@@ -89,7 +97,7 @@ struct Probe {
 
 /// One `after` record: a step that runs once training is over.
 struct AfterStep {
-  std::string Kind; ///< "kmeans"
+  std::string Kind; ///< "kmeans" or "predict"
   std::vector<std::pair<std::string, std::string>> Args;
 
   /// The value of an argument, or "" when it is absent.
@@ -122,11 +130,12 @@ struct Manifest {
   std::vector<std::string> OptimizerArgs; ///< "key=value", as written.
   double Lr = 0;
 
-  /// "csv", "idx" (a folder of MNIST files) or a generator ("linear").
+  /// "csv", "idx" (a folder of MNIST files), a text corpus ("tagged",
+  /// "polarity") or a generator ("linear", "blobs", "ratings").
   std::string SourceKind;
   /// The source's key=value fields, in manifest order.
   std::vector<std::pair<std::string, std::string>> SourceArgs;
-  std::string SourcePath;             ///< csv: path= (a file); idx: a folder
+  std::string SourcePath; ///< path=: a file, or for idx a folder
   std::vector<std::string> CsvLabels; ///< csv: label=, split at commas
   /// idx: low= and high=, the input values of pixel bytes 0 and 255 (the
   /// bytes between map linearly); PixelLow < PixelHigh.
@@ -182,6 +191,8 @@ struct Manifest {
   /// Index into Slots of the label that accuracy is measured against (the
   /// first class label), or -1 when there is none.
   int classLabelSlot() const;
+  /// Index into Slots of the first label of features, or -1.
+  int featureLabelSlot() const;
 };
 
 /// Parses and validates \p Text. On failure returns false and sets \p Err to

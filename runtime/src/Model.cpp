@@ -83,6 +83,9 @@ void Model::initParams(uint64_t Seed) {
       case ParamTensor::InitKind::Uniform:
         V = (2 * R.uniform() - 1) * P.InitArg;
         break;
+      case ParamTensor::InitKind::Normal:
+        V = R.normal() * P.InitArg;
+        break;
       case ParamTensor::InitKind::Zeros:
         V = 0;
         break;
@@ -122,47 +125,67 @@ double Model::eval() {
   return Call.loss;
 }
 
-/// Rows among the first \p N of \p Output (N x Width) whose first largest
-/// value is at the index given by \p Labels.
+/// Scores the first \p N rows of \p Output, each Positions x Classes
+/// values, against \p Labels (N x Positions): a position is right when its
+/// first largest value is at its label; padding (label -1) is not counted.
 template <typename T>
-static int64_t countCorrect(const T *Output, const int32_t *Labels, size_t N,
-                            size_t Width) {
-  int64_t Correct = 0;
-  for (size_t R = 0; R < N; ++R) {
-    const T *Row = Output + R * Width;
+static void countCorrect(const T *Output, const int32_t *Labels, size_t N,
+                         size_t Positions, size_t Classes, EvalResult &R) {
+  for (size_t P = 0; P < N * Positions; ++P) {
+    if (Labels[P] < 0)
+      continue;
+    const T *Scores = Output + P * Classes;
     size_t Best = 0;
-    for (size_t J = 1; J < Width; ++J)
-      if (Row[J] > Row[Best])
+    for (size_t J = 1; J < Classes; ++J)
+      if (Scores[J] > Scores[Best])
         Best = J;
-    Correct += int64_t(Best) == Labels[R];
+    R.Correct += int64_t(Best) == Labels[P];
+    ++R.Total;
   }
-  return Correct;
 }
 
 EvalResult Model::evaluate(const Table &T, const std::vector<size_t> &Rows) {
   EvalResult Result;
   int Label = M.classLabelSlot();
   // Accuracy only means something when the output scores the classes.
-  bool Scores = Label >= 0 && M.outputWidth() == M.Slots[Label].Classes;
+  size_t Positions = Label >= 0 ? size_t(M.Slots[Label].width()) : 0;
+  bool Scores = Label >= 0 && M.outputWidth() == M.Slots[Label].Classes *
+                                                     int64_t(Positions);
+  int Target = M.featureLabelSlot();
+  size_t Width = size_t(M.outputWidth());
+  bool Squares = Target >= 0 && M.Slots[Target].width() == M.outputWidth();
+  std::vector<double> Values;
   double LossSum = 0;
   for (size_t Start = 0; Start < Rows.size(); Start += MaxRows) {
     size_t N = std::min(MaxRows, Rows.size() - Start);
     loadRows(T, &Rows[Start], N);
     LossSum += eval() * double(N);
+    if (Squares) {
+      const std::vector<double> &Y = T.Slots[size_t(Target)].Values;
+      for (size_t I = 0; I < N * Width; ++I) {
+        double D = outputAt(I) - Y[Rows[Start + I / Width] * Width + I % Width];
+        Result.SquaredError += D * D;
+      }
+    }
     if (!Scores)
       continue;
     const auto *Labels = static_cast<const int32_t *>(SlotPtrs[Label]);
-    size_t Width = size_t(M.outputWidth());
-    Result.Correct +=
-        M.Type == DType::F32
-            ? countCorrect(static_cast<const float *>(Output.data()), Labels, N,
-                           Width)
-            : countCorrect(static_cast<const double *>(Output.data()), Labels,
-                           N, Width);
+    size_t Classes = size_t(M.Slots[Label].Classes);
+    if (M.Type == DType::F32)
+      countCorrect(static_cast<const float *>(Output.data()), Labels, N,
+                   Positions, Classes, Result);
+    else
+      countCorrect(static_cast<const double *>(Output.data()), Labels, N,
+                   Positions, Classes, Result);
   }
-  Result.Total = int64_t(Rows.size());
+  Result.Rows = int64_t(Rows.size());
   Result.Loss = Rows.empty() ? 0 : LossSum / double(Rows.size());
   return Result;
+}
+
+double Model::outputAt(size_t I) const {
+  return M.Type == DType::F32 ? static_cast<const float *>(Output.data())[I]
+                              : static_cast<const double *>(Output.data())[I];
 }
 
 std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
@@ -176,9 +199,7 @@ std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
     loadRows(T, &Rows[Start], N);
     Fn(&Call);
     for (size_t I = 0; I < N * Width; ++I)
-      Values[Start * Width + I] =
-          M.Type == DType::F32 ? static_cast<const float *>(Output.data())[I]
-                               : static_cast<const double *>(Output.data())[I];
+      Values[Start * Width + I] = outputAt(I);
   }
   return Values;
 }

@@ -43,9 +43,14 @@ private:
 
 /// Loss and accuracy of the model over a set of rows.
 struct EvalResult {
-  double Loss = 0;     ///< Mean over the rows.
-  int64_t Correct = 0; ///< Rows whose output's argmax is the class label.
+  double Loss = 0;     ///< Mean over the rows of each call's loss.
+  int64_t Rows = 0;
+  /// Accuracy: labelled positions (rows, or tokens of sequences) whose
+  /// output's argmax is the class label, out of Total.
+  int64_t Correct = 0;
   int64_t Total = 0;
+  /// The sum of squared differences of the output and the float label.
+  double SquaredError = 0;
 };
 
 class Model {
@@ -86,6 +91,8 @@ public:
   const void *paramData() const { return Params.data(); }
 
 private:
+  /// Element I of the output buffer, as double.
+  double outputAt(size_t I) const;
   /// Runs \p Fn over \p Rows in chunks, gathering Width outputs per row.
   std::vector<double> collect(void (*Fn)(nnc_call *), size_t Width,
                               const Table &T, const std::vector<size_t> &Rows);

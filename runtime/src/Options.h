@@ -26,6 +26,7 @@ struct Options {
   double Lr = 0;
   int64_t Batch = 0; ///< 0: the whole training split.
   uint64_t Seed = 0;
+  uint64_t SplitSeed = 0;
   std::string Data;
   std::string Save;
   std::string Plot; ///< Empty: no plot.

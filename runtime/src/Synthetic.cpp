@@ -11,6 +11,7 @@
 #include "Random.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string_view>
 
 using namespace nnc;
@@ -161,5 +162,56 @@ bool nnc::generateBlobs(const Manifest &M, Table &T, LoadError &Err) {
     for (size_t I = 0; I < T.Rows; ++I)
       Y.Classes.push_back(Blobs[Order[I]]);
   }
+  return true;
+}
+
+bool nnc::generateRatings(const Manifest &M, Table &T, LoadError &Err) {
+  Err.Where.clear();
+  int64_t Users = 0, Items = 0, Rank = 0;
+  double Noise = 0;
+  uint64_t Seed = 0;
+  if (!parseInt64(M.sourceArg("users"), Users) || Users < 1 ||
+      !parseInt64(M.sourceArg("items"), Items) || Items < 1 ||
+      !parseInt64(M.sourceArg("rank"), Rank) || Rank < 1 ||
+      !parseDouble(M.sourceArg("noise"), Noise) || Noise < 0 ||
+      !parseUInt64(M.sourceArg("seed"), Seed)) {
+    Err.Message = "malformed ratings source in the manifest";
+    return false;
+  }
+  auto Indices = [&](size_t S, int64_t Range) {
+    return !M.Slots[S].IsLabel && M.Slots[S].IsIndex &&
+           M.Slots[S].width() == 1 && M.Slots[S].Classes == Range;
+  };
+  if (M.Slots.size() != 3 || !Indices(0, Users) || !Indices(1, Items) ||
+      !M.Slots[2].IsLabel || M.Slots[2].isInteger() || M.Slots[2].width() != 1) {
+    Err.Message = "a ratings source feeds two index inputs (user, item) and "
+                  "one float label";
+    return false;
+  }
+
+  Rng R(Seed);
+  double Scale = 1.0 / std::sqrt(double(Rank));
+  std::vector<double> U(size_t(Users * Rank)), V(size_t(Items * Rank));
+  for (double &X : U)
+    X = R.normal() * Scale;
+  for (double &X : V)
+    X = R.normal() * Scale;
+  T.Rows = size_t(Users * Items);
+  T.Slots.assign(3, SlotData());
+  for (SlotData &S : T.Slots)
+    S.Width = 1;
+  T.Slots[0].IsClass = T.Slots[1].IsClass = true;
+  T.Slots[0].Classes.reserve(T.Rows);
+  T.Slots[1].Classes.reserve(T.Rows);
+  T.Slots[2].Values.reserve(T.Rows);
+  for (int64_t User = 0; User < Users; ++User)
+    for (int64_t Item = 0; Item < Items; ++Item) {
+      double Dot = 0;
+      for (int64_t K = 0; K < Rank; ++K)
+        Dot += U[size_t(User * Rank + K)] * V[size_t(Item * Rank + K)];
+      T.Slots[0].Classes.push_back(int32_t(User));
+      T.Slots[1].Classes.push_back(int32_t(Item));
+      T.Slots[2].Values.push_back(1 / (1 + std::exp(-Dot)) + Noise * R.normal());
+    }
   return true;
 }

@@ -30,6 +30,12 @@ bool generateLinear(const Manifest &M, Table &T, LoadError &Err);
 /// holding each row's blob.
 bool generateBlobs(const Manifest &M, Table &T, LoadError &Err);
 
+/// `ratings`: every (user, item) pair once, in user-major order, rated
+/// sigmoid(u . v) + N(0, noise^2) by hidden factors u, v ~ N(0, 1/rank) of
+/// `rank` values each (users' factors drawn first, then items'). Feeds two
+/// index inputs, the user and the item, and one float label, the rating.
+bool generateRatings(const Manifest &M, Table &T, LoadError &Err);
+
 } // namespace nnc
 
 #endif // NNC_RUNTIME_SYNTHETIC_H

@@ -23,6 +23,7 @@
 #include "Plot.h"
 #include "Random.h"
 #include "Synthetic.h"
+#include "Text.h"
 #include "Weights.h"
 
 #include "nnc/runtime.h"
@@ -78,6 +79,13 @@ const char *nonFiniteName(double V) {
   return std::isnan(V) ? "nan" : V > 0 ? "inf" : "-inf";
 }
 
+/// A model output value as printed by `predict`: six significant digits.
+std::string formatValue(double V) {
+  char Text[32];
+  std::snprintf(Text, sizeof(Text), "%.6g", V);
+  return Text;
+}
+
 /// A per-row shape with the batch dimension in front: "[N, 64]".
 std::string batchShape(const std::vector<int64_t> &Dims) {
   std::string S = "[N";
@@ -108,8 +116,8 @@ void printSummary(const Manifest &M) {
 class Trainer {
 public:
   Trainer(const Manifest &M, const Options &O, const Table &T, const Split &S,
-          Model &Mod, size_t BatchRows)
-      : M(M), O(O), T(T), S(S), Mod(Mod), BatchRows(BatchRows) {}
+          const TextRows &Words, Model &Mod, size_t BatchRows)
+      : M(M), O(O), T(T), S(S), Words(Words), Mod(Mod), BatchRows(BatchRows) {}
 
   int run();
 
@@ -118,7 +126,11 @@ private:
     return Met.Split == Metric::SplitKind::Train ? S.Train : S.Test;
   }
   void report(int64_t Epoch, double Loss);
+  /// One metric's value for a line of output: "test accuracy 0.9000".
+  std::string metricText(const Metric &Met, const EvalResult &R, bool Final);
   void runKMeans(const AfterStep &Step);
+  void predictRows(const AfterStep &Step);
+  void predictOne(const AfterStep &Step);
   void printWeights();
   /// --plot: the loss curve and, for a model of one input value and one
   /// output value, the training data and the fitted curve.
@@ -128,6 +140,7 @@ private:
   const Options &O;
   const Table &T;
   const Split &S;
+  const TextRows &Words; ///< Text sources: each row's words as read.
   Model &Mod;
   size_t BatchRows;
   PlotData Plot; ///< Loss points, gathered while training.
@@ -153,9 +166,7 @@ void Trainer::report(int64_t Epoch, double Loss) {
   for (const Metric &Met : M.Metrics) {
     if (rowsOf(Met).empty())
       continue;
-    const EvalResult &R = Evaluate(Met.Split);
-    std::printf("  %s accuracy %.4f", Met.splitName(),
-                double(R.Correct) / double(R.Total));
+    std::printf("  %s", metricText(Met, Evaluate(Met.Split), false).c_str());
   }
   if (!S.Test.empty()) {
     double TestLoss = Evaluate(Metric::SplitKind::Test).Loss;
@@ -163,6 +174,120 @@ void Trainer::report(int64_t Epoch, double Loss) {
     Plot.TestLoss.push_back({double(Epoch), TestLoss});
   }
   out("\n");
+}
+
+std::string Trainer::metricText(const Metric &Met, const EvalResult &R,
+                                bool Final) {
+  char Text[160];
+  if (Met.Kind == Metric::MetricKind::Accuracy) {
+    double Accuracy = R.Total ? double(R.Correct) / double(R.Total) : 0;
+    if (Final)
+      std::snprintf(Text, sizeof(Text), "%s accuracy %.4f (%lld/%lld)",
+                    Met.splitName(), Accuracy, (long long)R.Correct,
+                    (long long)R.Total);
+    else
+      std::snprintf(Text, sizeof(Text), "%s accuracy %.4f", Met.splitName(),
+                    Accuracy);
+    return Text;
+  }
+  const std::vector<size_t> &Rows = rowsOf(Met);
+  size_t Width = size_t(M.outputWidth());
+  double Mse = R.SquaredError / double(Rows.size() * Width);
+  if (!Final) {
+    std::snprintf(Text, sizeof(Text), "%s mse %.6f", Met.splitName(), Mse);
+    return Text;
+  }
+  // The baseline predicts every label column's mean over the training rows.
+  const std::vector<double> &Y = T.Slots[size_t(M.featureLabelSlot())].Values;
+  std::vector<double> Mean(Width, 0.0);
+  for (size_t Row : S.Train)
+    for (size_t J = 0; J < Width; ++J)
+      Mean[J] += Y[Row * Width + J] / double(S.Train.size());
+  double Baseline = 0;
+  for (size_t Row : Rows)
+    for (size_t J = 0; J < Width; ++J)
+      Baseline += (Y[Row * Width + J] - Mean[J]) * (Y[Row * Width + J] - Mean[J]);
+  Baseline /= double(Rows.size() * Width);
+  std::snprintf(Text, sizeof(Text),
+                "%s mse %.6f (predicting the training mean: %.6f)",
+                Met.splitName(), Mse, Baseline);
+  return Text;
+}
+
+/// `after predict train|test, rows = K`: the model's output for the first K
+/// rows of a split. A text row shows its words; a sequence of classes, each
+/// word with its predicted tag; one class, its name.
+void Trainer::predictRows(const AfterStep &Step) {
+  bool Test = Step.arg("split") == "test";
+  int64_t Count = 0;
+  parseInt64(Step.arg("rows"), Count);
+  const std::vector<size_t> &Split = Test ? S.Test : S.Train;
+  std::vector<size_t> Rows(Split.begin(),
+                           Split.begin() + (Count > 0 ? std::min(size_t(Count), Split.size())
+                                                      : Split.size()));
+  std::vector<double> Output = Mod.predict(T, Rows);
+  size_t Width = size_t(M.outputWidth());
+  int Label = M.classLabelSlot();
+  size_t Classes = Label >= 0 ? size_t(M.Slots[size_t(Label)].Classes) : 0;
+  bool Scores = Label >= 0 && Width % Classes == 0;
+  auto className = [&](size_t Class) {
+    const std::vector<std::string> &Names = T.Slots[size_t(Label)].Names;
+    return Class < Names.size() ? Names[Class] : std::to_string(Class);
+  };
+  auto argmax = [&](const double *Values) {
+    return size_t(std::max_element(Values, Values + Classes) - Values);
+  };
+  out("predictions for %zu %s rows:\n", Rows.size(), Test ? "test" : "training");
+  for (size_t I = 0; I < Rows.size(); ++I) {
+    const double *Row = &Output[I * Width];
+    std::string Line = " ";
+    if (!Words.empty() && Scores && Width / Classes > 1) {
+      // A tag for every word the model saw (the input's length at most).
+      const std::vector<std::string> &Sentence = Words[Rows[I]];
+      for (size_t P = 0; P < Sentence.size() && P < Width / Classes; ++P)
+        Line += " " + Sentence[P] + "/" + className(argmax(Row + P * Classes));
+    } else {
+      if (Scores)
+        Line += " " + className(argmax(Row));
+      else
+        for (size_t J = 0; J < Width; ++J)
+          Line += " " + formatValue(Row[J]);
+      if (!Words.empty()) {
+        Line += "  <-";
+        for (const std::string &W : Words[Rows[I]])
+          Line += " " + W;
+      }
+    }
+    out("%s\n", Line.c_str());
+  }
+}
+
+/// `after predict NAME = VALUE, ...`: the output for one row of given inputs.
+void Trainer::predictOne(const AfterStep &Step) {
+  Table One;
+  One.Rows = 1;
+  One.Slots.assign(M.Slots.size(), SlotData());
+  std::string Given;
+  for (size_t I = 0; I < M.Slots.size(); ++I) {
+    const DataSlot &D = M.Slots[I];
+    SlotData &Slot = One.Slots[I];
+    Slot.Width = size_t(D.width());
+    Slot.IsClass = D.isInteger();
+    double V = 0;
+    if (!D.IsLabel) {
+      parseDouble(Step.arg(D.Name), V); // checked by the manifest parser
+      Given += (Given.empty() ? "" : ", ") + D.Name + " = " + Step.arg(D.Name);
+    }
+    if (Slot.IsClass)
+      Slot.Classes.assign(Slot.Width, D.IsLabel ? -1 : int32_t(V));
+    else
+      Slot.Values.assign(Slot.Width, V);
+  }
+  std::vector<double> Output = Mod.predict(One, {0});
+  std::string Values;
+  for (double V : Output)
+    Values += " " + formatValue(V);
+  out("predict %s: %s%s\n", Given.c_str(), M.OutputName.c_str(), Values.c_str());
 }
 
 /// `report weights`: every parameter, up to a few values per tensor.
@@ -263,9 +388,10 @@ int Trainer::run() {
   for (const Metric &Met : M.Metrics)
     if (rowsOf(Met).empty())
       std::fprintf(stderr,
-                   "%s: note: the %s split is empty; its accuracy is not "
+                   "%s: note: the %s split is empty; its %s is not "
                    "reported\n",
-                   Prog, Met.splitName());
+                   Prog, Met.splitName(),
+                   Met.Kind == Metric::MetricKind::Mse ? "mse" : "accuracy");
 
   Mod.initParams(O.Seed);
   Rng Shuffler(O.Seed ^ ShuffleStream);
@@ -304,14 +430,17 @@ int Trainer::run() {
   for (const Metric &Met : M.Metrics) {
     if (rowsOf(Met).empty())
       continue;
-    EvalResult R = Mod.evaluate(T, rowsOf(Met));
-    out("%s accuracy %.4f (%lld/%lld)\n", Met.splitName(),
-        double(R.Correct) / double(R.Total), (long long)R.Correct,
-        (long long)R.Total);
+    out("%s\n", metricText(Met, Mod.evaluate(T, rowsOf(Met)), true).c_str());
   }
 
-  for (const AfterStep &Step : M.After)
-    runKMeans(Step);
+  for (const AfterStep &Step : M.After) {
+    if (Step.Kind == "kmeans")
+      runKMeans(Step);
+    else if (!Step.arg("split").empty())
+      predictRows(Step);
+    else
+      predictOne(Step);
+  }
 
   std::string Err;
   if (!O.Plot.empty()) {
@@ -352,19 +481,23 @@ int runMain(int Argc, char **Argv) {
   }
 
   Table T;
+  TextRows Words;
   LoadError LE;
   bool Loaded;
   if (M.SourceKind == "csv") {
     Loaded = loadCsv(O.Data, M, T, LE);
   } else if (M.SourceKind == "idx") {
     Loaded = loadIdx(O.Data, M, T, LE);
+  } else if (M.SourceKind == "tagged" || M.SourceKind == "polarity") {
+    Loaded = loadText(O.Data, M, T, Words, LE);
   } else {
     if (O.Data != M.SourcePath)
       return error(ExitUsage, Prog,
                    "--data: the data of this trainer are generated (source " +
                        M.SourceKind + "), not read from a file");
-    Loaded = M.SourceKind == "blobs" ? generateBlobs(M, T, LE)
-                                     : generateLinear(M, T, LE);
+    Loaded = M.SourceKind == "blobs"     ? generateBlobs(M, T, LE)
+             : M.SourceKind == "ratings" ? generateRatings(M, T, LE)
+                                         : generateLinear(M, T, LE);
   }
   if (!Loaded)
     return error(ExitData, LE.Where.empty() ? Prog : LE.Where.c_str(),
@@ -372,7 +505,7 @@ int runMain(int Argc, char **Argv) {
 
   Split S = T.FixedSplit ? fixedSplit(T)
                          : splitRows(T.Rows, M.TrainFraction, M.TestFraction,
-                                     M.SplitSeed);
+                                     O.SplitSeed);
   if (S.Train.empty())
     return error(ExitData, O.Data.c_str(),
                  "the training split is empty (" + std::to_string(T.Rows) +
@@ -380,6 +513,14 @@ int runMain(int Argc, char **Argv) {
                      std::to_string(M.TrainFraction) + ")");
   if (M.Standardize)
     standardize(T, M, S.Train);
+  if (!Words.empty()) {
+    VocabularyInfo V = encodeWords(Words, M, S.Train, T);
+    out("vocabulary: %zu distinct words in the training rows, %zu indices "
+        "used of %lld (0 padding, 1 unknown); %zu of %zu rows cut to %lld "
+        "words\n",
+        V.Seen, V.Kept, (long long)M.Slots[0].Classes, V.Cut, T.Rows,
+        (long long)M.Slots[0].width());
+  }
 
   // Every call's rows fit in buffers allocated once, here.
   size_t BatchRows =
@@ -398,7 +539,7 @@ int runMain(int Argc, char **Argv) {
 
   if (O.GradCheck)
     return runGradCheck(Prog, M, Mod, T, S.Train, O);
-  return Trainer(M, O, T, S, Mod, BatchRows).run();
+  return Trainer(M, O, T, S, Words, Mod, BatchRows).run();
 }
 
 } // namespace
