@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what nnc needs on Debian 12 (apt-get only), builds it in build/,
-# and fetches the full MNIST data (scripts/fetch-data.sh; optional: offline,
-# only the MNIST specs lack their data). Safe to run again: installed
-# packages, an existing build and verified data are reused.
+# and fetches the full data sets: MNIST and the text corpora of Debian's
+# python3-pattern (scripts/fetch-data.sh; optional: offline, only the specs
+# that read them lack their data, and the tests use the slices in the
+# repository). Safe to run again: installed packages, an existing build and
+# verified data are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
