@@ -49,8 +49,8 @@ void nnc::standardize(Table &T, const Manifest &M,
   if (TrainRows.empty())
     return;
   for (size_t S = 0; S < T.Slots.size(); ++S) {
-    if (M.Slots[S].IsLabel)
-      continue;
+    if (M.Slots[S].IsLabel || M.Slots[S].isInteger())
+      continue; // labels, and indices, which name rows of a table
     SlotData &D = T.Slots[S];
     size_t W = D.Width;
     // Two passes (mean, then squared deviations) rather than sums of squares,

@@ -62,9 +62,10 @@ Split splitRows(size_t Rows, double TrainFraction, double TestFraction,
 /// The split of a Table whose source fixed it (Table::FixedSplit).
 Split fixedSplit(const Table &T);
 
-/// Scales every value of every input slot to zero mean and unit variance,
-/// with the mean and population standard deviation of \p TrainRows. A
-/// constant feature (standard deviation 0) is only centred.
+/// Scales every value of every float input slot (not labels, not indices)
+/// to zero mean and unit variance, with the mean and population standard
+/// deviation of \p TrainRows. A constant feature (standard deviation 0) is
+/// only centred.
 void standardize(Table &T, const Manifest &M,
                  const std::vector<size_t> &TrainRows);
 
