@@ -10,6 +10,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "Corpus.h"
+#include "CsvRecords.h"
+#include "Numbers.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -58,102 +60,6 @@ bool isBlank(char C) { return C == ' ' || C == '\t'; }
 bool isWordByte(unsigned char C) {
   return (C >= 'a' && C <= 'z') || (C >= 'A' && C <= 'Z') ||
          (C >= '0' && C <= '9') || C >= 0x80;
-}
-
-/// Splits a CSV text into records of fields, one record at a time: RFC 4180
-/// with LF or CRLF line ends and blank lines skipped.
-class CsvRecords {
-public:
-  explicit CsvRecords(std::string_view Text) : Text(Text) {}
-
-  /// Reads the next record into \p Fields. Returns false at the end of the
-  /// text, or on a malformed record with error() set.
-  bool next(std::vector<std::string> &Fields);
-  /// The line on which the record last returned starts (1-based).
-  size_t line() const { return RecordLine; }
-  const std::string &error() const { return Error; }
-
-private:
-  bool atLineEnd() const {
-    return Pos == Text.size() || Text[Pos] == '\n' ||
-           (Text[Pos] == '\r' &&
-            (Pos + 1 == Text.size() || Text[Pos + 1] == '\n'));
-  }
-  void skipLineEnd() {
-    if (Pos < Text.size() && Text[Pos] == '\r')
-      ++Pos;
-    if (Pos < Text.size() && Text[Pos] == '\n') {
-      ++Pos;
-      ++Line;
-    }
-  }
-  bool quotedField(std::string &Field);
-
-  std::string_view Text;
-  size_t Pos = 0;
-  size_t Line = 1;
-  size_t RecordLine = 0;
-  std::string Error;
-};
-
-bool CsvRecords::next(std::vector<std::string> &Fields) {
-  while (Pos < Text.size() && atLineEnd())
-    skipLineEnd();
-  if (Pos == Text.size())
-    return false;
-  RecordLine = Line;
-  Fields.clear();
-  for (;;) {
-    std::string &Field = Fields.emplace_back();
-    if (Pos < Text.size() && Text[Pos] == '"') {
-      if (!quotedField(Field))
-        return false;
-    } else {
-      size_t Start = Pos;
-      while (Pos < Text.size() && Text[Pos] != ',' && !atLineEnd())
-        ++Pos;
-      Field.assign(Text.substr(Start, Pos - Start));
-    }
-    if (Pos < Text.size() && Text[Pos] == ',') {
-      ++Pos;
-      continue;
-    }
-    skipLineEnd();
-    return true;
-  }
-}
-
-bool CsvRecords::quotedField(std::string &Field) {
-  ++Pos; // The opening quote.
-  for (;;) {
-    size_t Quote = Text.find('"', Pos);
-    if (Quote == std::string_view::npos) {
-      Error = "unterminated quoted field";
-      return false;
-    }
-    std::string_view Part = Text.substr(Pos, Quote - Pos);
-    Line += size_t(std::count(Part.begin(), Part.end(), '\n'));
-    Field.append(Part);
-    Pos = Quote + 1;
-    if (Pos < Text.size() && Text[Pos] == '"') {
-      Field += '"';
-      ++Pos;
-      continue;
-    }
-    if (Pos < Text.size() && Text[Pos] != ',' && !atLineEnd()) {
-      Error = "unexpected character after a closing quote";
-      return false;
-    }
-    return true;
-  }
-}
-
-std::string_view trimSpaces(std::string_view S) {
-  while (!S.empty() && isBlank(S.front()))
-    S.remove_prefix(1);
-  while (!S.empty() && isBlank(S.back()))
-    S.remove_suffix(1);
-  return S;
 }
 
 } // namespace
@@ -217,7 +123,7 @@ bool nnc::readPolarityCsv(const std::string &Path,
   std::string Text;
   if (!readWholeFile(Path, Text, Err))
     return false;
-  CsvRecords Records(Text);
+  CsvRecordReader Records(Text);
   std::vector<std::string> Fields;
   size_t Count = 0;
   while (Records.next(Fields)) {

@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Csv.h"
+#include "CsvRecords.h"
 #include "Numbers.h"
 
 #include <algorithm>
@@ -25,102 +26,6 @@
 using namespace nnc;
 
 namespace {
-
-/// Splits a CSV text into records, one at a time.
-class RecordReader {
-public:
-  explicit RecordReader(std::string_view Contents) : Text(Contents) {
-    if (Text.substr(0, 3) == "\xEF\xBB\xBF")
-      Pos = 3;
-  }
-
-  /// Reads the next non-blank record into \p Fields. Returns false at the end
-  /// of the text or on a malformed record (then Error is set).
-  bool next(std::vector<std::string> &Fields);
-
-  /// The line on which the last record returned by next() starts.
-  int line() const { return RecordLine; }
-  const std::string &error() const { return Error; }
-
-private:
-  bool atLineEnd() const {
-    return Pos == Text.size() || Text[Pos] == '\n' ||
-           (Text[Pos] == '\r' &&
-            (Pos + 1 == Text.size() || Text[Pos + 1] == '\n'));
-  }
-  void skipLineEnd() {
-    if (Pos < Text.size() && Text[Pos] == '\r')
-      ++Pos;
-    if (Pos < Text.size() && Text[Pos] == '\n') {
-      ++Pos;
-      ++Line;
-    }
-  }
-  bool quotedField(std::string &Field);
-
-  std::string_view Text;
-  size_t Pos = 0;
-  int Line = 1;
-  int RecordLine = 0;
-  std::string Error;
-};
-
-bool RecordReader::next(std::vector<std::string> &Fields) {
-  while (Pos < Text.size() && atLineEnd())
-    skipLineEnd();
-  if (Pos == Text.size())
-    return false;
-  RecordLine = Line;
-  size_t N = 0;
-  for (;;) {
-    if (N == Fields.size())
-      Fields.emplace_back();
-    std::string &Field = Fields[N++];
-    Field.clear();
-    if (Pos < Text.size() && Text[Pos] == '"') {
-      if (!quotedField(Field))
-        return false;
-    } else {
-      size_t Start = Pos;
-      while (Pos < Text.size() && Text[Pos] != ',' && !atLineEnd())
-        ++Pos;
-      Field.assign(Text.data() + Start, Pos - Start);
-    }
-    if (Pos < Text.size() && Text[Pos] == ',') {
-      ++Pos;
-      continue;
-    }
-    skipLineEnd();
-    Fields.resize(N);
-    return true;
-  }
-}
-
-bool RecordReader::quotedField(std::string &Field) {
-  ++Pos; // The opening quote.
-  for (;;) {
-    if (Pos == Text.size()) {
-      Error = "unterminated quoted field";
-      return false;
-    }
-    char C = Text[Pos++];
-    if (C == '"') {
-      if (Pos < Text.size() && Text[Pos] == '"') {
-        Field += '"';
-        ++Pos;
-        continue;
-      }
-      if (Pos < Text.size() && Text[Pos] != ',' && !atLineEnd()) {
-        Error = "unexpected character after a closing quote";
-        return false;
-      }
-      return true;
-    }
-    if (C == '\n')
-      ++Line;
-    Field += C;
-  }
-}
 
 /// Reads a whole file; false with errno set on failure, and \p Opened saying
 /// whether the failure came after opening the file (reading a folder does).
@@ -307,7 +212,7 @@ bool Loader::load() {
     return false;
   }
 
-  RecordReader Reader(Text);
+  CsvRecordReader Reader(Text);
   std::vector<std::string> Fields;
   if (!Reader.next(Fields)) {
     if (!Reader.error().empty())
