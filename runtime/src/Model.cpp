@@ -178,7 +178,6 @@ EvalResult Model::evaluate(const Table &T, const std::vector<size_t> &Rows) {
       countCorrect(static_cast<const double *>(Output.data()), Labels, N,
                    Positions, Classes, Result);
   }
-  Result.Rows = int64_t(Rows.size());
   Result.Loss = Rows.empty() ? 0 : LossSum / double(Rows.size());
   return Result;
 }

@@ -44,7 +44,6 @@ private:
 /// Loss and accuracy of the model over a set of rows.
 struct EvalResult {
   double Loss = 0;     ///< Mean over the rows of each call's loss.
-  int64_t Rows = 0;
   /// Accuracy: labelled positions (rows, or tokens of sequences) whose
   /// output's argmax is the class label, out of Total.
   int64_t Correct = 0;
