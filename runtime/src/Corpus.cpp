@@ -11,6 +11,7 @@
 
 #include "Corpus.h"
 #include "CsvRecords.h"
+#include "Files.h"
 #include "Numbers.h"
 
 #include <algorithm>
@@ -28,22 +29,11 @@ namespace {
 /// "cannot read PATH: <reason>".
 bool readWholeFile(const std::string &Path, std::string &Out,
                    std::string &Err) {
-  FILE *F = std::fopen(Path.c_str(), "rb");
-  if (!F) {
-    Err = "cannot open " + Path + ": " + std::strerror(errno);
-    return false;
-  }
   Out.clear();
-  char Buf[1 << 16];
-  size_t N;
-  while ((N = std::fread(Buf, 1, sizeof(Buf), F)) > 0)
-    Out.append(Buf, N);
-  // Reading a folder opens it and fails here, with EISDIR.
-  bool Ok = !std::ferror(F);
-  int Saved = errno;
-  std::fclose(F);
-  if (!Ok) {
-    Err = "cannot read " + Path + ": " + std::strerror(Saved);
+  bool Opened;
+  if (!readFile(Path, Out, Opened)) {
+    Err = (Opened ? "cannot read " : "cannot open ") + Path + ": " +
+          std::strerror(errno);
     return false;
   }
   if (Out.compare(0, 3, "\xEF\xBB\xBF") == 0)

@@ -14,6 +14,7 @@
 
 #include "Csv.h"
 #include "CsvRecords.h"
+#include "Files.h"
 #include "Numbers.h"
 
 #include <algorithm>
@@ -26,24 +27,6 @@
 using namespace nnc;
 
 namespace {
-
-/// Reads a whole file; false with errno set on failure, and \p Opened saying
-/// whether the failure came after opening the file (reading a folder does).
-bool readFile(const std::string &Path, std::string &Out, bool &Opened) {
-  FILE *F = std::fopen(Path.c_str(), "rb");
-  Opened = F != nullptr;
-  if (!F)
-    return false;
-  char Buf[1 << 16];
-  size_t N;
-  while ((N = std::fread(Buf, 1, sizeof(Buf), F)) > 0)
-    Out.append(Buf, N);
-  bool Ok = !std::ferror(F);
-  int Saved = errno;
-  std::fclose(F);
-  errno = Saved;
-  return Ok;
-}
 
 std::string quote(std::string_view S) { return "'" + std::string(S) + "'"; }
 

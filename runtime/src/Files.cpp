@@ -106,3 +106,19 @@ bool nnc::writeFileAtomically(const std::string &Path,
   syncDirectoryOf(Path);
   return true;
 }
+
+bool nnc::readFile(const std::string &Path, std::string &Out, bool &Opened) {
+  FILE *F = std::fopen(Path.c_str(), "rb");
+  Opened = F != nullptr;
+  if (!F)
+    return false;
+  char Buf[1 << 16];
+  size_t N;
+  while ((N = std::fread(Buf, 1, sizeof(Buf), F)) > 0)
+    Out.append(Buf, N);
+  bool Ok = !std::ferror(F);
+  int Saved = errno;
+  std::fclose(F);
+  errno = Saved;
+  return Ok;
+}
