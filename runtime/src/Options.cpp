@@ -6,6 +6,7 @@
 
 #include "Options.h"
 #include "Numbers.h"
+#include "Plot.h"
 
 #include <cstring>
 #include <string_view>
@@ -31,22 +32,6 @@ std::string invalid(std::string_view Name, std::string_view Value,
                     const char *Expected) {
   return "invalid value '" + std::string(Value) + "' for --" +
          std::string(Name) + ": expected " + Expected;
-}
-
-/// Whether \p Name ends in ".svg", in any case, after at least one
-/// character: the plot is written as SVG whatever the name, so a name that
-/// promises another format (say .png) is refused rather than misleading.
-bool isSvgName(std::string_view Name) {
-  if (Name.size() < 5)
-    return false;
-  std::string_view Suffix = Name.substr(Name.size() - 4);
-  const char *Svg = ".svg";
-  for (size_t I = 0; I < 4; ++I) {
-    char C = Suffix[I];
-    if ((C >= 'A' && C <= 'Z' ? char(C - 'A' + 'a') : C) != Svg[I])
-      return false;
-  }
-  return Name[Name.size() - 5] != '/';
 }
 
 /// Stores \p Value into the option \p Name; false with Err when it is bad.
@@ -82,9 +67,10 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
     }
     (Name == "data" ? O.Data : O.Save) = std::string(Value);
   } else if (Name == "plot") {
-    if (!isSvgName(Value)) {
+    if (!plotFormatFor(Value)) {
       Err = "invalid value '" + std::string(Value) +
-            "' for --plot: only SVG is supported; name the file *.svg";
+            "' for --plot: the name says the format; name the file *.svg or "
+            "*.png";
       return false;
     }
     O.Plot = std::string(Value);
@@ -220,7 +206,7 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                     "model of one input\n"
                     "                        and one output value, the data "
                     "and the fitted curve)\n"
-                    "                        as SVG\n");
+                    "                        as SVG or PNG, as its name ends\n");
   std::fprintf(Out, "  --gradcheck           compare the gradients with finite "
                     "differences instead of training\n");
   std::fprintf(Out,

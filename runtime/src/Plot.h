@@ -1,4 +1,4 @@
-//===- Plot.h - Training plots as SVG ---------------------------*- C++ -*-===//
+//===- Plot.h - Training plots as SVG or PNG --------------------*- C++ -*-===//
 //
 // Part of nnc.
 //
@@ -6,7 +6,7 @@
 ///
 /// \file
 /// The figure the textbooks draw with matplotlib after training, written as
-/// a self-contained SVG file: the loss curve and, for a model of one input
+/// a self-contained SVG or PNG file: the loss curve and, for a model of one input
 /// and one output value, the data with the fitted curve beside it.
 ///
 //===----------------------------------------------------------------------===//
@@ -14,7 +14,9 @@
 #ifndef NNC_RUNTIME_PLOT_H
 #define NNC_RUNTIME_PLOT_H
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nnc {
@@ -37,14 +39,21 @@ struct PlotData {
   std::string XLabel = "x", YLabel = "y"; ///< Axis names of the fit panel.
 };
 
-/// Writes \p D as an SVG figure to \p Path, atomically (see
-/// writeFileAtomically). On failure returns false and sets \p Err to a
+enum class PlotFormat { Svg, Png };
+
+/// The format a plot file's name asks for: its extension, .svg or .png in
+/// any case, after at least one character of name.
+std::optional<PlotFormat> plotFormatFor(std::string_view Path);
+
+/// Writes \p D to \p Path, atomically (see writeFileAtomically), in the
+/// format its name asks for. On failure returns false and sets \p Err to a
 /// message that names \p Path and the reason.
 bool writeTrainingPlot(const std::string &Path, const PlotData &D,
                        std::string &Err);
 
-/// The SVG text that writeTrainingPlot writes.
-std::string renderTrainingPlot(const PlotData &D);
+/// The file's bytes that writeTrainingPlot writes.
+std::string renderTrainingPlot(const PlotData &D,
+                               PlotFormat Format = PlotFormat::Svg);
 
 } // namespace nnc
 

@@ -5,9 +5,9 @@
 //===----------------------------------------------------------------------===//
 //
 // Tests of the runtime's pure modules (k-means, the adjusted Rand index, the
-// SVG plot) that no trainer exercises on its own. No framework: CHECK prints
-// the failing condition with its file and line and counts it; the exit status
-// is 1 when any check failed.
+// SVG and PNG plots) that no trainer exercises on its own. No framework:
+// CHECK prints the failing condition with its file and line and counts it;
+// the exit status is 1 when any check failed.
 //
 // usage: nnc-runtime-unittest SVG-PATH
 // Writes a two-panel plot to SVG-PATH, for the lit test to check as XML.
@@ -300,6 +300,31 @@ void testPlot(const std::string &Path) {
 
   // No points at all still gives a figure.
   CHECK(renderTrainingPlot(PlotData()).find("</svg>") != std::string::npos);
+
+  // PNG: the signature, then IHDR with the size, 8-bit RGB. The pixels are
+  // checked by tests/e2e/linreg.test.
+  std::string PngPath = Path + ".png";
+  CHECK(writeTrainingPlot(PngPath, D, Err));
+  std::string Png = readFile(PngPath);
+  CHECK(Png == renderTrainingPlot(D, PlotFormat::Png));
+  CHECK(Png.compare(0, 8, "\x89PNG\r\n\x1a\n", 8) == 0);
+  CHECK(Png.compare(12, 4, "IHDR") == 0);
+  auto BigEndian = [&](size_t At) {
+    return uint32_t(uint8_t(Png[At])) << 24 | uint32_t(uint8_t(Png[At + 1])) << 16 |
+           uint32_t(uint8_t(Png[At + 2])) << 8 | uint32_t(uint8_t(Png[At + 3]));
+  };
+  CHECK(BigEndian(16) == 960 && BigEndian(20) == 390);
+  CHECK(Png[24] == 8 && Png[25] == 2);
+  CHECK(!tempFileLeft(PngPath));
+  std::remove(PngPath.c_str());
+  CHECK(renderTrainingPlot(PlotData(), PlotFormat::Png).size() > 100);
+  CHECK(plotFormatFor("a.PNG") == PlotFormat::Png);
+  CHECK(plotFormatFor("dir/a.Svg") == PlotFormat::Svg);
+  CHECK(!plotFormatFor("dir/.png") && !plotFormatFor("a.jpg") &&
+        !plotFormatFor(".svg"));
+  Err.clear();
+  CHECK(!writeTrainingPlot(Path + ".jpg", Small, Err));
+  CHECK(Err.find("*.svg or *.png") != std::string::npos);
 
   // A folder that does not exist: false, and a message with the path and
   // the reason.
