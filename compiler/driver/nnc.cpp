@@ -149,7 +149,7 @@ int link(const DriverOptions &opts, const std::string &object,
   // trainer needs nothing beyond libc and libstdc++.
   std::vector<llvm::StringRef> args = {
       *cxx, object, runtime, "-o", output, "-Wl,-Bstatic", "-lz",
-      "-Wl,-Bdynamic", "-lm"};
+      "-Wl,-Bdynamic", "-lm", "-pthread"};
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*cxx, args, std::nullopt, {}, 0, 0,
                                          &message);

@@ -7,6 +7,7 @@
 #include "Options.h"
 #include "Numbers.h"
 #include "Plot.h"
+#include "ThreadPool.h"
 
 #include <cstring>
 #include <string_view>
@@ -74,6 +75,11 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
       return false;
     }
     O.Plot = std::string(Value);
+  } else if (Name == "threads") {
+    if (!parseInt64(Value, O.Threads) || O.Threads < 1 || O.Threads > 1024) {
+      Err = invalid(Name, Value, "an integer from 1 to 1024");
+      return false;
+    }
   } else if (Name == "gradcheck-rows") {
     if (!parseInt64(Value, O.GradCheckRows) || O.GradCheckRows < 1) {
       Err = invalid(Name, Value, "an integer >= 1");
@@ -91,8 +97,8 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
 
 const char *const ValueOptions[] = {
     "epochs", "lr",   "batch",          "seed",         "split-seed", "data",
-    "save",   "plot", "gradcheck-rows", "gradcheck-tol"};
-const char *const FlagOptions[] = {"gradcheck", "help", "summary"};
+    "save",   "plot", "gradcheck-rows", "gradcheck-tol", "threads"};
+const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed"};
 
 template <size_t N>
 bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
@@ -127,8 +133,10 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
         Err = "option '--" + std::string(Name) + "' takes no value";
         return false;
       }
-      (Name == "help" ? O.Help : Name == "summary" ? O.Summary : O.GradCheck) =
-          true;
+      (Name == "help"      ? O.Help
+       : Name == "summary" ? O.Summary
+       : Name == "speed"   ? O.Speed
+                           : O.GradCheck) = true;
       continue;
     }
     if (!isOneOf(Name, ValueOptions)) {
@@ -207,6 +215,11 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                     "                        and one output value, the data "
                     "and the fitted curve)\n"
                     "                        as SVG or PNG, as its name ends\n");
+  std::fprintf(Out, "  --threads N           worker threads (default: all %d cores "
+                    "this process may use)\n",
+               availableCores());
+  std::fprintf(Out, "  --speed               print the rows per second of the "
+                    "training steps\n");
   std::fprintf(Out, "  --gradcheck           compare the gradients with finite "
                     "differences instead of training\n");
   std::fprintf(Out,

@@ -35,6 +35,8 @@ struct Options {
   double GradCheckTolerance = 0;
   bool Help = false;
   bool Summary = false;
+  int64_t Threads = 0; ///< 0: every core the process may use.
+  bool Speed = false;  ///< Print the training steps' throughput.
 };
 
 /// The options of a trainer run with no arguments.

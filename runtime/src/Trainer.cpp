@@ -21,6 +21,7 @@
 #include "Numbers.h"
 #include "Options.h"
 #include "Plot.h"
+#include "ThreadPool.h"
 #include "Random.h"
 #include "Synthetic.h"
 #include "Text.h"
@@ -398,6 +399,7 @@ int Trainer::run() {
   auto TrainingStart = std::chrono::steady_clock::now();
   std::vector<size_t> Order = S.Train;
   int64_t Step = 0;
+  double StepSeconds = 0; // In loadRows and trainStep: what --speed reports.
   for (int64_t Epoch = 1; Epoch <= O.Epochs; ++Epoch) {
     // With one batch per epoch the order changes nothing but rounding.
     if (M.Shuffle && BatchRows < Order.size())
@@ -405,8 +407,12 @@ int Trainer::run() {
     double LossSum = 0;
     for (size_t Start = 0; Start < Order.size(); Start += BatchRows) {
       size_t N = std::min(BatchRows, Order.size() - Start);
+      auto StepStart = std::chrono::steady_clock::now();
       Mod.loadRows(T, &Order[Start], N);
       double Loss = Mod.trainStep(O.Lr, ++Step);
+      StepSeconds += std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - StepStart)
+                         .count();
       if (!std::isfinite(Loss)) {
         char Msg[128];
         std::snprintf(Msg, sizeof(Msg), "loss is %s at epoch %lld, step %lld",
@@ -424,6 +430,11 @@ int Trainer::run() {
     out("training took %.3f s\n",
         std::chrono::duration<double>(std::chrono::steady_clock::now() - TrainingStart)
             .count());
+  if (O.Speed && O.Epochs > 0)
+    out("speed: %.0f rows/s, %.3f s in training steps (%lld epochs x %zu "
+        "rows, %d threads)\n",
+        double(O.Epochs) * double(Order.size()) / StepSeconds, StepSeconds,
+        (long long)O.Epochs, Order.size(), threadCount());
   if (M.PrintWeights)
     printWeights();
 
@@ -533,6 +544,7 @@ int runMain(int Argc, char **Argv) {
   if (O.GradCheck)
     MaxRows =
         std::max(MaxRows, std::min(size_t(O.GradCheckRows), S.Train.size()));
+  setThreadCount(int(O.Threads ? O.Threads : availableCores()));
   Model Mod(M);
   if (!Mod.allocate(MaxRows, Err))
     return error(ExitData, Prog, Err);

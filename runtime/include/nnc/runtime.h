@@ -47,6 +47,14 @@ void nnc_predict(nnc_call *call);     /* inference mode: output only */
  * manifest order; each writes batch x its size into output. */
 extern void (*const nnc_probes[])(nnc_call *call);
 
+/* Provided by the runtime for generated code: runs body(ctx, begin, end)
+ * over [0, count) cut into contiguous chunks, one per thread (--threads),
+ * and returns when all are done. The chunks depend only on count and the
+ * thread count. */
+void nnc_parallel_for(int64_t count,
+                      void (*body)(void *ctx, int64_t begin, int64_t end),
+                      void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
