@@ -23,10 +23,12 @@ struct WorkspaceSize {
 };
 
 /// Lowers the four graphs of `program` to LLVM functions with the C ABI of
-/// runtime.h, plus the manifest global, in a new module.
+/// runtime.h, plus the manifest global, in a new module. Kernels are
+/// blocked for vector registers of `vectorBits` bits.
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
-                                          llvm::LLVMContext &context);
+                                          llvm::LLVMContext &context,
+                                          unsigned vectorBits);
 
 /// The manifest text (docs/abi.md) for a model and its workspace needs.
 std::string buildManifest(const Model &model, const Program &program,
@@ -41,6 +43,10 @@ struct TargetOptions {
 /// message in `error` and null when the CPU is unknown.
 std::unique_ptr<llvm::TargetMachine>
 createTargetMachine(const TargetOptions &options, std::string &error);
+
+/// The width in bits of the machine's widest vector registers that code
+/// may use: 512 with AVX-512, 256 with AVX, else 128.
+unsigned vectorBits(const llvm::TargetMachine &machine);
 
 /// Runs LLVM's standard optimization pipeline for the level.
 void optimizeModule(llvm::Module &module, llvm::TargetMachine &machine,

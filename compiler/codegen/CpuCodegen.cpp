@@ -4,13 +4,15 @@
 // values live in registers; every other value gets a buffer: leaves point
 // into the call's buffers, the rest into the workspace, laid out statically
 // (fixed-size buffers first, then per-row buffers scaled by the batch size).
-// Ops become plain loop nests that LLVM's vectorizer then widens for the
+// Matrix products are register-blocked kernels (Gemm.cpp); the other ops
+// become plain loop nests that LLVM's vectorizer then widens for the
 // target; elementwise ops take their formula from the op registry.
 //
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Abi.h"
 #include "codegen/Codegen.h"
+#include "codegen/Gemm.h"
 #include "ir/Ops.h"
 
 #include "llvm/IR/IRBuilder.h"
@@ -100,8 +102,10 @@ private:
 /// Lowers one graph to one function.
 class GraphLowering {
 public:
-  GraphLowering(llvm::Module &module, const ir::Graph &graph)
-      : M(module), Ctx(module.getContext()), G(graph), B(Ctx) {}
+  GraphLowering(llvm::Module &module, const ir::Graph &graph,
+                unsigned vectorBits)
+      : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
+        VectorBits(vectorBits) {}
 
   WorkspaceSize run();
 
@@ -201,26 +205,20 @@ private:
   std::pair<Value *, Value *> validRange(Value *k, int64_t inExtent,
                                          int64_t outExtent, int64_t stride,
                                          int64_t pad);
-  /// One kernel tap of a convolution's loop nest: flat offsets of the input
-  /// and output planes, the weight's index and the output rows and columns
-  /// whose input lies inside the image.
-  struct ConvTap {
-    Value *InPlane, *OutPlane, *Weight, *Kh, *Kw;
-    Value *OhBegin, *OhEnd, *OwBegin, *OwEnd;
-  };
-  /// The loops shared by conv2d and its gradients, over images [N, C, H, W]
-  /// `in` and outputs [N, O, OH, OW] `out`: for each image and output
-  /// channel, `zero` (if any) gets the output plane's offset; then `tap`
-  /// runs for each input channel and kernel tap.
-  void convNest(const ir::Attrs &a, const std::vector<int64_t> &in,
-                const std::vector<int64_t> &out,
-                const std::function<void(Value *)> &zero,
-                const std::function<void(const ConvTap &)> &tap);
-  /// The rows and columns of one tap: `body` gets the flat input and output
-  /// indices of each position. The innermost loop runs along an output row,
-  /// unit-stride when the stride is 1, so that it vectorizes.
-  void convRows(const ir::Attrs &a, int64_t inWidth, int64_t outWidth,
-                const ConvTap &t, const std::function<void(Value *, Value *)> &body);
+  /// Convolutions are matrix products of the weights [O, C*KH*KW] with an
+  /// image's column matrix [C*KH*KW, OH*OW]. columnsOf visits the pairs
+  /// (column matrix index, image index) that are inside the image, for
+  /// `conv` over images of shape `in` (one image from `image`, a flat
+  /// offset); the rest of the column matrix is zero.
+  void columnsOf(const Node *conv, const std::vector<int64_t> &in,
+                 const std::vector<int64_t> &out, Value *image,
+                 const std::function<void(Value *, Value *)> &body);
+  /// The column matrix of convolution n, in its scratch buffer.
+  Value *columnBuffer(const Node *n);
+  /// Fills n's column matrix from image `img` of x: zeros where the kernel
+  /// reads the padding, the image's values elsewhere.
+  void fillColumns(const Node *n, const Node *x, const std::vector<int64_t> &out,
+                   Value *img);
   /// Stores zeros into every element of n's buffer.
   void zeroFill(const Node *n);
   void lowerStore(const ir::Store &store);
@@ -229,6 +227,7 @@ private:
   llvm::LLVMContext &Ctx;
   const ir::Graph &G;
   llvm::IRBuilder<> B;
+  unsigned VectorBits; ///< The target's widest vector registers.
   llvm::StructType *CallTy = nullptr;
   llvm::Function *F = nullptr;
   llvm::BasicBlock *Entry = nullptr;
@@ -236,6 +235,8 @@ private:
   std::unordered_map<const Node *, Slot> Slots;
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
+  /// Fixed workspace offsets of the convolutions' column matrices.
+  std::unordered_map<const Node *, int64_t> Scratch;
   WorkspaceSize Size;
 };
 
@@ -276,10 +277,28 @@ static bool needsWorkspace(const Node *n) {
   return info.Category != ir::OpCategory::Leaf && n->Op != OpCode::Reshape;
 }
 
+/// Elements of a convolution's column matrix: one row per input channel
+/// and kernel tap, one column per output position, for one image.
+static int64_t columnElements(const Node *conv) {
+  const std::vector<int64_t> &in =
+      conv->Op == OpCode::Conv2DGradInput ? conv->Ty.Dims : conv->Operands[0]->Ty.Dims;
+  const std::vector<int64_t> &out =
+      conv->Op == OpCode::Conv2D ? conv->Ty.Dims : conv->Operands[1]->Ty.Dims;
+  const std::vector<int64_t> &outDims =
+      conv->Op == OpCode::Conv2DGradInput ? conv->Operands[0]->Ty.Dims : out;
+  return in[1] * conv->A.KernelH * conv->A.KernelW * outDims[2] * outDims[3];
+}
+
 void GraphLowering::planWorkspace() {
   // Fixed-size buffers first, then per-row ones. Every buffer stays live for
   // the whole call; reuse by lifetime is a later optimization.
   for (const auto &node : G.nodes()) {
+    const ir::OpInfo &info = ir::opInfo(node->Op);
+    if (info.Category == ir::OpCategory::Window && node->Op != OpCode::MaxPool2D &&
+        node->Op != OpCode::MaxPool2DGrad) {
+      Scratch[node.get()] = Size.Fixed;
+      Size.Fixed += alignUp(columnElements(node.get()) * ir::byteSize(node->Ty.Elem));
+    }
     if (!needsWorkspace(node.get()))
       continue;
     int64_t bytes = alignUp(node->Ty.staticElements() * ir::byteSize(node->Ty.Elem));
@@ -494,62 +513,21 @@ void GraphLowering::lowerMap(
 
 void GraphLowering::lowerMatMul(const Node *n) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
-  bool tA = n->A.TransA, tB = n->A.TransB;
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
   size_t rank = n->Ty.Dims.size(), aRank = a->Ty.Dims.size();
+  if (n->Ty.Dims.back() == ir::N)
+    throw std::logic_error("internal error: matmul with batched columns");
+  GemmShape shape;
+  shape.TransA = n->A.TransA;
+  shape.TransB = n->A.TransB;
+  shape.N = n->Ty.Dims.back();
+  shape.Elem = elemType(n->Ty.Elem);
+  shape.VectorBits = VectorBits;
   Value *rows = product(n->Ty.Dims, 0, rank - 1);
-  Value *cols = extent(n->Ty.Dims.back());
-  Value *depth = tA ? product(a->Ty.Dims, 0, aRank - 1) : extent(a->Ty.Dims.back());
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  auto aAt = [&](Value *i, Value *k) {
-    return load(a, tA ? B.CreateAdd(B.CreateMul(k, rows), i)
-                      : B.CreateAdd(B.CreateMul(i, depth), k));
-  };
-  auto bAt = [&](Value *k, Value *j) {
-    return load(b, tB ? B.CreateAdd(B.CreateMul(j, depth), k)
-                      : B.CreateAdd(B.CreateMul(k, cols), j));
-  };
-  auto cPtr = [&](Value *i, Value *j) {
-    return B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(B.CreateMul(i, cols), j));
-  };
-  if (!tB) {
-    // Rows of C accumulate scaled rows of B: the inner loop is unit-stride.
-    forRange(rows, [&](Value *i) {
-      forRange(cols, [&](Value *j) {
-        B.CreateStore(llvm::ConstantFP::get(ft, 0), cPtr(i, j));
-      });
-      forRange(depth, [&](Value *k) {
-        Value *scale = aAt(i, k);
-        forRange(cols, [&](Value *j) {
-          Value *c = cPtr(i, j);
-          Value *sum = B.CreateFAdd(B.CreateLoad(ft, c), B.CreateFMul(scale, bAt(k, j)));
-          B.CreateStore(sum, c);
-        });
-      });
-    });
-    return;
-  }
-  // B transposed: dot products of contiguous rows, reassociation allowed so
-  // that the reduction vectorizes.
-  llvm::IRBuilder<> entry(Entry, Entry->begin());
-  llvm::AllocaInst *acc = entry.CreateAlloca(ft);
-  llvm::FastMathFlags reassoc;
-  reassoc.setAllowReassoc();
-  reassoc.setAllowContract();
-  forRange(rows, [&](Value *i) {
-    forRange(cols, [&](Value *j) {
-      B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
-      forRange(depth, [&](Value *k) {
-        llvm::IRBuilder<>::FastMathFlagGuard guard(B);
-        B.setFastMathFlags(reassoc);
-        Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc),
-                                  B.CreateFMul(aAt(i, k), bAt(k, j)));
-        B.CreateStore(sum, acc);
-      });
-      B.CreateStore(B.CreateLoad(ft, acc), cPtr(i, j));
-    });
-  });
+  Value *depth = shape.TransA ? product(a->Ty.Dims, 0, aRank - 1)
+                              : extent(a->Ty.Dims.back());
+  emitGemm(B, shape, Slots.at(a).Ptr, Slots.at(b).Ptr, Slots[n].Ptr, rows, depth);
 }
 
 void GraphLowering::lowerReduceSum(const Node *n) {
@@ -673,52 +651,6 @@ std::pair<Value *, Value *> GraphLowering::validRange(Value *k, int64_t inExtent
   return {begin, end};
 }
 
-void GraphLowering::convNest(const ir::Attrs &a, const std::vector<int64_t> &in,
-                             const std::vector<int64_t> &out,
-                             const std::function<void(Value *)> &zero,
-                             const std::function<void(const ConvTap &)> &tap) {
-  int64_t C = in[1], H = in[2], W = in[3];
-  int64_t O = out[1], OH = out[2], OW = out[3];
-  forRange(extent(in[0]), [&](Value *img) {
-    forRange(i64(O), [&](Value *o) {
-      Value *outPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH * OW));
-      if (zero)
-        zero(outPlane);
-      forRange(i64(C), [&](Value *c) {
-        ConvTap t;
-        t.InPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H * W));
-        t.OutPlane = outPlane;
-        Value *wBase = B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c),
-                                   i64(a.KernelH * a.KernelW));
-        forRange(i64(a.KernelH), [&](Value *kh) {
-          std::tie(t.OhBegin, t.OhEnd) = validRange(kh, H, OH, a.Stride, a.Pad);
-          forRange(i64(a.KernelW), [&](Value *kw) {
-            std::tie(t.OwBegin, t.OwEnd) = validRange(kw, W, OW, a.Stride, a.Pad);
-            t.Kh = kh;
-            t.Kw = kw;
-            t.Weight = B.CreateAdd(wBase, B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw));
-            tap(t);
-          });
-        });
-      });
-    });
-  });
-}
-
-void GraphLowering::convRows(const ir::Attrs &a, int64_t inWidth,
-                             int64_t outWidth, const ConvTap &t,
-                             const std::function<void(Value *, Value *)> &body) {
-  forRange(t.OhBegin, t.OhEnd, [&](Value *oh) {
-    Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), t.Kh), i64(a.Pad));
-    Value *outRow = B.CreateAdd(t.OutPlane, B.CreateMul(oh, i64(outWidth)));
-    Value *inRow = B.CreateSub(
-        B.CreateAdd(B.CreateAdd(t.InPlane, B.CreateMul(ih, i64(inWidth))), t.Kw), i64(a.Pad));
-    forRange(t.OwBegin, t.OwEnd, [&](Value *ow) {
-      body(B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))), B.CreateAdd(outRow, ow));
-    }, true);
-  });
-}
-
 void GraphLowering::zeroFill(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   forRange(elementCount(n->Ty), [&](Value *i) {
@@ -726,65 +658,109 @@ void GraphLowering::zeroFill(const Node *n) {
   });
 }
 
-void GraphLowering::lowerConv2D(const Node *n) {
-  // out[n, o] = sum over c, kh, kw of w[o, c, kh, kw] times the shifted
-  // input plane.
-  const Node *x = n->Operands[0], *w = n->Operands[1];
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  int64_t planeSize = n->Ty.Dims[2] * n->Ty.Dims[3];
-  auto zeroPlane = [&](Value *plane) {
-    forRange(i64(planeSize), [&](Value *j) {
-      B.CreateStore(llvm::ConstantFP::get(ft, 0),
-                    B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(plane, j)));
-    });
-  };
-  convNest(n->A, x->Ty.Dims, n->Ty.Dims, zeroPlane, [&](const ConvTap &t) {
-    Value *weight = load(w, t.Weight);
-    convRows(n->A, x->Ty.Dims[3], n->Ty.Dims[3], t, [&](Value *in, Value *out) {
-      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, out);
-      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, load(x, in))),
-                    dst);
+void GraphLowering::columnsOf(const Node *conv, const std::vector<int64_t> &in,
+                              const std::vector<int64_t> &out, Value *image,
+                              const std::function<void(Value *, Value *)> &body) {
+  const ir::Attrs &a = conv->A;
+  int64_t C = in[1], H = in[2], W = in[3], OH = out[2], OW = out[3];
+  forRange(i64(C), [&](Value *c) {
+    Value *plane = B.CreateAdd(image, B.CreateMul(c, i64(H * W)));
+    forRange(i64(a.KernelH), [&](Value *kh) {
+      auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+      forRange(i64(a.KernelW), [&](Value *kw) {
+        auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
+        Value *row = B.CreateAdd(
+            B.CreateMul(c, i64(a.KernelH * a.KernelW)),
+            B.CreateAdd(B.CreateMul(kh, i64(a.KernelW)), kw));
+        Value *rowStart = B.CreateMul(row, i64(OH * OW));
+        forRange(ohBegin, ohEnd, [&](Value *oh) {
+          Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh),
+                                  i64(a.Pad));
+          Value *colRow = B.CreateAdd(rowStart, B.CreateMul(oh, i64(OW)));
+          Value *inRow = B.CreateSub(
+              B.CreateAdd(B.CreateAdd(plane, B.CreateMul(ih, i64(W))), kw), i64(a.Pad));
+          forRange(owBegin, owEnd, [&](Value *ow) {
+            body(B.CreateAdd(colRow, ow),
+                 B.CreateAdd(inRow, B.CreateMul(ow, i64(a.Stride))));
+          }, /*rolled=*/true);
+        });
+      });
     });
   });
 }
 
+Value *GraphLowering::columnBuffer(const Node *n) {
+  return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+}
+
+void GraphLowering::fillColumns(const Node *n, const Node *x,
+                                const std::vector<int64_t> &out, Value *img) {
+  const std::vector<int64_t> &in = x->Ty.Dims;
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *col = columnBuffer(n);
+  B.CreateMemSet(col, B.getInt8(0), i64(columnElements(n) * ir::byteSize(n->Ty.Elem)),
+                 llvm::MaybeAlign(Alignment));
+  Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
+  columnsOf(n, in, out, image, [&](Value *c, Value *i) {
+    B.CreateStore(load(x, i), B.CreateInBoundsGEP(ft, col, c));
+  });
+}
+
+void GraphLowering::lowerConv2D(const Node *n) {
+  // Per image: im2col, then out[O, OH*OW] = w[O, C*KH*KW] col.
+  const Node *x = n->Operands[0], *w = n->Operands[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
+  int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
+  Value *col = columnBuffer(n);
+  GemmShape shape{false, false, false, positions, ft, VectorBits};
+  forRange(extent(in[0]), [&](Value *img) {
+    fillColumns(n, x, out, img);
+    Value *dest = B.CreateInBoundsGEP(ft, Slots[n].Ptr,
+                                      B.CreateMul(img, i64(out[1] * positions)));
+    emitGemm(B, shape, Slots.at(w).Ptr, col, dest, i64(out[1]), i64(taps));
+  });
+}
+
 void GraphLowering::lowerConv2DGradInput(const Node *n) {
-  // Each output's adjoint, scaled by the weight, flows back to the input
-  // element it read.
+  // Per image: dcol = w^T dy, then each column entry flows back to the
+  // input element it was copied from (col2im).
   const Node *dy = n->Operands[0], *w = n->Operands[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
+  const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
+  int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
+  Value *col = columnBuffer(n);
+  GemmShape shape{true, false, false, positions, ft, VectorBits};
   zeroFill(n);
-  convNest(n->A, n->Ty.Dims, dy->Ty.Dims, nullptr, [&](const ConvTap &t) {
-    Value *weight = load(w, t.Weight);
-    convRows(n->A, n->Ty.Dims[3], dy->Ty.Dims[3], t, [&](Value *in, Value *out) {
-      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, in);
-      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateFMul(weight, load(dy, out))),
+  forRange(extent(in[0]), [&](Value *img) {
+    Value *adjoint = B.CreateInBoundsGEP(ft, Slots.at(dy).Ptr,
+                                         B.CreateMul(img, i64(out[1] * positions)));
+    emitGemm(B, shape, Slots.at(w).Ptr, adjoint, col, i64(taps), i64(out[1]));
+    Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
+    columnsOf(n, in, out, image, [&](Value *c, Value *i) {
+      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, i);
+      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
+                                 B.CreateLoad(ft, B.CreateInBoundsGEP(ft, col, c))),
                     dst);
     });
   });
 }
 
 void GraphLowering::lowerConv2DGradFilter(const Node *n) {
-  // dw[o, c, kh, kw] = sum over images and output positions of the output's
-  // adjoint times the input element that the weight multiplied.
+  // dw[O, C*KH*KW] = sum over images of dy[O, OH*OW] col^T, the images in
+  // order.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
+  const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
+  int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
+  Value *col = columnBuffer(n);
+  GemmShape shape{false, true, true, taps, ft, VectorBits};
   zeroFill(n);
-  llvm::AllocaInst *acc = entryAlloca(ft);
-  llvm::FastMathFlags reassoc;
-  reassoc.setAllowReassoc();
-  reassoc.setAllowContract();
-  convNest(n->A, x->Ty.Dims, dy->Ty.Dims, nullptr, [&](const ConvTap &t) {
-    B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
-    convRows(n->A, x->Ty.Dims[3], dy->Ty.Dims[3], t, [&](Value *in, Value *out) {
-      llvm::IRBuilder<>::FastMathFlagGuard guard(B);
-      B.setFastMathFlags(reassoc);
-      Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc),
-                                B.CreateFMul(load(dy, out), load(x, in)));
-      B.CreateStore(sum, acc);
-    });
-    Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, t.Weight);
-    B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst), B.CreateLoad(ft, acc)), dst);
+  forRange(extent(in[0]), [&](Value *img) {
+    fillColumns(n, x, out, img);
+    Value *adjoint = B.CreateInBoundsGEP(ft, Slots.at(dy).Ptr,
+                                         B.CreateMul(img, i64(out[1] * positions)));
+    emitGemm(B, shape, adjoint, col, Slots[n].Ptr, i64(out[1]), i64(positions));
   });
 }
 
@@ -1125,11 +1101,12 @@ void GraphLowering::lowerStore(const ir::Store &store) {
 
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
-                                          llvm::LLVMContext &context) {
+                                          llvm::LLVMContext &context,
+                                          unsigned vectorBits) {
   auto module = std::make_unique<llvm::Module>(model.Name, context);
   WorkspaceSize workspace;
   for (const ir::Graph *graph : program.graphs()) {
-    WorkspaceSize size = GraphLowering(*module, *graph).run();
+    WorkspaceSize size = GraphLowering(*module, *graph, vectorBits).run();
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
   }

@@ -52,6 +52,18 @@ createTargetMachine(const TargetOptions &options, std::string &error) {
       level));
 }
 
+unsigned vectorBits(const llvm::TargetMachine &machine) {
+  std::unique_ptr<llvm::MCSubtargetInfo> info(
+      machine.getTarget().createMCSubtargetInfo(
+          machine.getTargetTriple().str(), machine.getTargetCPU(),
+          machine.getTargetFeatureString()));
+  if (info->checkFeatures("+avx512f"))
+    return 512;
+  if (info->checkFeatures("+avx"))
+    return 256;
+  return 128;
+}
+
 void optimizeModule(llvm::Module &module, llvm::TargetMachine &machine,
                     unsigned optLevel) {
   module.setTargetTriple(machine.getTargetTriple().str());

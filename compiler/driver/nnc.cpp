@@ -8,12 +8,14 @@
 
 #include "autodiff/Autodiff.h"
 #include "codegen/Codegen.h"
+#include "codegen/Gemm.h"
 #include "frontend/Parser.h"
 #include "passes/Passes.h"
 #include "sema/Sema.h"
 
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -44,6 +46,7 @@ struct DriverOptions {
   ir::DType FloatType = ir::DType::F32;
   std::string RuntimeLib;
   std::string Argv0;
+  std::string GemmKernel; ///< --gemm-kernel's value; empty: compile a spec.
 };
 
 int fail(const std::string &message) {
@@ -71,7 +74,11 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
       ("runtime-lib", po::value(&opts.RuntimeLib),
-       "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)");
+       "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
+      ("gemm-kernel", po::value(&opts.GemmKernel),
+       "N[,ta][,tb]: instead of a spec, emit (--emit=llvm, asm or obj) the "
+       "function nnc_gemm(A, B, C, M, K) computing C[M,N] = op(A) op(B), for "
+       "bench/gemm");
   po::options_description hidden;
   hidden.add_options()("input", po::value(&opts.Input));
   po::options_description all;
@@ -93,7 +100,7 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     std::cout << visible << '\n';
     return 0;
   }
-  if (opts.Input.empty())
+  if (opts.Input.empty() && opts.GemmKernel.empty())
     return fail("no spec file given (see nnc --help)");
   static const std::pair<const char *, Emit> emits[] = {
       {"ast", Emit::Ast},   {"ir", Emit::Ir},   {"train-ir", Emit::TrainIr},
@@ -159,6 +166,46 @@ int link(const DriverOptions &opts, const std::string &object,
   return 0;
 }
 
+/// Optimizes the module and writes what --emit asks for: LLVM IR,
+/// assembly, an object, or the object linked into a trainer.
+int writeOutput(const DriverOptions &opts, llvm::Module &module,
+                llvm::TargetMachine &machine) {
+  optimizeModule(module, machine, opts.Target.OptLevel);
+  std::string error;
+
+  if (opts.EmitKind == Emit::Llvm) {
+    if (opts.Output.empty() || opts.Output == "-") {
+      module.print(llvm::outs(), nullptr);
+      return 0;
+    }
+    std::error_code ec;
+    llvm::raw_fd_ostream out(opts.Output, ec);
+    if (ec)
+      return fail("cannot write '" + opts.Output + "': " + ec.message());
+    module.print(out, nullptr);
+    return 0;
+  }
+  if (opts.EmitKind == Emit::Asm) {
+    std::string path = opts.Output.empty() ? "-" : opts.Output;
+    error = emitFile(module, machine, FileKind::Assembly, path);
+    return error.empty() ? 0 : fail(error);
+  }
+  if (opts.EmitKind == Emit::Obj) {
+    std::string path = opts.Output.empty() ? defaultOutput(opts, ".o") : opts.Output;
+    error = emitFile(module, machine, FileKind::Object, path);
+    return error.empty() ? 0 : fail(error);
+  }
+
+  std::string output = opts.Output.empty() ? defaultOutput(opts, "") : opts.Output;
+  llvm::SmallString<128> object;
+  if (llvm::sys::fs::createTemporaryFile("nnc", "o", object))
+    return fail("cannot create a temporary object file");
+  error = emitFile(module, machine, FileKind::Object, std::string(object));
+  int status = error.empty() ? link(opts, std::string(object), output) : fail(error);
+  llvm::sys::fs::remove(object);
+  return status;
+}
+
 int compile(const DriverOptions &opts) {
   std::ifstream in(opts.Input, std::ios::binary);
   if (!in)
@@ -196,40 +243,48 @@ int compile(const DriverOptions &opts) {
   if (!machine)
     return fail(error);
   llvm::LLVMContext context;
-  std::unique_ptr<llvm::Module> module = lowerToLLVM(*model, program, context);
-  optimizeModule(*module, *machine, opts.Target.OptLevel);
+  std::unique_ptr<llvm::Module> module =
+      lowerToLLVM(*model, program, context, vectorBits(*machine));
+  return writeOutput(opts, *module, *machine);
+}
 
-  if (opts.EmitKind == Emit::Llvm) {
-    if (opts.Output.empty() || opts.Output == "-") {
-      module->print(llvm::outs(), nullptr);
-      return 0;
-    }
-    std::error_code ec;
-    llvm::raw_fd_ostream out(opts.Output, ec);
-    if (ec)
-      return fail("cannot write '" + opts.Output + "': " + ec.message());
-    module->print(out, nullptr);
-    return 0;
+/// --gemm-kernel: one matrix product as the function nnc_gemm.
+int compileGemmKernel(const DriverOptions &opts) {
+  GemmShape shape;
+  std::stringstream fields(opts.GemmKernel);
+  std::string field;
+  std::getline(fields, field, ',');
+  try {
+    size_t used = 0;
+    shape.N = std::stoll(field, &used);
+    if (used != field.size() || shape.N < 1)
+      throw std::invalid_argument(field);
+  } catch (const std::exception &) {
+    return fail("--gemm-kernel: expected N[,ta][,tb] with N >= 1, got '" +
+                opts.GemmKernel + "'");
   }
-  if (opts.EmitKind == Emit::Asm) {
-    std::string path = opts.Output.empty() ? "-" : opts.Output;
-    error = emitFile(*module, *machine, FileKind::Assembly, path);
-    return error.empty() ? 0 : fail(error);
+  while (std::getline(fields, field, ',')) {
+    if (field != "ta" && field != "tb")
+      return fail("--gemm-kernel: unknown flag '" + field + "'; expected ta or tb");
+    (field == "ta" ? shape.TransA : shape.TransB) = true;
   }
-  if (opts.EmitKind == Emit::Obj) {
-    std::string path = opts.Output.empty() ? defaultOutput(opts, ".o") : opts.Output;
-    error = emitFile(*module, *machine, FileKind::Object, path);
-    return error.empty() ? 0 : fail(error);
-  }
-
-  std::string output = opts.Output.empty() ? defaultOutput(opts, "") : opts.Output;
-  llvm::SmallString<128> object;
-  if (llvm::sys::fs::createTemporaryFile("nnc", "o", object))
-    return fail("cannot create a temporary object file");
-  error = emitFile(*module, *machine, FileKind::Object, std::string(object));
-  int status = error.empty() ? link(opts, std::string(object), output) : fail(error);
-  llvm::sys::fs::remove(object);
-  return status;
+  if (opts.EmitKind != Emit::Llvm && opts.EmitKind != Emit::Asm &&
+      opts.EmitKind != Emit::Obj)
+    return fail("--gemm-kernel needs --emit=llvm, asm or obj");
+  std::string error;
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createTargetMachine(opts.Target, error);
+  if (!machine)
+    return fail(error);
+  llvm::LLVMContext context;
+  llvm::Module module("gemm", context);
+  shape.Elem = opts.FloatType == ir::DType::F64 ? llvm::Type::getDoubleTy(context)
+                                                : llvm::Type::getFloatTy(context);
+  shape.VectorBits = vectorBits(*machine);
+  emitGemmEntryPoint(module, shape);
+  if (llvm::verifyModule(module, &llvm::errs()))
+    return fail("internal error: invalid LLVM IR for --gemm-kernel");
+  return writeOutput(opts, module, *machine);
 }
 
 struct Job {
@@ -240,7 +295,8 @@ struct Job {
 void *runJob(void *arg) {
   Job *job = static_cast<Job *>(arg);
   try {
-    job->Status = compile(*job->Opts);
+    job->Status = job->Opts->GemmKernel.empty() ? compile(*job->Opts)
+                                                : compileGemmKernel(*job->Opts);
   } catch (const std::exception &e) {
     std::cerr << "nnc: " << e.what() << '\n';
     job->Status = 70;

@@ -1,0 +1,348 @@
+//===- Gemm.cpp - Register-blocked matrix products ------------------------===//
+//
+// The generated function, for row blocks [begin, end) of its thread:
+//
+//   for each depth block k0 (KC deep, so that a packed panel fills about
+//   half of the L1 cache):
+//     for each panel of NR columns (the last may be narrower):
+//       pack op(B)[k0 : k0 + KC, panel] contiguous, zero-padded;
+//       for each block of MR rows: the micro-kernel;
+//       for each row left over: the micro-kernel with one row.
+//
+// The micro-kernel holds MR x (NR / VW) vector accumulators; per step of k
+// it loads NR / VW vectors of the panel, broadcasts MR values of A and
+// issues MR x NR / VW fused multiply-adds. C is stored after each depth
+// block and reloaded for the next; the first block starts from zero (or
+// from C when accumulating).
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Gemm.h"
+
+#include "llvm/IR/Module.h"
+
+#include <algorithm>
+#include <functional>
+#include <string>
+
+namespace nnc {
+namespace {
+
+using llvm::Value;
+
+/// Rows per micro-kernel: with up to four vectors per row, 16 accumulators.
+constexpr int64_t MR = 4;
+/// The packed panel's target size: half of a 32-48 KiB L1 data cache.
+constexpr int64_t PanelBytes = 24 * 1024;
+/// Products of fewer multiply-adds run on the calling thread: below this,
+/// waking the other threads costs about as much as it saves.
+constexpr int64_t ParallelWork = int64_t(1) << 19;
+
+/// The blocking of one shape.
+struct Blocking {
+  int64_t Lanes;      ///< Elements per vector.
+  int64_t MaxVectors; ///< Vectors per row of a full panel.
+  int64_t KC;         ///< Depth of a packed block.
+  int64_t FullPanels; ///< Panels of MaxVectors vectors.
+  int64_t TailColumns;
+};
+
+Blocking blockingFor(const GemmShape &S) {
+  Blocking L;
+  int64_t elemBytes = S.Elem->getPrimitiveSizeInBits() / 8;
+  L.Lanes = std::max<int64_t>(1, S.VectorBits / 8 / elemBytes);
+  // 32 vector registers with AVX-512 hold 16 accumulators and the panel's
+  // vectors; the 16 of AVX2 and SSE, 8.
+  L.MaxVectors = S.VectorBits >= 512 ? 4 : 2;
+  int64_t panelWidth = L.Lanes * L.MaxVectors;
+  L.KC = std::max<int64_t>(16, PanelBytes / (panelWidth * elemBytes));
+  L.FullPanels = S.N / panelWidth;
+  L.TailColumns = S.N % panelWidth;
+  return L;
+}
+
+std::string functionName(const GemmShape &S) {
+  return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
+         (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
+         (S.Accumulate ? ".acc" : "") + ".n" + std::to_string(S.N) + ".v" +
+         std::to_string(S.VectorBits);
+}
+
+/// The context a call passes: {A, B, C, M, K}.
+llvm::StructType *contextType(llvm::LLVMContext &Ctx) {
+  llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
+  llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
+  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64});
+}
+
+/// Builds the body of one GEMM function.
+class GemmEmitter {
+public:
+  GemmEmitter(llvm::Function *F, const GemmShape &S)
+      : F(F), S(S), L(blockingFor(S)), B(F->getContext()),
+        VecTy(llvm::FixedVectorType::get(S.Elem, unsigned(L.Lanes))) {}
+
+  void emit() {
+    llvm::LLVMContext &Ctx = F->getContext();
+    Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
+    B.SetInsertPoint(Entry);
+    Value *ctx = F->getArg(0);
+    llvm::StructType *ctxTy = contextType(Ctx);
+    auto field = [&](unsigned I, llvm::Type *T) {
+      return B.CreateLoad(T, B.CreateStructGEP(ctxTy, ctx, I));
+    };
+    A = field(0, B.getPtrTy());
+    BM = field(1, B.getPtrTy());
+    C = field(2, B.getPtrTy());
+    M = field(3, B.getInt64Ty());
+    K = field(4, B.getInt64Ty());
+    RowBegin = B.CreateMul(F->getArg(1), B.getInt64(MR));
+    RowEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
+                                     B.CreateMul(F->getArg(2), B.getInt64(MR)), M);
+    int64_t panelElems = L.KC * L.Lanes * L.MaxVectors;
+    Pack = B.CreateAlloca(llvm::ArrayType::get(S.Elem, panelElems));
+    Pack->setAlignment(llvm::Align(64));
+
+    loop(B.getInt64(0), K, L.KC, [&](Value *k0) {
+      Value *depth = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
+                                             B.getInt64(L.KC), B.CreateSub(K, k0));
+      Value *first = B.CreateICmpEQ(k0, B.getInt64(0));
+      int64_t fullWidth = L.Lanes * L.MaxVectors;
+      if (L.FullPanels > 0)
+        loop(B.getInt64(0), B.getInt64(L.FullPanels * fullWidth), fullWidth,
+             [&](Value *j0) {
+               panel(k0, depth, first, j0, L.MaxVectors, fullWidth);
+             });
+      if (L.TailColumns > 0) {
+        int64_t vectors = (L.TailColumns + L.Lanes - 1) / L.Lanes;
+        panel(k0, depth, first, B.getInt64(L.FullPanels * fullWidth), vectors,
+              L.TailColumns);
+      }
+    });
+    B.CreateRetVoid();
+  }
+
+private:
+  /// Emits `for (i = begin; i < end; i += step) body(i)`.
+  void loop(Value *begin, Value *end, int64_t step,
+            const std::function<void(Value *)> &body) {
+    llvm::LLVMContext &Ctx = F->getContext();
+    llvm::BasicBlock *before = B.GetInsertBlock();
+    auto *head = llvm::BasicBlock::Create(Ctx, "gemm.loop", F);
+    auto *exit = llvm::BasicBlock::Create(Ctx, "gemm.end", F);
+    B.CreateCondBr(B.CreateICmpSLT(begin, end), head, exit);
+    B.SetInsertPoint(head);
+    llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2);
+    i->addIncoming(begin, before);
+    body(i);
+    Value *next = B.CreateAdd(i, B.getInt64(step), "", true, true);
+    i->addIncoming(next, B.GetInsertBlock());
+    B.CreateCondBr(B.CreateICmpSLT(next, end), head, exit);
+    B.SetInsertPoint(exit);
+  }
+
+  /// op(B)[k, j] for absolute k and j.
+  Value *bAt(Value *k, Value *j) {
+    Value *index = S.TransB ? B.CreateAdd(B.CreateMul(j, K), k)
+                            : B.CreateAdd(B.CreateMul(k, B.getInt64(S.N)), j);
+    return B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, BM, index));
+  }
+
+  /// op(A)[i, k] for absolute i and k.
+  Value *aAt(Value *i, Value *k) {
+    Value *index = S.TransA ? B.CreateAdd(B.CreateMul(k, M), i)
+                            : B.CreateAdd(B.CreateMul(i, K), k);
+    return B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, A, index));
+  }
+
+  /// One panel of \p columns columns from \p j0, \p vectors vectors wide:
+  /// packs it, then runs the micro-kernel over the thread's rows.
+  void panel(Value *k0, Value *depth, Value *first, Value *j0, int64_t vectors,
+             int64_t columns) {
+    int64_t width = vectors * L.Lanes;
+    auto packAt = [&](Value *k, Value *j) {
+      return B.CreateInBoundsGEP(
+          S.Elem, Pack, B.CreateAdd(B.CreateMul(k, B.getInt64(width)), j));
+    };
+    // Each source row is read along its contiguous axis.
+    auto copy = [&](Value *k, Value *j) {
+      B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j));
+    };
+    if (S.TransB)
+      loop(B.getInt64(0), B.getInt64(columns), 1, [&](Value *j) {
+        loop(B.getInt64(0), depth, 1, [&](Value *k) { copy(k, j); });
+      });
+    else
+      loop(B.getInt64(0), depth, 1, [&](Value *k) {
+        loop(B.getInt64(0), B.getInt64(columns), 1, [&](Value *j) { copy(k, j); });
+      });
+    if (columns < width)
+      loop(B.getInt64(0), depth, 1, [&](Value *k) {
+        loop(B.getInt64(columns), B.getInt64(width), 1, [&](Value *j) {
+          B.CreateStore(llvm::ConstantFP::get(S.Elem, 0), packAt(k, j));
+        });
+      });
+
+    Value *span = B.CreateSub(RowEnd, RowBegin);
+    Value *blockedEnd = B.CreateAdd(
+        RowBegin, B.CreateMul(B.CreateSDiv(span, B.getInt64(MR)), B.getInt64(MR)));
+    loop(RowBegin, blockedEnd, MR, [&](Value *i0) {
+      microKernel(i0, MR, k0, depth, first, j0, vectors, columns);
+    });
+    loop(blockedEnd, RowEnd, 1, [&](Value *i0) {
+      microKernel(i0, 1, k0, depth, first, j0, vectors, columns);
+    });
+  }
+
+  void microKernel(Value *i0, int64_t rows, Value *k0, Value *depth,
+                   Value *first, Value *j0, int64_t vectors, int64_t columns) {
+    int64_t width = vectors * L.Lanes;
+    int64_t lastLanes = columns - (vectors - 1) * L.Lanes;
+    llvm::Constant *zero = llvm::ConstantFP::get(VecTy, 0);
+    std::vector<llvm::Constant *> maskBits;
+    for (int64_t l = 0; l < L.Lanes; ++l)
+      maskBits.push_back(B.getInt1(l < lastLanes));
+    llvm::Constant *lastMask = llvm::ConstantVector::get(maskBits);
+    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
+
+    auto cPtr = [&](int64_t r, int64_t v) {
+      Value *row = B.CreateAdd(i0, B.getInt64(r));
+      Value *index = B.CreateAdd(B.CreateMul(row, B.getInt64(S.N)),
+                                 B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
+      return B.CreateInBoundsGEP(S.Elem, C, index);
+    };
+    bool masked = lastLanes < L.Lanes;
+    auto loadC = [&](int64_t r, int64_t v) -> Value * {
+      if (masked && v == vectors - 1)
+        return B.CreateMaskedLoad(VecTy, cPtr(r, v), elemAlign, lastMask, zero);
+      return B.CreateAlignedLoad(VecTy, cPtr(r, v), elemAlign);
+    };
+
+    // Accumulators in allocas of the entry block, which SROA turns into
+    // registers carried around the k loop.
+    std::vector<llvm::AllocaInst *> acc(rows * vectors);
+    {
+      llvm::IRBuilder<> entry(Entry, Entry->begin());
+      for (auto &slot : acc)
+        slot = entry.CreateAlloca(VecTy);
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t v = 0; v < vectors; ++v) {
+        Value *start = loadC(r, v);
+        if (!S.Accumulate)
+          start = B.CreateSelect(first, zero, start);
+        B.CreateStore(start, acc[r * vectors + v]);
+      }
+
+    loop(B.getInt64(0), depth, 1, [&](Value *k) {
+      std::vector<Value *> panelRow(vectors);
+      for (int64_t v = 0; v < vectors; ++v) {
+        Value *at = B.CreateInBoundsGEP(
+            S.Elem, Pack,
+            B.CreateAdd(B.CreateMul(k, B.getInt64(width)), B.getInt64(v * L.Lanes)));
+        panelRow[v] = B.CreateAlignedLoad(
+            VecTy, at, llvm::Align(std::min<int64_t>(64, L.Lanes * elemAlign.value())));
+      }
+      Value *kAbs = B.CreateAdd(k0, k);
+      for (int64_t r = 0; r < rows; ++r) {
+        Value *a = B.CreateVectorSplat(unsigned(L.Lanes),
+                                       aAt(B.CreateAdd(i0, B.getInt64(r)), kAbs));
+        for (int64_t v = 0; v < vectors; ++v) {
+          llvm::AllocaInst *slot = acc[r * vectors + v];
+          Value *sum = B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {VecTy},
+                                         {a, panelRow[v], B.CreateLoad(VecTy, slot)});
+          B.CreateStore(sum, slot);
+        }
+      }
+    });
+
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t v = 0; v < vectors; ++v) {
+        Value *sum = B.CreateLoad(VecTy, acc[r * vectors + v]);
+        if (masked && v == vectors - 1)
+          B.CreateMaskedStore(sum, cPtr(r, v), elemAlign, lastMask);
+        else
+          B.CreateAlignedStore(sum, cPtr(r, v), elemAlign);
+      }
+  }
+
+  llvm::Function *F;
+  const GemmShape &S;
+  Blocking L;
+  llvm::IRBuilder<> B;
+  llvm::Type *VecTy;
+  llvm::BasicBlock *Entry = nullptr;
+  Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr;
+  Value *RowBegin = nullptr, *RowEnd = nullptr;
+  llvm::AllocaInst *Pack = nullptr;
+};
+
+llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S) {
+  std::string name = functionName(S);
+  if (llvm::Function *existing = Mod.getFunction(name))
+    return existing;
+  llvm::LLVMContext &Ctx = Mod.getContext();
+  auto *type = llvm::FunctionType::get(
+      llvm::Type::getVoidTy(Ctx),
+      {llvm::PointerType::getUnqual(Ctx), llvm::Type::getInt64Ty(Ctx),
+       llvm::Type::getInt64Ty(Ctx)},
+      false);
+  auto *F = llvm::Function::Create(type, llvm::Function::InternalLinkage, name, Mod);
+  F->addFnAttr(llvm::Attribute::NoUnwind);
+  GemmEmitter(F, S).emit();
+  return F;
+}
+
+} // namespace
+
+void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
+              Value *BMatrix, Value *C, Value *M, Value *K) {
+  llvm::Function *caller = B.GetInsertBlock()->getParent();
+  llvm::Module &Mod = *caller->getParent();
+  llvm::LLVMContext &Ctx = Mod.getContext();
+  llvm::Function *fn = gemmFunction(Mod, Shape);
+
+  llvm::StructType *ctxTy = contextType(Ctx);
+  llvm::AllocaInst *ctx;
+  {
+    llvm::BasicBlock &entry = caller->getEntryBlock();
+    llvm::IRBuilder<> atEntry(&entry, entry.begin());
+    ctx = atEntry.CreateAlloca(ctxTy);
+  }
+  Value *fields[] = {A, BMatrix, C, M, K};
+  for (unsigned I = 0; I < 5; ++I)
+    B.CreateStore(fields[I], B.CreateStructGEP(ctxTy, ctx, I));
+  Value *blocks = B.CreateSDiv(B.CreateAdd(M, B.getInt64(MR - 1)), B.getInt64(MR));
+
+  llvm::FunctionCallee parallelFor = Mod.getOrInsertFunction(
+      "nnc_parallel_for", B.getVoidTy(), B.getInt64Ty(), B.getPtrTy(), B.getPtrTy());
+  Value *work = B.CreateMul(B.CreateMul(M, K), B.getInt64(Shape.N));
+  auto *parallel = llvm::BasicBlock::Create(Ctx, "gemm.parallel", caller);
+  auto *serial = llvm::BasicBlock::Create(Ctx, "gemm.serial", caller);
+  auto *done = llvm::BasicBlock::Create(Ctx, "gemm.done", caller);
+  B.CreateCondBr(B.CreateICmpSGE(work, B.getInt64(ParallelWork)), parallel, serial);
+  B.SetInsertPoint(parallel);
+  B.CreateCall(parallelFor, {blocks, fn, ctx});
+  B.CreateBr(done);
+  B.SetInsertPoint(serial);
+  B.CreateCall(fn, {ctx, B.getInt64(0), blocks});
+  B.CreateBr(done);
+  B.SetInsertPoint(done);
+}
+
+void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
+  llvm::LLVMContext &Ctx = Mod.getContext();
+  llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
+  llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
+  auto *type = llvm::FunctionType::get(llvm::Type::getVoidTy(Ctx),
+                                       {ptr, ptr, ptr, i64, i64}, false);
+  auto *F = llvm::Function::Create(type, llvm::Function::ExternalLinkage,
+                                   "nnc_gemm", Mod);
+  F->addFnAttr(llvm::Attribute::NoUnwind);
+  llvm::IRBuilder<> B(llvm::BasicBlock::Create(Ctx, "entry", F));
+  emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2), F->getArg(3),
+           F->getArg(4));
+  B.CreateRetVoid();
+}
+
+} // namespace nnc

@@ -1,0 +1,47 @@
+//===- Gemm.h - Register-blocked matrix products ----------------*- C++ -*-===//
+///
+/// \file
+/// C[M, N] = op(A)[M, K] op(B)[K, N] (or +=), row-major and contiguous, as
+/// one generated function per shape: a micro-kernel keeps an MR x NR block
+/// of C in vector registers while it runs along K, reading op(B) from a
+/// panel packed contiguous (zero-padded to whole vectors) that stays in the
+/// L1 cache for all the row blocks of a thread. N is static, so panel widths
+/// and the masks of the last columns are constants; M and K may depend on
+/// the batch size.
+///
+/// Threads split the row blocks: every element of C is summed by one
+/// thread in the same order whatever the thread count, so the results do
+/// not depend on it.
+///
+//===----------------------------------------------------------------------===//
+#ifndef NNC_CODEGEN_GEMM_H
+#define NNC_CODEGEN_GEMM_H
+
+#include "llvm/IR/IRBuilder.h"
+
+namespace nnc {
+
+struct GemmShape {
+  bool TransA = false;     ///< A is stored [K, M].
+  bool TransB = false;     ///< B is stored [N, K].
+  bool Accumulate = false; ///< C += rather than C =.
+  int64_t N = 0;
+  llvm::Type *Elem = nullptr; ///< float or double.
+  unsigned VectorBits = 128;  ///< The target's widest vector registers.
+};
+
+/// Emits, at \p B's insertion point, C (+)= op(A) op(B) for \p M rows and
+/// depth \p K (i64 values). Large products run on the runtime's threads
+/// (nnc_parallel_for), small ones on the calling thread.
+void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
+              llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
+              llvm::Value *K);
+
+/// Defines `void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
+/// int64_t K)` in \p Mod: the product of \p Shape as a function of its own,
+/// for bench/gemm to time against the machine's peak.
+void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape);
+
+} // namespace nnc
+
+#endif // NNC_CODEGEN_GEMM_H
