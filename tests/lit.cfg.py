@@ -14,6 +14,7 @@ config.environment["PATH"] = os.pathsep.join(
     [config.nnc_bin_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
 config.substitutions.append(("%specs", os.path.join(config.nnc_source_dir, "specs")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(("%bench", os.path.join(config.nnc_source_dir, "bench")))
 
 # The full MNIST data, fetched by scripts/setup.sh (scripts/fetch-data.sh);
 # tests that need them say `REQUIRES: mnist`.
