@@ -52,6 +52,7 @@ void nnc::standardize(Table &T, const Manifest &M,
     if (M.Slots[S].IsLabel || M.Slots[S].isInteger())
       continue; // labels, and indices, which name rows of a table
     SlotData &D = T.Slots[S];
+    D.decode(); // Standardized values are no longer few.
     size_t W = D.Width;
     // Two passes (mean, then squared deviations) rather than sums of squares,
     // which lose every digit on features with a large offset.
@@ -79,10 +80,30 @@ void nnc::standardize(Table &T, const Manifest &M,
   }
 }
 
+void SlotData::decode() {
+  if (Codes.empty())
+    return;
+  Values.resize(Codes.size());
+  for (size_t I = 0; I < Codes.size(); ++I)
+    Values[I] = CodeValues[Codes[I]];
+  Codes = {};
+}
+
 template <typename T>
 static void gatherValues(const SlotData &D, const size_t *Rows, size_t N,
                          T *Out) {
   size_t W = D.Width;
+  if (!D.Codes.empty()) {
+    T Decoded[256] = {};
+    for (size_t C = 0; C < D.CodeValues.size() && C < 256; ++C)
+      Decoded[C] = static_cast<T>(D.CodeValues[C]);
+    for (size_t I = 0; I < N; ++I) {
+      const uint8_t *Src = &D.Codes[Rows[I] * W];
+      for (size_t J = 0; J < W; ++J)
+        Out[I * W + J] = Decoded[Src[J]];
+    }
+    return;
+  }
   for (size_t I = 0; I < N; ++I) {
     const double *Src = &D.Values[Rows[I] * W];
     for (size_t J = 0; J < W; ++J)

@@ -29,10 +29,18 @@ struct SlotData {
   size_t Width = 0; ///< Values per row; the sequence length for integers.
   bool IsClass = false; ///< Integers: class labels or indices.
   std::vector<double> Values;   ///< Rows x Width, row-major; float slots.
+  /// A float slot of few distinct values (IDX pixels) may instead hold a
+  /// byte per value, standing for CodeValues[byte]: an eighth of the
+  /// memory. Values is then empty.
+  std::vector<uint8_t> Codes;
+  std::vector<double> CodeValues;
   std::vector<int32_t> Classes; ///< Rows x Width; integer slots.
   /// What each integer stands for, when the source knows: a corpus's
   /// vocabulary (index 0 padding, 1 unknown) or its class names.
   std::vector<std::string> Names;
+
+  /// Turns a coded slot (Codes) into a plain one (Values).
+  void decode();
 };
 
 /// A whole data set, before splitting.

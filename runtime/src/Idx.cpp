@@ -283,11 +283,10 @@ bool Loader::loadPair(const std::string &Prefix) {
   if (!Images.readData(Count * Width, plural(Count, "image"), Bytes) ||
       !Images.expectEnd())
     return false;
+  // Pixels stay bytes, coding for their scaled values.
   SlotData &X = T.Slots[0];
-  size_t Start = X.Values.size();
-  X.Values.resize(Start + Bytes.size());
-  for (size_t I = 0; I < Bytes.size(); ++I)
-    X.Values[Start + I] = Pixel[Bytes[I]];
+  X.CodeValues.assign(std::begin(Pixel), std::end(Pixel));
+  X.Codes.insert(X.Codes.end(), Bytes.begin(), Bytes.end());
 
   if (!Labels.readData(Count, plural(Count, "label"), Bytes) ||
       !Labels.expectEnd())
