@@ -169,9 +169,7 @@ private:
       B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j));
     };
     if (S.TransB)
-      loop(B.getInt64(0), B.getInt64(columns), 1, [&](Value *j) {
-        loop(B.getInt64(0), depth, 1, [&](Value *k) { copy(k, j); });
-      });
+      packTransposed(k0, depth, j0, columns, width);
     else
       loop(B.getInt64(0), depth, 1, [&](Value *k) {
         loop(B.getInt64(0), B.getInt64(columns), 1, [&](Value *j) { copy(k, j); });
@@ -192,6 +190,69 @@ private:
     loop(blockedEnd, RowEnd, 1, [&](Value *i0) {
       microKernel(i0, 1, k0, depth, first, j0, vectors, columns);
     });
+  }
+
+  /// Packs op(B) when B is stored [N, K]: square blocks of Lanes x Lanes
+  /// are loaded along K, transposed in registers and stored along N; the
+  /// edges that do not fill a block are copied one element at a time.
+  void packTransposed(Value *k0, Value *depth, Value *j0, int64_t columns,
+                      int64_t width) {
+    int64_t lanes = L.Lanes, blockedColumns = columns / lanes * lanes;
+    Value *blockedDepth =
+        B.CreateMul(B.CreateSDiv(depth, B.getInt64(lanes)), B.getInt64(lanes));
+    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
+    auto packAt = [&](Value *k, Value *j) {
+      return B.CreateInBoundsGEP(
+          S.Elem, Pack, B.CreateAdd(B.CreateMul(k, B.getInt64(width)), j));
+    };
+    auto copy = [&](Value *k, Value *j) {
+      B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j));
+    };
+    if (lanes > 1 && blockedColumns > 0)
+      loop(B.getInt64(0), B.getInt64(blockedColumns), lanes, [&](Value *jb) {
+        loop(B.getInt64(0), blockedDepth, lanes, [&](Value *kb) {
+          std::vector<Value *> rows(lanes);
+          for (int64_t r = 0; r < lanes; ++r) {
+            Value *j = B.CreateAdd(B.CreateAdd(j0, jb), B.getInt64(r));
+            Value *at = B.CreateInBoundsGEP(
+                S.Elem, BM, B.CreateAdd(B.CreateMul(j, K), B.CreateAdd(k0, kb)));
+            rows[r] = B.CreateAlignedLoad(VecTy, at, elemAlign);
+          }
+          transpose(rows);
+          for (int64_t r = 0; r < lanes; ++r)
+            B.CreateAlignedStore(rows[r], packAt(B.CreateAdd(kb, B.getInt64(r)), jb),
+                                 elemAlign);
+        });
+        // The depth left over, below a block.
+        loop(blockedDepth, depth, 1, [&](Value *k) {
+          loop(jb, B.CreateAdd(jb, B.getInt64(lanes)), 1,
+               [&](Value *j) { copy(k, j); });
+        });
+      });
+    if (blockedColumns < columns)
+      loop(B.getInt64(blockedColumns), B.getInt64(columns), 1, [&](Value *j) {
+        loop(B.getInt64(0), depth, 1, [&](Value *k) { copy(k, j); });
+      });
+  }
+
+  /// Transposes the square matrix whose rows are \p Rows in place: at each
+  /// stage s = 1, 2, 4, ..., bit s of the row index trades places with bit
+  /// s of the lane index, for every pair of rows that differ in it.
+  void transpose(std::vector<Value *> &Rows) {
+    int64_t n = int64_t(Rows.size());
+    for (int64_t s = 1; s < n; s *= 2)
+      for (int64_t i = 0; i < n; ++i) {
+        if (i & s)
+          continue;
+        std::vector<int> low(n), high(n);
+        for (int64_t p = 0; p < n; ++p) {
+          low[p] = int(p & s ? n + p - s : p);
+          high[p] = int(p & s ? n + p : p + s);
+        }
+        Value *a = Rows[i], *b = Rows[i + s];
+        Rows[i] = B.CreateShuffleVector(a, b, low);
+        Rows[i + s] = B.CreateShuffleVector(a, b, high);
+      }
   }
 
   void microKernel(Value *i0, int64_t rows, Value *k0, Value *depth,
