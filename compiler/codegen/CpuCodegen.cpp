@@ -237,6 +237,8 @@ private:
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
   std::unordered_map<const Node *, int64_t> Scratch;
+  /// Per-row workspace offsets of lstm_grad's carried adjoints.
+  std::unordered_map<const Node *, int64_t> RowScratch;
   WorkspaceSize Size;
 };
 
@@ -298,6 +300,11 @@ void GraphLowering::planWorkspace() {
         node->Op != OpCode::MaxPool2DGrad) {
       Scratch[node.get()] = Size.Fixed;
       Size.Fixed += alignUp(columnElements(node.get()) * ir::byteSize(node->Ty.Elem));
+    }
+    if (node->Op == OpCode::LstmGrad) {
+      RowScratch[node.get()] = Size.PerRow;
+      int64_t hidden = node->Operands[2]->Ty.Dims[1];
+      Size.PerRow += alignUp(2 * hidden * ir::byteSize(node->Ty.Elem));
     }
     if (!needsWorkspace(node.get()))
       continue;
@@ -916,8 +923,9 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
 enum LstmPart { LstmH, LstmC, LstmI, LstmF, LstmG, LstmO };
 
 void GraphLowering::lowerLstm(const Node *n) {
-  // For each row, a loop over time steps: z = xg_t + W_hh h_{t-1};
-  // i, f, o = sigmoid, g = tanh of z's four blocks; c = f c_{t-1} + i g;
+  // One time step after the other, all rows at once: z_t = xg_t + h_{t-1}
+  // W_hh^T as one matrix product into the gate slots of the packed state;
+  // then i, f, o = sigmoid, g = tanh of z's four blocks; c = f c_{t-1} + i g;
   // h = o tanh(c). The state before the first step is zero.
   const Node *xg = n->Operands[0], *w = n->Operands[1];
   int64_t T = n->Ty.Dims[1], H = w->Ty.Dims[1];
@@ -928,45 +936,34 @@ void GraphLowering::lowerLstm(const Node *n) {
     return LLVMScalarBuilder::v(ir::opInfo(OpCode::Sigmoid).Scalar(sb, &arg));
   };
   auto tanh = [&](Value *x) { return LLVMScalarBuilder::v(sb.tanh(x)); };
-  llvm::AllocaInst *acc = entryAlloca(ft);
-  llvm::FastMathFlags reassoc;
-  reassoc.setAllowReassoc();
-  reassoc.setAllowContract();
+  Value *rows = extent(n->Ty.Dims[0]);
   Value *out = Slots[n].Ptr;
   auto at = [&](Value *index) { return B.CreateInBoundsGEP(ft, out, index); };
-  forRange(extent(n->Ty.Dims[0]), [&](Value *row) {
-    forRange(i64(T), [&](Value *t) {
-      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
-      Value *base = B.CreateMul(step, i64(6 * H));
-      Value *hasPrev = B.CreateICmpSGT(t, i64(0));
-      // At t = 0 the previous state is not read: the dot products run over
-      // no terms and c_{t-1} is taken as zero.
-      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
-      Value *prevLength = B.CreateSelect(hasPrev, i64(H), i64(0));
-      Value *zBase = B.CreateMul(step, i64(4 * H));
-      for (int gate = 0; gate < 4; ++gate) {
+  GemmShape recurrence{false, true, false, 4 * H, ft, VectorBits};
+  recurrence.LdA = recurrence.LdC = T * 6 * H;
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  for (int64_t t = 0; t < T; ++t) {
+    if (t > 0)
+      emitGemm(B, recurrence, at(i64((t - 1) * 6 * H + LstmH * H)), Slots.at(w).Ptr,
+               at(i64(t * 6 * H + LstmI * H)), rows, i64(H));
+    forRange(rows, [&](Value *row) {
+      Value *base = B.CreateMul(B.CreateAdd(B.CreateMul(row, i64(T)), i64(t)), i64(6 * H));
+      Value *zBase = B.CreateMul(B.CreateAdd(B.CreateMul(row, i64(T)), i64(t)), i64(4 * H));
+      for (int gate = 0; gate < 4; ++gate)
         forRange(i64(H), [&](Value *jj) {
           Value *j = B.CreateAdd(i64(gate * H), jj);
-          B.CreateStore(load(xg, B.CreateAdd(zBase, j)), acc);
-          Value *wRow = B.CreateMul(j, i64(H));
-          forRange(i64(0), prevLength, [&](Value *k) {
-            llvm::IRBuilder<>::FastMathFlagGuard guard(B);
-            B.setFastMathFlags(reassoc);
-            Value *term = B.CreateFMul(load(w, B.CreateAdd(wRow, k)),
-                                       B.CreateLoad(ft, at(B.CreateAdd(prev, k))));
-            B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), term), acc);
-          });
-          Value *z = B.CreateLoad(ft, acc);
-          Value *a = gate == 2 ? tanh(z) : sigmoid(z);
-          B.CreateStore(a, at(B.CreateAdd(base, B.CreateAdd(i64((LstmI + gate) * H), jj))));
+          Value *slot = at(B.CreateAdd(base, B.CreateAdd(i64(LstmI * H), j)));
+          Value *z = load(xg, B.CreateAdd(zBase, j));
+          if (t > 0)
+            z = B.CreateFAdd(z, B.CreateLoad(ft, slot));
+          B.CreateStore(gate == 2 ? tanh(z) : sigmoid(z), slot);
         });
-      }
       forRange(i64(H), [&](Value *jj) {
         auto part = [&](Value *from, LstmPart p) {
           return at(B.CreateAdd(from, B.CreateAdd(i64(p * H), jj)));
         };
-        Value *cPrev = B.CreateSelect(hasPrev, B.CreateLoad(ft, part(prev, LstmC)),
-                                      llvm::ConstantFP::get(ft, 0));
+        Value *cPrev = t > 0 ? B.CreateLoad(ft, part(B.CreateSub(base, i64(6 * H)), LstmC))
+                            : zero;
         Value *c = B.CreateFAdd(B.CreateFMul(B.CreateLoad(ft, part(base, LstmF)), cPrev),
                                 B.CreateFMul(B.CreateLoad(ft, part(base, LstmI)),
                                              B.CreateLoad(ft, part(base, LstmG))));
@@ -975,36 +972,42 @@ void GraphLowering::lowerLstm(const Node *n) {
                       part(base, LstmH));
       });
     });
-  });
+  }
 }
 
 void GraphLowering::lowerLstmGrad(const Node *n) {
-  // Backpropagation through time, one row at a time, from the last step to
-  // the first. dOut is the adjoint of every part of the packed state; the
+  // Backpropagation through time, from the last step to the first, all rows
+  // at once. dOut is the adjoint of every part of the packed state; the
   // adjoints of h and c carried to the previous step live in dhNext and
-  // dcNext.
+  // dcNext (per-row scratch); dhNext = dz_{t+1} W_hh is a matrix product.
   const Node *state = n->Operands[0], *dOut = n->Operands[1], *w = n->Operands[2];
   int64_t T = n->Ty.Dims[1], H = w->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   LLVMScalarBuilder sb(B, ft);
-  llvm::AllocaInst *dhNext = entryAlloca(llvm::ArrayType::get(ft, H));
-  llvm::AllocaInst *dcNext = entryAlloca(llvm::ArrayType::get(ft, H));
-  auto carried = [&](llvm::AllocaInst *array, Value *k) {
-    return B.CreateInBoundsGEP(ft, array, k);
+  Value *rows = extent(n->Ty.Dims[0]);
+  Value *dhNext = B.CreateInBoundsGEP(
+      B.getInt8Ty(), Workspace,
+      B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(RowScratch.at(n)), Batch)));
+  Value *dcNext = B.CreateInBoundsGEP(ft, dhNext, B.CreateMul(rows, i64(H)));
+  auto carried = [&](Value *array, Value *index) {
+    return B.CreateInBoundsGEP(ft, array, index);
   };
   Value *one = llvm::ConstantFP::get(ft, 1), *zero = llvm::ConstantFP::get(ft, 0);
   Value *dz = Slots[n].Ptr;
-  forRange(extent(n->Ty.Dims[0]), [&](Value *row) {
-    forRange(i64(H), [&](Value *k) {
-      B.CreateStore(zero, carried(dhNext, k));
-      B.CreateStore(zero, carried(dcNext, k));
-    });
-    forRange(i64(T), [&](Value *back) {
-      Value *t = B.CreateSub(i64(T - 1), back);
-      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
+  GemmShape back{false, false, false, H, ft, VectorBits};
+  back.LdA = T * 4 * H;
+  forRange(B.CreateMul(rows, i64(H)), [&](Value *k) {
+    B.CreateStore(zero, carried(dhNext, k));
+    B.CreateStore(zero, carried(dcNext, k));
+  });
+  for (int64_t t = T - 1; t >= 0; --t) {
+    if (t < T - 1)
+      emitGemm(B, back, B.CreateInBoundsGEP(ft, dz, i64((t + 1) * 4 * H)),
+               Slots.at(w).Ptr, dhNext, rows, i64(4 * H));
+    forRange(rows, [&](Value *row) {
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), i64(t));
       Value *base = B.CreateMul(step, i64(6 * H));
-      Value *hasPrev = B.CreateICmpSGT(t, i64(0));
-      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
+      Value *prev = B.CreateSub(base, i64(6 * H));
       Value *zBase = B.CreateMul(step, i64(4 * H));
       forRange(i64(H), [&](Value *jj) {
         auto index = [&](Value *from, int p) {
@@ -1012,14 +1015,15 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
         };
         auto get = [&](int p) { return load(state, index(base, p)); };
         auto adj = [&](int p) { return load(dOut, index(base, p)); };
+        Value *own = B.CreateAdd(B.CreateMul(row, i64(H)), jj);
         Value *c = get(LstmC), *i = get(LstmI), *f = get(LstmF);
         Value *g = get(LstmG), *o = get(LstmO);
         Value *tc = LLVMScalarBuilder::v(sb.tanh(c));
-        Value *dh = B.CreateFAdd(adj(LstmH), B.CreateLoad(ft, carried(dhNext, jj)));
-        Value *dc = B.CreateFAdd(B.CreateFAdd(adj(LstmC), B.CreateLoad(ft, carried(dcNext, jj))),
+        Value *dh = B.CreateFAdd(adj(LstmH), B.CreateLoad(ft, carried(dhNext, own)));
+        Value *dc = B.CreateFAdd(B.CreateFAdd(adj(LstmC), B.CreateLoad(ft, carried(dcNext, own))),
                                  B.CreateFMul(B.CreateFMul(dh, o),
                                               B.CreateFSub(one, B.CreateFMul(tc, tc))));
-        Value *cPrev = B.CreateSelect(hasPrev, load(state, index(prev, LstmC)), zero);
+        Value *cPrev = t > 0 ? load(state, index(prev, LstmC)) : zero;
         Value *di = B.CreateFAdd(B.CreateFMul(dc, g), adj(LstmI));
         Value *df = B.CreateFAdd(B.CreateFMul(dc, cPrev), adj(LstmF));
         Value *dg = B.CreateFAdd(B.CreateFMul(dc, i), adj(LstmG));
@@ -1030,47 +1034,27 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
                          B.CreateFMul(dO, sigmoidSlope(o))};
         for (int gate = 0; gate < 4; ++gate)
           B.CreateStore(dzs[gate], B.CreateInBoundsGEP(ft, dz, index(zBase, gate)));
-        B.CreateStore(B.CreateFMul(dc, f), carried(dcNext, jj));
-      });
-      // dhNext = W_hh^T dz: rows of W_hh scaled by dz, unit-stride inside.
-      forRange(i64(H), [&](Value *k) { B.CreateStore(zero, carried(dhNext, k)); });
-      forRange(i64(4 * H), [&](Value *j) {
-        Value *scale = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, dz, B.CreateAdd(zBase, j)));
-        Value *wRow = B.CreateMul(j, i64(H));
-        forRange(i64(H), [&](Value *k) {
-          Value *dst = carried(dhNext, k);
-          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
-                                     B.CreateFMul(scale, load(w, B.CreateAdd(wRow, k)))),
-                        dst);
-        });
+        B.CreateStore(B.CreateFMul(dc, f), carried(dcNext, own));
       });
     });
-  });
+  }
 }
 
 void GraphLowering::lowerLstmGradWeight(const Node *n) {
-  // dW_hh[j, k] = sum over rows and steps t >= 1 of dz_t[j] h_{t-1}[k].
+  // dW_hh = sum over steps t >= 1 of dz_t^T h_{t-1}, each a product over
+  // all rows.
   const Node *state = n->Operands[0], *dz = n->Operands[1];
   int64_t T = state->Ty.Dims[1], H = n->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   zeroFill(n);
-  forRange(extent(state->Ty.Dims[0]), [&](Value *row) {
-    forRange(i64(1), i64(T), [&](Value *t) {
-      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
-      Value *prevH = B.CreateMul(B.CreateSub(step, i64(1)), i64(6 * H));
-      Value *zBase = B.CreateMul(step, i64(4 * H));
-      forRange(i64(4 * H), [&](Value *j) {
-        Value *scale = load(dz, B.CreateAdd(zBase, j));
-        Value *wRow = B.CreateMul(j, i64(H));
-        forRange(i64(H), [&](Value *k) {
-          Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(wRow, k));
-          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
-                                     B.CreateFMul(scale, load(state, B.CreateAdd(prevH, k)))),
-                        dst);
-        });
-      });
-    });
-  });
+  GemmShape shape{true, false, true, H, ft, VectorBits};
+  shape.LdA = T * 4 * H;
+  shape.LdB = T * 6 * H;
+  Value *rows = extent(state->Ty.Dims[0]);
+  for (int64_t t = 1; t < T; ++t)
+    emitGemm(B, shape, B.CreateInBoundsGEP(ft, Slots.at(dz).Ptr, i64(t * 4 * H)),
+             B.CreateInBoundsGEP(ft, Slots.at(state).Ptr, i64((t - 1) * 6 * H + LstmH * H)),
+             Slots[n].Ptr, i64(4 * H), rows);
 }
 
 void GraphLowering::lowerStore(const ir::Store &store) {

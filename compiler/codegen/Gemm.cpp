@@ -65,7 +65,11 @@ std::string functionName(const GemmShape &S) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
          (S.Accumulate ? ".acc" : "") + ".n" + std::to_string(S.N) + ".v" +
-         std::to_string(S.VectorBits);
+         std::to_string(S.VectorBits) +
+         (S.LdA || S.LdB || S.LdC
+              ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
+                    "." + std::to_string(S.LdC)
+              : "");
 }
 
 /// The context a call passes: {A, B, C, M, K}.
@@ -96,6 +100,12 @@ public:
     C = field(2, B.getPtrTy());
     M = field(3, B.getInt64Ty());
     K = field(4, B.getInt64Ty());
+    auto leading = [&](int64_t Static, Value *Contiguous) {
+      return Static ? B.getInt64(Static) : Contiguous;
+    };
+    LdA = leading(S.LdA, S.TransA ? M : K);
+    LdB = leading(S.LdB, S.TransB ? K : B.getInt64(S.N));
+    LdC = leading(S.LdC, B.getInt64(S.N));
     RowBegin = B.CreateMul(F->getArg(1), B.getInt64(MR));
     RowEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
                                      B.CreateMul(F->getArg(2), B.getInt64(MR)), M);
@@ -143,15 +153,15 @@ private:
 
   /// op(B)[k, j] for absolute k and j.
   Value *bAt(Value *k, Value *j) {
-    Value *index = S.TransB ? B.CreateAdd(B.CreateMul(j, K), k)
-                            : B.CreateAdd(B.CreateMul(k, B.getInt64(S.N)), j);
+    Value *index = S.TransB ? B.CreateAdd(B.CreateMul(j, LdB), k)
+                            : B.CreateAdd(B.CreateMul(k, LdB), j);
     return B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, BM, index));
   }
 
   /// op(A)[i, k] for absolute i and k.
   Value *aAt(Value *i, Value *k) {
-    Value *index = S.TransA ? B.CreateAdd(B.CreateMul(k, M), i)
-                            : B.CreateAdd(B.CreateMul(i, K), k);
+    Value *index = S.TransA ? B.CreateAdd(B.CreateMul(k, LdA), i)
+                            : B.CreateAdd(B.CreateMul(i, LdA), k);
     return B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, A, index));
   }
 
@@ -215,7 +225,7 @@ private:
           for (int64_t r = 0; r < lanes; ++r) {
             Value *j = B.CreateAdd(B.CreateAdd(j0, jb), B.getInt64(r));
             Value *at = B.CreateInBoundsGEP(
-                S.Elem, BM, B.CreateAdd(B.CreateMul(j, K), B.CreateAdd(k0, kb)));
+                S.Elem, BM, B.CreateAdd(B.CreateMul(j, LdB), B.CreateAdd(k0, kb)));
             rows[r] = B.CreateAlignedLoad(VecTy, at, elemAlign);
           }
           transpose(rows);
@@ -268,7 +278,7 @@ private:
 
     auto cPtr = [&](int64_t r, int64_t v) {
       Value *row = B.CreateAdd(i0, B.getInt64(r));
-      Value *index = B.CreateAdd(B.CreateMul(row, B.getInt64(S.N)),
+      Value *index = B.CreateAdd(B.CreateMul(row, LdC),
                                  B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
       return B.CreateInBoundsGEP(S.Elem, C, index);
     };
@@ -334,6 +344,7 @@ private:
   llvm::Type *VecTy;
   llvm::BasicBlock *Entry = nullptr;
   Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr;
+  Value *LdA = nullptr, *LdB = nullptr, *LdC = nullptr;
   Value *RowBegin = nullptr, *RowEnd = nullptr;
   llvm::AllocaInst *Pack = nullptr;
 };

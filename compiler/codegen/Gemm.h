@@ -1,7 +1,7 @@
 //===- Gemm.h - Register-blocked matrix products ----------------*- C++ -*-===//
 ///
 /// \file
-/// C[M, N] = op(A)[M, K] op(B)[K, N] (or +=), row-major and contiguous, as
+/// C[M, N] = op(A)[M, K] op(B)[K, N] (or +=), row-major, as
 /// one generated function per shape: a micro-kernel keeps an MR x NR block
 /// of C in vector registers while it runs along K, reading op(B) from a
 /// panel packed contiguous (zero-padded to whole vectors) that stays in the
@@ -28,6 +28,10 @@ struct GemmShape {
   int64_t N = 0;
   llvm::Type *Elem = nullptr; ///< float or double.
   unsigned VectorBits = 128;  ///< The target's widest vector registers.
+  /// Elements between the starts of consecutive stored rows of A, B and C,
+  /// for matrices inside larger ones (an LSTM's steps); 0: the matrix's own
+  /// row length (contiguous).
+  int64_t LdA = 0, LdB = 0, LdC = 0;
 };
 
 /// Emits, at \p B's insertion point, C (+)= op(A) op(B) for \p M rows and
