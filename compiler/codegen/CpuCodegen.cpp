@@ -942,28 +942,34 @@ void GraphLowering::lowerLstm(const Node *n) {
   GemmShape recurrence{false, true, false, 4 * H, ft, VectorBits};
   recurrence.LdA = recurrence.LdC = T * 6 * H;
   Value *zero = llvm::ConstantFP::get(ft, 0);
-  for (int64_t t = 0; t < T; ++t) {
-    if (t > 0)
-      emitGemm(B, recurrence, at(i64((t - 1) * 6 * H + LstmH * H)), Slots.at(w).Ptr,
-               at(i64(t * 6 * H + LstmI * H)), rows, i64(H));
+  // One loop over the steps in the generated code, whatever T is.
+  forRange(i64(T), [&](Value *t) {
+    Value *hasPrev = B.CreateICmpSGT(t, i64(0));
+    ifThen(hasPrev, [&] {
+      Value *prevH = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(6 * H)),
+                                 i64(LstmH * H));
+      Value *gates = B.CreateAdd(B.CreateMul(t, i64(6 * H)), i64(LstmI * H));
+      emitGemm(B, recurrence, at(prevH), Slots.at(w).Ptr, at(gates), rows, i64(H));
+    });
     forRange(rows, [&](Value *row) {
-      Value *base = B.CreateMul(B.CreateAdd(B.CreateMul(row, i64(T)), i64(t)), i64(6 * H));
-      Value *zBase = B.CreateMul(B.CreateAdd(B.CreateMul(row, i64(T)), i64(t)), i64(4 * H));
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
+      Value *base = B.CreateMul(step, i64(6 * H));
+      // At t = 0 the previous state is not read: c_{t-1} is taken as zero.
+      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
+      Value *zBase = B.CreateMul(step, i64(4 * H));
       for (int gate = 0; gate < 4; ++gate)
         forRange(i64(H), [&](Value *jj) {
           Value *j = B.CreateAdd(i64(gate * H), jj);
           Value *slot = at(B.CreateAdd(base, B.CreateAdd(i64(LstmI * H), j)));
-          Value *z = load(xg, B.CreateAdd(zBase, j));
-          if (t > 0)
-            z = B.CreateFAdd(z, B.CreateLoad(ft, slot));
+          Value *z = B.CreateFAdd(load(xg, B.CreateAdd(zBase, j)),
+                                  B.CreateSelect(hasPrev, B.CreateLoad(ft, slot), zero));
           B.CreateStore(gate == 2 ? tanh(z) : sigmoid(z), slot);
         });
       forRange(i64(H), [&](Value *jj) {
         auto part = [&](Value *from, LstmPart p) {
           return at(B.CreateAdd(from, B.CreateAdd(i64(p * H), jj)));
         };
-        Value *cPrev = t > 0 ? B.CreateLoad(ft, part(B.CreateSub(base, i64(6 * H)), LstmC))
-                            : zero;
+        Value *cPrev = B.CreateSelect(hasPrev, B.CreateLoad(ft, part(prev, LstmC)), zero);
         Value *c = B.CreateFAdd(B.CreateFMul(B.CreateLoad(ft, part(base, LstmF)), cPrev),
                                 B.CreateFMul(B.CreateLoad(ft, part(base, LstmI)),
                                              B.CreateLoad(ft, part(base, LstmG))));
@@ -972,7 +978,7 @@ void GraphLowering::lowerLstm(const Node *n) {
                       part(base, LstmH));
       });
     });
-  }
+  });
 }
 
 void GraphLowering::lowerLstmGrad(const Node *n) {
@@ -994,20 +1000,24 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
   };
   Value *one = llvm::ConstantFP::get(ft, 1), *zero = llvm::ConstantFP::get(ft, 0);
   Value *dz = Slots[n].Ptr;
-  GemmShape back{false, false, false, H, ft, VectorBits};
-  back.LdA = T * 4 * H;
+  GemmShape backShape{false, false, false, H, ft, VectorBits};
+  backShape.LdA = T * 4 * H;
   forRange(B.CreateMul(rows, i64(H)), [&](Value *k) {
     B.CreateStore(zero, carried(dhNext, k));
     B.CreateStore(zero, carried(dcNext, k));
   });
-  for (int64_t t = T - 1; t >= 0; --t) {
-    if (t < T - 1)
-      emitGemm(B, back, B.CreateInBoundsGEP(ft, dz, i64((t + 1) * 4 * H)),
-               Slots.at(w).Ptr, dhNext, rows, i64(4 * H));
+  forRange(i64(T), [&](Value *back) {
+    Value *t = B.CreateSub(i64(T - 1), back);
+    ifThen(B.CreateICmpSGT(back, i64(0)), [&] {
+      Value *next = B.CreateMul(B.CreateAdd(t, i64(1)), i64(4 * H));
+      emitGemm(B, backShape, B.CreateInBoundsGEP(ft, dz, next), Slots.at(w).Ptr,
+               dhNext, rows, i64(4 * H));
+    });
+    Value *hasPrev = B.CreateICmpSGT(t, i64(0));
     forRange(rows, [&](Value *row) {
-      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), i64(t));
+      Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
       Value *base = B.CreateMul(step, i64(6 * H));
-      Value *prev = B.CreateSub(base, i64(6 * H));
+      Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
       Value *zBase = B.CreateMul(step, i64(4 * H));
       forRange(i64(H), [&](Value *jj) {
         auto index = [&](Value *from, int p) {
@@ -1023,7 +1033,7 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
         Value *dc = B.CreateFAdd(B.CreateFAdd(adj(LstmC), B.CreateLoad(ft, carried(dcNext, own))),
                                  B.CreateFMul(B.CreateFMul(dh, o),
                                               B.CreateFSub(one, B.CreateFMul(tc, tc))));
-        Value *cPrev = t > 0 ? load(state, index(prev, LstmC)) : zero;
+        Value *cPrev = B.CreateSelect(hasPrev, load(state, index(prev, LstmC)), zero);
         Value *di = B.CreateFAdd(B.CreateFMul(dc, g), adj(LstmI));
         Value *df = B.CreateFAdd(B.CreateFMul(dc, cPrev), adj(LstmF));
         Value *dg = B.CreateFAdd(B.CreateFMul(dc, i), adj(LstmG));
@@ -1037,7 +1047,7 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
         B.CreateStore(B.CreateFMul(dc, f), carried(dcNext, own));
       });
     });
-  }
+  });
 }
 
 void GraphLowering::lowerLstmGradWeight(const Node *n) {
@@ -1051,10 +1061,14 @@ void GraphLowering::lowerLstmGradWeight(const Node *n) {
   shape.LdA = T * 4 * H;
   shape.LdB = T * 6 * H;
   Value *rows = extent(state->Ty.Dims[0]);
-  for (int64_t t = 1; t < T; ++t)
-    emitGemm(B, shape, B.CreateInBoundsGEP(ft, Slots.at(dz).Ptr, i64(t * 4 * H)),
-             B.CreateInBoundsGEP(ft, Slots.at(state).Ptr, i64((t - 1) * 6 * H + LstmH * H)),
-             Slots[n].Ptr, i64(4 * H), rows);
+  forRange(i64(1), i64(T), [&](Value *t) {
+    Value *gates = B.CreateMul(t, i64(4 * H));
+    Value *prevH = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(6 * H)),
+                               i64(LstmH * H));
+    emitGemm(B, shape, B.CreateInBoundsGEP(ft, Slots.at(dz).Ptr, gates),
+             B.CreateInBoundsGEP(ft, Slots.at(state).Ptr, prevH), Slots[n].Ptr,
+             i64(4 * H), rows);
+  });
 }
 
 void GraphLowering::lowerStore(const ir::Store &store) {
