@@ -49,7 +49,7 @@ class Bench:
 
 
 # Epochs are chosen so that the nnc trainer trains for 0.5 s or more at one thread, and the
-# whole default run (--reps 3, --threads 1,2) takes about 20 minutes on 2 cores.
+# whole default run (--reps 3, --threads 1,2) takes about 17 minutes on 2 cores.
 BENCHES = [
     Bench("simple", "specs/simple.nn", 3_000_000, "all", torch_epochs=10_000),
     Bench("iris", "specs/iris.nn", 10_000, "all"),
