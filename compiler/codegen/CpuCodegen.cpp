@@ -282,13 +282,14 @@ static bool needsWorkspace(const Node *n) {
 /// Elements of a convolution's column matrix: one row per input channel
 /// and kernel tap, one column per output position, for one image.
 static int64_t columnElements(const Node *conv) {
-  const std::vector<int64_t> &in =
-      conv->Op == OpCode::Conv2DGradInput ? conv->Ty.Dims : conv->Operands[0]->Ty.Dims;
-  const std::vector<int64_t> &out =
-      conv->Op == OpCode::Conv2D ? conv->Ty.Dims : conv->Operands[1]->Ty.Dims;
-  const std::vector<int64_t> &outDims =
-      conv->Op == OpCode::Conv2DGradInput ? conv->Operands[0]->Ty.Dims : out;
-  return in[1] * conv->A.KernelH * conv->A.KernelW * outDims[2] * outDims[3];
+  // conv2d(x, w) -> out; conv2d_grad_input(dout, w) -> dx;
+  // conv2d_grad_filter(x, dout) -> dw.
+  bool gradInput = conv->Op == OpCode::Conv2DGradInput;
+  const std::vector<int64_t> &in = gradInput ? conv->Ty.Dims : conv->Operands[0]->Ty.Dims;
+  const std::vector<int64_t> &out = conv->Op == OpCode::Conv2D
+                                        ? conv->Ty.Dims
+                                        : conv->Operands[gradInput ? 0 : 1]->Ty.Dims;
+  return in[1] * conv->A.KernelH * conv->A.KernelW * out[2] * out[3];
 }
 
 void GraphLowering::planWorkspace() {

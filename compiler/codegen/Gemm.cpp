@@ -165,29 +165,33 @@ private:
     return B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, A, index));
   }
 
+  /// Element (k, j) of the packed panel, \p width elements per row.
+  Value *packAt(Value *k, Value *j, int64_t width) {
+    return B.CreateInBoundsGEP(S.Elem, Pack,
+                               B.CreateAdd(B.CreateMul(k, B.getInt64(width)), j));
+  }
+
+  /// Copies op(B)[k0 + k, j0 + j] into the panel at (k, j).
+  void packOne(Value *k0, Value *j0, Value *k, Value *j, int64_t width) {
+    B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j, width));
+  }
+
   /// One panel of \p columns columns from \p j0, \p vectors vectors wide:
   /// packs it, then runs the micro-kernel over the thread's rows.
   void panel(Value *k0, Value *depth, Value *first, Value *j0, int64_t vectors,
              int64_t columns) {
     int64_t width = vectors * L.Lanes;
-    auto packAt = [&](Value *k, Value *j) {
-      return B.CreateInBoundsGEP(
-          S.Elem, Pack, B.CreateAdd(B.CreateMul(k, B.getInt64(width)), j));
-    };
-    // Each source row is read along its contiguous axis.
-    auto copy = [&](Value *k, Value *j) {
-      B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j));
-    };
     if (S.TransB)
       packTransposed(k0, depth, j0, columns, width);
-    else
+    else // Rows of B are contiguous: copied row by row.
       loop(B.getInt64(0), depth, 1, [&](Value *k) {
-        loop(B.getInt64(0), B.getInt64(columns), 1, [&](Value *j) { copy(k, j); });
+        loop(B.getInt64(0), B.getInt64(columns), 1,
+             [&](Value *j) { packOne(k0, j0, k, j, width); });
       });
     if (columns < width)
       loop(B.getInt64(0), depth, 1, [&](Value *k) {
         loop(B.getInt64(columns), B.getInt64(width), 1, [&](Value *j) {
-          B.CreateStore(llvm::ConstantFP::get(S.Elem, 0), packAt(k, j));
+          B.CreateStore(llvm::ConstantFP::get(S.Elem, 0), packAt(k, j, width));
         });
       });
 
@@ -211,13 +215,6 @@ private:
     Value *blockedDepth =
         B.CreateMul(B.CreateSDiv(depth, B.getInt64(lanes)), B.getInt64(lanes));
     llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
-    auto packAt = [&](Value *k, Value *j) {
-      return B.CreateInBoundsGEP(
-          S.Elem, Pack, B.CreateAdd(B.CreateMul(k, B.getInt64(width)), j));
-    };
-    auto copy = [&](Value *k, Value *j) {
-      B.CreateStore(bAt(B.CreateAdd(k0, k), B.CreateAdd(j0, j)), packAt(k, j));
-    };
     if (lanes > 1 && blockedColumns > 0)
       loop(B.getInt64(0), B.getInt64(blockedColumns), lanes, [&](Value *jb) {
         loop(B.getInt64(0), blockedDepth, lanes, [&](Value *kb) {
@@ -230,18 +227,18 @@ private:
           }
           transpose(rows);
           for (int64_t r = 0; r < lanes; ++r)
-            B.CreateAlignedStore(rows[r], packAt(B.CreateAdd(kb, B.getInt64(r)), jb),
-                                 elemAlign);
+            B.CreateAlignedStore(
+                rows[r], packAt(B.CreateAdd(kb, B.getInt64(r)), jb, width), elemAlign);
         });
         // The depth left over, below a block.
         loop(blockedDepth, depth, 1, [&](Value *k) {
           loop(jb, B.CreateAdd(jb, B.getInt64(lanes)), 1,
-               [&](Value *j) { copy(k, j); });
+               [&](Value *j) { packOne(k0, j0, k, j, width); });
         });
       });
     if (blockedColumns < columns)
       loop(B.getInt64(blockedColumns), B.getInt64(columns), 1, [&](Value *j) {
-        loop(B.getInt64(0), depth, 1, [&](Value *k) { copy(k, j); });
+        loop(B.getInt64(0), depth, 1, [&](Value *k) { packOne(k0, j0, k, j, width); });
       });
   }
 
