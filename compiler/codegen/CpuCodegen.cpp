@@ -1,18 +1,22 @@
 //===- CpuCodegen.cpp - Tensor IR graphs to LLVM functions ----------------===//
 //
 // Each graph becomes one function `void nnc_<graph>(nnc_call *)`. Scalar
-// values live in registers; every other value gets a buffer: leaves point
-// into the call's buffers, the rest into the workspace, laid out statically
-// (fixed-size buffers first, then per-row buffers scaled by the batch size).
-// Matrix products are register-blocked kernels (Gemm.cpp); the other ops
-// become plain loop nests that LLVM's vectorizer then widens for the
-// target; elementwise ops take their formula from the op registry.
+// values live in registers. An elementwise op whose one user reads each
+// element once is computed inside that user's loop (planFusion). Every
+// other value gets a buffer: leaves point into the call's buffers, the rest
+// into the workspace, laid out statically (fixed-size buffers first, then
+// per-row buffers scaled by the batch size), buffers whose lives do not
+// overlap sharing memory (planWorkspace). Matrix products are
+// register-blocked kernels (Gemm.cpp); the other ops become plain loop
+// nests that LLVM's vectorizer then widens for the target; elementwise ops
+// take their formula from the op registry (VectorMath.cpp).
 //
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Abi.h"
 #include "codegen/Codegen.h"
 #include "codegen/Gemm.h"
+#include "codegen/VectorMath.h"
 #include "ir/Ops.h"
 
 #include "llvm/IR/IRBuilder.h"
@@ -21,11 +25,14 @@
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace nnc {
 
@@ -45,59 +52,6 @@ using llvm::Value;
 
 constexpr int64_t Alignment = 64;
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
-
-/// Scalar arithmetic of the op registry, as LLVM instructions.
-class LLVMScalarBuilder : public ir::ScalarBuilder {
-public:
-  LLVMScalarBuilder(llvm::IRBuilder<> &b, llvm::Type *type) : B(b), Ty(type) {}
-
-  static llvm::Value *v(ScalarBuilder::Value x) {
-    return static_cast<llvm::Value *>(x);
-  }
-
-  ScalarBuilder::Value constant(double value) override {
-    return llvm::ConstantFP::get(Ty, value);
-  }
-  ScalarBuilder::Value add(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateFAdd(v(a), v(b));
-  }
-  ScalarBuilder::Value sub(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateFSub(v(a), v(b));
-  }
-  ScalarBuilder::Value mul(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateFMul(v(a), v(b));
-  }
-  ScalarBuilder::Value div(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateFDiv(v(a), v(b));
-  }
-  ScalarBuilder::Value max(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    // llvm.maximum propagates NaN, as PyTorch's relu and max do.
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, v(a), v(b));
-  }
-  ScalarBuilder::Value neg(ScalarBuilder::Value a) override { return B.CreateFNeg(v(a)); }
-  ScalarBuilder::Value exp(ScalarBuilder::Value a) override {
-    return B.CreateUnaryIntrinsic(llvm::Intrinsic::exp, v(a));
-  }
-  ScalarBuilder::Value log(ScalarBuilder::Value a) override {
-    return B.CreateUnaryIntrinsic(llvm::Intrinsic::log, v(a));
-  }
-  ScalarBuilder::Value sqrt(ScalarBuilder::Value a) override {
-    return B.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, v(a));
-  }
-  ScalarBuilder::Value tanh(ScalarBuilder::Value a) override {
-    return B.CreateUnaryIntrinsic(llvm::Intrinsic::tanh, v(a));
-  }
-  ScalarBuilder::Value pow(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::pow, v(a), v(b));
-  }
-  ScalarBuilder::Value greater(ScalarBuilder::Value a, ScalarBuilder::Value b) override {
-    return B.CreateUIToFP(B.CreateFCmpOGT(v(a), v(b)), Ty);
-  }
-
-private:
-  llvm::IRBuilder<> &B;
-  llvm::Type *Ty;
-};
 
 /// Lowers one graph to one function.
 class GraphLowering {
@@ -144,7 +98,15 @@ private:
   Value *at(const Node *n, Value *index) {
     return B.CreateInBoundsGEP(elemType(n->Ty.Elem), Slots.at(n).Ptr, index);
   }
+  /// Element `index` of n's value: loaded from its buffer, or computed
+  /// here if n is inlined.
   Value *load(const Node *n, Value *index) {
+    if (Inlined.count(n)) {
+      std::vector<Value *> args;
+      for (const Node *operand : n->Operands)
+        args.push_back(load(operand, index));
+      return LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
+    }
     const Slot &slot = Slots.at(n);
     if (slot.Scalar)
       return slot.Scalar;
@@ -169,6 +131,13 @@ private:
     return entry.CreateAlloca(type);
   }
 
+  /// The sum of term(i) for i in [0, count), starting from `zero` (whose
+  /// type is the sum's). The additions may be reassociated, so that the
+  /// loop vectorizes: partial sums per vector lane, added at the end, in an
+  /// order fixed by the generated code (not by the thread count).
+  Value *reduce(Value *count, Value *zero, const std::function<Value *(Value *)> &term);
+
+  void planFusion();
   void planWorkspace();
   void lower(const Node *n);
   void lowerLeaf(const Node *n);
@@ -233,6 +202,10 @@ private:
   llvm::BasicBlock *Entry = nullptr;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
   std::unordered_map<const Node *, Slot> Slots;
+  /// Elementwise nodes with no buffer: computed by load() inside the loop
+  /// of their one user (see planFusion).
+  std::unordered_set<const Node *> Inlined;
+  std::unordered_map<const Node *, const Node *> InlinedInto; ///< Their users.
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
@@ -292,32 +265,140 @@ static int64_t columnElements(const Node *conv) {
   return in[1] * conv->A.KernelH * conv->A.KernelW * out[2] * out[3];
 }
 
-void GraphLowering::planWorkspace() {
-  // Fixed-size buffers first, then per-row ones. Every buffer stays live for
-  // the whole call; reuse by lifetime is a later optimization.
+void GraphLowering::planFusion() {
+  // An elementwise node is fused into its user, and so needs no buffer and
+  // no loop of its own, when it has one user, which reads each of its
+  // elements once through load(): an elementwise op of the same shape or a
+  // sum. Its operands must have its shape (or be scalars), so that the
+  // user's index is theirs too. Chains fuse whole: a + b * exp(c) is one
+  // loop; a loss's terms are summed in the loop that computes them.
+  std::unordered_map<const Node *, std::unordered_set<const Node *>> users;
+  for (const auto &node : G.nodes())
+    for (const Node *operand : node->Operands)
+      users[operand].insert(node.get());
+  for (const ir::Store &store : G.stores())
+    users[store.Value].insert(nullptr);
   for (const auto &node : G.nodes()) {
-    const ir::OpInfo &info = ir::opInfo(node->Op);
-    if (info.Category == ir::OpCategory::Window && node->Op != OpCode::MaxPool2D &&
-        node->Op != OpCode::MaxPool2DGrad) {
-      Scratch[node.get()] = Size.Fixed;
-      Size.Fixed += alignUp(columnElements(node.get()) * ir::byteSize(node->Ty.Elem));
-    }
-    if (node->Op == OpCode::LstmGrad) {
-      RowScratch[node.get()] = Size.PerRow;
-      int64_t hidden = node->Operands[2]->Ty.Dims[1];
-      Size.PerRow += alignUp(2 * hidden * ir::byteSize(node->Ty.Elem));
-    }
-    if (!needsWorkspace(node.get()))
+    const Node *n = node.get();
+    if (ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || n->Ty.Dims.empty())
       continue;
-    int64_t bytes = alignUp(node->Ty.staticElements() * ir::byteSize(node->Ty.Elem));
-    if (node->Ty.isBatched()) {
-      Offsets[node.get()] = {true, Size.PerRow};
-      Size.PerRow += bytes;
-    } else {
-      Offsets[node.get()] = {false, Size.Fixed};
-      Size.Fixed += bytes;
+    bool flat = true;
+    for (const Node *operand : n->Operands)
+      flat &= operand->Ty.Dims.empty() || operand->Ty.Dims == n->Ty.Dims;
+    const std::unordered_set<const Node *> &readers = users[n];
+    if (!flat || readers.size() != 1 || !*readers.begin())
+      continue;
+    const Node *user = *readers.begin();
+    ir::OpCategory category = ir::opInfo(user->Op).Category;
+    if ((category == ir::OpCategory::Elementwise && user->Ty.Dims == n->Ty.Dims) ||
+        category == ir::OpCategory::Reduce) {
+      Inlined.insert(n);
+      InlinedInto[n] = user;
     }
   }
+}
+
+namespace {
+/// A workspace buffer to place: its bytes (per row, in the per-row part)
+/// and the positions of the nodes that first write and last read it.
+struct Interval {
+  int64_t Bytes, First, Last;
+  int64_t Offset = 0;
+};
+
+/// Gives each interval an offset so that buffers live at the same time do
+/// not overlap; returns the bytes used. Largest first, each at the lowest
+/// offset that fits among those already placed (greedy by size).
+int64_t placeIntervals(std::vector<Interval *> intervals) {
+  std::stable_sort(intervals.begin(), intervals.end(),
+                   [](const Interval *a, const Interval *b) { return a->Bytes > b->Bytes; });
+  std::vector<const Interval *> placed;
+  int64_t total = 0;
+  for (Interval *x : intervals) {
+    std::vector<const Interval *> live;
+    for (const Interval *p : placed)
+      if (p->First <= x->Last && x->First <= p->Last)
+        live.push_back(p);
+    std::sort(live.begin(), live.end(),
+              [](const Interval *a, const Interval *b) { return a->Offset < b->Offset; });
+    int64_t offset = 0;
+    for (const Interval *p : live) {
+      if (offset + x->Bytes <= p->Offset)
+        break;
+      offset = std::max(offset, p->Offset + p->Bytes);
+    }
+    x->Offset = offset;
+    total = std::max(total, offset + x->Bytes);
+    placed.push_back(x);
+  }
+  return total;
+}
+} // namespace
+
+void GraphLowering::planWorkspace() {
+  // Each buffer lives from the node that writes it to the last node that
+  // reads it (an inlined node reads its operands where its user runs; a
+  // stored value is read at the end); buffers whose lives do not overlap
+  // share memory. Lives are closed intervals, so no node's result overlaps
+  // its own operands. A convolution's column matrix and lstm_grad's
+  // carried adjoints live only during their node.
+  const auto &nodes = G.nodes();
+  std::unordered_map<const Node *, int64_t> position;
+  for (size_t i = 0; i < nodes.size(); ++i)
+    position[nodes[i].get()] = int64_t(i);
+  auto evaluatedAt = [&](const Node *n) {
+    while (Inlined.count(n))
+      n = InlinedInto.at(n);
+    return position.at(n);
+  };
+  // Reshapes share their operand's storage.
+  auto storageOf = [&](const Node *n) {
+    while (n->Op == OpCode::Reshape && !n->Ty.Dims.empty())
+      n = n->Operands[0];
+    return n;
+  };
+  std::unordered_map<const Node *, int64_t> lastRead;
+  for (const auto &node : nodes)
+    for (const Node *operand : node->Operands) {
+      int64_t &last = lastRead[storageOf(operand)];
+      last = std::max(last, evaluatedAt(node.get()));
+    }
+  for (const ir::Store &store : G.stores())
+    lastRead[storageOf(store.Value)] = int64_t(nodes.size());
+
+  std::vector<std::unique_ptr<Interval>> all;
+  std::vector<Interval *> fixed, perRow;
+  auto add = [&](bool batched, int64_t bytes, int64_t first, int64_t last) {
+    all.push_back(std::make_unique<Interval>(Interval{alignUp(bytes), first, last}));
+    (batched ? perRow : fixed).push_back(all.back().get());
+    return all.back().get();
+  };
+  std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch;
+  for (const auto &node : nodes) {
+    const Node *n = node.get();
+    int64_t at = position[n];
+    const ir::OpInfo &info = ir::opInfo(n->Op);
+    if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
+        n->Op != OpCode::MaxPool2DGrad)
+      scratch[n] = add(false, columnElements(n) * ir::byteSize(n->Ty.Elem), at, at);
+    if (n->Op == OpCode::LstmGrad) {
+      int64_t hidden = n->Operands[2]->Ty.Dims[1];
+      rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
+    }
+    if (!needsWorkspace(n) || Inlined.count(n))
+      continue;
+    int64_t last = lastRead.count(n) ? std::max(lastRead[n], at) : at;
+    buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
+                     at, last);
+  }
+  Size.Fixed = placeIntervals(fixed);
+  Size.PerRow = placeIntervals(perRow);
+  for (auto &[n, x] : buffers)
+    Offsets[n] = {n->Ty.isBatched(), x->Offset};
+  for (auto &[n, x] : scratch)
+    Scratch[n] = x->Offset;
+  for (auto &[n, x] : rowScratch)
+    RowScratch[n] = x->Offset;
 }
 
 WorkspaceSize GraphLowering::run() {
@@ -337,9 +418,11 @@ WorkspaceSize GraphLowering::run() {
   Workspace = loadField(CallWorkspace, B.getPtrTy());
   Workspace->setName("workspace");
 
+  planFusion();
   planWorkspace();
   for (const auto &node : G.nodes())
-    lower(node.get());
+    if (!Inlined.count(node.get()))
+      lower(node.get());
   for (const ir::Store &store : G.stores())
     lowerStore(store);
   B.CreateRetVoid();
@@ -362,10 +445,7 @@ void GraphLowering::lower(const Node *n) {
     return lowerLeaf(n);
   case ir::OpCategory::Elementwise: {
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
-    return lowerMap(n, [&](std::vector<Value *> &args) {
-      std::vector<ir::ScalarBuilder::Value> handles(args.begin(), args.end());
-      return static_cast<Value *>(info.Scalar(sb, handles.data()));
-    });
+    return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
   case ir::OpCategory::MatMul:
     return lowerMatMul(n);
@@ -535,6 +615,31 @@ void GraphLowering::lowerMatMul(const Node *n) {
   Value *rows = product(n->Ty.Dims, 0, rank - 1);
   Value *depth = shape.TransA ? product(a->Ty.Dims, 0, aRank - 1)
                               : extent(a->Ty.Dims.back());
+  // Shapes the micro-kernel has nothing to block in (a dense layer of one
+  // input, or of one input and one output: linreg). Whatever the
+  // transposes, op(A)[m, k] is A[m] when K = 1 and A[k] when M = 1, and
+  // likewise for B.
+  llvm::Type *ft = shape.Elem;
+  auto element = [&](const Node *x, Value *i) {
+    return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, Slots.at(x).Ptr, i));
+  };
+  if (depth == i64(1)) {
+    forRange(rows, [&](Value *m) {
+      Value *am = element(a, m);
+      forRange(i64(shape.N), [&](Value *j) {
+        B.CreateStore(B.CreateFMul(am, element(b, j)),
+                      at(n, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
+      });
+    });
+    return;
+  }
+  if (rows == i64(1) && shape.N == 1) {
+    Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
+      return B.CreateFMul(element(a, k), element(b, k));
+    });
+    B.CreateStore(sum, at(n, i64(0)));
+    return;
+  }
   emitGemm(B, shape, Slots.at(a).Ptr, Slots.at(b).Ptr, Slots[n].Ptr, rows, depth);
 }
 
@@ -546,6 +651,17 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   Value *length = extent(dims[axis]);
   Value *inner = product(dims, axis + 1, dims.size());
   llvm::Type *ft = elemType(n->Ty.Elem);
+  if (inner == i64(1)) {
+    // Contiguous sums (the bias of a one-output layer): in registers.
+    forRange(outer, [&](Value *o) {
+      Value *base = B.CreateMul(o, length);
+      Value *sum = reduce(length, llvm::ConstantFP::get(ft, 0), [&](Value *l) {
+        return load(x, B.CreateAdd(base, l));
+      });
+      B.CreateStore(sum, at(n, o));
+    });
+    return;
+  }
   forRange(outer, [&](Value *o) {
     Value *rowBase = B.CreateMul(o, inner);
     forRange(inner, [&](Value *j) {
@@ -563,18 +679,24 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   });
 }
 
+Value *GraphLowering::reduce(Value *count, Value *zero,
+                             const std::function<Value *(Value *)> &term) {
+  llvm::AllocaInst *acc = entryAlloca(zero->getType());
+  B.CreateStore(zero, acc);
+  forRange(count, [&](Value *i) {
+    Value *sum = B.CreateFAdd(B.CreateLoad(zero->getType(), acc), term(i));
+    llvm::cast<llvm::Instruction>(sum)->setHasAllowReassoc(true);
+    B.CreateStore(sum, acc);
+  });
+  return B.CreateLoad(zero->getType(), acc);
+}
+
 void GraphLowering::lowerSumAll(const Node *n) {
   // Accumulated in double: losses sum many terms of similar size.
   const Node *x = n->Operands[0];
-  llvm::IRBuilder<> entry(Entry, Entry->begin());
-  llvm::AllocaInst *acc = entry.CreateAlloca(B.getDoubleTy());
-  B.CreateStore(llvm::ConstantFP::get(B.getDoubleTy(), 0), acc);
-  forRange(elementCount(x->Ty), [&](Value *i) {
-    Value *term = B.CreateFPExt(load(x, i), B.getDoubleTy());
-    B.CreateStore(B.CreateFAdd(B.CreateLoad(B.getDoubleTy(), acc), term), acc);
-  });
-  Slots[n].Scalar =
-      B.CreateFPCast(B.CreateLoad(B.getDoubleTy(), acc), elemType(n->Ty.Elem));
+  Value *sum = reduce(elementCount(x->Ty), llvm::ConstantFP::get(B.getDoubleTy(), 0),
+                      [&](Value *i) { return B.CreateFPExt(load(x, i), B.getDoubleTy()); });
+  Slots[n].Scalar = B.CreateFPCast(sum, elemType(n->Ty.Elem));
 }
 
 void GraphLowering::lowerRow(const Node *n) {
@@ -932,10 +1054,7 @@ void GraphLowering::lowerLstm(const Node *n) {
   int64_t T = n->Ty.Dims[1], H = w->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   LLVMScalarBuilder sb(B, ft);
-  auto sigmoid = [&](Value *x) {
-    ir::ScalarBuilder::Value arg = x;
-    return LLVMScalarBuilder::v(ir::opInfo(OpCode::Sigmoid).Scalar(sb, &arg));
-  };
+  auto sigmoid = [&](Value *x) { return sb.apply(OpCode::Sigmoid, {x}); };
   auto tanh = [&](Value *x) { return LLVMScalarBuilder::v(sb.tanh(x)); };
   Value *rows = extent(n->Ty.Dims[0]);
   Value *out = Slots[n].Ptr;

@@ -9,6 +9,7 @@
 #include "autodiff/Autodiff.h"
 #include "codegen/Codegen.h"
 #include "codegen/Gemm.h"
+#include "codegen/VectorMath.h"
 #include "frontend/Parser.h"
 #include "passes/Passes.h"
 #include "sema/Sema.h"
@@ -27,6 +28,7 @@
 #include <pthread.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -46,7 +48,10 @@ struct DriverOptions {
   ir::DType FloatType = ir::DType::F32;
   std::string RuntimeLib;
   std::string Argv0;
-  std::string GemmKernel; ///< --gemm-kernel's value; empty: compile a spec.
+  std::string GemmKernel; ///< --gemm-kernel's value.
+  std::string MathKernel; ///< --math-kernel's value.
+  /// Whether a kernel for bench/ is asked for rather than a spec compiled.
+  bool kernel() const { return !GemmKernel.empty() || !MathKernel.empty(); }
 };
 
 int fail(const std::string &message) {
@@ -78,7 +83,11 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("gemm-kernel", po::value(&opts.GemmKernel),
        "N[,ta][,tb]: instead of a spec, emit (--emit=llvm, asm or obj) the "
        "function nnc_gemm(A, B, C, M, K) computing C[M,N] = op(A) op(B), for "
-       "bench/gemm");
+       "bench/gemm")
+      ("math-kernel", po::value(&opts.MathKernel),
+       "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
+       "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
+       "(OP: exp, log, tanh, sigmoid, ...)");
   po::options_description hidden;
   hidden.add_options()("input", po::value(&opts.Input));
   po::options_description all;
@@ -100,8 +109,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     std::cout << visible << '\n';
     return 0;
   }
-  if (opts.Input.empty() && opts.GemmKernel.empty())
+  if (opts.Input.empty() && !opts.kernel())
     return fail("no spec file given (see nnc --help)");
+  if (!opts.GemmKernel.empty() && !opts.MathKernel.empty())
+    return fail("--gemm-kernel and --math-kernel exclude each other");
   static const std::pair<const char *, Emit> emits[] = {
       {"ast", Emit::Ast},   {"ir", Emit::Ir},   {"train-ir", Emit::TrainIr},
       {"llvm", Emit::Llvm}, {"asm", Emit::Asm}, {"obj", Emit::Obj},
@@ -248,6 +259,28 @@ int compile(const DriverOptions &opts) {
   return writeOutput(opts, *module, *machine);
 }
 
+/// Writes a module of one kernel (--gemm-kernel, --math-kernel), built by
+/// \p build for the target machine; \p flag names the option in messages.
+int compileKernel(const DriverOptions &opts, const char *flag,
+                  const std::function<std::string(llvm::Module &, unsigned)> &build) {
+  if (opts.EmitKind != Emit::Llvm && opts.EmitKind != Emit::Asm &&
+      opts.EmitKind != Emit::Obj)
+    return fail(std::string(flag) + " needs --emit=llvm, asm or obj");
+  std::string error;
+  std::unique_ptr<llvm::TargetMachine> machine =
+      createTargetMachine(opts.Target, error);
+  if (!machine)
+    return fail(error);
+  llvm::LLVMContext context;
+  llvm::Module module("kernel", context);
+  error = build(module, vectorBits(*machine));
+  if (!error.empty())
+    return fail(std::string(flag) + ": " + error);
+  if (llvm::verifyModule(module, &llvm::errs()))
+    return fail(std::string("internal error: invalid LLVM IR for ") + flag);
+  return writeOutput(opts, module, *machine);
+}
+
 /// --gemm-kernel: one matrix product as the function nnc_gemm.
 int compileGemmKernel(const DriverOptions &opts) {
   GemmShape shape;
@@ -268,23 +301,23 @@ int compileGemmKernel(const DriverOptions &opts) {
       return fail("--gemm-kernel: unknown flag '" + field + "'; expected ta or tb");
     (field == "ta" ? shape.TransA : shape.TransB) = true;
   }
-  if (opts.EmitKind != Emit::Llvm && opts.EmitKind != Emit::Asm &&
-      opts.EmitKind != Emit::Obj)
-    return fail("--gemm-kernel needs --emit=llvm, asm or obj");
-  std::string error;
-  std::unique_ptr<llvm::TargetMachine> machine =
-      createTargetMachine(opts.Target, error);
-  if (!machine)
-    return fail(error);
-  llvm::LLVMContext context;
-  llvm::Module module("gemm", context);
-  shape.Elem = opts.FloatType == ir::DType::F64 ? llvm::Type::getDoubleTy(context)
-                                                : llvm::Type::getFloatTy(context);
-  shape.VectorBits = vectorBits(*machine);
-  emitGemmEntryPoint(module, shape);
-  if (llvm::verifyModule(module, &llvm::errs()))
-    return fail("internal error: invalid LLVM IR for --gemm-kernel");
-  return writeOutput(opts, module, *machine);
+  return compileKernel(opts, "--gemm-kernel", [&](llvm::Module &module, unsigned bits) {
+    llvm::LLVMContext &context = module.getContext();
+    shape.Elem = opts.FloatType == ir::DType::F64 ? llvm::Type::getDoubleTy(context)
+                                                  : llvm::Type::getFloatTy(context);
+    shape.VectorBits = bits;
+    emitGemmEntryPoint(module, shape);
+    return std::string();
+  });
+}
+
+/// --math-kernel: one elementwise op over an array as the function nnc_math.
+int compileMathKernel(const DriverOptions &opts) {
+  return compileKernel(opts, "--math-kernel", [&](llvm::Module &module, unsigned) {
+    if (emitMathEntryPoint(module, opts.MathKernel))
+      return std::string();
+    return "'" + opts.MathKernel + "' is not an elementwise op of one operand";
+  });
 }
 
 struct Job {
@@ -295,8 +328,10 @@ struct Job {
 void *runJob(void *arg) {
   Job *job = static_cast<Job *>(arg);
   try {
-    job->Status = job->Opts->GemmKernel.empty() ? compile(*job->Opts)
-                                                : compileGemmKernel(*job->Opts);
+    const DriverOptions &opts = *job->Opts;
+    job->Status = !opts.GemmKernel.empty()   ? compileGemmKernel(opts)
+                  : !opts.MathKernel.empty() ? compileMathKernel(opts)
+                                             : compile(opts);
   } catch (const std::exception &e) {
     std::cerr << "nnc: " << e.what() << '\n';
     job->Status = 70;

@@ -119,6 +119,16 @@ void simplify(ir::Graph &g) {
     Node *n = node.get();
     for (Node *&operand : n->Operands)
       operand = resolve(operand);
+    // An elementwise op reads a scalar operand as it is: broadcasting it to
+    // the other operand's shape first only costs a buffer and a loop.
+    if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise &&
+        n->Operands.size() == 2)
+      for (int k = 0; k < 2; ++k) {
+        Node *&operand = n->Operands[k];
+        if (operand->Op == OpCode::Broadcast && operand->Operands[0]->Ty.Dims.empty() &&
+            n->Operands[1 - k]->Ty.Dims == n->Ty.Dims)
+          operand = operand->Operands[0];
+      }
     double value;
     if (foldConstant(n, value)) {
       n->Op = OpCode::Constant;

@@ -102,6 +102,7 @@ void Model::initParams(uint64_t Seed) {
 void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
   gatherRows(T, Rows, N, M.Type, SlotPtrs.data());
   Call.batch = int64_t(N);
+  ++Loads;
 }
 
 double Model::trainStep(double Lr, int64_t Step) {

@@ -66,6 +66,9 @@ public:
 
   /// Copies Rows[0, N) of \p T into the input buffers for the next call.
   void loadRows(const Table &T, const size_t *Rows, size_t N);
+  /// How many times loadRows has run: while it is unchanged, the rows
+  /// loaded last are still in the input buffers (calls do not write them).
+  uint64_t loads() const { return Loads; }
 
   /// The calls into generated code on the rows loaded last; each returns
   /// the loss it computed.
@@ -101,6 +104,7 @@ private:
   AlignedBuffer Params, State, Grads, Workspace, Output;
   std::vector<AlignedBuffer> SlotBuffers;
   std::vector<void *> SlotPtrs;     ///< SlotBuffers' memory, to write rows.
+  uint64_t Loads = 0;
   std::vector<const void *> Inputs; ///< The same, as nnc_call::inputs.
   nnc_call Call = {};
 };

@@ -400,15 +400,21 @@ int Trainer::run() {
   std::vector<size_t> Order = S.Train;
   int64_t Step = 0;
   double StepSeconds = 0; // In loadRows and trainStep: what --speed reports.
+  // With one batch per epoch the order changes nothing but rounding: the
+  // rows are not shuffled, and stay loaded until an evaluation replaces them.
+  bool WholeBatch = BatchRows >= Order.size();
+  uint64_t Resident = ~uint64_t(0); // Mod.loads() once the whole batch is loaded.
   for (int64_t Epoch = 1; Epoch <= O.Epochs; ++Epoch) {
-    // With one batch per epoch the order changes nothing but rounding.
-    if (M.Shuffle && BatchRows < Order.size())
+    if (M.Shuffle && !WholeBatch)
       Shuffler.shuffle(Order.data(), Order.size());
     double LossSum = 0;
     for (size_t Start = 0; Start < Order.size(); Start += BatchRows) {
       size_t N = std::min(BatchRows, Order.size() - Start);
       auto StepStart = std::chrono::steady_clock::now();
-      Mod.loadRows(T, &Order[Start], N);
+      if (!WholeBatch || Mod.loads() != Resident) {
+        Mod.loadRows(T, &Order[Start], N);
+        Resident = Mod.loads();
+      }
       double Loss = Mod.trainStep(O.Lr, ++Step);
       StepSeconds += std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - StepStart)

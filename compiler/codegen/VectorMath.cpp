@@ -1,0 +1,206 @@
+//===- VectorMath.cpp - Scalar formulas as LLVM IR ------------------------===//
+
+#include "codegen/VectorMath.h"
+
+#include "llvm/IR/Module.h"
+
+namespace nnc {
+
+using llvm::Value;
+
+namespace {
+
+/// Builds the f32 functions from plain arithmetic, integer bit operations
+/// and selects, all of which have vector forms.
+class F32Math {
+public:
+  explicit F32Math(llvm::IRBuilder<> &b)
+      : B(b), F(b.getFloatTy()), I(b.getInt32Ty()) {}
+
+  Value *c(double v) { return llvm::ConstantFP::get(F, v); }
+  Value *ci(int32_t v) { return llvm::ConstantInt::get(I, v, true); }
+  Value *fmul(Value *a, Value *b) { return B.CreateFMul(a, b); }
+  Value *fadd(Value *a, Value *b) { return B.CreateFAdd(a, b); }
+  Value *fsub(Value *a, Value *b) { return B.CreateFSub(a, b); }
+  Value *bitsOf(Value *x) { return B.CreateBitCast(x, I); }
+  Value *floatOf(Value *bits) { return B.CreateBitCast(bits, F); }
+  Value *isNaN(Value *x) { return B.CreateFCmpUNO(x, x); }
+  Value *select(Value *cond, Value *a, Value *b) { return B.CreateSelect(cond, a, b); }
+
+  /// c[0] x^(n-1) + ... + c[n-1], by Horner's rule.
+  Value *polynomial(Value *x, std::initializer_list<double> coefficients) {
+    Value *result = nullptr;
+    for (double k : coefficients)
+      result = result ? fadd(fmul(result, x), c(k)) : c(k);
+    return result;
+  }
+
+  /// 2^n for an integral float n in [-126, 128], as two factors that are
+  /// each a normal float.
+  Value *scaleByPowerOfTwo(Value *y, Value *n) {
+    Value *ni = B.CreateFPToSI(n, I);
+    Value *half = B.CreateAShr(ni, 1);
+    auto power = [&](Value *e) {
+      return floatOf(B.CreateShl(B.CreateAdd(e, ci(127)), 23));
+    };
+    return fmul(fmul(y, power(half)), power(B.CreateSub(ni, half)));
+  }
+
+  Value *exp(Value *x) {
+    // exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in
+    // [-ln2/2, ln2/2] (ln 2 in two parts, so that n ln 2 is exact enough).
+    constexpr double Hi = 88.72283935546875;   // just below ln(FLT_MAX)
+    constexpr double Lo = -87.33654022216797;  // ln(FLT_MIN)
+    Value *xc = B.CreateMinNum(B.CreateMaxNum(x, c(Lo)), c(Hi));
+    Value *n = B.CreateUnaryIntrinsic(llvm::Intrinsic::rint,
+                                      fmul(xc, c(1.44269504088896341)));
+    Value *r = fsub(fsub(xc, fmul(n, c(0.693359375))), fmul(n, c(-2.12194440e-4)));
+    Value *r2 = fmul(r, r);
+    Value *p = polynomial(r, {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                              4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1});
+    Value *y = fadd(fadd(fmul(p, r2), r), c(1));
+    y = scaleByPowerOfTwo(y, n);
+    y = select(B.CreateFCmpOGT(x, c(Hi)), llvm::ConstantFP::getInfinity(F), y);
+    y = select(B.CreateFCmpOLT(x, c(Lo)), c(0), y);
+    return select(isNaN(x), x, y);
+  }
+
+  Value *log(Value *x) {
+    // x = m 2^e with m in [sqrt(1/2), sqrt(2)); log x = log m + e ln 2,
+    // log m by a polynomial in m - 1. Subnormal x is scaled by 2^23 first.
+    Value *subnormal = B.CreateFCmpOLT(x, c(1.17549435e-38));
+    Value *xs = select(subnormal, fmul(x, c(8388608.0)), x);
+    Value *bits = bitsOf(xs);
+    Value *e = B.CreateSub(B.CreateAnd(B.CreateLShr(bits, 23), ci(0xff)), ci(126));
+    e = select(subnormal, B.CreateSub(e, ci(23)), e);
+    // The mantissa with the exponent of 0.5: m in [0.5, 1).
+    Value *m = floatOf(B.CreateOr(B.CreateAnd(bits, ci(0x007fffff)), ci(0x3f000000)));
+    Value *small = B.CreateFCmpOLT(m, c(0.707106781186547524));
+    e = select(small, B.CreateSub(e, ci(1)), e);
+    m = select(small, fsub(fadd(m, m), c(1)), fsub(m, c(1)));
+    Value *ef = B.CreateSIToFP(e, F);
+    Value *z = fmul(m, m);
+    Value *p = polynomial(m, {7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
+                              -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
+                              2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1});
+    Value *y = fmul(fmul(p, m), z);
+    y = fadd(y, fmul(ef, c(-2.12194440e-4)));
+    y = fsub(y, fmul(z, c(0.5)));
+    Value *result = fadd(fadd(m, y), fmul(ef, c(0.693359375)));
+    // log(+inf) = +inf, log(0) = -inf, log(x < 0) and log(NaN) = NaN.
+    result = select(B.CreateFCmpOEQ(x, llvm::ConstantFP::getInfinity(F)), x, result);
+    result = select(B.CreateFCmpOEQ(x, c(0)), llvm::ConstantFP::getInfinity(F, true),
+                    result);
+    return select(B.CreateFCmpULT(x, c(0)), llvm::ConstantFP::getNaN(F), result);
+  }
+
+  Value *tanh(Value *x) {
+    // Small |x|: an odd polynomial (1 - 2/(e^2x + 1) would cancel);
+    // otherwise that formula on |x|. The result takes x's sign (tanh(-0) is
+    // -0). NaN takes the second path and stays NaN; large |x| gives
+    // exp = inf and so 1.
+    Value *ax = B.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+    Value *z = fmul(x, x);
+    Value *p = polynomial(z, {-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
+                              1.33314422036e-1, -3.33332819422e-1});
+    Value *near = fadd(fmul(fmul(p, z), x), x);
+    Value *far = fsub(c(1), B.CreateFDiv(c(2), fadd(exp(fadd(ax, ax)), c(1))));
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::copysign,
+                                   select(B.CreateFCmpOLT(ax, c(0.625)), near, far), x);
+  }
+
+private:
+  llvm::IRBuilder<> &B;
+  llvm::Type *F, *I;
+};
+
+} // namespace
+
+using SV = ir::ScalarBuilder::Value;
+
+SV LLVMScalarBuilder::constant(double value) { return llvm::ConstantFP::get(Ty, value); }
+SV LLVMScalarBuilder::add(SV a, SV b) { return B.CreateFAdd(v(a), v(b)); }
+SV LLVMScalarBuilder::sub(SV a, SV b) { return B.CreateFSub(v(a), v(b)); }
+SV LLVMScalarBuilder::mul(SV a, SV b) { return B.CreateFMul(v(a), v(b)); }
+SV LLVMScalarBuilder::div(SV a, SV b) { return B.CreateFDiv(v(a), v(b)); }
+SV LLVMScalarBuilder::max(SV a, SV b) {
+  // llvm.maximum propagates NaN, as PyTorch's relu and max do.
+  return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, v(a), v(b));
+}
+SV LLVMScalarBuilder::neg(SV a) { return B.CreateFNeg(v(a)); }
+SV LLVMScalarBuilder::exp(SV a) {
+  if (Ty->isFloatTy())
+    return F32Math(B).exp(v(a));
+  return B.CreateUnaryIntrinsic(llvm::Intrinsic::exp, v(a));
+}
+SV LLVMScalarBuilder::log(SV a) {
+  if (Ty->isFloatTy())
+    return F32Math(B).log(v(a));
+  return B.CreateUnaryIntrinsic(llvm::Intrinsic::log, v(a));
+}
+SV LLVMScalarBuilder::sqrt(SV a) {
+  return B.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, v(a));
+}
+SV LLVMScalarBuilder::tanh(SV a) {
+  if (Ty->isFloatTy())
+    return F32Math(B).tanh(v(a));
+  return B.CreateUnaryIntrinsic(llvm::Intrinsic::tanh, v(a));
+}
+SV LLVMScalarBuilder::pow(SV a, SV b) {
+  return B.CreateBinaryIntrinsic(llvm::Intrinsic::pow, v(a), v(b));
+}
+SV LLVMScalarBuilder::greater(SV a, SV b) {
+  return B.CreateUIToFP(B.CreateFCmpOGT(v(a), v(b)), Ty);
+}
+
+llvm::Value *LLVMScalarBuilder::apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value *> Args) {
+  SV handles[2] = {nullptr, nullptr};
+  for (size_t k = 0; k < Args.size() && k < 2; ++k)
+    handles[k] = Args[k];
+  return v(ir::opInfo(Op).Scalar(*this, handles));
+}
+
+bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
+  static const ir::OpCode AllOps[] = {
+#define NNC_OP(Enum, Name, Arity, Category) ir::OpCode::Enum,
+#include "ir/Ops.def"
+  };
+  const ir::OpCode *op = nullptr;
+  for (const ir::OpCode &candidate : AllOps) {
+    const ir::OpInfo &info = ir::opInfo(candidate);
+    if (info.Category == ir::OpCategory::Elementwise && info.Arity == 1 &&
+        OpName == info.Name)
+      op = &candidate;
+  }
+  if (!op)
+    return false;
+  llvm::LLVMContext &ctx = Mod.getContext();
+  llvm::IRBuilder<> b(ctx);
+  auto *ptr = b.getPtrTy();
+  auto *fnType = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, b.getInt64Ty()}, false);
+  auto *fn = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage, "nnc_math", Mod);
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  fn->addParamAttr(0, llvm::Attribute::NoAlias);
+  fn->addParamAttr(1, llvm::Attribute::NoAlias);
+  auto *entry = llvm::BasicBlock::Create(ctx, "entry", fn);
+  auto *loop = llvm::BasicBlock::Create(ctx, "loop", fn);
+  auto *exit = llvm::BasicBlock::Create(ctx, "exit", fn);
+  b.SetInsertPoint(entry);
+  Value *n = fn->getArg(2);
+  b.CreateCondBr(b.CreateICmpSGT(n, b.getInt64(0)), loop, exit);
+  b.SetInsertPoint(loop);
+  llvm::PHINode *i = b.CreatePHI(b.getInt64Ty(), 2);
+  i->addIncoming(b.getInt64(0), entry);
+  llvm::Type *f = b.getFloatTy();
+  Value *x = b.CreateLoad(f, b.CreateInBoundsGEP(f, fn->getArg(0), i));
+  LLVMScalarBuilder sb(b, f);
+  b.CreateStore(sb.apply(*op, {x}), b.CreateInBoundsGEP(f, fn->getArg(1), i));
+  Value *next = b.CreateAdd(i, b.getInt64(1), "", true, true);
+  i->addIncoming(next, loop);
+  b.CreateCondBr(b.CreateICmpSLT(next, n), loop, exit);
+  b.SetInsertPoint(exit);
+  b.CreateRetVoid();
+  return true;
+}
+
+} // namespace nnc

@@ -1,0 +1,64 @@
+//===- VectorMath.h - Scalar formulas as LLVM IR ----------------*- C++ -*-===//
+///
+/// \file
+/// The op registry's scalar formulas as LLVM instructions. Single-precision
+/// exp, log and tanh are written out as range reductions and polynomials
+/// (the Cephes library's) with selects for the special values, so that the
+/// loops using them stay vectorizable: a call to libm's expf would keep
+/// the loop scalar. Double precision (the gradient checks) keeps the LLVM
+/// intrinsics, and so libm.
+///
+/// Accuracy, checked against double-precision libm by bench/math in
+/// tests/codegen/math.test: a few units in the last place. exp flushes
+/// results below FLT_MIN (x < -87.34) to zero.
+///
+//===----------------------------------------------------------------------===//
+#ifndef NNC_CODEGEN_VECTORMATH_H
+#define NNC_CODEGEN_VECTORMATH_H
+
+#include "ir/Ops.h"
+
+#include "llvm/IR/IRBuilder.h"
+
+#include <string>
+
+namespace nnc {
+
+/// Scalar arithmetic of the op registry, as LLVM instructions.
+class LLVMScalarBuilder : public ir::ScalarBuilder {
+public:
+  LLVMScalarBuilder(llvm::IRBuilder<> &b, llvm::Type *type) : B(b), Ty(type) {}
+
+  static llvm::Value *v(ScalarBuilder::Value x) { return static_cast<llvm::Value *>(x); }
+
+  Value constant(double value) override;
+  Value add(Value a, Value b) override;
+  Value sub(Value a, Value b) override;
+  Value mul(Value a, Value b) override;
+  Value div(Value a, Value b) override;
+  Value max(Value a, Value b) override;
+  Value neg(Value a) override;
+  Value exp(Value a) override;
+  Value log(Value a) override;
+  Value sqrt(Value a) override;
+  Value tanh(Value a) override;
+  Value pow(Value a, Value b) override;
+  Value greater(Value a, Value b) override;
+
+  /// The formula of elementwise op \p Op applied to \p Args.
+  llvm::Value *apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value *> Args);
+
+private:
+  llvm::IRBuilder<> &B;
+  llvm::Type *Ty;
+};
+
+/// Defines `void nnc_math(const float *X, float *Y, int64_t N)` in \p Mod:
+/// Y[i] = op(X[i]) for the one-operand elementwise op named \p OpName,
+/// with the code the trainers use, for bench/math. False if there is no
+/// such op.
+bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName);
+
+} // namespace nnc
+
+#endif // NNC_CODEGEN_VECTORMATH_H
