@@ -143,7 +143,8 @@ private:
   void lowerLeaf(const Node *n);
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
-  void lowerMatMul(const Node *n);
+  /// Matrix product n into `dest`, plus `bias` (a row vector) if not null.
+  void lowerMatMul(const Node *n, Value *dest, const Node *bias);
   void lowerReduceSum(const Node *n);
   void lowerSumAll(const Node *n);
   void lowerRow(const Node *n);
@@ -205,7 +206,12 @@ private:
   /// Elementwise nodes with no buffer: computed by load() inside the loop
   /// of their one user (see planFusion).
   std::unordered_set<const Node *> Inlined;
-  std::unordered_map<const Node *, const Node *> InlinedInto; ///< Their users.
+  /// Nodes computed by the lowering of another (the inlined ones, and
+  /// products whose bias is added in the product): that node.
+  std::unordered_map<const Node *, const Node *> FusedInto;
+  /// Adds of a product and a bias vector: the product and the bias, to be
+  /// computed together as one GEMM.
+  std::unordered_map<const Node *, std::pair<const Node *, const Node *>> BiasedProducts;
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
@@ -293,7 +299,25 @@ void GraphLowering::planFusion() {
     if ((category == ir::OpCategory::Elementwise && user->Ty.Dims == n->Ty.Dims) ||
         category == ir::OpCategory::Reduce) {
       Inlined.insert(n);
-      InlinedInto[n] = user;
+      FusedInto[n] = user;
+    }
+  }
+  // A dense layer's add(matmul, bias) is one GEMM whose sums start from the
+  // bias, when the product has no other reader.
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    if (n->Op != OpCode::Add || Inlined.count(n))
+      continue;
+    for (int k = 0; k < 2; ++k) {
+      const Node *product = n->Operands[k], *bias = n->Operands[1 - k];
+      const std::unordered_set<const Node *> &readers = users[product];
+      if (product->Op == OpCode::MatMul && readers.size() == 1 && *readers.begin() == n &&
+          product->Ty == n->Ty && bias->Ty.Dims.size() == 1 &&
+          bias->Ty.Dims[0] == n->Ty.Dims.back() && !bias->Ty.isBatched()) {
+        FusedInto[product] = n;
+        BiasedProducts[n] = {product, bias};
+        break;
+      }
     }
   }
 }
@@ -347,8 +371,8 @@ void GraphLowering::planWorkspace() {
   for (size_t i = 0; i < nodes.size(); ++i)
     position[nodes[i].get()] = int64_t(i);
   auto evaluatedAt = [&](const Node *n) {
-    while (Inlined.count(n))
-      n = InlinedInto.at(n);
+    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
+      n = it->second;
     return position.at(n);
   };
   // Reshapes share their operand's storage.
@@ -385,7 +409,7 @@ void GraphLowering::planWorkspace() {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
     }
-    if (!needsWorkspace(n) || Inlined.count(n))
+    if (!needsWorkspace(n) || FusedInto.count(n))
       continue;
     int64_t last = lastRead.count(n) ? std::max(lastRead[n], at) : at;
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
@@ -421,7 +445,7 @@ WorkspaceSize GraphLowering::run() {
   planFusion();
   planWorkspace();
   for (const auto &node : G.nodes())
-    if (!Inlined.count(node.get()))
+    if (!FusedInto.count(node.get()))
       lower(node.get());
   for (const ir::Store &store : G.stores())
     lowerStore(store);
@@ -444,11 +468,14 @@ void GraphLowering::lower(const Node *n) {
   case ir::OpCategory::Leaf:
     return lowerLeaf(n);
   case ir::OpCategory::Elementwise: {
+    auto biased = BiasedProducts.find(n);
+    if (biased != BiasedProducts.end())
+      return lowerMatMul(biased->second.first, Slots[n].Ptr, biased->second.second);
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
     return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
   case ir::OpCategory::MatMul:
-    return lowerMatMul(n);
+    return lowerMatMul(n, Slots[n].Ptr, nullptr);
   case ir::OpCategory::Reduce:
     if (n->Op == OpCode::SumAll || n->Ty.Dims.empty())
       return lowerSumAll(n);
@@ -599,7 +626,7 @@ void GraphLowering::lowerMap(
   nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
 }
 
-void GraphLowering::lowerMatMul(const Node *n) {
+void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
@@ -609,6 +636,7 @@ void GraphLowering::lowerMatMul(const Node *n) {
   GemmShape shape;
   shape.TransA = n->A.TransA;
   shape.TransB = n->A.TransB;
+  shape.Bias = bias != nullptr;
   shape.N = n->Ty.Dims.back();
   shape.Elem = elemType(n->Ty.Elem);
   shape.VectorBits = VectorBits;
@@ -623,12 +651,15 @@ void GraphLowering::lowerMatMul(const Node *n) {
   auto element = [&](const Node *x, Value *i) {
     return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, Slots.at(x).Ptr, i));
   };
+  auto plusBias = [&](Value *sum, Value *j) {
+    return bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
+  };
   if (depth == i64(1)) {
     forRange(rows, [&](Value *m) {
       Value *am = element(a, m);
       forRange(i64(shape.N), [&](Value *j) {
-        B.CreateStore(B.CreateFMul(am, element(b, j)),
-                      at(n, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
+        B.CreateStore(plusBias(B.CreateFMul(am, element(b, j)), j),
+                      B.CreateInBoundsGEP(ft, dest, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
       });
     });
     return;
@@ -637,10 +668,11 @@ void GraphLowering::lowerMatMul(const Node *n) {
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
       return B.CreateFMul(element(a, k), element(b, k));
     });
-    B.CreateStore(sum, at(n, i64(0)));
+    B.CreateStore(plusBias(sum, i64(0)), dest);
     return;
   }
-  emitGemm(B, shape, Slots.at(a).Ptr, Slots.at(b).Ptr, Slots[n].Ptr, rows, depth);
+  emitGemm(B, shape, Slots.at(a).Ptr, Slots.at(b).Ptr, dest, rows, depth,
+           bias ? Slots.at(bias).Ptr : nullptr);
 }
 
 void GraphLowering::lowerReduceSum(const Node *n) {

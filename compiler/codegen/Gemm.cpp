@@ -13,7 +13,7 @@
 // it loads NR / VW vectors of the panel, broadcasts MR values of A and
 // issues MR x NR / VW fused multiply-adds. C is stored after each depth
 // block and reloaded for the next; the first block starts from zero (or
-// from C when accumulating).
+// from C when accumulating, or from the bias).
 //
 //===----------------------------------------------------------------------===//
 
@@ -64,7 +64,7 @@ Blocking blockingFor(const GemmShape &S) {
 std::string functionName(const GemmShape &S) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
-         (S.Accumulate ? ".acc" : "") + ".n" + std::to_string(S.N) + ".v" +
+         (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + ".n" + std::to_string(S.N) + ".v" +
          std::to_string(S.VectorBits) +
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
@@ -72,11 +72,11 @@ std::string functionName(const GemmShape &S) {
               : "");
 }
 
-/// The context a call passes: {A, B, C, M, K}.
+/// The context a call passes: {A, B, C, M, K, bias or null}.
 llvm::StructType *contextType(llvm::LLVMContext &Ctx) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
-  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64});
+  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64, ptr});
 }
 
 /// Builds the body of one GEMM function.
@@ -100,6 +100,7 @@ public:
     C = field(2, B.getPtrTy());
     M = field(3, B.getInt64Ty());
     K = field(4, B.getInt64Ty());
+    Bias = field(5, B.getPtrTy());
     auto leading = [&](int64_t Static, Value *Contiguous) {
       return Static ? B.getInt64(Static) : Contiguous;
     };
@@ -294,11 +295,21 @@ private:
       for (auto &slot : acc)
         slot = entry.CreateAlloca(VecTy);
     }
+    std::vector<Value *> initial(vectors, zero);
+    if (S.Bias)
+      for (int64_t v = 0; v < vectors; ++v) {
+        Value *at = B.CreateInBoundsGEP(S.Elem, Bias,
+                                        B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
+        initial[v] = masked && v == vectors - 1
+                         ? static_cast<Value *>(
+                               B.CreateMaskedLoad(VecTy, at, elemAlign, lastMask, zero))
+                         : B.CreateAlignedLoad(VecTy, at, elemAlign);
+      }
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t v = 0; v < vectors; ++v) {
         Value *start = loadC(r, v);
         if (!S.Accumulate)
-          start = B.CreateSelect(first, zero, start);
+          start = B.CreateSelect(first, initial[v], start);
         B.CreateStore(start, acc[r * vectors + v]);
       }
 
@@ -340,7 +351,8 @@ private:
   llvm::IRBuilder<> B;
   llvm::Type *VecTy;
   llvm::BasicBlock *Entry = nullptr;
-  Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr;
+  Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr,
+        *Bias = nullptr;
   Value *LdA = nullptr, *LdB = nullptr, *LdC = nullptr;
   Value *RowBegin = nullptr, *RowEnd = nullptr;
   llvm::AllocaInst *Pack = nullptr;
@@ -365,7 +377,7 @@ llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S) {
 } // namespace
 
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
-              Value *BMatrix, Value *C, Value *M, Value *K) {
+              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias) {
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
@@ -378,8 +390,9 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
     llvm::IRBuilder<> atEntry(&entry, entry.begin());
     ctx = atEntry.CreateAlloca(ctxTy);
   }
-  Value *fields[] = {A, BMatrix, C, M, K};
-  for (unsigned I = 0; I < 5; ++I)
+  Value *fields[] = {A, BMatrix, C, M, K,
+                     Bias ? Bias : llvm::ConstantPointerNull::get(B.getPtrTy())};
+  for (unsigned I = 0; I < 6; ++I)
     B.CreateStore(fields[I], B.CreateStructGEP(ctxTy, ctx, I));
   Value *blocks = B.CreateSDiv(B.CreateAdd(M, B.getInt64(MR - 1)), B.getInt64(MR));
 
@@ -404,13 +417,13 @@ void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
   auto *type = llvm::FunctionType::get(llvm::Type::getVoidTy(Ctx),
-                                       {ptr, ptr, ptr, i64, i64}, false);
+                                       {ptr, ptr, ptr, i64, i64, ptr}, false);
   auto *F = llvm::Function::Create(type, llvm::Function::ExternalLinkage,
                                    "nnc_gemm", Mod);
   F->addFnAttr(llvm::Attribute::NoUnwind);
   llvm::IRBuilder<> B(llvm::BasicBlock::Create(Ctx, "entry", F));
   emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2), F->getArg(3),
-           F->getArg(4));
+           F->getArg(4), Shape.Bias ? F->getArg(5) : nullptr);
   B.CreateRetVoid();
 }
 

@@ -32,18 +32,23 @@ struct GemmShape {
   /// for matrices inside larger ones (an LSTM's steps); 0: the matrix's own
   /// row length (contiguous).
   int64_t LdA = 0, LdB = 0, LdC = 0;
+  /// C = op(A) op(B) + bias, a vector of N added to every row (a dense
+  /// layer's bias, added where the sums start rather than in a pass of its
+  /// own). Not with Accumulate.
+  bool Bias = false;
 };
 
-/// Emits, at \p B's insertion point, C (+)= op(A) op(B) for \p M rows and
-/// depth \p K (i64 values). Large products run on the runtime's threads
-/// (nnc_parallel_for), small ones on the calling thread.
+/// Emits, at \p B's insertion point, C (+)= op(A) op(B) (+ bias) for \p M
+/// rows and depth \p K (i64 values). Large products run on the runtime's
+/// threads (nnc_parallel_for), small ones on the calling thread.
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
               llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-              llvm::Value *K);
+              llvm::Value *K, llvm::Value *Bias = nullptr);
 
 /// Defines `void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
-/// int64_t K)` in \p Mod: the product of \p Shape as a function of its own,
-/// for bench/gemm to time against the machine's peak.
+/// int64_t K, const void *Bias)` in \p Mod: the product of \p Shape as a
+/// function of its own, for bench/gemm to time against the machine's peak
+/// (Bias is read only when Shape.Bias is set).
 void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape);
 
 } // namespace nnc

@@ -427,7 +427,8 @@ int Trainer::run() {
       }
       LossSum += Loss * double(N);
     }
-    Plot.TrainLoss.push_back({double(Epoch), LossSum / double(Order.size())});
+    if (!O.Plot.empty()) // One point per epoch: millions for the small models.
+      Plot.TrainLoss.push_back({double(Epoch), LossSum / double(Order.size())});
     if (Epoch % M.ReportEvery == 0 || Epoch == O.Epochs)
       report(Epoch, LossSum / double(Order.size()));
   }
