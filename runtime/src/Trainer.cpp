@@ -50,10 +50,11 @@ enum ExitStatus {
 
 /// Rows per nnc_eval call when evaluating a split: large enough to amortize
 /// the call, small enough to keep the buffers small on big data sets: at
-/// most 4096 rows, and no more than 256 MiB of workspace (a training batch
-/// larger than that still gets its rows).
+/// most 4096 rows, and no more than 32 MiB of workspace (a training batch
+/// larger than that still gets its rows). The workspace is most of a
+/// trainer's memory: an LSTM's needs about 100 KB a row.
 constexpr size_t EvalChunkRows = 4096;
-constexpr size_t EvalChunkWorkspace = size_t(256) << 20;
+constexpr size_t EvalChunkWorkspace = size_t(32) << 20;
 
 /// The epoch shuffles draw from their own generator, so that the data order
 /// does not depend on how many parameters the model initialised.
