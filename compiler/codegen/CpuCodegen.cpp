@@ -19,7 +19,10 @@
 #include "codegen/VectorMath.h"
 #include "ir/Ops.h"
 
+#include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/MDBuilder.h"
 #include "llvm/IR/Intrinsics.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
@@ -28,7 +31,11 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
+#include <queue>
+#include <set>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -92,6 +99,8 @@ private:
   Value *field(CallField f) {
     return B.CreateStructGEP(CallTy, Call, f);
   }
+  /// The pointer to one of the call's buffers (params, state, ...).
+  Value *buffer(CallField f) { return Buffers.at(f); }
   Value *loadField(CallField f, llvm::Type *type) {
     return B.CreateLoad(type, field(f));
   }
@@ -101,16 +110,29 @@ private:
   /// Element `index` of n's value: loaded from its buffer, or computed
   /// here if n is inlined.
   Value *load(const Node *n, Value *index) {
+    // A value read several times in one loop (an inlined node with several
+    // readers, or a member of an elementwise group) is computed or loaded
+    // once per element: later reads in the same block reuse it.
+    auto key = std::make_tuple(n, index, B.GetInsertBlock());
+    auto computed = Computed.find(key);
+    if (computed != Computed.end())
+      return computed->second;
     if (Inlined.count(n)) {
       std::vector<Value *> args;
       for (const Node *operand : n->Operands)
         args.push_back(load(operand, index));
-      return LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
+      return Computed[key] =
+                 n->Op == OpCode::MatMul
+                     ? B.CreateFMul(args[0], args[1]) // isScaling: A[m] * B[0]
+                     : LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
     }
     const Slot &slot = Slots.at(n);
     if (slot.Scalar)
       return slot.Scalar;
-    return B.CreateLoad(elemType(n->Ty.Elem), at(n, index));
+    return B.CreateLoad(elemType(n->Ty.Elem), at(n, n->Ty.staticElements() == 1 &&
+                                                           !n->Ty.isBatched()
+                                                       ? i64(0)
+                                                       : index));
   }
   Value *scalarOf(const Node *n) { return load(n, i64(0)); }
   Value *offsetPtr(Value *base, ir::DType type, int64_t elements) {
@@ -136,9 +158,22 @@ private:
   /// loop vectorizes: partial sums per vector lane, added at the end, in an
   /// order fixed by the generated code (not by the thread count).
   Value *reduce(Value *count, Value *zero, const std::function<Value *(Value *)> &term);
+  /// Several sums of the same count in one loop: terms(i) gives one term
+  /// for each.
+  std::vector<Value *> reduce(Value *count, const std::vector<Value *> &zeros,
+                              const std::function<std::vector<Value *>(Value *)> &terms);
 
   void planFusion();
+  /// Which stored values are computed in their destination.
+  void planInPlaceStores(std::unordered_map<const Node *, std::unordered_set<const Node *>> &users);
+  /// The order in which the nodes are lowered (see schedule).
+  void schedule(std::unordered_map<const Node *, std::unordered_set<const Node *>> &users);
   void planWorkspace();
+  /// Marks every access through one of the call's buffers with that
+  /// buffer's alias scope.
+  void addBufferScopes();
+  /// Points n's slot at its workspace buffer, if it has one.
+  void placeInWorkspace(const Node *n);
   void lower(const Node *n);
   void lowerLeaf(const Node *n);
   void lowerMap(const Node *n,
@@ -146,7 +181,15 @@ private:
   /// Matrix product n into `dest`, plus `bias` (a row vector) if not null.
   void lowerMatMul(const Node *n, Value *dest, const Node *bias);
   void lowerReduceSum(const Node *n);
+  /// reduce_sum n over the rows of a matrix of `columns` (a constant)
+  /// columns, when they fit in a few vector registers.
+  void lowerColumnSums(const Node *n, Value *outer, Value *length, int64_t columns);
   void lowerSumAll(const Node *n);
+  /// Sums over every element (sum_all, reduce_sum to one element, dot
+  /// products) of operands of one length, in one loop.
+  void lowerFullSums(const std::vector<const Node *> &sums);
+  /// Elementwise nodes of one shape, in one loop.
+  void lowerElementwiseGroup(const std::vector<const Node *> &members);
   void lowerRow(const Node *n);
   void lowerOneHot(const Node *n);
   void lowerConv2D(const Node *n);
@@ -191,6 +234,8 @@ private:
                    Value *img);
   /// Stores zeros into every element of n's buffer.
   void zeroFill(const Node *n);
+  /// Where a store writes: its place in the call's buffer.
+  Value *destination(const ir::Store &store);
   void lowerStore(const ir::Store &store);
 
   llvm::Module &M;
@@ -202,6 +247,7 @@ private:
   llvm::Function *F = nullptr;
   llvm::BasicBlock *Entry = nullptr;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
+  std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
   /// Elementwise nodes with no buffer: computed by load() inside the loop
   /// of their one user (see planFusion).
@@ -209,6 +255,18 @@ private:
   /// Nodes computed by the lowering of another (the inlined ones, and
   /// products whose bias is added in the product): that node.
   std::unordered_map<const Node *, const Node *> FusedInto;
+  /// Values of inlined nodes already computed in a block, by element index.
+  std::map<std::tuple<const Node *, Value *, llvm::BasicBlock *>, Value *> Computed;
+  /// Sums over every element of operands of one length, computed in one
+  /// loop (see planFusion): by the last of them, their leader.
+  std::unordered_map<const Node *, std::vector<const Node *>> Groups;
+  /// The other members of those groups: their leader.
+  std::unordered_map<const Node *, const Node *> GroupedInto;
+  /// Every node, in the order they are lowered: the graph's order, but for
+  /// the members of a group, which are next to each other.
+  std::vector<const Node *> Order;
+  /// Stored values computed in their destination: the store.
+  std::unordered_map<const Node *, const ir::Store *> InPlace;
   /// Adds of a product and a bias vector: the product and the bias, to be
   /// computed together as one GEMM.
   std::unordered_map<const Node *, std::pair<const Node *, const Node *>> BiasedProducts;
@@ -271,55 +329,365 @@ static int64_t columnElements(const Node *conv) {
   return in[1] * conv->A.KernelH * conv->A.KernelW * out[2] * out[3];
 }
 
+/// Whether n holds one element, which an elementwise op reads whatever the
+/// index (a scalar, or a parameter of shape [1] or [1, 1]).
+static bool isOneElement(const Node *n) {
+  return n->Ty.Dims.empty() || (!n->Ty.isBatched() && n->Ty.staticElements() == 1);
+}
+
+/// Whether elementwise node n reads each operand at the index it writes
+/// (operands of its shape, or of one element).
+static bool isFlat(const Node *n) {
+  return std::all_of(n->Operands.begin(), n->Operands.end(), [&](const Node *operand) {
+    return isOneElement(operand) || operand->Ty.Dims == n->Ty.Dims;
+  });
+}
+
+/// The depth of matrix product n, or -1 when it depends on the batch size.
+static int64_t productDepth(const Node *n) {
+  const ir::Type &a = n->Operands[0]->Ty;
+  if (!n->A.TransA)
+    return a.Dims.back();
+  ir::Type rows{a.Elem, {a.Dims.begin(), a.Dims.end() - 1}};
+  return rows.isBatched() ? -1 : rows.staticElements();
+}
+
+/// A product of depth 1 and one column, C[m] = A[m] * B[0] (linreg's dense
+/// layer of one input and one output), is elementwise in effect.
+static bool isScaling(const Node *n) {
+  return n->Op == OpCode::MatMul && n->Ty.Dims.back() == 1 && productDepth(n) == 1;
+}
+
+/// A product of one row and one column, with depth other than 1: the sum
+/// over k of A[k] * B[k], whatever the transposes.
+static bool isDot(const Node *n) {
+  if (n->Op != OpCode::MatMul)
+    return false;
+  ir::Type rows{n->Ty.Elem, {n->Ty.Dims.begin(), n->Ty.Dims.end() - 1}};
+  return n->Ty.Dims.back() == 1 && !rows.isBatched() && rows.staticElements() == 1 &&
+         productDepth(n) != 1;
+}
+
+/// For a sum over every element of its operand (or a dot product): the
+/// number of terms, as (static elements, batched), to group sums of the
+/// same length into one loop. Nothing for the other reductions.
+static std::optional<std::pair<int64_t, bool>> fullSumLength(const Node *n) {
+  if (n->Op == OpCode::SumAll || (n->Op == OpCode::ReduceSum && isOneElement(n)) ||
+      isDot(n)) {
+    const ir::Type &x = n->Operands[0]->Ty;
+    return std::pair(x.staticElements(), x.isBatched());
+  }
+  return std::nullopt;
+}
+
 void GraphLowering::planFusion() {
-  // An elementwise node is fused into its user, and so needs no buffer and
-  // no loop of its own, when it has one user, which reads each of its
-  // elements once through load(): an elementwise op of the same shape or a
-  // sum. Its operands must have its shape (or be scalars), so that the
-  // user's index is theirs too. Chains fuse whole: a + b * exp(c) is one
-  // loop; a loss's terms are summed in the loop that computes them.
   std::unordered_map<const Node *, std::unordered_set<const Node *>> users;
   for (const auto &node : G.nodes())
     for (const Node *operand : node->Operands)
       users[operand].insert(node.get());
   for (const ir::Store &store : G.stores())
     users[store.Value].insert(nullptr);
-  for (const auto &node : G.nodes()) {
-    const Node *n = node.get();
-    if (ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || n->Ty.Dims.empty())
-      continue;
-    bool flat = true;
-    for (const Node *operand : n->Operands)
-      flat &= operand->Ty.Dims.empty() || operand->Ty.Dims == n->Ty.Dims;
-    const std::unordered_set<const Node *> &readers = users[n];
-    if (!flat || readers.size() != 1 || !*readers.begin())
-      continue;
-    const Node *user = *readers.begin();
-    ir::OpCategory category = ir::opInfo(user->Op).Category;
-    if ((category == ir::OpCategory::Elementwise && user->Ty.Dims == n->Ty.Dims) ||
-        category == ir::OpCategory::Reduce) {
-      Inlined.insert(n);
-      FusedInto[n] = user;
-    }
-  }
+  std::unordered_map<const Node *, int64_t> position;
+  for (size_t i = 0; i < G.nodes().size(); ++i)
+    position[G.nodes()[i].get()] = int64_t(i);
+
   // A dense layer's add(matmul, bias) is one GEMM whose sums start from the
-  // bias, when the product has no other reader.
-  for (const auto &node : G.nodes()) {
-    const Node *n = node.get();
-    if (n->Op != OpCode::Add || Inlined.count(n))
-      continue;
+  // bias, when the product has no other reader (and is a real product).
+  auto biasedProduct = [&](const Node *n) -> std::pair<const Node *, const Node *> {
+    if (n->Op != OpCode::Add)
+      return {nullptr, nullptr};
     for (int k = 0; k < 2; ++k) {
       const Node *product = n->Operands[k], *bias = n->Operands[1 - k];
       const std::unordered_set<const Node *> &readers = users[product];
-      if (product->Op == OpCode::MatMul && readers.size() == 1 && *readers.begin() == n &&
-          product->Ty == n->Ty && bias->Ty.Dims.size() == 1 &&
-          bias->Ty.Dims[0] == n->Ty.Dims.back() && !bias->Ty.isBatched()) {
-        FusedInto[product] = n;
-        BiasedProducts[n] = {product, bias};
-        break;
+      if (product->Op == OpCode::MatMul && !isScaling(product) && readers.size() == 1 &&
+          *readers.begin() == n && product->Ty == n->Ty && bias->Ty.Dims.size() == 1 &&
+          bias->Ty.Dims[0] == n->Ty.Dims.back() && !bias->Ty.isBatched())
+        return {product, bias};
+    }
+    return {nullptr, nullptr};
+  };
+
+  // Sums over every element of operands of the same length share one loop
+  // (a loss and the gradients of a one-output layer), when none of them
+  // reads another. The group is computed where its last member's operands
+  // are ready: the schedule below moves the nodes between them.
+  std::unordered_map<const Node *, std::unordered_set<const Node *>> reached;
+  // Whether `to` reads `from`, directly or not.
+  auto reaches = [&](const Node *from, const Node *to) {
+    auto [it, fresh] = reached.try_emplace(from);
+    if (fresh) {
+      std::vector<const Node *> work{from};
+      while (!work.empty()) {
+        const Node *n = work.back();
+        work.pop_back();
+        for (const Node *user : users[n])
+          if (user && it->second.insert(user).second)
+            work.push_back(user);
       }
     }
+    return it->second.count(to) > 0;
+  };
+  std::vector<std::pair<std::pair<int64_t, bool>, std::vector<const Node *>>> groups;
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    std::optional<std::pair<int64_t, bool>> length = fullSumLength(n);
+    const std::unordered_set<const Node *> &readers = users[n];
+    if (!length || (readers.size() == 1 && *readers.begin() &&
+                    biasedProduct(*readers.begin()).first == n))
+      continue;
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const auto &g) {
+      return g.first == *length &&
+             std::none_of(g.second.begin(), g.second.end(),
+                          [&](const Node *member) { return reaches(member, n); });
+    });
+    if (group == groups.end())
+      groups.push_back({*length, {n}});
+    else
+      group->second.push_back(n);
   }
+  for (auto &[length, members] : groups) {
+    if (members.size() < 2)
+      continue;
+    const Node *leader = members.back();
+    for (const Node *member : members)
+      if (member != leader)
+        GroupedInto[member] = leader;
+    Groups[leader] = members;
+  }
+  // An elementwise node is computed in the loop of its users, and so needs
+  // no buffer and no loop of its own, when they all read each of its
+  // elements once through load() in one loop: elementwise ops of the same
+  // shape, sums, dot products, all lowered together. Its operands must
+  // have its shape (or one element), so that the users' index is theirs
+  // too. Chains fuse whole: a + b * exp(c) is one loop; a loss's terms are
+  // summed in the loop that computes them. Users come after their
+  // operands, so walking backwards sees every user's decision first.
+  auto loopOf = [&](const Node *n, const Node *user) -> const Node * {
+    if (!user)
+      return nullptr;
+    const Node *loop = nullptr;
+    if (Inlined.count(user)) {
+      loop = FusedInto.at(user);
+    } else {
+      ir::OpCategory category = ir::opInfo(user->Op).Category;
+      bool sameShape = category == ir::OpCategory::Elementwise && user->Ty.Dims == n->Ty.Dims &&
+                       !biasedProduct(user).first;
+      if (sameShape || category == ir::OpCategory::Reduce || isDot(user))
+        loop = user;
+    }
+    auto grouped = loop ? GroupedInto.find(loop) : GroupedInto.end();
+    return grouped == GroupedInto.end() ? loop : grouped->second;
+  };
+  const auto &nodes = G.nodes();
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+    const Node *n = it->get();
+    if (n->Ty.Dims.empty())
+      continue;
+    if (isScaling(n)) {
+      if (n->Operands[0]->Ty.staticElements() != n->Ty.staticElements())
+        continue;
+    } else if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise) {
+      if (!isFlat(n))
+        continue;
+    } else {
+      continue;
+    }
+    const Node *loop = nullptr;
+    bool oneLoop = true;
+    for (const Node *user : users[n]) {
+      const Node *userLoop = loopOf(n, user);
+      oneLoop &= userLoop && (!loop || loop == userLoop);
+      loop = userLoop;
+    }
+    if (oneLoop && loop) {
+      Inlined.insert(n);
+      FusedInto[n] = loop;
+    }
+  }
+
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    if (Inlined.count(n))
+      continue;
+    auto [product, bias] = biasedProduct(n);
+    if (product) {
+      FusedInto[product] = n;
+      BiasedProducts[n] = {product, bias};
+    }
+  }
+
+  // Elementwise nodes of one shape that need buffers share one loop when
+  // each reads the others, if at all, only at its own index (through
+  // inlined nodes or directly): an optimizer's update of one parameter,
+  // its moments and the parameter, is one pass. Not for batched values:
+  // the operands of every member would live until the last is computed,
+  // and per-row memory is what bounds the batch.
+  std::map<std::pair<std::vector<int64_t>, ir::DType>, std::vector<std::vector<const Node *>>>
+      byShape;
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    if (ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || n->Ty.Dims.empty() ||
+        n->Ty.isBatched() || FusedInto.count(n) || BiasedProducts.count(n) || !isFlat(n))
+      continue;
+    std::vector<std::vector<const Node *>> &groups = byShape[{n->Ty.Dims, n->Ty.Elem}];
+    int64_t at = position.at(n);
+    // Whether n reads a member of `group` on a path through a node that
+    // the group's loop does not compute, and so not only at its index.
+    auto readsAcross = [&](const std::vector<const Node *> &group) {
+      std::set<std::pair<const Node *, bool>> seen;
+      std::vector<std::pair<const Node *, bool>> work;
+      for (const Node *member : group)
+        work.push_back({member, false});
+      while (!work.empty()) {
+        auto [x, across] = work.back();
+        work.pop_back();
+        for (const Node *user : users[x]) {
+          if (user == n && across)
+            return true;
+          if (!user || user == n || position.at(user) > at)
+            continue; // paths to n run through nodes before it
+          bool inLoop = Inlined.count(user) ||
+                        std::find(group.begin(), group.end(), user) != group.end();
+          std::pair<const Node *, bool> next{user, across || !inLoop};
+          if (seen.insert(next).second)
+            work.push_back(next);
+        }
+      }
+      return false;
+    };
+    auto group = std::find_if(groups.begin(), groups.end(),
+                              [&](const auto &g) { return !readsAcross(g); });
+    if (group == groups.end())
+      groups.push_back({n});
+    else
+      group->push_back(n);
+  }
+  for (auto &[shape, groups] : byShape)
+    for (const std::vector<const Node *> &members : groups) {
+      if (members.size() < 2)
+        continue;
+      for (const Node *member : members)
+        if (member != members.back())
+          GroupedInto[member] = members.back();
+      Groups[members.back()] = members;
+    }
+  schedule(users);
+  planInPlaceStores(users);
+}
+
+void GraphLowering::planInPlaceStores(
+    std::unordered_map<const Node *, std::unordered_set<const Node *>> &users) {
+  // A stored elementwise value is computed straight into its destination,
+  // with no buffer and no copy (a parameter updated in place), when the
+  // old contents there are read only before its loop, or in its loop at
+  // the same index before the element is written.
+  std::unordered_map<const Node *, int64_t> position;
+  for (size_t i = 0; i < Order.size(); ++i)
+    position[Order[i]] = int64_t(i);
+  auto computedBy = [&](const Node *n) {
+    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
+      n = it->second;
+    return n;
+  };
+  auto loopOf = [&](const Node *n) {
+    auto grouped = GroupedInto.find(n);
+    return grouped == GroupedInto.end() ? n : grouped->second;
+  };
+  // Whether `reader`, computed by the loop that computes n, runs before n.
+  auto before = [&](const Node *reader, const Node *n) {
+    if (loopOf(reader) != loopOf(n))
+      return position.at(loopOf(reader)) < position.at(loopOf(n));
+    const std::vector<const Node *> &members = Groups[loopOf(n)];
+    return std::find(members.begin(), members.end(), reader) <
+           std::find(members.begin(), members.end(), n);
+  };
+  std::unordered_map<const Node *, int> timesStored;
+  for (const ir::Store &store : G.stores())
+    ++timesStored[store.Value];
+  for (const ir::Store &store : G.stores()) {
+    const Node *n = store.Value;
+    if (store.Dest == ir::Buffer::Loss || timesStored[n] != 1 || n->Ty.Dims.empty() ||
+        ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || FusedInto.count(n) ||
+        BiasedProducts.count(n) || !isFlat(n))
+      continue;
+    OpCode leaf = store.Dest == ir::Buffer::Params  ? OpCode::Param
+                  : store.Dest == ir::Buffer::State ? OpCode::State
+                                                    : OpCode::Constant; // none
+    int64_t begin = store.Offset, end = begin + n->Ty.staticElements();
+    bool safe = !n->Ty.isBatched() || leaf == OpCode::Constant;
+    for (const auto &node : G.nodes()) {
+      const Node *old = node.get();
+      if (!safe || old->Op != leaf || leaf == OpCode::Constant ||
+          old->A.Offset + old->Ty.staticElements() <= begin || end <= old->A.Offset)
+        continue;
+      for (const Node *reader : users[old]) {
+        const Node *by = reader ? computedBy(reader) : nullptr;
+        safe &= by && reader->Op != OpCode::Reshape && (by == n || before(by, n));
+      }
+    }
+    if (safe)
+      InPlace[n] = &store;
+  }
+}
+
+void GraphLowering::schedule(
+    std::unordered_map<const Node *, std::unordered_set<const Node *>> &users) {
+  // A topological order of the graph's units: a node with the nodes
+  // computed in its loop (the inlined ones, a biased product), or a group
+  // of them, which ranks as its leader. Otherwise as close to the graph's
+  // own order as may be: the earliest ready unit first. Should the groups
+  // make a cycle (one group reading another's member and being read by
+  // another), they are dropped.
+  const auto &nodes = G.nodes();
+  std::unordered_map<const Node *, int64_t> position;
+  for (size_t i = 0; i < nodes.size(); ++i)
+    position[nodes[i].get()] = int64_t(i);
+  auto unitOf = [&](const Node *n) {
+    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
+      n = it->second;
+    auto grouped = GroupedInto.find(n);
+    return grouped == GroupedInto.end() ? n : grouped->second;
+  };
+  std::unordered_map<const Node *, std::vector<const Node *>> unitNodes;
+  for (const auto &node : nodes)
+    unitNodes[unitOf(node.get())].push_back(node.get());
+  std::unordered_map<const Node *, std::unordered_set<const Node *>> waitsFor, readers;
+  for (const auto &node : nodes)
+    for (const Node *operand : node->Operands)
+      if (unitOf(operand) != unitOf(node.get())) {
+        waitsFor[unitOf(node.get())].insert(unitOf(operand));
+        readers[unitOf(operand)].insert(unitOf(node.get()));
+      }
+  using Entry = std::pair<int64_t, const Node *>;
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> ready;
+  size_t units = 0;
+  for (const auto &node : nodes)
+    if (unitOf(node.get()) == node.get()) {
+      ++units;
+      if (waitsFor[node.get()].empty())
+        ready.push({position[node.get()], node.get()});
+    }
+  Order.clear();
+  size_t scheduled = 0;
+  while (!ready.empty()) {
+    const Node *unit = ready.top().second;
+    ready.pop();
+    ++scheduled;
+    Order.insert(Order.end(), unitNodes[unit].begin(), unitNodes[unit].end());
+    for (const Node *reader : readers[unit]) {
+      std::unordered_set<const Node *> &waiting = waitsFor[reader];
+      waiting.erase(unit);
+      if (waiting.empty())
+        ready.push({position[reader], reader});
+    }
+  }
+  if (scheduled == units)
+    return;
+  Groups.clear();
+  GroupedInto.clear();
+  Order.clear();
+  for (const auto &node : nodes)
+    Order.push_back(node.get());
 }
 
 namespace {
@@ -366,14 +734,14 @@ void GraphLowering::planWorkspace() {
   // share memory. Lives are closed intervals, so no node's result overlaps
   // its own operands. A convolution's column matrix and lstm_grad's
   // carried adjoints live only during their node.
-  const auto &nodes = G.nodes();
   std::unordered_map<const Node *, int64_t> position;
-  for (size_t i = 0; i < nodes.size(); ++i)
-    position[nodes[i].get()] = int64_t(i);
+  for (size_t i = 0; i < Order.size(); ++i)
+    position[Order[i]] = int64_t(i);
   auto evaluatedAt = [&](const Node *n) {
     for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
       n = it->second;
-    return position.at(n);
+    auto grouped = GroupedInto.find(n);
+    return position.at(grouped == GroupedInto.end() ? n : grouped->second);
   };
   // Reshapes share their operand's storage.
   auto storageOf = [&](const Node *n) {
@@ -381,6 +749,7 @@ void GraphLowering::planWorkspace() {
       n = n->Operands[0];
     return n;
   };
+  const auto &nodes = G.nodes();
   std::unordered_map<const Node *, int64_t> lastRead;
   for (const auto &node : nodes)
     for (const Node *operand : node->Operands) {
@@ -409,7 +778,7 @@ void GraphLowering::planWorkspace() {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
     }
-    if (!needsWorkspace(n) || FusedInto.count(n))
+    if (!needsWorkspace(n) || FusedInto.count(n) || InPlace.count(n))
       continue;
     int64_t last = lastRead.count(n) ? std::max(lastRead[n], at) : at;
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
@@ -427,42 +796,101 @@ void GraphLowering::planWorkspace() {
 
 WorkspaceSize GraphLowering::run() {
   CallTy = getCallType(Ctx);
-  auto *fnType = llvm::FunctionType::get(B.getVoidTy(),
-                                         {llvm::PointerType::getUnqual(Ctx)}, false);
-  F = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage,
-                             "nnc_" + G.name(), M);
+  F = llvm::Function::Create(llvm::FunctionType::get(B.getVoidTy(),
+                                                     {llvm::PointerType::getUnqual(Ctx)},
+                                                     false),
+                             llvm::Function::ExternalLinkage, "nnc_" + G.name(), M);
   F->addFnAttr(llvm::Attribute::NoUnwind);
   F->addParamAttr(0, llvm::Attribute::NoAlias);
   Call = F->getArg(0);
   Call->setName("call");
   Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
   B.SetInsertPoint(Entry);
+  for (auto [field, name] : {std::pair{CallParams, "params"}, {CallState, "state"},
+                             {CallGrads, "grads"}, {CallOutput, "output"},
+                             {CallWorkspace, "workspace"}}) {
+    Buffers[field] = loadField(field, B.getPtrTy());
+    Buffers[field]->setName(name);
+  }
   Batch = loadField(CallBatch, B.getInt64Ty());
   Batch->setName("batch");
-  Workspace = loadField(CallWorkspace, B.getPtrTy());
-  Workspace->setName("workspace");
+  Workspace = buffer(CallWorkspace);
 
   planFusion();
   planWorkspace();
-  for (const auto &node : G.nodes())
-    if (!FusedInto.count(node.get()))
-      lower(node.get());
+  for (const Node *n : Order)
+    if (!FusedInto.count(n) && !GroupedInto.count(n))
+      lower(n);
   for (const ir::Store &store : G.stores())
     lowerStore(store);
   B.CreateRetVoid();
+  addBufferScopes();
   return Size;
 }
 
-void GraphLowering::lower(const Node *n) {
-  auto offset = Offsets.find(n);
-  if (offset != Offsets.end()) {
-    auto [batched, bytes] = offset->second;
-    Value *start = i64(bytes);
-    if (batched)
-      start = B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(bytes), Batch));
-    Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
-                                       "t" + std::to_string(n->Id));
+void GraphLowering::placeInWorkspace(const Node *n) {
+  auto inPlace = InPlace.find(n);
+  if (inPlace != InPlace.end()) {
+    Slots[n].Ptr = destination(*inPlace->second);
+    return;
   }
+  auto offset = Offsets.find(n);
+  if (offset == Offsets.end())
+    return;
+  auto [batched, bytes] = offset->second;
+  Value *start = i64(bytes);
+  if (batched)
+    start = B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(bytes), Batch));
+  Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
+                                     "t" + std::to_string(n->Id));
+}
+
+void GraphLowering::addBufferScopes() {
+  // The call's buffers never overlap (docs/abi.md). Saying so to LLVM, as
+  // one alias scope per buffer on every access through it, lets loops that
+  // read one buffer and write another vectorize with no run-time overlap
+  // checks (an optimizer's update, reading the state and the gradient,
+  // writing the parameters and the state).
+  llvm::MDBuilder md(Ctx);
+  llvm::MDNode *domain = md.createAnonymousAliasScopeDomain("nnc.buffers");
+  std::unordered_map<const Value *, llvm::MDNode *> scopes;
+  for (auto &[field, pointer] : Buffers)
+    scopes[pointer] = md.createAnonymousAliasScope(domain, pointer->getName());
+  for (llvm::BasicBlock &block : *F)
+    for (llvm::Instruction &inst : block) {
+      Value *address = nullptr;
+      if (auto *load = llvm::dyn_cast<llvm::LoadInst>(&inst))
+        address = load->getPointerOperand();
+      else if (auto *store = llvm::dyn_cast<llvm::StoreInst>(&inst))
+        address = store->getPointerOperand();
+      else if (auto *intrinsic = llvm::dyn_cast<llvm::IntrinsicInst>(&inst))
+        if (intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_load ||
+            intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_store)
+          address = intrinsic->getArgOperand(
+              intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_load ? 0 : 1);
+      auto scope = address ? scopes.find(llvm::getUnderlyingObject(address)) : scopes.end();
+      if (scope == scopes.end())
+        continue;
+      std::vector<llvm::Metadata *> others;
+      for (auto &[pointer, other] : scopes)
+        if (other != scope->second)
+          others.push_back(other);
+      inst.setMetadata(llvm::LLVMContext::MD_alias_scope,
+                       llvm::MDNode::get(Ctx, {scope->second}));
+      inst.setMetadata(llvm::LLVMContext::MD_noalias, llvm::MDNode::get(Ctx, others));
+    }
+}
+
+void GraphLowering::lower(const Node *n) {
+  auto group = Groups.find(n);
+  if (group != Groups.end()) {
+    for (const Node *member : group->second)
+      placeInWorkspace(member);
+    if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise)
+      return lowerElementwiseGroup(group->second);
+    return lowerFullSums(group->second);
+  }
+  placeInWorkspace(n);
   const ir::OpInfo &info = ir::opInfo(n->Op);
   switch (info.Category) {
   case ir::OpCategory::Leaf:
@@ -551,10 +979,10 @@ void GraphLowering::lowerLeaf(const Node *n) {
     return;
   }
   case OpCode::Param:
-    slot.Ptr = offsetPtr(loadField(CallParams, B.getPtrTy()), n->Ty.Elem, n->A.Offset);
+    slot.Ptr = offsetPtr(buffer(CallParams), n->Ty.Elem, n->A.Offset);
     return;
   case OpCode::State:
-    slot.Ptr = offsetPtr(loadField(CallState, B.getPtrTy()), n->Ty.Elem, n->A.Offset);
+    slot.Ptr = offsetPtr(buffer(CallState), n->Ty.Elem, n->A.Offset);
     return;
   case OpCode::Constant:
     slot.Scalar = llvm::ConstantFP::get(ft, n->A.Value);
@@ -584,10 +1012,7 @@ void GraphLowering::lowerMap(
     return;
   }
   llvm::Type *outType = elemType(n->Ty.Elem);
-  bool flat = true;
-  for (const Node *operand : n->Operands)
-    flat &= operand->Ty.Dims.empty() || operand->Ty.Dims == dims;
-  if (flat) {
+  if (isFlat(n)) {
     forRange(elementCount(n->Ty), [&](Value *i) {
       for (size_t k = 0; k < args.size(); ++k)
         args[k] = load(n->Operands[k], i);
@@ -624,6 +1049,21 @@ void GraphLowering::lowerMap(
         });
       };
   nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
+}
+
+void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &members) {
+  llvm::Type *ft = elemType(members[0]->Ty.Elem);
+  LLVMScalarBuilder sb(B, ft);
+  forRange(elementCount(members[0]->Ty), [&](Value *i) {
+    for (const Node *n : members) {
+      std::vector<Value *> args;
+      for (const Node *operand : n->Operands)
+        args.push_back(load(operand, i));
+      Value *value = sb.apply(n->Op, args);
+      B.CreateStore(value, at(n, i));
+      Computed[{n, i, B.GetInsertBlock()}] = value;
+    }
+  });
 }
 
 void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
@@ -666,7 +1106,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
   }
   if (rows == i64(1) && shape.N == 1) {
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
-      return B.CreateFMul(element(a, k), element(b, k));
+      return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
     B.CreateStore(plusBias(sum, i64(0)), dest);
     return;
@@ -694,6 +1134,10 @@ void GraphLowering::lowerReduceSum(const Node *n) {
     });
     return;
   }
+  auto *columns = llvm::dyn_cast<llvm::ConstantInt>(inner);
+  int64_t lanes = VectorBits / (8 * ir::byteSize(n->Ty.Elem));
+  if (columns && columns->getSExtValue() <= 8 * lanes && !Inlined.count(x))
+    return lowerColumnSums(n, outer, length, columns->getSExtValue());
   forRange(outer, [&](Value *o) {
     Value *rowBase = B.CreateMul(o, inner);
     forRange(inner, [&](Value *j) {
@@ -711,24 +1155,116 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   });
 }
 
-Value *GraphLowering::reduce(Value *count, Value *zero,
-                             const std::function<Value *(Value *)> &term) {
-  llvm::AllocaInst *acc = entryAlloca(zero->getType());
-  B.CreateStore(zero, acc);
-  forRange(count, [&](Value *i) {
-    Value *sum = B.CreateFAdd(B.CreateLoad(zero->getType(), acc), term(i));
-    llvm::cast<llvm::Instruction>(sum)->setHasAllowReassoc(true);
-    B.CreateStore(sum, acc);
+void GraphLowering::lowerColumnSums(const Node *n, Value *outer, Value *length,
+                                    int64_t columns) {
+  // The sums of a few vectors' worth of columns, over `length` rows, kept
+  // in vector registers: a loop over the rows that adds each column to its
+  // own sum in memory is bound by the store and reload of every sum. Each
+  // column is still summed in row order.
+  const Node *x = n->Operands[0];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  int64_t lanes = VectorBits / (8 * ir::byteSize(n->Ty.Elem));
+  auto *vt = llvm::FixedVectorType::get(ft, unsigned(lanes));
+  int64_t vectors = (columns + lanes - 1) / lanes;
+  auto maskOf = [&](int64_t k) -> Value * {
+    int64_t valid = std::min(lanes, columns - k * lanes);
+    if (valid == lanes)
+      return nullptr;
+    std::vector<llvm::Constant *> bits;
+    for (int64_t l = 0; l < lanes; ++l)
+      bits.push_back(B.getInt1(l < valid));
+    return llvm::ConstantVector::get(bits);
+  };
+  auto vectorAt = [&](Value *base, Value *index) {
+    return B.CreateInBoundsGEP(ft, base, index);
+  };
+  llvm::Align align(ir::byteSize(n->Ty.Elem));
+  forRange(outer, [&](Value *o) {
+    std::vector<llvm::AllocaInst *> sums;
+    for (int64_t k = 0; k < vectors; ++k) {
+      sums.push_back(entryAlloca(vt));
+      B.CreateStore(llvm::Constant::getNullValue(vt), sums.back());
+    }
+    forRange(length, [&](Value *l) {
+      Value *row = B.CreateMul(B.CreateAdd(B.CreateMul(o, length), l), i64(columns));
+      for (int64_t k = 0; k < vectors; ++k) {
+        Value *ptr = vectorAt(Slots.at(x).Ptr, B.CreateAdd(row, i64(k * lanes)));
+        Value *mask = maskOf(k);
+        Value *v = mask ? static_cast<Value *>(B.CreateMaskedLoad(
+                              vt, ptr, align, mask, llvm::Constant::getNullValue(vt)))
+                        : B.CreateAlignedLoad(vt, ptr, align);
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(vt, sums[k]), v), sums[k]);
+      }
+    });
+    for (int64_t k = 0; k < vectors; ++k) {
+      Value *ptr = vectorAt(Slots.at(n).Ptr, B.CreateAdd(B.CreateMul(o, i64(columns)),
+                                                         i64(k * lanes)));
+      Value *sum = B.CreateLoad(vt, sums[k]);
+      if (Value *mask = maskOf(k))
+        B.CreateMaskedStore(sum, ptr, align, mask);
+      else
+        B.CreateAlignedStore(sum, ptr, align);
+    }
   });
-  return B.CreateLoad(zero->getType(), acc);
 }
 
-void GraphLowering::lowerSumAll(const Node *n) {
-  // Accumulated in double: losses sum many terms of similar size.
-  const Node *x = n->Operands[0];
-  Value *sum = reduce(elementCount(x->Ty), llvm::ConstantFP::get(B.getDoubleTy(), 0),
-                      [&](Value *i) { return B.CreateFPExt(load(x, i), B.getDoubleTy()); });
-  Slots[n].Scalar = B.CreateFPCast(sum, elemType(n->Ty.Elem));
+std::vector<Value *>
+GraphLowering::reduce(Value *count, const std::vector<Value *> &zeros,
+                      const std::function<std::vector<Value *>(Value *)> &terms) {
+  std::vector<llvm::AllocaInst *> accs;
+  for (Value *zero : zeros) {
+    accs.push_back(entryAlloca(zero->getType()));
+    B.CreateStore(zero, accs.back());
+  }
+  forRange(count, [&](Value *i) {
+    std::vector<Value *> values = terms(i);
+    for (size_t k = 0; k < accs.size(); ++k) {
+      Value *sum = B.CreateFAdd(B.CreateLoad(zeros[k]->getType(), accs[k]), values[k]);
+      llvm::cast<llvm::Instruction>(sum)->setHasAllowReassoc(true);
+      B.CreateStore(sum, accs[k]);
+    }
+  });
+  std::vector<Value *> sums;
+  for (size_t k = 0; k < accs.size(); ++k)
+    sums.push_back(B.CreateLoad(zeros[k]->getType(), accs[k]));
+  return sums;
+}
+
+Value *GraphLowering::reduce(Value *count, Value *zero,
+                             const std::function<Value *(Value *)> &term) {
+  return reduce(count, std::vector<Value *>{zero},
+                [&](Value *i) { return std::vector<Value *>{term(i)}; })[0];
+}
+
+void GraphLowering::lowerSumAll(const Node *n) { lowerFullSums({n}); }
+
+void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
+  // sum_all accumulates in double: losses sum many terms of similar size.
+  std::vector<Value *> zeros;
+  for (const Node *n : sums)
+    zeros.push_back(llvm::ConstantFP::get(
+        n->Op == OpCode::SumAll ? B.getDoubleTy() : elemType(n->Ty.Elem), 0));
+  Value *count = elementCount(sums[0]->Operands[0]->Ty);
+  std::vector<Value *> totals = reduce(count, zeros, [&](Value *i) {
+    std::vector<Value *> terms;
+    for (const Node *n : sums) {
+      Value *x = load(n->Operands[0], i);
+      if (n->Op == OpCode::SumAll)
+        terms.push_back(B.CreateFPExt(x, B.getDoubleTy()));
+      else if (n->Op == OpCode::MatMul)
+        terms.push_back(B.CreateFMul(x, load(n->Operands[1], i)));
+      else
+        terms.push_back(x);
+    }
+    return terms;
+  });
+  for (size_t k = 0; k < sums.size(); ++k) {
+    const Node *n = sums[k];
+    if (n->Ty.Dims.empty())
+      Slots[n].Scalar = B.CreateFPCast(totals[k], elemType(n->Ty.Elem));
+    else
+      B.CreateStore(totals[k], Slots.at(n).Ptr);
+  }
 }
 
 void GraphLowering::lowerRow(const Node *n) {
@@ -1223,18 +1759,25 @@ void GraphLowering::lowerLstmGradWeight(const Node *n) {
   });
 }
 
+Value *GraphLowering::destination(const ir::Store &store) {
+  CallField f = store.Dest == ir::Buffer::Params  ? CallParams
+                : store.Dest == ir::Buffer::State ? CallState
+                : store.Dest == ir::Buffer::Grads ? CallGrads
+                                                  : CallOutput;
+  return offsetPtr(buffer(f), store.Value->Ty.Elem, store.Offset);
+}
+
 void GraphLowering::lowerStore(const ir::Store &store) {
   const Node *n = store.Value;
   if (store.Dest == ir::Buffer::Loss) {
     B.CreateStore(B.CreateFPCast(scalarOf(n), B.getDoubleTy()), field(CallLoss));
     return;
   }
-  CallField f = store.Dest == ir::Buffer::Params  ? CallParams
-                : store.Dest == ir::Buffer::State ? CallState
-                : store.Dest == ir::Buffer::Grads ? CallGrads
-                                                  : CallOutput;
+  auto inPlace = InPlace.find(n);
+  if (inPlace != InPlace.end() && inPlace->second == &store)
+    return;
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *dest = offsetPtr(loadField(f, B.getPtrTy()), n->Ty.Elem, store.Offset);
+  Value *dest = destination(store);
   Value *count = elementCount(n->Ty);
   const Slot &slot = Slots.at(n);
   if (slot.Scalar) {
