@@ -30,3 +30,10 @@ void nnc::catchInterrupts() {
 }
 
 int nnc::interruptSignal() { return Caught; }
+
+void nnc::releaseInterrupts() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  if (Caught)
+    std::raise(Caught);
+}

@@ -24,6 +24,11 @@ void catchInterrupts();
 /// The signal caught since catchInterrupts(), or 0.
 int interruptSignal();
 
+/// Gives SIGINT and SIGTERM back their default action once training is
+/// over, so that they stop the steps after it (evaluation, `after` steps) at
+/// once; a signal caught and not yet acted on is raised again.
+void releaseInterrupts();
+
 } // namespace nnc
 
 #endif // NNC_RUNTIME_INTERRUPT_H

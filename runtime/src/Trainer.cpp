@@ -696,6 +696,7 @@ int Trainer::run() {
   catchInterrupts();
   if (int Status = train())
     return Status;
+  releaseInterrupts();
 
   if (M.PrintTime)
     out("training took %.3f s\n",
