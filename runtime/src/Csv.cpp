@@ -173,8 +173,10 @@ bool Loader::resolveClasses(ClassColumn &C) {
                        " has " + std::to_string(Classes) + " classes");
   }
   int32_t Next = 0;
-  for (auto &[Name, I] : Index)
+  for (auto &[Name, I] : Index) {
     I = Next++;
+    D.Names.push_back(Name); // For predictions, which name the classes.
+  }
   for (size_t R = 0; R < T.Rows; ++R)
     D.Classes[R] = Index[C.Values[R]];
   return true;

@@ -233,3 +233,40 @@ double Model::grad(size_t I) const {
     return static_cast<const float *>(Grads.data())[I];
   return static_cast<const double *>(Grads.data())[I];
 }
+
+/// Whether Values[0, N) holds a NaN or an infinity: an exponent of all ones.
+/// Integer tests, so that the loop vectorizes without fast-math.
+template <typename Float, typename Bits, Bits ExponentMask>
+static bool anyNonFinite(const void *Values, size_t N) {
+  const auto *P = static_cast<const Float *>(Values);
+  Bits Found = 0;
+  for (size_t I = 0; I < N; ++I) {
+    Bits B;
+    std::memcpy(&B, &P[I], sizeof(B));
+    Found |= (B & ExponentMask) == ExponentMask;
+  }
+  return Found != 0;
+}
+
+static bool anyNonFinite(DType Type, const void *Values, size_t N) {
+  if (Type == DType::F32)
+    return anyNonFinite<float, uint32_t, 0x7f800000u>(Values, N);
+  return anyNonFinite<double, uint64_t, 0x7ff0000000000000ull>(Values, N);
+}
+
+int Model::firstNonFiniteParam() const {
+  // Gaps between tensors are zeros, so one pass over the whole array tells
+  // whether any tensor needs to be looked at.
+  if (!anyNonFinite(M.Type, Params.data(), size_t(M.ParamCount)))
+    return -1;
+  size_t Elem = elementSize(M.Type);
+  for (size_t I = 0; I < M.Params.size(); ++I) {
+    const ParamTensor &P = M.Params[I];
+    if (anyNonFinite(M.Type,
+                     static_cast<const char *>(Params.data()) +
+                         size_t(P.Offset) * Elem,
+                     size_t(P.size())))
+      return int(I);
+  }
+  return -1;
+}

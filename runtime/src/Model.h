@@ -91,6 +91,17 @@ public:
   void setParam(size_t I, double V);
   double grad(size_t I) const;
   const void *paramData() const { return Params.data(); }
+  void *paramData() { return Params.data(); }
+  void *stateData() { return State.data(); }
+  size_t paramBytes() const { return size_t(M.ParamCount) * elementSize(M.Type); }
+  size_t stateBytes() const { return size_t(M.StateCount) * elementSize(M.Type); }
+  /// The seed of the dropout masks (initParams sets it).
+  void setSeed(uint64_t Seed) { Call.seed = Seed; }
+
+  /// The first parameter tensor, in `param` record order, holding a NaN or
+  /// an infinity, as an index into M.Params; -1 when all are finite. One
+  /// pass over the parameters when they are finite.
+  int firstNonFiniteParam() const;
 
 private:
   /// Element I of the output buffer, as double.

@@ -60,13 +60,40 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
       Err = invalid(Name, Value, "an unsigned 64-bit integer");
       return false;
     }
-  } else if (Name == "data" || Name == "save") {
+  } else if (Name == "data") {
     if (Value.empty()) {
-      Err = invalid(Name, Value,
-                    Name == "data" ? "a file or folder name" : "a file name");
+      Err = invalid(Name, Value, "a file or folder name");
       return false;
     }
-    (Name == "data" ? O.Data : O.Save) = std::string(Value);
+    O.Data = std::string(Value);
+  } else if (Name == "save" || Name == "log-json" || Name == "checkpoint" ||
+             Name == "resume" || Name == "weights" || Name == "input" ||
+             Name == "output") {
+    if (Value.empty()) {
+      Err = invalid(Name, Value, "a file name");
+      return false;
+    }
+    (Name == "save"         ? O.Save
+     : Name == "log-json"   ? O.LogJson
+     : Name == "checkpoint" ? O.Checkpoint
+     : Name == "resume"     ? O.Resume
+     : Name == "weights"    ? O.Weights
+     : Name == "input"      ? O.Input
+                            : O.Output) = std::string(Value);
+  } else if (Name == "checkpoint-every") {
+    if (!parseInt64(Value, O.CheckpointEvery) || O.CheckpointEvery < 1) {
+      Err = invalid(Name, Value, "an integer >= 1 (epochs)");
+      return false;
+    }
+  } else if (Name == "on-nan") {
+    if (Value == "stop") {
+      O.OnNan = Options::NanAction::Stop;
+    } else if (Value == "skip-batch") {
+      O.OnNan = Options::NanAction::SkipBatch;
+    } else {
+      Err = invalid(Name, Value, "'stop' or 'skip-batch'");
+      return false;
+    }
   } else if (Name == "plot") {
     if (!plotFormatFor(Value)) {
       Err = "invalid value '" + std::string(Value) +
@@ -96,9 +123,17 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
 }
 
 const char *const ValueOptions[] = {
-    "epochs", "lr",   "batch",          "seed",         "split-seed", "data",
-    "save",   "plot", "gradcheck-rows", "gradcheck-tol", "threads"};
-const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed"};
+    "epochs",     "lr",         "batch",   "seed",           "split-seed",
+    "data",       "save",       "plot",    "gradcheck-rows", "gradcheck-tol",
+    "threads",    "log-json",   "checkpoint", "checkpoint-every", "resume",
+    "on-nan"};
+const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
+                                   "quiet"};
+/// The predict command's options: the data options say how the training
+/// split was made, which fixes the standardization and the vocabulary.
+const char *const PredictValueOptions[] = {"weights", "input", "output",
+                                           "data", "split-seed", "threads"};
+const char *const PredictFlagOptions[] = {"help"};
 
 template <size_t N>
 bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
@@ -111,7 +146,21 @@ bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
 } // namespace
 
 bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
-  for (int I = 1; I < Argc; ++I) {
+  int First = 1;
+  if (Argc > 1 && std::string_view(Argv[1]) == "predict") {
+    O.Predict = true;
+    O.Weights = O.Save;
+    First = 2;
+  }
+  auto IsFlag = [&](std::string_view Name) {
+    return O.Predict ? isOneOf(Name, PredictFlagOptions)
+                     : isOneOf(Name, FlagOptions);
+  };
+  auto IsValue = [&](std::string_view Name) {
+    return O.Predict ? isOneOf(Name, PredictValueOptions)
+                     : isOneOf(Name, ValueOptions);
+  };
+  for (int I = First; I < Argc; ++I) {
     std::string_view Arg = Argv[I];
     if (Arg == "-h")
       Arg = "--help";
@@ -128,7 +177,7 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
       Name = Name.substr(0, Eq);
     }
 
-    if (isOneOf(Name, FlagOptions)) {
+    if (IsFlag(Name)) {
       if (HasValue) {
         Err = "option '--" + std::string(Name) + "' takes no value";
         return false;
@@ -136,11 +185,13 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
       (Name == "help"      ? O.Help
        : Name == "summary" ? O.Summary
        : Name == "speed"   ? O.Speed
+       : Name == "quiet"   ? O.Quiet
                            : O.GradCheck) = true;
       continue;
     }
-    if (!isOneOf(Name, ValueOptions)) {
-      Err = "unknown option '--" + std::string(Name) + "' (see --help)";
+    if (!IsValue(Name)) {
+      Err = "unknown option '--" + std::string(Name) + "'" +
+            (O.Predict ? " for predict (see predict --help)" : " (see --help)");
       return false;
     }
     if (!HasValue) {
@@ -152,6 +203,14 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
     }
     if (!setOption(Name, Value, O, Err))
       return false;
+  }
+  if (O.Predict && O.Input.empty() && !O.Help) {
+    Err = "predict needs --input FILE (see predict --help)";
+    return false;
+  }
+  if (O.GradCheck && (!O.Checkpoint.empty() || !O.Resume.empty())) {
+    Err = "--gradcheck trains nothing: it takes no --checkpoint or --resume";
+    return false;
   }
   return true;
 }
@@ -220,6 +279,25 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                availableCores());
   std::fprintf(Out, "  --speed               print the rows per second of the "
                     "training steps\n");
+  std::fprintf(Out, "  --quiet               print no progress and no epoch "
+                    "lines, only the final results\n");
+  std::fprintf(Out, "  --log-json FILE       append one JSON object per epoch "
+                    "to FILE\n");
+  std::fprintf(Out, "  --checkpoint FILE     save the training state to FILE "
+                    "every --checkpoint-every\n"
+                    "                        epochs, at the end, and on "
+                    "SIGINT or SIGTERM\n");
+  std::fprintf(Out, "  --checkpoint-every N  epochs between checkpoints "
+                    "(default 1)\n");
+  std::fprintf(Out, "  --resume FILE         continue the run saved in "
+                    "checkpoint FILE (its seed;\n"
+                    "                        give the other options as "
+                    "before)\n");
+  std::fprintf(Out, "  --on-nan stop|skip-batch\n"
+                    "                        on a non-finite loss or "
+                    "parameter: stop (default), or\n"
+                    "                        undo the step and go on with "
+                    "the next batch\n");
   std::fprintf(Out, "  --gradcheck           compare the gradients with finite "
                     "differences instead of training\n");
   std::fprintf(Out,
@@ -243,7 +321,38 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                  (unsigned long long)M.SplitSeed,
                  M.Standardize ? ", features standardized" : "");
   std::fprintf(Out,
+               "\n"
+               "'%s predict --help' describes the predict command.\n"
                "Exit status: 0 success, 1 usage error or failed gradient "
                "check,\n"
-               "2 data or file error, 4 loss not finite.\n");
+               "2 data or file error, 4 loss or parameters not finite,\n"
+               "130 or 143 stopped by SIGINT or SIGTERM (after saving the "
+               "checkpoint).\n",
+               Prog);
+}
+
+void nnc::printPredictUsage(FILE *Out, const char *Prog, const Manifest &M) {
+  Options D = defaultOptions(M);
+  bool Text = M.SourceKind == "tagged" || M.SourceKind == "polarity";
+  std::fprintf(
+      Out,
+      "usage: %s predict --input FILE [--weights FILE] [--output FILE]\n"
+      "\n"
+      "Writes the predictions of model '%s' for the rows of FILE as CSV.\n"
+      "\n"
+      "options:\n"
+      "  --input FILE          %s\n"
+      "  --weights FILE        trained weights (default %s)\n"
+      "  --output FILE         where to write the CSV (default: stdout)\n"
+      "  --data FILE           the training data, for the %s (default %s)\n"
+      "  --split-seed N        the split seed of training (default %llu)\n"
+      "  --threads N           worker threads\n",
+      Prog, M.Model.c_str(),
+      Text ? "one sentence per line"
+           : "CSV with a header; the training columns, label columns "
+             "optional (ignored)",
+      D.Save.c_str(),
+      Text ? "vocabulary and the class names"
+           : "standardization and the class names",
+      D.Data.c_str(), (unsigned long long)D.SplitSeed);
 }

@@ -37,18 +37,35 @@ struct Options {
   bool Summary = false;
   int64_t Threads = 0; ///< 0: every core the process may use.
   bool Speed = false;  ///< Print the training steps' throughput.
+  bool Quiet = false;  ///< No progress line and no report lines.
+  std::string LogJson; ///< Empty: no JSON log.
+  std::string Checkpoint;     ///< Empty: no checkpoints.
+  int64_t CheckpointEvery = 1; ///< In epochs.
+  std::string Resume;         ///< Empty: start afresh.
+  /// What a non-finite loss or parameter does: stop the run, or undo the
+  /// step and go on with the next batch.
+  enum class NanAction { Stop, SkipBatch } OnNan = NanAction::Stop;
+
+  /// `predict`: the trainer's second command.
+  bool Predict = false;
+  std::string Weights; ///< predict: the weights file (default: Save's).
+  std::string Input;   ///< predict: the rows to predict.
+  std::string Output;  ///< predict: the CSV to write; empty: stdout.
 };
 
 /// The options of a trainer run with no arguments.
 Options defaultOptions(const Manifest &M);
 
 /// Parses Argv[1, Argc) over \p O, which holds the defaults. Accepts
-/// `--name VALUE` and `--name=VALUE`. On a usage error returns false and sets
+/// `--name VALUE` and `--name=VALUE`, and `predict` as the first argument,
+/// which selects the predict command and its options. On a usage error returns false and sets
 /// \p Err to the message, without the program name.
 bool parseOptions(int Argc, char **Argv, Options &O, std::string &Err);
 
 /// Writes the `--help` text, with the defaults of \p M.
 void printUsage(FILE *Out, const char *Prog, const Manifest &M);
+/// Writes the `predict --help` text.
+void printPredictUsage(FILE *Out, const char *Prog, const Manifest &M);
 
 } // namespace nnc
 

@@ -16,6 +16,7 @@
 #ifndef NNC_RUNTIME_RANDOM_H
 #define NNC_RUNTIME_RANDOM_H
 
+#include <array>
 #include <cstddef>
 #include <cmath>
 #include <cstdint>
@@ -73,6 +74,14 @@ public:
       if (R >= Threshold)
         return R % N;
     }
+  }
+
+  /// The generator's whole state, for checkpoints: a generator given back
+  /// its state continues the same sequence.
+  std::array<uint64_t, 4> state() const { return {S[0], S[1], S[2], S[3]}; }
+  void setState(const std::array<uint64_t, 4> &State) {
+    for (int I = 0; I < 4; ++I)
+      S[I] = State[I];
   }
 
   /// Fisher-Yates shuffle of First[0, N).

@@ -6,21 +6,27 @@
 //
 // Reads the manifest and the command line, loads and splits the data, then
 // either trains (the epoch loop, reports, the weights file) or runs the
-// gradient check. Exit statuses: 0 success, 1 usage error or failed gradient
-// check, 2 data, manifest or file error, 4 loss not finite.
+// gradient check, or predicts. Exit statuses: 0 success, 1 usage error or
+// failed gradient check, 2 data, manifest or file error, 4 loss or parameters
+// not finite, 128 + the signal number when SIGINT or SIGTERM stopped training.
 //
 //===----------------------------------------------------------------------===//
 
+#include "Checkpoint.h"
 #include "Cluster.h"
 #include "Csv.h"
 #include "Dataset.h"
 #include "GradCheck.h"
 #include "Idx.h"
+#include "Interrupt.h"
+#include "JsonLog.h"
 #include "Manifest.h"
 #include "Model.h"
 #include "Numbers.h"
 #include "Options.h"
 #include "Plot.h"
+#include "Predict.h"
+#include "Progress.h"
 #include "ThreadPool.h"
 #include "Random.h"
 #include "Synthetic.h"
@@ -31,7 +37,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <csignal>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -45,7 +53,8 @@ enum ExitStatus {
   ExitSuccess = 0,
   ExitUsage = 1,
   ExitData = 2,
-  ExitNonFinite = 4
+  ExitNonFinite = 4,
+  ExitSignal = 128 ///< Plus the signal's number, as a shell reports it.
 };
 
 /// Rows per nnc_eval call when evaluating a split: large enough to amortize
@@ -114,12 +123,22 @@ void printSummary(const Manifest &M) {
   out("\n");
 }
 
+/// Where a training run is: what a checkpoint saves and --resume restores.
+struct Position {
+  int64_t Epoch = 1;   ///< The epoch under way.
+  size_t Offset = 0;   ///< Rows of it trained (in the training order).
+  int64_t Step = 0;    ///< Optimizer steps taken.
+  double LossSum = 0;  ///< Its batch losses so far, weighted by their rows.
+  size_t LossRows = 0; ///< Rows counted in LossSum (skipped batches are not).
+};
+
 /// The training run: everything after the data are ready.
 class Trainer {
 public:
   Trainer(const Manifest &M, const Options &O, const Table &T, const Split &S,
           const TextRows &Words, Model &Mod, size_t BatchRows)
-      : M(M), O(O), T(T), S(S), Words(Words), Mod(Mod), BatchRows(BatchRows) {}
+      : M(M), O(O), T(T), S(S), Words(Words), Mod(Mod), BatchRows(BatchRows),
+        Seed(O.Seed), Shuffler(O.Seed ^ ShuffleStream), Order(S.Train) {}
 
   int run();
 
@@ -127,9 +146,25 @@ private:
   const std::vector<size_t> &rowsOf(const Metric &Met) const {
     return Met.Split == Metric::SplitKind::Train ? S.Train : S.Test;
   }
-  void report(int64_t Epoch, double Loss);
+  /// The epoch loop, from Pos to the last epoch.
+  int train();
+  /// After an epoch: its line (when it is reported), its JSON record and its
+  /// checkpoint (when due).
+  bool endEpoch(int64_t Epoch, double Loss, std::string &Err);
+  /// --resume: the parameters, state, order and position of a checkpoint.
+  bool resume(std::string &Err);
+  bool saveCheckpoint(std::string &Err);
+  /// A non-finite loss or parameter after a step: stops the run with a
+  /// message (the status to return), or, with --on-nan skip-batch, undoes
+  /// the step and returns 0.
+  int nonFinite(double Loss, int BadParam, size_t Rows);
+  /// SIGINT or SIGTERM: saves a checkpoint when asked to, says so, and
+  /// returns the exit status.
+  int interrupted();
   /// One metric's value for a line of output: "test accuracy 0.9000".
   std::string metricText(const Metric &Met, const EvalResult &R, bool Final);
+  /// The number metricText shows first.
+  double metricValue(const Metric &Met, const EvalResult &R) const;
   void runKMeans(const AfterStep &Step);
   void predictRows(const AfterStep &Step);
   void predictOne(const AfterStep &Step);
@@ -146,43 +181,92 @@ private:
   Model &Mod;
   size_t BatchRows;
   PlotData Plot; ///< Loss points, gathered while training.
+
+  uint64_t Seed; ///< --seed, or the resumed run's.
+  Rng Shuffler;  ///< The epoch shuffles.
+  std::vector<size_t> Order; ///< The training rows in this epoch's order.
+  Position Pos;
+  Progress Live{false, 0};
+  JsonLog Log;
+  std::chrono::steady_clock::time_point Start;
+  double StepSeconds = 0; ///< In loadRows and trainStep: what --speed reports.
+  uint64_t RowsTrained = 0; ///< By this process.
+  /// --on-nan skip-batch: the parameters and state before the step.
+  std::vector<char> SavedParams, SavedState;
+  std::string LastCheckpoint; ///< "FILE (epoch E, step S)", or empty.
 };
 
-/// One "epoch" line: the training loss, then each metric, then the test loss.
-void Trainer::report(int64_t Epoch, double Loss) {
-  EvalResult Test, Train;
-  bool HaveTest = false, HaveTrain = false;
-  auto Evaluate = [&](Metric::SplitKind K) -> const EvalResult & {
-    bool IsTest = K == Metric::SplitKind::Test;
-    bool &Have = IsTest ? HaveTest : HaveTrain;
-    EvalResult &R = IsTest ? Test : Train;
-    if (!Have)
-      R = Mod.evaluate(T, IsTest ? S.Test : S.Train);
-    Have = true;
-    return R;
-  };
+/// One "epoch" line: the training loss, then each metric, then the test
+/// loss; and the same as a JSON object.
+bool Trainer::endEpoch(int64_t Epoch, double Loss, std::string &Err) {
+  bool Reported = Epoch % M.ReportEvery == 0 || Epoch == O.Epochs;
+  bool Print = Reported && !O.Quiet;
+  // Evaluation costs time; it is skipped when nothing shows its results.
+  bool Evaluate = Reported && (Print || Log.isOpen() || !O.Plot.empty());
+  std::string Line, Losses = "\"train\":" + jsonNumber(Loss), Metrics;
+  if (Evaluate) {
+    EvalResult Test, Train;
+    bool HaveTest = false, HaveTrain = false;
+    auto Results = [&](Metric::SplitKind K) -> const EvalResult & {
+      bool IsTest = K == Metric::SplitKind::Test;
+      bool &Have = IsTest ? HaveTest : HaveTrain;
+      EvalResult &R = IsTest ? Test : Train;
+      if (!Have)
+        R = Mod.evaluate(T, IsTest ? S.Test : S.Train);
+      Have = true;
+      return R;
+    };
+    for (const Metric &Met : M.Metrics) {
+      if (rowsOf(Met).empty())
+        continue;
+      const EvalResult &R = Results(Met.Split);
+      Line += "  " + metricText(Met, R, false);
+      Metrics += std::string(Metrics.empty() ? "" : ",") + "\"" +
+                 Met.splitName() +
+                 (Met.Kind == Metric::MetricKind::Accuracy ? "_accuracy\":"
+                                                           : "_mse\":") +
+                 jsonNumber(metricValue(Met, R));
+    }
+    if (!S.Test.empty()) {
+      double TestLoss = Results(Metric::SplitKind::Test).Loss;
+      char Text[64];
+      std::snprintf(Text, sizeof(Text), "  test loss %.6f", TestLoss);
+      Line += Text;
+      Losses += ",\"test\":" + jsonNumber(TestLoss);
+      Plot.TestLoss.push_back({double(Epoch), TestLoss});
+    }
+  }
+  if (Print) {
+    Live.clear();
+    out("epoch %lld/%lld  loss %.6f%s\n", (long long)Epoch,
+        (long long)O.Epochs, Loss, Line.c_str());
+  }
+  if (!Log.isOpen())
+    return true;
+  double Seconds = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - Start)
+                       .count();
+  return Log.append("{\"model\":" + jsonString(M.Model) +
+                        ",\"epoch\":" + std::to_string(Epoch) +
+                        ",\"epochs\":" + std::to_string(O.Epochs) +
+                        ",\"step\":" + std::to_string(Pos.Step) +
+                        ",\"seconds\":" + jsonNumber(Seconds) +
+                        ",\"losses\":{" + Losses + "},\"metrics\":{" +
+                        Metrics + "}}",
+                    Err);
+}
 
-  // Pieces of one line, flushed at its end; nothing here allocates.
-  std::printf("epoch %lld/%lld  loss %.6f", (long long)Epoch,
-              (long long)O.Epochs, Loss);
-  for (const Metric &Met : M.Metrics) {
-    if (rowsOf(Met).empty())
-      continue;
-    std::printf("  %s", metricText(Met, Evaluate(Met.Split), false).c_str());
-  }
-  if (!S.Test.empty()) {
-    double TestLoss = Evaluate(Metric::SplitKind::Test).Loss;
-    std::printf("  test loss %.6f", TestLoss);
-    Plot.TestLoss.push_back({double(Epoch), TestLoss});
-  }
-  out("\n");
+double Trainer::metricValue(const Metric &Met, const EvalResult &R) const {
+  if (Met.Kind == Metric::MetricKind::Accuracy)
+    return R.Total ? double(R.Correct) / double(R.Total) : 0;
+  return R.SquaredError / double(rowsOf(Met).size() * size_t(M.outputWidth()));
 }
 
 std::string Trainer::metricText(const Metric &Met, const EvalResult &R,
                                 bool Final) {
   char Text[160];
   if (Met.Kind == Metric::MetricKind::Accuracy) {
-    double Accuracy = R.Total ? double(R.Correct) / double(R.Total) : 0;
+    double Accuracy = metricValue(Met, R);
     if (Final)
       std::snprintf(Text, sizeof(Text), "%s accuracy %.4f (%lld/%lld)",
                     Met.splitName(), Accuracy, (long long)R.Correct,
@@ -194,7 +278,7 @@ std::string Trainer::metricText(const Metric &Met, const EvalResult &R,
   }
   const std::vector<size_t> &Rows = rowsOf(Met);
   size_t Width = size_t(M.outputWidth());
-  double Mse = R.SquaredError / double(Rows.size() * Width);
+  double Mse = metricValue(Met, R);
   if (!Final) {
     std::snprintf(Text, sizeof(Text), "%s mse %.6f", Met.splitName(), Mse);
     return Text;
@@ -378,15 +462,217 @@ bool Trainer::writePlot(std::string &Err) {
   return writeTrainingPlot(O.Plot, Plot, Err);
 }
 
+bool Trainer::resume(std::string &Err) {
+  std::string Bytes;
+  Checkpoint C;
+  if (!loadCheckpoint(O.Resume, M, Bytes, C, Err))
+    return false;
+  // The saved order must be this run's training rows: the same data, split
+  // seed and split.
+  std::vector<size_t> Mine = S.Train;
+  std::vector<uint64_t> Saved = C.Order;
+  std::sort(Mine.begin(), Mine.end());
+  std::sort(Saved.begin(), Saved.end());
+  if (!std::equal(Mine.begin(), Mine.end(), Saved.begin(), Saved.end())) {
+    Err = "checkpoint '" + O.Resume + "' was made with other training rows (" +
+          std::to_string(C.Order.size()) + " rows; this run has " +
+          std::to_string(S.Train.size()) +
+          "): give the data and --split-seed of the run it saves";
+    return false;
+  }
+  if (C.Epochs >= uint64_t(INT64_MAX / 2) || C.Steps >= uint64_t(INT64_MAX / 2)) {
+    Err = "checkpoint '" + O.Resume + "': inconsistent position (epoch " +
+          std::to_string(C.Epochs) + ", step " + std::to_string(C.Steps) + ")";
+    return false;
+  }
+  Seed = C.Seed;
+  Mod.setSeed(Seed);
+  std::memcpy(Mod.paramData(), C.Params.data(), C.Params.size());
+  std::memcpy(Mod.stateData(), C.State.data(), C.State.size());
+  Shuffler.setState(C.Shuffler);
+  Order.assign(C.Order.begin(), C.Order.end());
+  Pos.Epoch = int64_t(C.Epochs) + 1;
+  Pos.Offset = size_t(C.Offset);
+  Pos.Step = int64_t(C.Steps);
+  Pos.LossSum = C.LossSum;
+  Pos.LossRows = size_t(C.LossRows);
+  LastCheckpoint = O.Resume + " (epoch " + std::to_string(C.Epochs) +
+                   ", step " + std::to_string(C.Steps) + ")";
+  if (!O.Quiet) {
+    if (Pos.Offset == 0)
+      out("resumed from %s after epoch %lld, step %lld\n", O.Resume.c_str(),
+          (long long)C.Epochs, (long long)Pos.Step);
+    else
+      out("resumed from %s in epoch %lld (%zu of %zu rows trained), step "
+          "%lld\n",
+          O.Resume.c_str(), (long long)Pos.Epoch, Pos.Offset, Order.size(),
+          (long long)Pos.Step);
+  }
+  return true;
+}
+
+bool Trainer::saveCheckpoint(std::string &Err) {
+  Checkpoint C;
+  C.Seed = Seed;
+  C.Epochs = uint64_t(Pos.Epoch - 1);
+  C.Offset = Pos.Offset;
+  C.Steps = uint64_t(Pos.Step);
+  C.LossSum = Pos.LossSum;
+  C.LossRows = Pos.LossRows;
+  C.Shuffler = Shuffler.state();
+  C.Order.assign(Order.begin(), Order.end());
+  C.Params = std::string_view(static_cast<const char *>(Mod.paramData()),
+                              Mod.paramBytes());
+  C.State = std::string_view(static_cast<const char *>(Mod.stateData()),
+                             Mod.stateBytes());
+  if (!writeCheckpoint(O.Checkpoint, M, C, Err))
+    return false;
+  LastCheckpoint = O.Checkpoint + " (epoch " + std::to_string(C.Epochs) +
+                   ", step " + std::to_string(C.Steps) + ")";
+  return true;
+}
+
+int Trainer::nonFinite(double Loss, int BadParam, size_t Rows) {
+  char Where[96];
+  std::snprintf(Where, sizeof(Where), "at epoch %lld, step %lld",
+                (long long)Pos.Epoch, (long long)Pos.Step);
+  std::string What;
+  if (!std::isfinite(Loss)) {
+    What = std::string("loss is ") + nonFiniteName(Loss) + " " + Where;
+    What += BadParam < 0 ? " (the parameters are finite)"
+                         : " (the parameters were finite before the step; "
+                           "the first non-finite after it: " +
+                               M.Params[size_t(BadParam)].Name + ")";
+  } else {
+    What = "parameter " + M.Params[size_t(BadParam)].Name +
+           " is not finite after the update " + Where + " (the loss, " +
+           formatValue(Loss) + ", was finite)";
+  }
+  Live.clear();
+  if (O.OnNan == Options::NanAction::SkipBatch) {
+    std::memcpy(Mod.paramData(), SavedParams.data(), SavedParams.size());
+    std::memcpy(Mod.stateData(), SavedState.data(), SavedState.size());
+    --Pos.Step; // The next batch takes the step's number.
+    std::fprintf(stderr,
+                 "%s: warning: %s: batch of %zu rows skipped, parameters and "
+                 "optimizer state restored\n",
+                 Prog, What.c_str(), Rows);
+    return 0;
+  }
+  error(ExitNonFinite, Prog, What);
+  if (!LastCheckpoint.empty())
+    std::fprintf(stderr, "%s: note: the last good checkpoint is %s\n", Prog,
+                 LastCheckpoint.c_str());
+  return ExitNonFinite;
+}
+
+int Trainer::interrupted() {
+  Live.clear();
+  int Signal = interruptSignal();
+  char Where[160];
+  std::snprintf(Where, sizeof(Where),
+                "%s: stopped by %s at epoch %lld (%zu of %zu rows trained), "
+                "step %lld",
+                Prog, Signal == SIGINT ? "SIGINT" : "SIGTERM",
+                (long long)Pos.Epoch, Pos.Offset, Order.size(),
+                (long long)Pos.Step);
+  if (O.Checkpoint.empty()) {
+    std::fprintf(stderr, "%s; nothing saved (no --checkpoint)\n", Where);
+    return ExitSignal + Signal;
+  }
+  std::string Err;
+  if (!saveCheckpoint(Err)) {
+    std::fprintf(stderr, "%s\n", Where);
+    return error(ExitData, Prog, Err);
+  }
+  std::fprintf(stderr, "%s; checkpoint saved to %s (continue with --resume)\n",
+               Where, O.Checkpoint.c_str());
+  return ExitSignal + Signal;
+}
+
+int Trainer::train() {
+  // With one batch per epoch the order changes nothing but rounding: the
+  // rows are not shuffled, and stay loaded until an evaluation replaces them.
+  bool WholeBatch = BatchRows >= Order.size();
+  uint64_t Resident = ~uint64_t(0); // Mod.loads() once the whole batch is loaded.
+  bool Skip = O.OnNan == Options::NanAction::SkipBatch;
+  if (Skip) {
+    SavedParams.resize(Mod.paramBytes());
+    SavedState.resize(Mod.stateBytes());
+  }
+  std::string Err;
+  while (Pos.Epoch <= O.Epochs) {
+    if (Pos.Offset == 0 && M.Shuffle && !WholeBatch)
+      Shuffler.shuffle(Order.data(), Order.size());
+    while (Pos.Offset < Order.size()) {
+      size_t N = std::min(BatchRows, Order.size() - Pos.Offset);
+      auto StepStart = std::chrono::steady_clock::now();
+      if (!WholeBatch || Mod.loads() != Resident) {
+        Mod.loadRows(T, &Order[Pos.Offset], N);
+        Resident = Mod.loads();
+      }
+      if (Skip) {
+        std::memcpy(SavedParams.data(), Mod.paramData(), SavedParams.size());
+        std::memcpy(SavedState.data(), Mod.stateData(), SavedState.size());
+      }
+      double Loss = Mod.trainStep(O.Lr, ++Pos.Step);
+      StepSeconds += std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - StepStart)
+                         .count();
+      int BadParam = Mod.firstNonFiniteParam();
+      if (!std::isfinite(Loss) || BadParam >= 0) {
+        if (int Status = nonFinite(Loss, BadParam, N))
+          return Status;
+      } else {
+        Pos.LossSum += Loss * double(N);
+        Pos.LossRows += N;
+      }
+      Pos.Offset += N;
+      RowsTrained += N;
+      Live.step(Pos.Epoch, O.Epochs, Pos.Step, N,
+                Pos.LossRows ? Pos.LossSum / double(Pos.LossRows) : 0);
+      if (interruptSignal())
+        return interrupted();
+    }
+    if (Pos.LossRows == 0) {
+      Live.clear();
+      return error(ExitNonFinite, Prog,
+                   "every batch of epoch " + std::to_string(Pos.Epoch) +
+                       " was skipped (--on-nan skip-batch): the loss or "
+                       "the parameters are not finite at any step");
+    }
+    int64_t Epoch = Pos.Epoch;
+    double Loss = Pos.LossSum / double(Pos.LossRows);
+    Pos = {Epoch + 1, 0, Pos.Step, 0, 0};
+    if (!O.Plot.empty()) // One point per epoch: millions for the small models.
+      Plot.TrainLoss.push_back({double(Epoch), Loss});
+    if (!endEpoch(Epoch, Loss, Err)) {
+      Live.clear();
+      return error(ExitData, Prog, Err);
+    }
+    bool Due = Epoch % O.CheckpointEvery == 0 || Epoch == O.Epochs;
+    if (!O.Checkpoint.empty() && Due && !saveCheckpoint(Err)) {
+      Live.clear();
+      return error(ExitData, Prog, Err);
+    }
+    if (interruptSignal())
+      return interrupted();
+  }
+  Live.clear();
+  return ExitSuccess;
+}
+
 int Trainer::run() {
-  if (M.PrintSummary)
+  if (M.PrintSummary && !O.Quiet)
     printSummary(M);
   int Label = M.classLabelSlot();
-  out("%s: %zu training rows, %zu test rows", M.Model.c_str(), S.Train.size(),
-      S.Test.size());
-  if (Label >= 0)
-    out(", %lld classes", (long long)M.Slots[Label].Classes);
-  out("\n");
+  if (!O.Quiet) {
+    out("%s: %zu training rows, %zu test rows", M.Model.c_str(),
+        S.Train.size(), S.Test.size());
+    if (Label >= 0)
+      out(", %lld classes", (long long)M.Slots[Label].Classes);
+    out("\n");
+  }
   for (const Metric &Met : M.Metrics)
     if (rowsOf(Met).empty())
       std::fprintf(stderr,
@@ -396,53 +682,32 @@ int Trainer::run() {
                    Met.Kind == Metric::MetricKind::Mse ? "mse" : "accuracy");
 
   Mod.initParams(O.Seed);
-  Rng Shuffler(O.Seed ^ ShuffleStream);
-  auto TrainingStart = std::chrono::steady_clock::now();
-  std::vector<size_t> Order = S.Train;
-  int64_t Step = 0;
-  double StepSeconds = 0; // In loadRows and trainStep: what --speed reports.
-  // With one batch per epoch the order changes nothing but rounding: the
-  // rows are not shuffled, and stay loaded until an evaluation replaces them.
-  bool WholeBatch = BatchRows >= Order.size();
-  uint64_t Resident = ~uint64_t(0); // Mod.loads() once the whole batch is loaded.
-  for (int64_t Epoch = 1; Epoch <= O.Epochs; ++Epoch) {
-    if (M.Shuffle && !WholeBatch)
-      Shuffler.shuffle(Order.data(), Order.size());
-    double LossSum = 0;
-    for (size_t Start = 0; Start < Order.size(); Start += BatchRows) {
-      size_t N = std::min(BatchRows, Order.size() - Start);
-      auto StepStart = std::chrono::steady_clock::now();
-      if (!WholeBatch || Mod.loads() != Resident) {
-        Mod.loadRows(T, &Order[Start], N);
-        Resident = Mod.loads();
-      }
-      double Loss = Mod.trainStep(O.Lr, ++Step);
-      StepSeconds += std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - StepStart)
-                         .count();
-      if (!std::isfinite(Loss)) {
-        char Msg[128];
-        std::snprintf(Msg, sizeof(Msg), "loss is %s at epoch %lld, step %lld",
-                      nonFiniteName(Loss), (long long)Epoch, (long long)Step);
-        return error(ExitNonFinite, Prog, Msg);
-      }
-      LossSum += Loss * double(N);
-    }
-    if (!O.Plot.empty()) // One point per epoch: millions for the small models.
-      Plot.TrainLoss.push_back({double(Epoch), LossSum / double(Order.size())});
-    if (Epoch % M.ReportEvery == 0 || Epoch == O.Epochs)
-      report(Epoch, LossSum / double(Order.size()));
-  }
+  std::string Err;
+  if (!O.Resume.empty() && !resume(Err))
+    return error(ExitData, Prog, Err);
+  if (!O.LogJson.empty() && !Log.open(O.LogJson, Err))
+    return error(ExitData, Prog, Err);
+  int64_t EpochsLeft = std::max<int64_t>(O.Epochs - Pos.Epoch + 1, 0);
+  Live = Progress(!O.Quiet && progressWanted(),
+                  uint64_t(EpochsLeft) * Order.size() -
+                      std::min<uint64_t>(Pos.Offset, uint64_t(EpochsLeft) *
+                                                         Order.size()));
+  Start = std::chrono::steady_clock::now();
+  catchInterrupts();
+  if (int Status = train())
+    return Status;
+  releaseInterrupts();
 
   if (M.PrintTime)
     out("training took %.3f s\n",
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - TrainingStart)
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - Start)
             .count());
-  if (O.Speed && O.Epochs > 0)
-    out("speed: %.0f rows/s, %.3f s in training steps (%lld epochs x %zu "
+  if (O.Speed && RowsTrained > 0)
+    out("speed: %.0f rows/s, %.3f s in training steps (%llu epochs x %zu "
         "rows, %d threads)\n",
-        double(O.Epochs) * double(Order.size()) / StepSeconds, StepSeconds,
-        (long long)O.Epochs, Order.size(), threadCount());
+        double(RowsTrained) / StepSeconds, StepSeconds,
+        (unsigned long long)(RowsTrained / Order.size()), Order.size(),
+        threadCount());
   if (M.PrintWeights)
     printWeights();
 
@@ -461,7 +726,6 @@ int Trainer::run() {
       predictOne(Step);
   }
 
-  std::string Err;
   if (!O.Plot.empty()) {
     if (!writePlot(Err))
       return error(ExitData, Prog, Err);
@@ -491,7 +755,7 @@ int runMain(int Argc, char **Argv) {
   if (!parseOptions(Argc, Argv, O, Err))
     return error(ExitUsage, Prog, Err);
   if (O.Help) {
-    printUsage(stdout, Prog, M);
+    (O.Predict ? printPredictUsage : printUsage)(stdout, Prog, M);
     return ExitSuccess;
   }
   if (O.Summary) {
@@ -525,6 +789,12 @@ int runMain(int Argc, char **Argv) {
   Split S = T.FixedSplit ? fixedSplit(T)
                          : splitRows(T.Rows, M.TrainFraction, M.TestFraction,
                                      O.SplitSeed);
+  // predict: the new rows go after the data set's, before standardization
+  // and the vocabulary, which they then share with the training rows.
+  size_t FirstNew = T.Rows;
+  if (O.Predict && !appendPredictRows(O.Input, M, T, Words, LE))
+    return error(ExitData, LE.Where.empty() ? Prog : LE.Where.c_str(),
+                 LE.Message);
   if (S.Train.empty())
     return error(ExitData, O.Data.c_str(),
                  "the training split is empty (" + std::to_string(T.Rows) +
@@ -534,11 +804,12 @@ int runMain(int Argc, char **Argv) {
     standardize(T, M, S.Train);
   if (!Words.empty()) {
     VocabularyInfo V = encodeWords(Words, M, S.Train, T);
-    out("vocabulary: %zu distinct words in the training rows, %zu indices "
-        "used of %lld (0 padding, 1 unknown); %zu of %zu rows cut to %lld "
-        "words\n",
-        V.Seen, V.Kept, (long long)M.Slots[0].Classes, V.Cut, T.Rows,
-        (long long)M.Slots[0].width());
+    if (!O.Quiet && !O.Predict)
+      out("vocabulary: %zu distinct words in the training rows, %zu indices "
+          "used of %lld (0 padding, 1 unknown); %zu of %zu rows cut to %lld "
+          "words\n",
+          V.Seen, V.Kept, (long long)M.Slots[0].Classes, V.Cut, T.Rows,
+          (long long)M.Slots[0].width());
   }
 
   // Every call's rows fit in buffers allocated once, here.
@@ -552,11 +823,19 @@ int runMain(int Argc, char **Argv) {
   if (O.GradCheck)
     MaxRows =
         std::max(MaxRows, std::min(size_t(O.GradCheckRows), S.Train.size()));
+  if (O.Predict)
+    MaxRows = std::min(ChunkRows, T.Rows - FirstNew);
   setThreadCount(int(O.Threads ? O.Threads : availableCores()));
   Model Mod(M);
   if (!Mod.allocate(MaxRows, Err))
     return error(ExitData, Prog, Err);
 
+  if (O.Predict) {
+    if (!loadWeights(O.Weights, M, Mod.paramData(), Err) ||
+        !writePredictions(M, Mod, T, Words, FirstNew, O.Output, Err))
+      return error(ExitData, Prog, Err);
+    return ExitSuccess;
+  }
   if (O.GradCheck)
     return runGradCheck(Prog, M, Mod, T, S.Train, O);
   return Trainer(M, O, T, S, Words, Mod, BatchRows).run();

@@ -15,16 +15,31 @@
 
 namespace nnc {
 
-/// FNV-1a, 64-bit: the fingerprint of the manifest in a weights file, so
-/// that weights are never loaded into a different model.
-uint64_t fnv1a64(std::string_view Bytes);
+/// The fingerprint of a model in its weights and checkpoint files: FNV-1a 64
+/// of the manifest lines that fix the parameter layout and the data's shapes
+/// (`nnc-manifest`, `dtype`, `param`, `params`, `input`, `label`, `output`),
+/// so that a file is never loaded into a different model while the spec's
+/// training settings (epochs, data path, ...) may change. With
+/// \p WithOptimizer, also the `state` and `optimizer` lines: a checkpoint's
+/// optimizer state fits only the same optimizer.
+uint64_t modelHash(const Manifest &M, bool WithOptimizer);
 
-/// Writes the weights file (format v1) for \p M with the parameters
-/// \p Params. The file appears complete or not at all: it is written to
-/// "<Path>.tmp.XXXXXX", synced, and renamed over \p Path. On failure the
-/// temporary file is removed and \p Err says why.
+/// Writes the weights file (format v2) for \p M with the parameters
+/// \p Params, atomically (Files.h). On failure \p Err says why.
 bool writeWeights(const std::string &Path, const Manifest &M,
                   const void *Params, std::string &Err);
+
+/// Checks the bytes of a weights file against \p M: magic, version,
+/// element size, parameter count, model hash, length and checksum. On
+/// success \p Params points into \p File at the parameter array; otherwise
+/// \p Err says what is wrong, without the file's name.
+bool parseWeights(std::string_view File, const Manifest &M,
+                  std::string_view &Params, std::string &Err);
+
+/// Reads and checks the weights file \p Path (parseWeights) into \p Params,
+/// M.ParamCount elements of M's dtype. \p Err names the file.
+bool loadWeights(const std::string &Path, const Manifest &M, void *Params,
+                 std::string &Err);
 
 } // namespace nnc
 

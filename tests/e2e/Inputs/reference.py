@@ -19,7 +19,7 @@ import sys
 def read_weights(path):
     data = open(path, "rb").read()
     magic, version, size, count, _hash = struct.unpack_from("<4sIIQQ", data)
-    assert magic == b"NNCW" and version == 1 and size == 8, (magic, version, size)
+    assert magic == b"NNCW" and version == 2 and size == 8, (magic, version, size)
     return list(struct.unpack_from("<%dd" % count, data, 28))
 
 
