@@ -616,10 +616,11 @@ int Trainer::train() {
         std::memcpy(SavedState.data(), Mod.stateData(), SavedState.size());
       }
       double Loss = Mod.trainStep(O.Lr, ++Pos.Step);
+      int BadParam = Mod.firstNonFiniteParam();
+      // The guard's pass over the parameters is part of a step's cost.
       StepSeconds += std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - StepStart)
                          .count();
-      int BadParam = Mod.firstNonFiniteParam();
       if (!std::isfinite(Loss) || BadParam >= 0) {
         if (int Status = nonFinite(Loss, BadParam, N))
           return Status;
