@@ -1,5 +1,6 @@
 # lit configuration of the nnc test suite.
 import os
+import sys
 
 import lit.formats
 
@@ -26,3 +27,23 @@ if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "mnist",
 if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "pattern",
                                "tagged-en-oanc.txt")):
     config.available_features.add("pattern")
+config.substitutions.append(("%python", sys.executable))
+
+# The libFuzzer targets of tests/fuzz live in their own build (clang-19,
+# instrumented), made by scripts/fuzz.sh --build, which scripts/test.sh runs
+# when clang-19 is installed; tests/fuzz/*.test say `REQUIRES: fuzz`. Each
+# runs its fuzzer for a few seconds; a finding is saved in the test's %t.
+fuzz_targets = ["spec", "csv", "idx", "tagged", "polarity"]
+if all(os.path.exists(os.path.join(config.nnc_fuzz_bin_dir, "nnc-fuzz-" + t))
+       for t in fuzz_targets):
+    config.available_features.add("fuzz")
+    config.environment["PATH"] = os.pathsep.join(
+        [config.nnc_fuzz_bin_dir, config.environment["PATH"]])
+    config.substitutions.append(
+        ("%{fuzz-args}",
+         "-max_total_time=5 -timeout=10 -rss_limit_mb=2048 "
+         "-print_final_stats=1 -artifact_prefix=%t/"))
+else:
+    lit_config.note("the fuzz targets are not built in %s (scripts/fuzz.sh "
+                    "--build makes them): tests/fuzz is skipped"
+                    % config.nnc_fuzz_bin_dir)

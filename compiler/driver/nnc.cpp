@@ -168,6 +168,12 @@ int link(const DriverOptions &opts, const std::string &object,
   std::vector<llvm::StringRef> args = {
       *cxx, object, runtime, "-o", output, "-Wl,-Bstatic", "-lz",
       "-Wl,-Bdynamic", "-lm", "-pthread"};
+  // A runtime built with sanitizers (scripts/sanitize.sh) needs their
+  // libraries in the trainer too; CMake's NNC_TRAINER_LINK_FLAGS says which.
+  llvm::SmallVector<llvm::StringRef, 4> extra;
+  llvm::StringRef(NNC_TRAINER_LINK_FLAGS)
+      .split(extra, ' ', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
+  args.insert(args.end(), extra.begin(), extra.end());
   std::string message;
   int status = llvm::sys::ExecuteAndWait(*cxx, args, std::nullopt, {}, 0, 0,
                                          &message);
