@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(spec csv idx tagged polarity)
+targets=(spec csv idx files tagged polarity)
 
 if ! command -v clang++-19 >/dev/null; then
   echo "fuzz: clang++-19 not found (install clang-19; scripts/setup.sh does)" >&2
@@ -31,7 +31,11 @@ for t in "${targets[@]}"; do
   corpus=build-fuzz/corpus/$t
   if [ ! -d "$corpus" ]; then
     mkdir -p "$corpus"
-    python3 tests/fuzz/seeds.py "$t" "$corpus"
+    if [ "$t" = files ]; then # seeds written by the target itself
+      build-fuzz/bin/nnc-fuzz-files --write-seeds "$corpus"
+    else
+      python3 tests/fuzz/seeds.py "$t" "$corpus"
+    fi
   fi
   dict=()
   [ -f "tests/fuzz/$t.dict" ] && dict=("-dict=tests/fuzz/$t.dict")

@@ -33,7 +33,7 @@ config.substitutions.append(("%python", sys.executable))
 # instrumented), made by scripts/fuzz.sh --build, which scripts/test.sh runs
 # when clang-19 is installed; tests/fuzz/*.test say `REQUIRES: fuzz`. Each
 # runs its fuzzer for a few seconds; a finding is saved in the test's %t.
-fuzz_targets = ["spec", "csv", "idx", "tagged", "polarity"]
+fuzz_targets = ["spec", "csv", "idx", "files", "tagged", "polarity"]
 if all(os.path.exists(os.path.join(config.nnc_fuzz_bin_dir, "nnc-fuzz-" + t))
        for t in fuzz_targets):
     config.available_features.add("fuzz")
