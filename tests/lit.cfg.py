@@ -16,6 +16,7 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%specs", os.path.join(config.nnc_source_dir, "specs")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%bench", os.path.join(config.nnc_source_dir, "bench")))
+config.substitutions.append(("%python", sys.executable))
 
 # The full MNIST data, fetched by scripts/setup.sh (scripts/fetch-data.sh);
 # tests that need them say `REQUIRES: mnist`.
@@ -27,7 +28,6 @@ if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "mnist",
 if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "pattern",
                                "tagged-en-oanc.txt")):
     config.available_features.add("pattern")
-config.substitutions.append(("%python", sys.executable))
 
 # The libFuzzer targets of tests/fuzz live in their own build (clang-19,
 # instrumented), made by scripts/fuzz.sh --build, which scripts/test.sh runs
