@@ -1,12 +1,15 @@
 //===- CpuCodegen.cpp - Tensor IR graphs to LLVM functions ----------------===//
 //
 // Each graph becomes one function `void nnc_<graph>(nnc_call *)`. Scalar
-// values live in registers. An elementwise op whose one user reads each
-// element once is computed inside that user's loop (planFusion). Every
-// other value gets a buffer: leaves point into the call's buffers, the rest
-// into the workspace, laid out statically (fixed-size buffers first, then
-// per-row buffers scaled by the batch size), buffers whose lives do not
-// overlap sharing memory (planWorkspace). Matrix products are
+// values live in registers. An elementwise op whose users read each element
+// once in one loop is computed inside that loop; sums over operands of one
+// length share a loop, and so do the elementwise ops of one parameter's
+// update, which write the parameter and the optimizer state in place
+// (planFusion). Every other value gets a buffer: leaves point into the
+// call's buffers, the rest into the workspace, laid out statically
+// (fixed-size buffers first, then per-row buffers scaled by the batch
+// size), buffers whose lives do not overlap sharing memory
+// (planWorkspace). Matrix products are
 // register-blocked kernels (Gemm.cpp); the other ops become plain loop
 // nests that LLVM's vectorizer then widens for the target; elementwise ops
 // take their formula from the op registry (VectorMath.cpp).
@@ -22,8 +25,8 @@
 #include "llvm/Analysis/ValueTracking.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/IntrinsicInst.h"
-#include "llvm/IR/MDBuilder.h"
 #include "llvm/IR/Intrinsics.h"
+#include "llvm/IR/MDBuilder.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
 #include "llvm/Support/raw_ostream.h"
@@ -250,15 +253,17 @@ private:
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
   /// Elementwise nodes with no buffer: computed by load() inside the loop
-  /// of their one user (see planFusion).
+  /// that their users share (see planFusion).
   std::unordered_set<const Node *> Inlined;
   /// Nodes computed by the lowering of another (the inlined ones, and
   /// products whose bias is added in the product): that node.
   std::unordered_map<const Node *, const Node *> FusedInto;
-  /// Values of inlined nodes already computed in a block, by element index.
+  /// Values already computed or loaded in a block, by node and element
+  /// index (see load()).
   std::map<std::tuple<const Node *, Value *, llvm::BasicBlock *>, Value *> Computed;
-  /// Sums over every element of operands of one length, computed in one
-  /// loop (see planFusion): by the last of them, their leader.
+  /// Nodes computed in one loop (sums over operands of one length, or
+  /// elementwise nodes of one shape; see planFusion), by the last of them,
+  /// their leader.
   std::unordered_map<const Node *, std::vector<const Node *>> Groups;
   /// The other members of those groups: their leader.
   std::unordered_map<const Node *, const Node *> GroupedInto;
@@ -484,7 +489,8 @@ void GraphLowering::planFusion() {
     if (n->Ty.Dims.empty())
       continue;
     if (isScaling(n)) {
-      if (n->Operands[0]->Ty.staticElements() != n->Ty.staticElements())
+      const ir::Type &a = n->Operands[0]->Ty;
+      if (a.staticElements() != n->Ty.staticElements() || a.isBatched() != n->Ty.isBatched())
         continue;
     } else if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise) {
       if (!isFlat(n))
