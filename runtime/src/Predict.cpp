@@ -6,6 +6,7 @@
 
 #include "Predict.h"
 
+#include "Cluster.h"
 #include "Corpus.h"
 #include "CsvRecords.h"
 #include "Files.h"
@@ -207,6 +208,61 @@ std::string csvField(const std::string &S) {
   return Out + "\"";
 }
 
+/// The clusters of one `after kmeans` step.
+struct Clustering {
+  std::string Column;         ///< "cluster_<value>"
+  std::vector<int32_t> Ids;   ///< Per new row: 1 + its nearest centre.
+};
+
+/// For each `after kmeans` step, the cluster of each row [First, T.Rows):
+/// k-means runs again as training ran it (same rows, the data set's first
+/// \p First, same k, restarts and seed, on the same weights, so the same
+/// centres, numbered as the trainer prints them), and each new row goes to
+/// its nearest centre.
+std::vector<Clustering> clusterNewRows(const Manifest &M, Model &Mod, const Table &T,
+                                       size_t First) {
+  std::vector<Clustering> Result;
+  std::vector<size_t> Old(First), New;
+  for (size_t I = 0; I < First; ++I)
+    Old[I] = I;
+  for (size_t I = First; I < T.Rows; ++I)
+    New.push_back(I);
+  for (const AfterStep &Step : M.After) {
+    if (Step.Kind != "kmeans")
+      continue;
+    int Index = M.probeIndex(Step.arg("value"));
+    size_t Dims = size_t(M.Probes[size_t(Index)].width());
+    int64_t K = 0, Restarts = 0;
+    uint64_t Seed = 0;
+    // The manifest parser has checked these fields.
+    parseInt64(Step.arg("k"), K);
+    parseInt64(Step.arg("restarts"), Restarts);
+    parseUInt64(Step.arg("seed"), Seed);
+    std::vector<double> X = Mod.probe(Index, T, Old);
+    KMeansResult R = kmeans(X.data(), Old.size(), Dims, int(K), int(Restarts), Seed);
+    std::vector<double> Y = Mod.probe(Index, T, New);
+    Clustering C{"cluster_" + Step.arg("value"), {}};
+    for (size_t I = 0; I < New.size(); ++I) {
+      double Best = INFINITY;
+      int32_t Nearest = 0;
+      for (size_t Centre = 0; Centre * Dims < R.Centres.size(); ++Centre) {
+        double D = 0;
+        for (size_t J = 0; J < Dims; ++J) {
+          double Delta = Y[I * Dims + J] - R.Centres[Centre * Dims + J];
+          D += Delta * Delta;
+        }
+        if (D < Best) {
+          Best = D;
+          Nearest = int32_t(Centre);
+        }
+      }
+      C.Ids.push_back(Nearest + 1);
+    }
+    Result.push_back(std::move(C));
+  }
+  return Result;
+}
+
 } // namespace
 
 bool nnc::appendPredictRows(const std::string &Path, const Manifest &M,
@@ -240,6 +296,20 @@ bool nnc::writePredictions(const Manifest &M, Model &Mod, const Table &T,
     return std::string(Number);
   };
 
+  std::vector<Clustering> Clusters = clusterNewRows(M, Mod, T, First);
+  auto clusterHeader = [&] {
+    std::string H;
+    for (const Clustering &C : Clusters)
+      H += "," + csvField(C.Column);
+    return H;
+  };
+  auto clusterFields = [&](size_t I) {
+    std::string F;
+    for (const Clustering &C : Clusters)
+      F += "," + std::to_string(C.Ids[I]);
+    return F;
+  };
+
   std::string Csv;
   std::vector<double> P;
   if (Positions > 1 && !Words.empty()) {
@@ -263,24 +333,24 @@ bool nnc::writePredictions(const Manifest &M, Model &Mod, const Table &T,
     Csv = "class";
     for (size_t C = 0; C < Classes; ++C)
       Csv += "," + csvField("p_" + className(C));
-    Csv += "\n";
+    Csv += clusterHeader() + "\n";
     for (size_t I = 0; I < Rows.size(); ++I) {
       probabilities(&Values[I * Width], Classes, Softmaxed, P);
       size_t Best = size_t(std::max_element(P.begin(), P.end()) - P.begin());
       Csv += csvField(className(Best));
       for (double V : P)
         Csv += "," + number(V);
-      Csv += "\n";
+      Csv += clusterFields(I) + "\n";
     }
   } else {
     for (size_t J = 0; J < Width; ++J)
       Csv += (J ? "," : "") +
              (Width == 1 ? M.OutputName : M.OutputName + "_" + std::to_string(J));
-    Csv += "\n";
+    Csv += clusterHeader() + "\n";
     for (size_t I = 0; I < Rows.size(); ++I) {
       for (size_t J = 0; J < Width; ++J)
         Csv += (J ? "," : "") + number(Values[I * Width + J]);
-      Csv += "\n";
+      Csv += clusterFields(I) + "\n";
     }
   }
 

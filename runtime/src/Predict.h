@@ -35,7 +35,9 @@ bool appendPredictRows(const std::string &Path, const Manifest &M, Table &T,
                        TextRows &Words, LoadError &Err);
 
 /// Predicts rows [First, T.Rows) of \p T with \p Mod and writes them as CSV
-/// to \p Output (stdout when empty). \p Err says why on failure.
+/// to \p Output (stdout when empty), with the rows' clusters for each
+/// `after kmeans` step (k-means run again on rows [0, First)). \p Err says
+/// why on failure.
 bool writePredictions(const Manifest &M, Model &Mod, const Table &T,
                       const TextRows &Words, size_t First,
                       const std::string &Output, std::string &Err);

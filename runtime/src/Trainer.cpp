@@ -824,8 +824,8 @@ int runMain(int Argc, char **Argv) {
   if (O.GradCheck)
     MaxRows =
         std::max(MaxRows, std::min(size_t(O.GradCheckRows), S.Train.size()));
-  if (O.Predict)
-    MaxRows = std::min(ChunkRows, T.Rows - FirstNew);
+  if (O.Predict) // the data set's rows too, for the k-means of `after`
+    MaxRows = std::min(ChunkRows, T.Rows);
   setThreadCount(int(O.Threads ? O.Threads : availableCores()));
   Model Mod(M);
   if (!Mod.allocate(MaxRows, Err))
