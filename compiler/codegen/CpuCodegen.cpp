@@ -270,6 +270,19 @@ private:
   /// Every node, in the order they are lowered: the graph's order, but for
   /// the members of a group, which are next to each other.
   std::vector<const Node *> Order;
+  /// Each node's place in Order.
+  std::unordered_map<const Node *, int64_t> Position;
+  /// The node whose lowering computes n: n, or what it is fused into.
+  const Node *computedBy(const Node *n) const {
+    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
+      n = it->second;
+    return n;
+  }
+  /// The node lowered for n's loop: n, or its group's leader.
+  const Node *leaderOf(const Node *n) const {
+    auto grouped = GroupedInto.find(n);
+    return grouped == GroupedInto.end() ? n : grouped->second;
+  }
   /// Stored values computed in their destination: the store.
   std::unordered_map<const Node *, const ir::Store *> InPlace;
   /// Adds of a product and a bias vector: the product and the bias, to be
@@ -587,23 +600,11 @@ void GraphLowering::planInPlaceStores(
   // with no buffer and no copy (a parameter updated in place), when the
   // old contents there are read only before its loop, or in its loop at
   // the same index before the element is written.
-  std::unordered_map<const Node *, int64_t> position;
-  for (size_t i = 0; i < Order.size(); ++i)
-    position[Order[i]] = int64_t(i);
-  auto computedBy = [&](const Node *n) {
-    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
-      n = it->second;
-    return n;
-  };
-  auto loopOf = [&](const Node *n) {
-    auto grouped = GroupedInto.find(n);
-    return grouped == GroupedInto.end() ? n : grouped->second;
-  };
-  // Whether `reader`, computed by the loop that computes n, runs before n.
+  // Whether `reader` (a node that is lowered) runs before n.
   auto before = [&](const Node *reader, const Node *n) {
-    if (loopOf(reader) != loopOf(n))
-      return position.at(loopOf(reader)) < position.at(loopOf(n));
-    const std::vector<const Node *> &members = Groups[loopOf(n)];
+    if (leaderOf(reader) != leaderOf(n))
+      return Position.at(leaderOf(reader)) < Position.at(leaderOf(n));
+    const std::vector<const Node *> &members = Groups[leaderOf(n)];
     return std::find(members.begin(), members.end(), reader) <
            std::find(members.begin(), members.end(), n);
   };
@@ -648,12 +649,7 @@ void GraphLowering::schedule(
   std::unordered_map<const Node *, int64_t> position;
   for (size_t i = 0; i < nodes.size(); ++i)
     position[nodes[i].get()] = int64_t(i);
-  auto unitOf = [&](const Node *n) {
-    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
-      n = it->second;
-    auto grouped = GroupedInto.find(n);
-    return grouped == GroupedInto.end() ? n : grouped->second;
-  };
+  auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
   std::unordered_map<const Node *, std::vector<const Node *>> unitNodes;
   for (const auto &node : nodes)
     unitNodes[unitOf(node.get())].push_back(node.get());
@@ -687,13 +683,15 @@ void GraphLowering::schedule(
         ready.push({position[reader], reader});
     }
   }
-  if (scheduled == units)
-    return;
-  Groups.clear();
-  GroupedInto.clear();
-  Order.clear();
-  for (const auto &node : nodes)
-    Order.push_back(node.get());
+  if (scheduled != units) {
+    Groups.clear();
+    GroupedInto.clear();
+    Order.clear();
+    for (const auto &node : nodes)
+      Order.push_back(node.get());
+  }
+  for (size_t i = 0; i < Order.size(); ++i)
+    Position[Order[i]] = int64_t(i);
 }
 
 namespace {
@@ -740,15 +738,7 @@ void GraphLowering::planWorkspace() {
   // share memory. Lives are closed intervals, so no node's result overlaps
   // its own operands. A convolution's column matrix and lstm_grad's
   // carried adjoints live only during their node.
-  std::unordered_map<const Node *, int64_t> position;
-  for (size_t i = 0; i < Order.size(); ++i)
-    position[Order[i]] = int64_t(i);
-  auto evaluatedAt = [&](const Node *n) {
-    for (auto it = FusedInto.find(n); it != FusedInto.end(); it = FusedInto.find(n))
-      n = it->second;
-    auto grouped = GroupedInto.find(n);
-    return position.at(grouped == GroupedInto.end() ? n : grouped->second);
-  };
+  auto evaluatedAt = [&](const Node *n) { return Position.at(leaderOf(computedBy(n))); };
   // Reshapes share their operand's storage.
   auto storageOf = [&](const Node *n) {
     while (n->Op == OpCode::Reshape && !n->Ty.Dims.empty())
@@ -775,7 +765,7 @@ void GraphLowering::planWorkspace() {
   std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch;
   for (const auto &node : nodes) {
     const Node *n = node.get();
-    int64_t at = position[n];
+    int64_t at = Position.at(n);
     const ir::OpInfo &info = ir::opInfo(n->Op);
     if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
         n->Op != OpCode::MaxPool2DGrad)
