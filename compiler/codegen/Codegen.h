@@ -31,6 +31,12 @@ struct GpuOptions {
   } Target = Kind::None;
   std::string Arch = "sm_80"; ///< PTX target architecture
   unsigned OptLevel = 2;      ///< for the kernels
+  /// Kernels per graph: one per node (or group of nodes), or the whole
+  /// graph as one kernel on one block, which saves the launches that
+  /// dominate a small model's step; Auto: the whole graph for models of at
+  /// most WholeGraphParams parameters.
+  enum class Fusion { Auto, Node, Graph } Fuse = Fusion::Auto;
+  static constexpr int64_t WholeGraphParams = 16384;
 };
 
 /// What lowering made for the GPU, for --emit to show.

@@ -67,11 +67,12 @@ int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Al
 /// Lowers one graph to one function.
 class GraphLowering {
 public:
-  /// With \p gpu, lowers the graph for it, as kernels (see runGpu).
+  /// With \p gpu, lowers the graph for it, as kernels (see runGpu): one
+  /// per node, or with \p wholeGraph one for the graph.
   GraphLowering(llvm::Module &module, const ir::Graph &graph,
-                unsigned vectorBits, GpuTarget *gpu = nullptr)
+                unsigned vectorBits, GpuTarget *gpu = nullptr, bool wholeGraph = false)
       : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
-        VectorBits(vectorBits), Gpu(gpu) {}
+        VectorBits(vectorBits), Gpu(gpu), WholeGraph(wholeGraph) {}
 
   WorkspaceSize run();
 
@@ -304,6 +305,7 @@ private:
   llvm::Function *F = nullptr;
   llvm::BasicBlock *Entry = nullptr;
   GpuTarget *Gpu = nullptr; ///< Null: the CPU's one function per graph.
+  bool WholeGraph = false;  ///< GPU: the graph as one kernel.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
   bool PerThread = false;
@@ -982,24 +984,37 @@ void GraphLowering::endKernel() {
 }
 
 void GraphLowering::runGpu() {
+  // Each kernel's pieces of work end at a barrier of the block, so nodes
+  // lowered one after another in a kernel on one block see each other's
+  // results, as nodes in kernels launched one after another do.
   CallTy = getCallType(Ctx);
   planFusion();
   planWorkspace();
+  if (WholeGraph)
+    beginKernel();
   for (const Node *n : Order) {
     // Leaves and reshapes compute nothing: kernels find them (materialize).
     if (FusedInto.count(n) || GroupedInto.count(n) ||
         ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape)
       continue;
-    beginKernel();
+    if (!WholeGraph)
+      beginKernel();
     lower(n);
-    endKernel();
+    if (!WholeGraph)
+      endKernel();
   }
   for (const ir::Store &store : G.stores()) {
     auto inPlace = InPlace.find(store.Value);
     if (inPlace != InPlace.end() && inPlace->second == &store)
       continue;
-    beginKernel();
+    if (!WholeGraph)
+      beginKernel();
     lowerStore(store);
+    if (!WholeGraph)
+      endKernel();
+  }
+  if (WholeGraph) {
+    OneBlock = true;
     endKernel();
   }
 }
@@ -2078,8 +2093,9 @@ void addPointerArray(llvm::Module &module, std::vector<llvm::Constant *> pointer
 
 /// The GPU kernels of every graph, their launch schedules and tables
 /// (runtime.h, "GPU trainers").
-bool addGpuCode(llvm::Module &module, const Program &program, unsigned vectorBits,
-                const GpuOptions &options, std::string &error, GpuOutput *output) {
+bool addGpuCode(llvm::Module &module, const Model &model, const Program &program,
+                unsigned vectorBits, const GpuOptions &options, std::string &error,
+                GpuOutput *output) {
   llvm::LLVMContext &context = module.getContext();
   std::unique_ptr<GpuTarget> gpu = options.Target == GpuOptions::Kind::Cuda
                                        ? createNvptxTarget(context)
@@ -2089,8 +2105,11 @@ bool addGpuCode(llvm::Module &module, const Program &program, unsigned vectorBit
       "nnc_gpu_launch", b.getVoidTy(), b.getPtrTy(), b.getInt32Ty(), b.getInt32Ty());
   std::vector<llvm::Constant *> names, kernels;
   WorkspaceSize workspace;
+  bool wholeGraph = options.Fuse == GpuOptions::Fusion::Graph ||
+                    (options.Fuse == GpuOptions::Fusion::Auto &&
+                     model.ParamElements <= GpuOptions::WholeGraphParams);
   for (const ir::Graph *graph : program.graphs()) {
-    GraphLowering lowering(module, *graph, vectorBits, gpu.get());
+    GraphLowering lowering(module, *graph, vectorBits, gpu.get(), wholeGraph);
     WorkspaceSize size = lowering.run();
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
@@ -2163,7 +2182,7 @@ std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
     probes.push_back(module->getFunction("nnc_" + graph->name()));
   addPointerArray(*module, probes, "nnc_probes");
   if (gpu.Target != GpuOptions::Kind::None &&
-      !addGpuCode(*module, program, vectorBits, gpu, error, gpuOutput))
+      !addGpuCode(*module, model, program, vectorBits, gpu, error, gpuOutput))
     return nullptr;
   std::string manifest = buildManifest(model, program, workspace);
   auto *text = llvm::ConstantDataArray::getString(context, manifest, true);

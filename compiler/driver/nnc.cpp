@@ -66,7 +66,7 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
   po::options_description visible(
       "Usage: nnc SPEC.nn [-o OUTPUT] [options]\n\n"
       "Compiles a model spec into a standalone trainer.\n\nOptions");
-  std::string emit = "exe", dtype = "f32", target = "cpu";
+  std::string emit = "exe", dtype = "f32", target = "cpu", fuse = "auto";
   unsigned optLevel = 2;
   visible.add_options()
       ("help,h", "print this help and exit")
@@ -85,6 +85,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
        "also the GPU kernels compiled for the host, run by a simulator (tests)")
       ("gpu-arch", po::value(&opts.Gpu.Arch)->default_value("sm_80"),
        "GPU architecture of the PTX: sm_80, sm_86, sm_87, sm_89 or sm_90")
+      ("gpu-fuse", po::value(&fuse)->default_value("auto"),
+       "GPU kernels: node (one per node, or fused group of nodes), graph (the "
+       "whole step as one kernel on one block: no launches between layers), or "
+       "auto (graph for models of at most 16384 parameters)")
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
       ("runtime-lib", po::value(&opts.RuntimeLib),
@@ -145,6 +149,12 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Target = GpuOptions::Kind::Sim;
   else if (target != "cpu")
     return fail("unknown --target '" + target + "'; expected cpu, cuda or cuda-sim");
+  if (fuse == "node")
+    opts.Gpu.Fuse = GpuOptions::Fusion::Node;
+  else if (fuse == "graph")
+    opts.Gpu.Fuse = GpuOptions::Fusion::Graph;
+  else if (fuse != "auto")
+    return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node or graph");
   if (!isKnownGpuArch(opts.Gpu.Arch))
     return fail("unknown --gpu-arch '" + opts.Gpu.Arch +
                 "'; expected sm_80, sm_86, sm_87, sm_89 or sm_90");
