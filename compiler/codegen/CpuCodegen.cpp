@@ -1267,11 +1267,7 @@ void GraphLowering::lowerMap(
   }
   std::function<void(size_t, std::vector<Value *>)> nest =
       [&](size_t d, std::vector<Value *> base) {
-        auto loop = d == 0 ? &GraphLowering::parallelFor
-                           : static_cast<void (GraphLowering::*)(
-                                 Value *, const std::function<void(Value *)> &)>(
-                                 &GraphLowering::forRange);
-        (this->*loop)(extent(dims[d]), [&](Value *i) {
+        auto body = [&](Value *i) {
           std::vector<Value *> index(base.size());
           for (size_t k = 0; k < base.size(); ++k)
             index[k] = B.CreateAdd(base[k], B.CreateMul(i, strides[k][d]));
@@ -1281,7 +1277,11 @@ void GraphLowering::lowerMap(
             args[k] = load(n->Operands[k], index[k]);
           B.CreateStore(formula(args),
                         B.CreateInBoundsGEP(outType, Slots[n].Ptr, index.back()));
-        });
+        };
+        if (d == 0) // the outermost loop is split among GPU threads
+          parallelFor(extent(dims[d]), body);
+        else
+          forRange(extent(dims[d]), body);
       };
   nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
 }
