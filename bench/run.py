@@ -28,9 +28,10 @@ REPO = BENCH.parent
 NNC = REPO / "build" / "bin" / "nnc"
 TWINS = BENCH / "torch_models.py"
 
-# The line both sides print at the end of training (nnc trainers with --speed).
-SPEED = re.compile(r"^speed: ([0-9.]+) rows/s, [0-9.]+ s in training steps "
-                   r"\(\d+ epochs x (\d+) rows", re.MULTILINE)
+# The line both sides print at the end of training (nnc trainers with --speed). `where` is
+# "T threads" on the CPU, the device's name on a GPU.
+SPEED = re.compile(r"^speed: (?P<rate>[0-9.]+) rows/s, (?P<seconds>[0-9.]+) s in training steps "
+                   r"\((?P<epochs>\d+) epochs x (?P<rows>\d+) rows, (?P<where>.*)\)$", re.MULTILINE)
 # The line peak_rss.py adds.
 PEAK_RSS = re.compile(r"^peak_rss_kib (\d+)$", re.MULTILINE)
 
@@ -44,27 +45,35 @@ class Bench:
     # Set where PyTorch would take minutes at nnc's epoch count: the rates stay comparable,
     # since every epoch of these full-batch models costs the same.
     torch_epochs: int | None = None
+    # The spec's data file or folder, relative to the repository root, where it reads one (the
+    # trainer stores its absolute path: bench/gpu.py passes it with --data, so that trainers built
+    # in one checkout run in another).
+    data: str | None = None
     quick_data: str | None = None  # a smaller data set of the same shapes, for --quick
     max_reps: int | None = None  # for the slow ones
 
 
+POLARITY = "specs/data/pattern/polarity-en-pang-lee2.csv"
+
 # Epochs are chosen so that the nnc trainer trains for 0.5 s or more at one thread, and the
 # whole default run (--reps 3, --threads 1,2) takes about 17 minutes on 2 cores.
 BENCHES = [
-    Bench("simple", "specs/simple.nn", 3_000_000, "all", torch_epochs=10_000),
-    Bench("iris", "specs/iris.nn", 10_000, "all"),
+    Bench("simple", "specs/simple.nn", 3_000_000, "all", torch_epochs=10_000,
+          data="specs/data/simple.csv"),
+    Bench("iris", "specs/iris.nn", 10_000, "all", data="specs/data/iris.csv"),
     Bench("regression", "specs/regression.nn", 10_000, "all"),
     Bench("autoencoder", "specs/autoencoder.nn", 5_000, "all"),
     Bench("linreg", "specs/linreg.nn", 2_000, "all"),
     Bench("recommender", "bench/specs/recommender_100k.nn", 20, "256"),
-    Bench("mnist_mlp", "specs/mnist_mlp.nn", 1, "64", quick_data="specs/data/mnist-slice"),
-    Bench("tagger", "bench/specs/tagger_bench.nn", 2, "64"),
-    Bench("text_classifier", "specs/text_classifier.nn", 10, "64",
+    Bench("mnist_mlp", "specs/mnist_mlp.nn", 1, "64", data="specs/data/mnist",
+          quick_data="specs/data/mnist-slice"),
+    Bench("tagger", "bench/specs/tagger_bench.nn", 2, "64", data="bench/data/tagged-bench.txt"),
+    Bench("text_classifier", "specs/text_classifier.nn", 10, "64", data=POLARITY,
           quick_data="specs/data/polarity-slice.csv"),
-    Bench("text_classifier_lstm", "specs/text_classifier_lstm.nn", 2, "64",
+    Bench("text_classifier_lstm", "specs/text_classifier_lstm.nn", 2, "64", data=POLARITY,
           quick_data="specs/data/polarity-slice.csv"),
-    Bench("mnist_cnn", "specs/mnist_cnn.nn", 1, "128", quick_data="specs/data/mnist-slice",
-          max_reps=1),
+    Bench("mnist_cnn", "specs/mnist_cnn.nn", 1, "128", data="specs/data/mnist",
+          quick_data="specs/data/mnist-slice", max_reps=1),
 ]
 
 
@@ -74,6 +83,17 @@ class Run:
     rows: int  # training rows per epoch
     peak_mib: float  # peak resident memory of the process
     others: float  # share of the machine's CPU time that other processes used meanwhile
+    epochs: int = 0
+    seconds: float = 0.0  # in the training steps
+    where: str = ""  # "T threads", or the GPU's name
+
+
+class RunFailed(Exception):
+    """A run that exited with an error, or printed no speed line."""
+
+    def __init__(self, argv: list[str], done: subprocess.CompletedProcess):
+        super().__init__(f"failed: {shlex.join(argv)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        self.argv, self.done = argv, done
 
 
 @dataclass
@@ -126,9 +146,10 @@ def run_measured(argv: list[str], threads: int) -> Run:
     others = busy_cpu_seconds() - busy - (own_cpu_seconds() - own)
     speed, peak = SPEED.search(done.stdout), PEAK_RSS.search(done.stdout)
     if done.returncode != 0 or not speed:
-        sys.exit(f"failed: {shlex.join(argv)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return Run(float(speed[1]), int(speed[2]), int(peak[1]) / 1024,
-               max(0.0, others) / (wall * os.cpu_count()))
+        raise RunFailed(argv, done)
+    return Run(float(speed["rate"]), int(speed["rows"]), int(peak[1]) / 1024,
+               max(0.0, others) / (wall * os.cpu_count()), int(speed["epochs"]),
+               float(speed["seconds"]), speed["where"])
 
 
 def run_nnc(trainer: Path, bench: Bench, epochs: int, threads: int, data: str | None) -> Run:
@@ -274,7 +295,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nnc-bench-") as workdir:
         for bench in BENCHES:
             if bench.name in args.models:
-                results += bench_model(bench, args, Path(workdir))
+                try:
+                    results += bench_model(bench, args, Path(workdir))
+                except RunFailed as failure:
+                    sys.exit(str(failure))
     table = markdown(results)
     print("\n" + table, end="")
     if args.markdown:

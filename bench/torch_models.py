@@ -9,13 +9,23 @@ nnc trainer reports. Only the training loop is timed, as nnc's `--speed` does: p
 fresh permutation when there is more than one batch (nnc reshuffles then), the batches gathered
 from tensors loaded beforehand, forward, loss, backward and the optimizer step. No evaluation.
 
-usage: torch_models.py MODEL --rows R --epochs E --batch N|all --threads T
+With --device cuda (bench/gpu.py), the model, the data and the permutations are on the GPU
+before the clock starts, one untimed training step first does PyTorch's one-time CUDA set-up
+(cuBLAS and cuDNN handles, loading the kernels, the allocator's first blocks), and the clock
+starts and stops after torch.cuda.synchronize(). --seconds S instead of --epochs trains for
+about S seconds: untimed runs of the same loop, of more and more epochs, measure how many.
+
+usage: torch_models.py MODEL --rows R (--epochs E | --seconds S) --batch N|all --threads T
+                       [--device cpu|cuda]
 prints the line nnc's trainers print with --speed:
   speed: <rows/s> rows/s, <s> s in training steps (E epochs x R rows, T threads)
+(on a GPU, its name instead of "T threads")
 """
 
 import argparse
 import functools
+import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -196,55 +206,108 @@ TWINS: dict[str, Twin] = {
                             text_data(64, 12000, 2)),
     "text_classifier_lstm": Twin(lambda: LastStateClassifier(12000, 2), nn.CrossEntropyLoss(),
                                  adam, text_data(64, 12000, 2)),
+    # bench/specs/mlp64.nn, bench/gpu.py's sweep of batch sizes.
+    "mlp64": Twin(lambda: mlp(32, 64, 64, 64, 10), nn.CrossEntropyLoss(), adam,
+                  class_data(32, count=10)),
 }
 
 
 # --- Training ---------------------------------------------------------------------------------
 
-def epoch_batches(rows: int, batch: int) -> list:
+def epoch_batches(rows: int, batch: int, device: torch.device) -> list:
     """The row selections of one epoch, as nnc's runtime makes them: consecutive batches of a
     fresh permutation when there is more than one batch, else every row in order."""
     if batch >= rows:
         return [slice(0, rows)]
-    order = torch.randperm(rows)
+    order = torch.randperm(rows, device=device)
     return [order[start:start + batch] for start in range(0, rows, batch)]
 
 
-def train(twin: Twin, rows: int, epochs: int, batch: int) -> float:
-    """Trains for `epochs` epochs and returns the seconds spent in the training loop."""
-    inputs, label = twin.data(rows)
-    model = twin.module()
-    model.train()
-    optimizer = twin.optimizer(model.parameters())
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for rows_of_batch in epoch_batches(rows, batch):
-            optimizer.zero_grad(set_to_none=True)
-            prediction = model(*(x[rows_of_batch] for x in inputs))
-            loss = twin.loss(prediction, label[rows_of_batch])
-            loss.backward()
-            optimizer.step()
-    return time.perf_counter() - start
+class Trainer:
+    """A twin's model, optimizer and data, on one device, ready to train."""
+
+    def __init__(self, twin: Twin, rows: int, batch: int, device: torch.device):
+        # Drawn on the CPU whatever the device, so that both devices train on the same values.
+        inputs, label = twin.data(rows)
+        self.inputs = [x.to(device) for x in inputs]
+        self.label = label.to(device)
+        self.model = twin.module().to(device)
+        self.model.train()
+        self.optimizer = twin.optimizer(self.model.parameters())
+        self.loss = twin.loss
+        self.rows, self.batch, self.device = rows, batch, device
+
+    def step(self, rows_of_batch) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        prediction = self.model(*(x[rows_of_batch] for x in self.inputs))
+        self.loss(prediction, self.label[rows_of_batch]).backward()
+        self.optimizer.step()
+
+    def sync(self) -> None:
+        """Waits for the GPU's queued work: the clock reads only after it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def train(self, epochs: int) -> float:
+        """Trains for `epochs` epochs and returns the seconds spent in the training loop."""
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for rows_of_batch in epoch_batches(self.rows, self.batch, self.device):
+                self.step(rows_of_batch)
+        self.sync()
+        return time.perf_counter() - start
+
+    def warm_up(self) -> None:
+        """One untimed step: on a GPU the first one sets up what later ones reuse."""
+        self.step(epoch_batches(self.rows, self.batch, self.device)[0])
+        self.sync()
+
+    def epochs_for(self, seconds: float) -> int:
+        """How many epochs train for about `seconds`, from untimed runs of the same loop, each
+        longer than the one before, until one takes a fifth of that."""
+        epochs = 1
+        while True:
+            took = self.train(epochs)
+            if took >= seconds / 5:
+                return max(1, round(epochs * seconds / took))
+            epochs = min(epochs * 100, max(epochs * 2,
+                                           math.ceil(epochs * seconds / 5 / max(took, 1e-6))))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(TWINS))
     parser.add_argument("--rows", type=int, required=True, help="training rows")
-    parser.add_argument("--epochs", type=int, required=True)
+    length = parser.add_mutually_exclusive_group(required=True)
+    length.add_argument("--epochs", type=int)
+    length.add_argument("--seconds", type=float,
+                        help="train for about this long: the epochs measured beforehand")
     parser.add_argument("--batch", required=True, help="rows per step, or 'all'")
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"torch_models.py: --device cuda: PyTorch {torch.__version__} sees no CUDA "
+                 f"device (torch.cuda.is_available() is False; built with CUDA "
+                 f"{torch.version.cuda})")
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = args.rows if args.batch == "all" else int(args.batch)
-    seconds = train(TWINS[args.model], args.rows, args.epochs, batch)
-    print(f"speed: {args.epochs * args.rows / seconds:.0f} rows/s, {seconds:.3f} s in training "
-          f"steps ({args.epochs} epochs x {args.rows} rows, {args.threads} threads)")
+    trainer = Trainer(TWINS[args.model], args.rows, batch, device)
+    if device.type == "cuda":
+        trainer.warm_up()
+    epochs = args.epochs if args.seconds is None else trainer.epochs_for(args.seconds)
+    seconds = trainer.train(epochs)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{args.threads} threads")
+    print(f"speed: {epochs * args.rows / seconds:.0f} rows/s, {seconds:.3f} s in training "
+          f"steps ({epochs} epochs x {args.rows} rows, {where})")
 
 
 if __name__ == "__main__":
