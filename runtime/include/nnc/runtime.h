@@ -55,6 +55,67 @@ void nnc_parallel_for(int64_t count,
                       void (*body)(void *ctx, int64_t begin, int64_t end),
                       void *ctx);
 
+/*===- GPU trainers ---------------------------------------------------------===*
+ *
+ * A trainer built with `nnc --target=cuda` (or `--target=cuda-sim`) also
+ * exports the symbols below, beside every CPU symbol above, which it falls
+ * back to. A CPU-only trainer exports none of them: the runtime declares
+ * them weak and tests for null.
+ *
+ * Every kernel takes one argument: a pointer, in device memory, to an
+ * nnc_call whose buffers (params, state, grads, workspace, output, the
+ * inputs array and every input it points to) are device memory too. The
+ * workspace is nnc_cuda_workspace[0] + nnc_cuda_workspace[1] * batch bytes
+ * (not the manifest's, which is the CPU code's). A kernel writes `loss`
+ * into that nnc_call; it writes no other field.
+ *
+ * A graph's launch schedule (nnc_cuda_train_step, ...) calls
+ * nnc_cuda_launch once per kernel, in order; each launch starts after the
+ * one before it has finished (one stream). Its `device` argument is passed
+ * through from the runtime untouched.
+ *===----------------------------------------------------------------------===*/
+
+/* Threads per block of every kernel: the kernels' shared memory and
+ * reductions are sized for it. */
+#define NNC_GPU_BLOCK 256
+
+extern const char *const nnc_gpu_kernels[]; /* entry names by index, then NULL */
+extern const int64_t nnc_gpu_workspace[2];  /* device workspace: fixed, per row */
+void nnc_gpu_train_step(void *device);
+void nnc_gpu_loss_grad(void *device);
+void nnc_gpu_eval(void *device);
+void nnc_gpu_predict(void *device);
+extern void (*const nnc_gpu_probes[])(void *device); /* as nnc_probes */
+
+/* --target=cuda: the kernels as PTX text (NUL-terminated), for the CUDA
+ * driver to load (cuModuleLoadData). */
+extern const char nnc_cuda_ptx[];
+
+/* --target=cuda-sim: the same kernels compiled for the host, for testing
+ * the GPU code generator where there is no GPU. The runtime runs each block
+ * as NNC_GPU_BLOCK host threads, which read their indices and meet at
+ * barriers through the nnc_sim_* functions below. */
+extern void (*const nnc_sim_kernels[])(nnc_call *call); /* by kernel index */
+
+/* Provided by the runtime. Launches kernel `kernel` (an index into
+ * nnc_gpu_kernels) with NNC_GPU_BLOCK threads per block: on one block when
+ * `wide` is 0 (the kernel synchronizes its threads at barriers and must
+ * see all of its own writes), on as many blocks as keep the device busy
+ * when `wide` is 1 (every thread works on its own elements; grid-stride
+ * loops make any block count correct). */
+void nnc_gpu_launch(void *device, int32_t kernel, int32_t wide);
+
+/* For --target=cuda-sim kernels: the calling thread's index in its block,
+ * its block's index in the grid, the grid's size in blocks; a barrier of
+ * the block's threads; the block's shared memory (NNC_SIM_SHARED bytes,
+ * 64-byte aligned). */
+#define NNC_SIM_SHARED 49152
+int32_t nnc_sim_thread(void);
+int32_t nnc_sim_block(void);
+int32_t nnc_sim_blocks(void);
+void nnc_sim_barrier(void);
+void *nnc_sim_shared(void);
+
 #ifdef __cplusplus
 }
 #endif
