@@ -1,5 +1,6 @@
 # lit configuration of the nnc test suite.
 import os
+import shutil
 import sys
 
 import lit.formats
@@ -55,3 +56,14 @@ else:
     lit_config.note("the fuzz targets are not built in %s (scripts/fuzz.sh "
                     "--build makes them): tests/fuzz is skipped"
                     % config.nnc_fuzz_bin_dir)
+
+# CUDA's PTX assembler checks the PTX of `nnc --target=cuda` where it is
+# installed (/usr/local/cuda/bin on machines with the CUDA toolkit); tests
+# that need it say `REQUIRES: ptxas`.
+ptxas = shutil.which("ptxas") or "/usr/local/cuda/bin/ptxas"
+if os.access(ptxas, os.X_OK):
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+else:
+    lit_config.note("ptxas not found (neither on PATH nor in /usr/local/cuda/bin): "
+                    "the PTX of the specs is not assembled (tests/codegen/ptxas.test)")

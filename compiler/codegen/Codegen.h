@@ -22,13 +22,40 @@ struct WorkspaceSize {
   int64_t PerRow = 0;
 };
 
+/// GPU code beside the CPU code (runtime.h, "GPU trainers").
+struct GpuOptions {
+  enum class Kind {
+    None, ///< CPU code only
+    Cuda, ///< kernels as PTX, for the CUDA driver
+    Sim,  ///< kernels for the host, run by the runtime's simulator
+  } Target = Kind::None;
+  std::string Arch = "sm_80"; ///< PTX target architecture
+  unsigned OptLevel = 2;      ///< for the kernels
+  /// Kernels per graph: one per node (or group of nodes), or the whole
+  /// graph as one kernel on one block, which saves the launches that
+  /// dominate a small model's step; Auto: the whole graph for models of at
+  /// most WholeGraphParams parameters.
+  enum class Fusion { Auto, Node, Graph } Fuse = Fusion::Auto;
+  static constexpr int64_t WholeGraphParams = 16384;
+};
+
+/// What lowering made for the GPU, for --emit to show.
+struct GpuOutput {
+  std::string Ptx;      ///< Cuda: the PTX text embedded in the module
+  std::string KernelIr; ///< Cuda: the kernels' LLVM IR before optimization
+};
+
 /// Lowers the four graphs of `program` to LLVM functions with the C ABI of
 /// runtime.h, plus the manifest global, in a new module. Kernels are
-/// blocked for vector registers of `vectorBits` bits.
+/// blocked for vector registers of `vectorBits` bits. With `gpu`, the
+/// graphs are also lowered as GPU kernels with their launch schedules
+/// (filling `gpuOutput` if given); null with `error` set when that fails.
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
                                           llvm::LLVMContext &context,
-                                          unsigned vectorBits);
+                                          unsigned vectorBits,
+                                          const GpuOptions &gpu, std::string &error,
+                                          GpuOutput *gpuOutput = nullptr);
 
 /// The manifest text (docs/abi.md) for a model and its workspace needs.
 std::string buildManifest(const Model &model, const Program &program,

@@ -19,6 +19,7 @@
 #include "codegen/Abi.h"
 #include "codegen/Codegen.h"
 #include "codegen/Gemm.h"
+#include "codegen/Gpu.h"
 #include "codegen/VectorMath.h"
 #include "ir/Ops.h"
 
@@ -66,12 +67,21 @@ int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Al
 /// Lowers one graph to one function.
 class GraphLowering {
 public:
+  /// With \p gpu, lowers the graph for it, as kernels (see runGpu): one
+  /// per node, or with \p wholeGraph one for the graph.
   GraphLowering(llvm::Module &module, const ir::Graph &graph,
-                unsigned vectorBits)
+                unsigned vectorBits, GpuTarget *gpu = nullptr, bool wholeGraph = false)
       : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
-        VectorBits(vectorBits) {}
+        VectorBits(vectorBits), Gpu(gpu), WholeGraph(wholeGraph) {}
 
   WorkspaceSize run();
+
+  /// A GPU kernel, in launch order, and whether it may run on many blocks.
+  struct Kernel {
+    llvm::Function *Fn;
+    bool Wide;
+  };
+  const std::vector<Kernel> &kernels() const { return Kernels; }
 
 private:
   /// Where a node's value is: a register (scalars) or a buffer.
@@ -107,8 +117,16 @@ private:
   Value *loadField(CallField f, llvm::Type *type) {
     return B.CreateLoad(type, field(f));
   }
+  /// n's slot. On the GPU, each kernel finds the slots it reads afresh,
+  /// at its start: a value computed by an earlier kernel is in memory.
+  const Slot &slotOf(const Node *n) {
+    if (Gpu && !Slots.count(n))
+      materialize(n);
+    return Slots.at(n);
+  }
+  void materialize(const Node *n);
   Value *at(const Node *n, Value *index) {
-    return B.CreateInBoundsGEP(elemType(n->Ty.Elem), Slots.at(n).Ptr, index);
+    return B.CreateInBoundsGEP(elemType(n->Ty.Elem), slotOf(n).Ptr, index);
   }
   /// Element `index` of n's value: loaded from its buffer, or computed
   /// here if n is inlined.
@@ -129,7 +147,7 @@ private:
                      ? B.CreateFMul(args[0], args[1]) // isScaling: A[m] * B[0]
                      : LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
     }
-    const Slot &slot = Slots.at(n);
+    const Slot &slot = slotOf(n);
     if (slot.Scalar)
       return slot.Scalar;
     return B.CreateLoad(elemType(n->Ty.Elem), at(n, n->Ty.staticElements() == 1 &&
@@ -147,9 +165,46 @@ private:
   /// Emits `for (i = begin; i < end; ++i) body(i)`. A rolled loop is kept
   /// from being unrolled before vectorization: a short row loop of constant
   /// length would otherwise be unrolled whole, and the loop around it
-  /// vectorized with gathers instead.
+  /// vectorized with gathers instead. In a GPU kernel's uniform code, the
+  /// loop runs on one thread (see onOneThread).
   void forRange(Value *begin, Value *end,
                 const std::function<void(Value *)> &body, bool rolled = false);
+  /// The loop itself: `for (i = begin; i < end; i += step) body(i)`.
+  void loopRange(Value *begin, Value *end, Value *step,
+                 const std::function<void(Value *)> &body, bool rolled);
+  /// A loop whose iterations are independent (each writes its own
+  /// elements, and reads none that another writes): on the GPU, split
+  /// among the threads of all blocks.
+  void parallelFor(Value *count, const std::function<void(Value *)> &body);
+  /// A loop of steps that depend on each other (an LSTM's time steps, a
+  /// convolution's images through one column buffer) whose bodies hold
+  /// parallel work: on the GPU, every thread of one block runs every step.
+  void stepsFor(Value *begin, Value *end, const std::function<void(Value *)> &body);
+
+  // GPU kernels. Code outside parallelFor loops is uniform: every thread
+  // runs it alike. What it writes, one thread writes; the threads meet at
+  // a barrier after each piece of shared work.
+  /// The thread's index among all threads of the grid (i64).
+  Value *globalThread() {
+    Value *block = B.CreateZExt(Gpu->block(B), B.getInt64Ty());
+    Value *thread = B.CreateZExt(Gpu->thread(B), B.getInt64Ty());
+    return B.CreateAdd(B.CreateMul(block, i64(GpuBlock)), thread);
+  }
+  /// Runs body on thread 0 of the block, then a barrier; the kernel is
+  /// then launched on one block.
+  void onOneThread(const std::function<void()> &body);
+  /// Stores value at ptr: from one thread, in a kernel's uniform code.
+  void storeOnce(Value *value, Value *ptr);
+  /// C (+)= op(A) op(B) (+ bias): the CPU's micro-kernels (Gemm.cpp), or
+  /// the GPU's tiled product (Gpu.cpp).
+  void gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
+            Value *bias = nullptr);
+  /// Stores zeros into `bytes` bytes at ptr.
+  void zeroBytes(Value *ptr, int64_t bytes);
+  /// Lowers the graph as GPU kernels, one per node or group, one per store.
+  void runGpu();
+  void beginKernel();
+  void endKernel();
   /// An accumulator in the entry block, so that loops can sum into it.
   llvm::AllocaInst *entryAlloca(llvm::Type *type) {
     llvm::IRBuilder<> entry(Entry, Entry->begin());
@@ -249,6 +304,17 @@ private:
   llvm::StructType *CallTy = nullptr;
   llvm::Function *F = nullptr;
   llvm::BasicBlock *Entry = nullptr;
+  GpuTarget *Gpu = nullptr; ///< Null: the CPU's one function per graph.
+  bool WholeGraph = false;  ///< GPU: the graph as one kernel.
+  /// GPU: whether the code being emitted runs on one thread's own share of
+  /// the work (inside parallelFor or onOneThread), not on all alike.
+  bool PerThread = false;
+  /// GPU: the kernel being emitted: its pieces of shared work (parallel
+  /// loops, products, reductions, one-thread regions), and whether it must
+  /// run on one block (its pieces depend on each other through barriers).
+  int Pieces = 0;
+  bool OneBlock = false;
+  std::vector<Kernel> Kernels;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
@@ -305,6 +371,74 @@ void GraphLowering::forRange(Value *count,
 void GraphLowering::forRange(Value *begin, Value *end,
                              const std::function<void(Value *)> &body,
                              bool rolled) {
+  if (Gpu && !PerThread)
+    return onOneThread([&] { loopRange(begin, end, i64(1), body, rolled); });
+  loopRange(begin, end, i64(1), body, rolled);
+}
+
+void GraphLowering::parallelFor(Value *count, const std::function<void(Value *)> &body) {
+  if (!Gpu || PerThread)
+    return forRange(count, body);
+  ++Pieces;
+  Value *blocks = B.CreateZExt(Gpu->blocks(B), B.getInt64Ty());
+  PerThread = true;
+  loopRange(globalThread(), count, B.CreateMul(blocks, i64(GpuBlock)), body, false);
+  PerThread = false;
+  Gpu->barrier(B);
+}
+
+void GraphLowering::stepsFor(Value *begin, Value *end,
+                             const std::function<void(Value *)> &body) {
+  if (!Gpu || PerThread)
+    return forRange(begin, end, body);
+  ++Pieces;
+  OneBlock = true;
+  loopRange(begin, end, i64(1), body, false);
+}
+
+void GraphLowering::onOneThread(const std::function<void()> &body) {
+  ++Pieces;
+  OneBlock = true;
+  ifThen(B.CreateICmpEQ(globalThread(), i64(0)), [&] {
+    PerThread = true;
+    body();
+    PerThread = false;
+  });
+  Gpu->barrier(B);
+}
+
+void GraphLowering::storeOnce(Value *value, Value *ptr) {
+  if (!Gpu || PerThread) {
+    B.CreateStore(value, ptr);
+    return;
+  }
+  ifThen(B.CreateICmpEQ(globalThread(), i64(0)), [&] { B.CreateStore(value, ptr); });
+  Gpu->barrier(B);
+}
+
+void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
+                         Value *k, Value *bias) {
+  if (!Gpu)
+    return emitGemm(B, shape, a, b, c, m, k, bias);
+  ++Pieces;
+  GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
+                        shape.Elem, shape.LdA, shape.LdB, shape.LdC};
+  emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias);
+  Gpu->barrier(B);
+}
+
+void GraphLowering::zeroBytes(Value *ptr, int64_t bytes) {
+  if (!Gpu) {
+    B.CreateMemSet(ptr, B.getInt8(0), i64(bytes), llvm::MaybeAlign(Alignment));
+    return;
+  }
+  parallelFor(i64(bytes / 4), [&](Value *i) {
+    B.CreateStore(B.getInt32(0), B.CreateInBoundsGEP(B.getInt32Ty(), ptr, i));
+  });
+}
+
+void GraphLowering::loopRange(Value *begin, Value *end, Value *step,
+                              const std::function<void(Value *)> &body, bool rolled) {
   llvm::BasicBlock *before = B.GetInsertBlock();
   auto *loop = llvm::BasicBlock::Create(Ctx, "loop", F);
   auto *exit = llvm::BasicBlock::Create(Ctx, "loop.end", F);
@@ -313,7 +447,7 @@ void GraphLowering::forRange(Value *begin, Value *end,
   llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2, "i");
   i->addIncoming(begin, before);
   body(i);
-  Value *next = B.CreateAdd(i, i64(1), "", true, true);
+  Value *next = B.CreateAdd(i, step, "", true, true);
   i->addIncoming(next, B.GetInsertBlock());
   llvm::BranchInst *latch = B.CreateCondBr(B.CreateICmpSLT(next, end), loop, exit);
   if (rolled) {
@@ -326,10 +460,10 @@ void GraphLowering::forRange(Value *begin, Value *end,
   B.SetInsertPoint(exit);
 }
 
-/// Nodes whose value needs no buffer of its own.
-static bool needsWorkspace(const Node *n) {
-  if (n->Ty.Dims.empty())
-    return false; // scalars live in registers
+/// Whether n's value needs a buffer of its own.
+static bool needsWorkspace(const Node *n, bool gpu) {
+  if (n->Ty.Dims.empty() && !gpu)
+    return false; // scalars live in registers (on the GPU, within a kernel)
   const ir::OpInfo &info = ir::opInfo(n->Op);
   return info.Category != ir::OpCategory::Leaf && n->Op != OpCode::Reshape;
 }
@@ -739,9 +873,10 @@ void GraphLowering::planWorkspace() {
   // its own operands. A convolution's column matrix and lstm_grad's
   // carried adjoints live only during their node.
   auto evaluatedAt = [&](const Node *n) { return Position.at(leaderOf(computedBy(n))); };
-  // Reshapes share their operand's storage.
+  // Reshapes share their operand's storage (on the GPU, reshapes to a
+  // scalar too: each kernel that reads one loads it afresh).
   auto storageOf = [&](const Node *n) {
-    while (n->Op == OpCode::Reshape && !n->Ty.Dims.empty())
+    while (n->Op == OpCode::Reshape && (!n->Ty.Dims.empty() || Gpu))
       n = n->Operands[0];
     return n;
   };
@@ -774,7 +909,7 @@ void GraphLowering::planWorkspace() {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
     }
-    if (!needsWorkspace(n) || FusedInto.count(n) || InPlace.count(n))
+    if (!needsWorkspace(n, Gpu) || FusedInto.count(n) || InPlace.count(n))
       continue;
     int64_t last = lastRead.count(n) ? std::max(lastRead[n], at) : at;
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
@@ -790,7 +925,105 @@ void GraphLowering::planWorkspace() {
     RowScratch[n] = x->Offset;
 }
 
+void GraphLowering::materialize(const Node *n) {
+  // At the end of the kernel's entry block, which dominates all its code.
+  llvm::IRBuilderBase::InsertPointGuard guard(B);
+  B.SetInsertPoint(Entry->getTerminator());
+  bool perThread = PerThread;
+  if (ir::opInfo(n->Op).Category == ir::OpCategory::Leaf)
+    lowerLeaf(n);
+  else if (n->Op == OpCode::Reshape)
+    lower(n);
+  else
+    placeInWorkspace(n);
+  PerThread = perThread;
+  if (!Slots.count(n))
+    throw std::logic_error("internal error: a kernel reads a value that has no storage");
+}
+
+void GraphLowering::beginKernel() {
+  llvm::Module &kernels = Gpu->kernelModule();
+  F = llvm::Function::Create(llvm::FunctionType::get(B.getVoidTy(),
+                                                     {llvm::PointerType::getUnqual(Ctx)},
+                                                     false),
+                             llvm::Function::ExternalLinkage,
+                             "nnc_" + G.name() + "_k" + std::to_string(Kernels.size()),
+                             kernels);
+  F->addFnAttr(llvm::Attribute::NoUnwind);
+  F->addParamAttr(0, llvm::Attribute::NoAlias);
+  Call = F->getArg(0);
+  Call->setName("call");
+  Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
+  auto *body = llvm::BasicBlock::Create(Ctx, "body", F);
+  B.SetInsertPoint(Entry);
+  for (auto [field, name] : {std::pair{CallParams, "params"}, {CallState, "state"},
+                             {CallGrads, "grads"}, {CallOutput, "output"},
+                             {CallWorkspace, "workspace"}}) {
+    Buffers[field] = loadField(field, B.getPtrTy());
+    Buffers[field]->setName(name);
+  }
+  Batch = loadField(CallBatch, B.getInt64Ty());
+  Batch->setName("batch");
+  Workspace = buffer(CallWorkspace);
+  B.CreateBr(body);
+  B.SetInsertPoint(body);
+  Slots.clear();
+  Computed.clear();
+  PerThread = false;
+  Pieces = 0;
+  OneBlock = false;
+}
+
+void GraphLowering::endKernel() {
+  B.CreateRetVoid();
+  addBufferScopes();
+  Gpu->finishKernel(*F);
+  // A kernel with one piece of work that needs no barrier between its
+  // threads' parts runs on as many blocks as the device wants.
+  Kernels.push_back({F, Pieces == 1 && !OneBlock});
+}
+
+void GraphLowering::runGpu() {
+  // Each kernel's pieces of work end at a barrier of the block, so nodes
+  // lowered one after another in a kernel on one block see each other's
+  // results, as nodes in kernels launched one after another do.
+  CallTy = getCallType(Ctx);
+  planFusion();
+  planWorkspace();
+  if (WholeGraph)
+    beginKernel();
+  for (const Node *n : Order) {
+    // Leaves and reshapes compute nothing: kernels find them (materialize).
+    if (FusedInto.count(n) || GroupedInto.count(n) ||
+        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape)
+      continue;
+    if (!WholeGraph)
+      beginKernel();
+    lower(n);
+    if (!WholeGraph)
+      endKernel();
+  }
+  for (const ir::Store &store : G.stores()) {
+    auto inPlace = InPlace.find(store.Value);
+    if (inPlace != InPlace.end() && inPlace->second == &store)
+      continue;
+    if (!WholeGraph)
+      beginKernel();
+    lowerStore(store);
+    if (!WholeGraph)
+      endKernel();
+  }
+  if (WholeGraph) {
+    OneBlock = true;
+    endKernel();
+  }
+}
+
 WorkspaceSize GraphLowering::run() {
+  if (Gpu) {
+    runGpu();
+    return Size;
+  }
   CallTy = getCallType(Ctx);
   F = llvm::Function::Create(llvm::FunctionType::get(B.getVoidTy(),
                                                      {llvm::PointerType::getUnqual(Ctx)},
@@ -930,7 +1163,7 @@ void GraphLowering::lower(const Node *n) {
     }
     if (n->Op == OpCode::Reshape) {
       // Same elements, same order: share the operand's storage.
-      const Slot &from = Slots.at(n->Operands[0]);
+      const Slot &from = slotOf(n->Operands[0]);
       if (n->Ty.Dims.empty()) {
         Slots[n].Scalar = scalarOf(n->Operands[0]);
       } else if (from.Scalar) {
@@ -1005,11 +1238,13 @@ void GraphLowering::lowerMap(
     for (size_t k = 0; k < args.size(); ++k)
       args[k] = scalarOf(n->Operands[k]);
     Slots[n].Scalar = formula(args);
+    if (Gpu) // for the kernels after this one
+      storeOnce(Slots[n].Scalar, Slots[n].Ptr);
     return;
   }
   llvm::Type *outType = elemType(n->Ty.Elem);
   if (isFlat(n)) {
-    forRange(elementCount(n->Ty), [&](Value *i) {
+    parallelFor(elementCount(n->Ty), [&](Value *i) {
       for (size_t k = 0; k < args.size(); ++k)
         args[k] = load(n->Operands[k], i);
       B.CreateStore(formula(args), B.CreateInBoundsGEP(outType, Slots[n].Ptr, i));
@@ -1032,7 +1267,7 @@ void GraphLowering::lowerMap(
   }
   std::function<void(size_t, std::vector<Value *>)> nest =
       [&](size_t d, std::vector<Value *> base) {
-        forRange(extent(dims[d]), [&](Value *i) {
+        auto body = [&](Value *i) {
           std::vector<Value *> index(base.size());
           for (size_t k = 0; k < base.size(); ++k)
             index[k] = B.CreateAdd(base[k], B.CreateMul(i, strides[k][d]));
@@ -1042,7 +1277,11 @@ void GraphLowering::lowerMap(
             args[k] = load(n->Operands[k], index[k]);
           B.CreateStore(formula(args),
                         B.CreateInBoundsGEP(outType, Slots[n].Ptr, index.back()));
-        });
+        };
+        if (d == 0) // the outermost loop is split among GPU threads
+          parallelFor(extent(dims[d]), body);
+        else
+          forRange(extent(dims[d]), body);
       };
   nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
 }
@@ -1050,7 +1289,7 @@ void GraphLowering::lowerMap(
 void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &members) {
   llvm::Type *ft = elemType(members[0]->Ty.Elem);
   LLVMScalarBuilder sb(B, ft);
-  forRange(elementCount(members[0]->Ty), [&](Value *i) {
+  parallelFor(elementCount(members[0]->Ty), [&](Value *i) {
     for (const Node *n : members) {
       std::vector<Value *> args;
       for (const Node *operand : n->Operands)
@@ -1085,13 +1324,13 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
   // likewise for B.
   llvm::Type *ft = shape.Elem;
   auto element = [&](const Node *x, Value *i) {
-    return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, Slots.at(x).Ptr, i));
+    return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, slotOf(x).Ptr, i));
   };
   auto plusBias = [&](Value *sum, Value *j) {
     return bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
   };
   if (depth == i64(1)) {
-    forRange(rows, [&](Value *m) {
+    parallelFor(rows, [&](Value *m) {
       Value *am = element(a, m);
       forRange(i64(shape.N), [&](Value *j) {
         B.CreateStore(plusBias(B.CreateFMul(am, element(b, j)), j),
@@ -1104,11 +1343,11 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
       return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
-    B.CreateStore(plusBias(sum, i64(0)), dest);
+    storeOnce(plusBias(sum, i64(0)), dest);
     return;
   }
-  emitGemm(B, shape, Slots.at(a).Ptr, Slots.at(b).Ptr, dest, rows, depth,
-           bias ? Slots.at(bias).Ptr : nullptr);
+  gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
+       bias ? slotOf(bias).Ptr : nullptr);
 }
 
 void GraphLowering::lowerReduceSum(const Node *n) {
@@ -1121,7 +1360,7 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   if (inner == i64(1)) {
     // Contiguous sums (the bias of a one-output layer): in registers.
-    forRange(outer, [&](Value *o) {
+    parallelFor(outer, [&](Value *o) {
       Value *base = B.CreateMul(o, length);
       Value *sum = reduce(length, llvm::ConstantFP::get(ft, 0), [&](Value *l) {
         return load(x, B.CreateAdd(base, l));
@@ -1132,6 +1371,18 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   }
   auto *columns = llvm::dyn_cast<llvm::ConstantInt>(inner);
   int64_t lanes = VectorBits / (8 * ir::byteSize(n->Ty.Elem));
+  if (Gpu) {
+    // A thread per sum, each over its column in row order.
+    parallelFor(B.CreateMul(outer, inner), [&](Value *oj) {
+      Value *o = B.CreateUDiv(oj, inner), *j = B.CreateURem(oj, inner);
+      Value *sum = reduce(length, llvm::ConstantFP::get(ft, 0), [&](Value *l) {
+        return load(x, B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, length), l), inner),
+                                   j));
+      });
+      B.CreateStore(sum, at(n, oj));
+    });
+    return;
+  }
   if (columns && columns->getSExtValue() <= 8 * lanes && !Inlined.count(x))
     return lowerColumnSums(n, outer, length, columns->getSExtValue());
   forRange(outer, [&](Value *o) {
@@ -1184,7 +1435,7 @@ void GraphLowering::lowerColumnSums(const Node *n, Value *outer, Value *length,
     forRange(length, [&](Value *l) {
       Value *row = B.CreateMul(B.CreateAdd(B.CreateMul(o, length), l), i64(columns));
       for (int64_t k = 0; k < vectors; ++k) {
-        Value *ptr = vectorAt(Slots.at(x).Ptr, B.CreateAdd(row, i64(k * lanes)));
+        Value *ptr = vectorAt(slotOf(x).Ptr, B.CreateAdd(row, i64(k * lanes)));
         Value *mask = maskOf(k);
         Value *v = mask ? static_cast<Value *>(B.CreateMaskedLoad(
                               vt, ptr, align, mask, llvm::Constant::getNullValue(vt)))
@@ -1193,7 +1444,7 @@ void GraphLowering::lowerColumnSums(const Node *n, Value *outer, Value *length,
       }
     });
     for (int64_t k = 0; k < vectors; ++k) {
-      Value *ptr = vectorAt(Slots.at(n).Ptr, B.CreateAdd(B.CreateMul(o, i64(columns)),
+      Value *ptr = vectorAt(slotOf(n).Ptr, B.CreateAdd(B.CreateMul(o, i64(columns)),
                                                          i64(k * lanes)));
       Value *sum = B.CreateLoad(vt, sums[k]);
       if (Value *mask = maskOf(k))
@@ -1212,17 +1463,46 @@ GraphLowering::reduce(Value *count, const std::vector<Value *> &zeros,
     accs.push_back(entryAlloca(zero->getType()));
     B.CreateStore(zero, accs.back());
   }
-  forRange(count, [&](Value *i) {
+  auto accumulate = [&](Value *i) {
     std::vector<Value *> values = terms(i);
     for (size_t k = 0; k < accs.size(); ++k) {
       Value *sum = B.CreateFAdd(B.CreateLoad(zeros[k]->getType(), accs[k]), values[k]);
       llvm::cast<llvm::Instruction>(sum)->setHasAllowReassoc(true);
       B.CreateStore(sum, accs[k]);
     }
-  });
+  };
   std::vector<Value *> sums;
-  for (size_t k = 0; k < accs.size(); ++k)
-    sums.push_back(B.CreateLoad(zeros[k]->getType(), accs[k]));
+  if (!Gpu || PerThread) {
+    forRange(count, accumulate);
+    for (size_t k = 0; k < accs.size(); ++k)
+      sums.push_back(B.CreateLoad(zeros[k]->getType(), accs[k]));
+    return sums;
+  }
+  // In a kernel's uniform code: each thread of the block sums every
+  // GpuBlock-th term, then the partial sums are added pairwise in shared
+  // memory, and every thread reads the total.
+  ++Pieces;
+  OneBlock = true;
+  Value *thread = B.CreateZExt(Gpu->thread(B), B.getInt64Ty());
+  PerThread = true;
+  loopRange(thread, count, i64(GpuBlock), accumulate, false);
+  PerThread = false;
+  for (size_t k = 0; k < accs.size(); ++k) {
+    llvm::Type *type = zeros[k]->getType();
+    Value *shared = Gpu->shared(B);
+    auto cell = [&](Value *index) { return B.CreateInBoundsGEP(type, shared, index); };
+    B.CreateStore(B.CreateLoad(type, accs[k]), cell(thread));
+    Gpu->barrier(B);
+    for (int64_t half = GpuBlock / 2; half >= 1; half /= 2) {
+      ifThen(B.CreateICmpULT(thread, i64(half)), [&] {
+        Value *other = B.CreateLoad(type, cell(B.CreateAdd(thread, i64(half))));
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(type, cell(thread)), other), cell(thread));
+      });
+      Gpu->barrier(B);
+    }
+    sums.push_back(B.CreateLoad(type, cell(i64(0))));
+    Gpu->barrier(B); // before the shared memory is used again
+  }
   return sums;
 }
 
@@ -1258,8 +1538,8 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
     const Node *n = sums[k];
     if (n->Ty.Dims.empty())
       Slots[n].Scalar = B.CreateFPCast(totals[k], elemType(n->Ty.Elem));
-    else
-      B.CreateStore(totals[k], Slots.at(n).Ptr);
+    if (!n->Ty.Dims.empty() || Gpu) // on the GPU, for the kernels after this one
+      storeOnce(B.CreateFPCast(totals[k], elemType(n->Ty.Elem)), Slots.at(n).Ptr);
   }
 }
 
@@ -1274,7 +1554,7 @@ void GraphLowering::lowerRow(const Node *n) {
   llvm::AllocaInst *sumSlot = entry.CreateAlloca(ft);
   LLVMScalarBuilder sb(B, ft);
   bool logForm = n->Op == OpCode::LogSoftmax;
-  forRange(rows, [&](Value *r) {
+  parallelFor(rows, [&](Value *r) {
     Value *base = B.CreateMul(r, width);
     B.CreateStore(llvm::ConstantFP::getInfinity(ft, true), maxSlot);
     forRange(width, [&](Value *j) {
@@ -1307,11 +1587,8 @@ void GraphLowering::lowerOneHot(const Node *n) {
   const Node *labels = n->Operands[0];
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *classes = i64(n->A.Axis);
-  forRange(elementCount(n->Ty), [&](Value *i) {
-    B.CreateStore(llvm::ConstantFP::get(ft, 0),
-                  B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
-  });
-  forRange(elementCount(labels->Ty), [&](Value *r) {
+  zeroFill(n);
+  parallelFor(elementCount(labels->Ty), [&](Value *r) {
     Value *label = B.CreateSExt(load(labels, r), B.getInt64Ty());
     // Out-of-range labels (the runtime rejects them) must not write anywhere.
     Value *inRange = B.CreateICmpULT(label, classes);
@@ -1347,7 +1624,7 @@ std::pair<Value *, Value *> GraphLowering::validRange(Value *k, int64_t inExtent
 
 void GraphLowering::zeroFill(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
-  forRange(elementCount(n->Ty), [&](Value *i) {
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
     B.CreateStore(llvm::ConstantFP::get(ft, 0), B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
   });
 }
@@ -1357,7 +1634,9 @@ void GraphLowering::columnsOf(const Node *conv, const std::vector<int64_t> &in,
                               const std::function<void(Value *, Value *)> &body) {
   const ir::Attrs &a = conv->A;
   int64_t C = in[1], H = in[2], W = in[3], OH = out[2], OW = out[3];
-  forRange(i64(C), [&](Value *c) {
+  // Channels write to rows of their own in the column matrix, and read
+  // from (or, col2im, add into) planes of their own in the image.
+  parallelFor(i64(C), [&](Value *c) {
     Value *plane = B.CreateAdd(image, B.CreateMul(c, i64(H * W)));
     forRange(i64(a.KernelH), [&](Value *kh) {
       auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
@@ -1392,8 +1671,7 @@ void GraphLowering::fillColumns(const Node *n, const Node *x,
   const std::vector<int64_t> &in = x->Ty.Dims;
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *col = columnBuffer(n);
-  B.CreateMemSet(col, B.getInt8(0), i64(columnElements(n) * ir::byteSize(n->Ty.Elem)),
-                 llvm::MaybeAlign(Alignment));
+  zeroBytes(col, columnElements(n) * ir::byteSize(n->Ty.Elem));
   Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
   columnsOf(n, in, out, image, [&](Value *c, Value *i) {
     B.CreateStore(load(x, i), B.CreateInBoundsGEP(ft, col, c));
@@ -1408,11 +1686,11 @@ void GraphLowering::lowerConv2D(const Node *n) {
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   Value *col = columnBuffer(n);
   GemmShape shape{false, false, false, positions, ft, VectorBits};
-  forRange(extent(in[0]), [&](Value *img) {
+  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
     fillColumns(n, x, out, img);
     Value *dest = B.CreateInBoundsGEP(ft, Slots[n].Ptr,
                                       B.CreateMul(img, i64(out[1] * positions)));
-    emitGemm(B, shape, Slots.at(w).Ptr, col, dest, i64(out[1]), i64(taps));
+    gemm(shape, slotOf(w).Ptr, col, dest, i64(out[1]), i64(taps));
   });
 }
 
@@ -1426,10 +1704,10 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
   Value *col = columnBuffer(n);
   GemmShape shape{true, false, false, positions, ft, VectorBits};
   zeroFill(n);
-  forRange(extent(in[0]), [&](Value *img) {
-    Value *adjoint = B.CreateInBoundsGEP(ft, Slots.at(dy).Ptr,
+  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
+    Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
                                          B.CreateMul(img, i64(out[1] * positions)));
-    emitGemm(B, shape, Slots.at(w).Ptr, adjoint, col, i64(taps), i64(out[1]));
+    gemm(shape, slotOf(w).Ptr, adjoint, col, i64(taps), i64(out[1]));
     Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
     columnsOf(n, in, out, image, [&](Value *c, Value *i) {
       Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, i);
@@ -1450,11 +1728,11 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   Value *col = columnBuffer(n);
   GemmShape shape{false, true, true, taps, ft, VectorBits};
   zeroFill(n);
-  forRange(extent(in[0]), [&](Value *img) {
+  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
     fillColumns(n, x, out, img);
-    Value *adjoint = B.CreateInBoundsGEP(ft, Slots.at(dy).Ptr,
+    Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
                                          B.CreateMul(img, i64(out[1] * positions)));
-    emitGemm(B, shape, adjoint, col, Slots[n].Ptr, i64(out[1]), i64(positions));
+    gemm(shape, adjoint, col, Slots[n].Ptr, i64(out[1]), i64(positions));
   });
 }
 
@@ -1474,7 +1752,7 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
   llvm::AllocaInst *best = entryAlloca(ft);
   llvm::AllocaInst *bestIndex = entryAlloca(B.getInt64Ty());
   Value *planes = B.CreateMul(extent(x->Ty.Dims[0]), i64(x->Ty.Dims[1]));
-  forRange(planes, [&](Value *plane) {
+  parallelFor(planes, [&](Value *plane) {
     Value *inBase = B.CreateMul(plane, i64(H * W));
     forRange(i64(OH), [&](Value *oh) {
       forRange(i64(OW), [&](Value *ow) {
@@ -1529,7 +1807,7 @@ void GraphLowering::lowerDropout(const Node *n) {
   Value *scale = llvm::ConstantFP::get(ft, 1.0 / (1.0 - p));
   // keep when the top 24 bits, as a fraction of 2^24, are at least p.
   Value *threshold = i64(int64_t(std::ceil(p * double(1 << 24))));
-  forRange(elementCount(n->Ty), [&](Value *i) {
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
     Value *z = B.CreateAdd(key, B.CreateMul(i, i64(int64_t(0x9E3779B97F4A7C15ULL))));
     z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 30)), i64(int64_t(0xBF58476D1CE4E5B9ULL)));
     z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 27)), i64(int64_t(0x94D049BB133111EBULL)));
@@ -1557,7 +1835,7 @@ void GraphLowering::lowerGather(const Node *n) {
   const Node *table = n->Operands[0], *indices = n->Operands[1];
   int64_t rows = table->Ty.Dims[0], width = table->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
-  forRange(elementCount(indices->Ty), [&](Value *r) {
+  parallelFor(elementCount(indices->Ty), [&](Value *r) {
     Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
     Value *valid = inBounds(index, rows);
     Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
@@ -1575,15 +1853,21 @@ void GraphLowering::lowerScatterAdd(const Node *n) {
   int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   zeroFill(n);
-  forRange(elementCount(indices->Ty), [&](Value *r) {
+  // Rows of one index add into the same row: on the CPU one after another,
+  // on the GPU with atomic additions (in no fixed order).
+  parallelFor(elementCount(indices->Ty), [&](Value *r) {
     Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
     ifThen(inBounds(index, rows), [&] {
       Value *dst = B.CreateMul(index, i64(width));
       Value *src = B.CreateMul(r, i64(width));
       forRange(i64(width), [&](Value *j) {
         Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j));
-        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, out), load(values, B.CreateAdd(src, j))),
-                      out);
+        Value *v = load(values, B.CreateAdd(src, j));
+        if (Gpu)
+          B.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, out, v, llvm::MaybeAlign(),
+                            llvm::AtomicOrdering::Monotonic);
+        else
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, out), v), out);
       });
     });
   });
@@ -1595,7 +1879,7 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
   int64_t fromWidth = from->Ty.Dims.back(), toWidth = to->Ty.Dims.back();
   llvm::Type *ft = elemType(to->Ty.Elem);
   Value *rows = product(to->Ty.Dims, 0, to->Ty.Dims.size() - 1);
-  forRange(rows, [&](Value *r) {
+  parallelFor(rows, [&](Value *r) {
     Value *src = B.CreateAdd(B.CreateMul(r, i64(fromWidth)), i64(fromOffset));
     Value *dst = B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
     forRange(i64(width), [&](Value *j) {
@@ -1627,15 +1911,15 @@ void GraphLowering::lowerLstm(const Node *n) {
   recurrence.LdA = recurrence.LdC = T * 6 * H;
   Value *zero = llvm::ConstantFP::get(ft, 0);
   // One loop over the steps in the generated code, whatever T is.
-  forRange(i64(T), [&](Value *t) {
+  stepsFor(i64(0), i64(T), [&](Value *t) {
     Value *hasPrev = B.CreateICmpSGT(t, i64(0));
     ifThen(hasPrev, [&] {
       Value *prevH = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(6 * H)),
                                  i64(LstmH * H));
       Value *gates = B.CreateAdd(B.CreateMul(t, i64(6 * H)), i64(LstmI * H));
-      emitGemm(B, recurrence, at(prevH), Slots.at(w).Ptr, at(gates), rows, i64(H));
+      gemm(recurrence, at(prevH), slotOf(w).Ptr, at(gates), rows, i64(H));
     });
-    forRange(rows, [&](Value *row) {
+    parallelFor(rows, [&](Value *row) {
       Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
       Value *base = B.CreateMul(step, i64(6 * H));
       // At t = 0 the previous state is not read: c_{t-1} is taken as zero.
@@ -1686,19 +1970,19 @@ void GraphLowering::lowerLstmGrad(const Node *n) {
   Value *dz = Slots[n].Ptr;
   GemmShape backShape{false, false, false, H, ft, VectorBits};
   backShape.LdA = T * 4 * H;
-  forRange(B.CreateMul(rows, i64(H)), [&](Value *k) {
+  parallelFor(B.CreateMul(rows, i64(H)), [&](Value *k) {
     B.CreateStore(zero, carried(dhNext, k));
     B.CreateStore(zero, carried(dcNext, k));
   });
-  forRange(i64(T), [&](Value *back) {
+  stepsFor(i64(0), i64(T), [&](Value *back) {
     Value *t = B.CreateSub(i64(T - 1), back);
     ifThen(B.CreateICmpSGT(back, i64(0)), [&] {
       Value *next = B.CreateMul(B.CreateAdd(t, i64(1)), i64(4 * H));
-      emitGemm(B, backShape, B.CreateInBoundsGEP(ft, dz, next), Slots.at(w).Ptr,
-               dhNext, rows, i64(4 * H));
+      gemm(backShape, B.CreateInBoundsGEP(ft, dz, next), slotOf(w).Ptr, dhNext, rows,
+           i64(4 * H));
     });
     Value *hasPrev = B.CreateICmpSGT(t, i64(0));
-    forRange(rows, [&](Value *row) {
+    parallelFor(rows, [&](Value *row) {
       Value *step = B.CreateAdd(B.CreateMul(row, i64(T)), t);
       Value *base = B.CreateMul(step, i64(6 * H));
       Value *prev = B.CreateSelect(hasPrev, B.CreateSub(base, i64(6 * H)), base);
@@ -1745,13 +2029,12 @@ void GraphLowering::lowerLstmGradWeight(const Node *n) {
   shape.LdA = T * 4 * H;
   shape.LdB = T * 6 * H;
   Value *rows = extent(state->Ty.Dims[0]);
-  forRange(i64(1), i64(T), [&](Value *t) {
+  stepsFor(i64(1), i64(T), [&](Value *t) {
     Value *gates = B.CreateMul(t, i64(4 * H));
     Value *prevH = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(6 * H)),
                                i64(LstmH * H));
-    emitGemm(B, shape, B.CreateInBoundsGEP(ft, Slots.at(dz).Ptr, gates),
-             B.CreateInBoundsGEP(ft, Slots.at(state).Ptr, prevH), Slots[n].Ptr,
-             i64(4 * H), rows);
+    gemm(shape, B.CreateInBoundsGEP(ft, slotOf(dz).Ptr, gates),
+         B.CreateInBoundsGEP(ft, slotOf(state).Ptr, prevH), Slots[n].Ptr, i64(4 * H), rows);
   });
 }
 
@@ -1766,7 +2049,7 @@ Value *GraphLowering::destination(const ir::Store &store) {
 void GraphLowering::lowerStore(const ir::Store &store) {
   const Node *n = store.Value;
   if (store.Dest == ir::Buffer::Loss) {
-    B.CreateStore(B.CreateFPCast(scalarOf(n), B.getDoubleTy()), field(CallLoss));
+    storeOnce(B.CreateFPCast(scalarOf(n), B.getDoubleTy()), field(CallLoss));
     return;
   }
   auto inPlace = InPlace.find(n);
@@ -1775,10 +2058,16 @@ void GraphLowering::lowerStore(const ir::Store &store) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *dest = destination(store);
   Value *count = elementCount(n->Ty);
-  const Slot &slot = Slots.at(n);
+  const Slot &slot = slotOf(n);
   if (slot.Scalar) {
-    forRange(count, [&](Value *i) {
+    parallelFor(count, [&](Value *i) {
       B.CreateStore(slot.Scalar, B.CreateInBoundsGEP(ft, dest, i));
+    });
+    return;
+  }
+  if (Gpu) {
+    parallelFor(count, [&](Value *i) {
+      B.CreateStore(load(n, i), B.CreateInBoundsGEP(ft, dest, i));
     });
     return;
   }
@@ -1788,10 +2077,98 @@ void GraphLowering::lowerStore(const ir::Store &store) {
 
 } // namespace
 
+namespace {
+
+/// A constant global array of pointers named `name`; one null entry when
+/// there are none, since C has no empty arrays.
+void addPointerArray(llvm::Module &module, std::vector<llvm::Constant *> pointers,
+                     const std::string &name) {
+  auto *ptrType = llvm::PointerType::getUnqual(module.getContext());
+  if (pointers.empty())
+    pointers.push_back(llvm::ConstantPointerNull::get(ptrType));
+  auto *type = llvm::ArrayType::get(ptrType, pointers.size());
+  new llvm::GlobalVariable(module, type, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantArray::get(type, pointers), name);
+}
+
+/// The GPU kernels of every graph, their launch schedules and tables
+/// (runtime.h, "GPU trainers").
+bool addGpuCode(llvm::Module &module, const Model &model, const Program &program,
+                unsigned vectorBits, const GpuOptions &options, std::string &error,
+                GpuOutput *output) {
+  llvm::LLVMContext &context = module.getContext();
+  std::unique_ptr<GpuTarget> gpu = options.Target == GpuOptions::Kind::Cuda
+                                       ? createNvptxTarget(context)
+                                       : createSimTarget(module);
+  llvm::IRBuilder<> b(context);
+  llvm::FunctionCallee launch = module.getOrInsertFunction(
+      "nnc_gpu_launch", b.getVoidTy(), b.getPtrTy(), b.getInt32Ty(), b.getInt32Ty());
+  std::vector<llvm::Constant *> names, kernels;
+  WorkspaceSize workspace;
+  bool wholeGraph = options.Fuse == GpuOptions::Fusion::Graph ||
+                    (options.Fuse == GpuOptions::Fusion::Auto &&
+                     model.ParamElements <= GpuOptions::WholeGraphParams);
+  for (const ir::Graph *graph : program.graphs()) {
+    GraphLowering lowering(module, *graph, vectorBits, gpu.get(), wholeGraph);
+    WorkspaceSize size = lowering.run();
+    workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
+    workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
+    // The schedule: one launch per kernel, in order.
+    auto *schedule = llvm::Function::Create(
+        llvm::FunctionType::get(b.getVoidTy(), {b.getPtrTy()}, false),
+        llvm::Function::ExternalLinkage, "nnc_gpu_" + graph->name(), module);
+    b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", schedule));
+    for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
+      b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
+                            b.getInt32(kernel.Wide)});
+      names.push_back(b.CreateGlobalStringPtr(kernel.Fn->getName(), "", 0, &module));
+      kernels.push_back(kernel.Fn);
+    }
+    b.CreateRetVoid();
+  }
+  names.push_back(llvm::ConstantPointerNull::get(b.getPtrTy()));
+  addPointerArray(module, names, "nnc_gpu_kernels");
+  std::vector<llvm::Constant *> probes;
+  for (const auto &graph : program.Probes)
+    probes.push_back(module.getFunction("nnc_gpu_" + graph->name()));
+  addPointerArray(module, probes, "nnc_gpu_probes");
+  auto *sizes = llvm::ArrayType::get(b.getInt64Ty(), 2);
+  new llvm::GlobalVariable(
+      module, sizes, true, llvm::GlobalValue::ExternalLinkage,
+      llvm::ConstantArray::get(sizes, {b.getInt64(workspace.Fixed), b.getInt64(workspace.PerRow)}),
+      "nnc_gpu_workspace");
+  if (options.Target == GpuOptions::Kind::Sim) {
+    addPointerArray(module, kernels, "nnc_sim_kernels");
+    return true;
+  }
+  llvm::Module &deviceModule = gpu->kernelModule();
+  std::string errors;
+  llvm::raw_string_ostream os(errors);
+  if (llvm::verifyModule(deviceModule, &os))
+    throw std::logic_error("internal error: invalid GPU kernels: " + os.str());
+  if (output)
+    llvm::raw_string_ostream(output->KernelIr) << deviceModule;
+  if (!legalizeDeviceMath(deviceModule, error))
+    return false;
+  std::string ptx = emitPtx(deviceModule, options.Arch, options.OptLevel, error);
+  if (ptx.empty())
+    return false;
+  auto *text = llvm::ConstantDataArray::getString(context, ptx, true);
+  new llvm::GlobalVariable(module, text->getType(), true, llvm::GlobalValue::ExternalLinkage,
+                           text, "nnc_cuda_ptx");
+  if (output)
+    output->Ptx = std::move(ptx);
+  return true;
+}
+
+} // namespace
+
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
                                           llvm::LLVMContext &context,
-                                          unsigned vectorBits) {
+                                          unsigned vectorBits,
+                                          const GpuOptions &gpu, std::string &error,
+                                          GpuOutput *gpuOutput) {
   auto module = std::make_unique<llvm::Module>(model.Name, context);
   WorkspaceSize workspace;
   for (const ir::Graph *graph : program.graphs()) {
@@ -1799,19 +2176,14 @@ std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
   }
-  // nnc_probes: the probe functions in manifest order (one null entry when
-  // there are none, since C has no empty arrays).
+  // nnc_probes: the probe functions in manifest order.
   std::vector<llvm::Constant *> probes;
   for (const auto &graph : program.Probes)
     probes.push_back(module->getFunction("nnc_" + graph->name()));
-  auto *ptrType = llvm::PointerType::getUnqual(context);
-  if (probes.empty())
-    probes.push_back(llvm::ConstantPointerNull::get(ptrType));
-  auto *probeArray = llvm::ArrayType::get(ptrType, probes.size());
-  new llvm::GlobalVariable(*module, probeArray, true,
-                           llvm::GlobalValue::ExternalLinkage,
-                           llvm::ConstantArray::get(probeArray, probes),
-                           "nnc_probes");
+  addPointerArray(*module, probes, "nnc_probes");
+  if (gpu.Target != GpuOptions::Kind::None &&
+      !addGpuCode(*module, model, program, vectorBits, gpu, error, gpuOutput))
+    return nullptr;
   std::string manifest = buildManifest(model, program, workspace);
   auto *text = llvm::ConstantDataArray::getString(context, manifest, true);
   new llvm::GlobalVariable(*module, text->getType(), true,

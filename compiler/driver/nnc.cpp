@@ -9,6 +9,7 @@
 #include "autodiff/Autodiff.h"
 #include "codegen/Codegen.h"
 #include "codegen/Gemm.h"
+#include "codegen/Gpu.h"
 #include "codegen/VectorMath.h"
 #include "frontend/Parser.h"
 #include "passes/Passes.h"
@@ -38,13 +39,14 @@ namespace po = boost::program_options;
 namespace nnc {
 namespace {
 
-enum class Emit { Ast, Ir, TrainIr, Llvm, Asm, Obj, Exe };
+enum class Emit { Ast, Ir, TrainIr, Llvm, GpuLlvm, Ptx, Asm, Obj, Exe };
 
 struct DriverOptions {
   std::string Input;
   std::string Output;
   Emit EmitKind = Emit::Exe;
   TargetOptions Target;
+  GpuOptions Gpu;
   ir::DType FloatType = ir::DType::F32;
   std::string RuntimeLib;
   std::string Argv0;
@@ -64,18 +66,29 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
   po::options_description visible(
       "Usage: nnc SPEC.nn [-o OUTPUT] [options]\n\n"
       "Compiles a model spec into a standalone trainer.\n\nOptions");
-  std::string emit = "exe", dtype = "f32";
+  std::string emit = "exe", dtype = "f32", target = "cpu", fuse = "auto";
   unsigned optLevel = 2;
   visible.add_options()
       ("help,h", "print this help and exit")
       ("output,o", po::value(&opts.Output),
        "output file (default: the spec's name, in the current folder)")
       ("emit", po::value(&emit)->default_value("exe"),
-       "stage to stop after: ast, ir, train-ir, llvm, asm, obj or exe")
+       "stage to stop after: ast, ir, train-ir, llvm, gpu-llvm (the GPU kernels' "
+       "LLVM IR, before optimization), ptx, asm, obj or exe")
       ("opt-level,O", po::value(&optLevel)->default_value(2),
        "LLVM optimization level, 0 to 3 (-O0 ... -O3)")
       ("dtype", po::value(&dtype)->default_value("f32"),
        "floating-point type of the whole model: f32, or f64 for gradient checks")
+      ("target", po::value(&target)->default_value("cpu"),
+       "cpu; cuda: also GPU kernels, as PTX run through the CUDA driver "
+       "(the trainer falls back to the CPU where there is no GPU); cuda-sim: "
+       "also the GPU kernels compiled for the host, run by a simulator (tests)")
+      ("gpu-arch", po::value(&opts.Gpu.Arch)->default_value("sm_80"),
+       "GPU architecture of the PTX: sm_80, sm_86, sm_87, sm_89 or sm_90")
+      ("gpu-fuse", po::value(&fuse)->default_value("auto"),
+       "GPU kernels: node (one per node, or fused group of nodes), graph (the "
+       "whole step as one kernel on one block: no launches between layers), or "
+       "auto (graph for models of at most 16384 parameters)")
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
       ("runtime-lib", po::value(&opts.RuntimeLib),
@@ -115,8 +128,8 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     return fail("--gemm-kernel and --math-kernel exclude each other");
   static const std::pair<const char *, Emit> emits[] = {
       {"ast", Emit::Ast},   {"ir", Emit::Ir},   {"train-ir", Emit::TrainIr},
-      {"llvm", Emit::Llvm}, {"asm", Emit::Asm}, {"obj", Emit::Obj},
-      {"exe", Emit::Exe}};
+      {"llvm", Emit::Llvm}, {"gpu-llvm", Emit::GpuLlvm}, {"ptx", Emit::Ptx},
+      {"asm", Emit::Asm},   {"obj", Emit::Obj}, {"exe", Emit::Exe}};
   bool known = false;
   for (const auto &[name, kind] : emits)
     if (emit == name) {
@@ -125,10 +138,29 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     }
   if (!known)
     return fail("unknown --emit '" + emit +
-                "'; expected ast, ir, train-ir, llvm, asm, obj or exe");
+                "'; expected ast, ir, train-ir, llvm, gpu-llvm, ptx, asm, obj or exe");
   if (optLevel > 3)
     return fail("optimization level must be 0 to 3, got " + std::to_string(optLevel));
   opts.Target.OptLevel = optLevel;
+  opts.Gpu.OptLevel = optLevel;
+  if (target == "cuda")
+    opts.Gpu.Target = GpuOptions::Kind::Cuda;
+  else if (target == "cuda-sim")
+    opts.Gpu.Target = GpuOptions::Kind::Sim;
+  else if (target != "cpu")
+    return fail("unknown --target '" + target + "'; expected cpu, cuda or cuda-sim");
+  if (fuse == "node")
+    opts.Gpu.Fuse = GpuOptions::Fusion::Node;
+  else if (fuse == "graph")
+    opts.Gpu.Fuse = GpuOptions::Fusion::Graph;
+  else if (fuse != "auto")
+    return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node or graph");
+  if (!isKnownGpuArch(opts.Gpu.Arch))
+    return fail("unknown --gpu-arch '" + opts.Gpu.Arch +
+                "'; expected sm_80, sm_86, sm_87, sm_89 or sm_90");
+  if ((opts.EmitKind == Emit::Ptx || opts.EmitKind == Emit::GpuLlvm) &&
+      opts.Gpu.Target != GpuOptions::Kind::Cuda)
+    return fail("--emit=" + emit + " needs --target=cuda");
   if (dtype == "f64")
     opts.FloatType = ir::DType::F64;
   else if (dtype != "f32")
@@ -180,6 +212,20 @@ int link(const DriverOptions &opts, const std::string &object,
   if (status != 0)
     return fail("linking '" + output + "' failed" +
                 (message.empty() ? "" : ": " + message));
+  return 0;
+}
+
+/// Writes text to -o's file, or to standard output.
+int writeText(const DriverOptions &opts, const std::string &text) {
+  if (opts.Output.empty() || opts.Output == "-") {
+    std::cout << text;
+    return 0;
+  }
+  std::error_code ec;
+  llvm::raw_fd_ostream out(opts.Output, ec);
+  if (ec)
+    return fail("cannot write '" + opts.Output + "': " + ec.message());
+  out << text;
   return 0;
 }
 
@@ -260,8 +306,13 @@ int compile(const DriverOptions &opts) {
   if (!machine)
     return fail(error);
   llvm::LLVMContext context;
+  GpuOutput gpu;
   std::unique_ptr<llvm::Module> module =
-      lowerToLLVM(*model, program, context, vectorBits(*machine));
+      lowerToLLVM(*model, program, context, vectorBits(*machine), opts.Gpu, error, &gpu);
+  if (!module)
+    return fail(error);
+  if (opts.EmitKind == Emit::Ptx || opts.EmitKind == Emit::GpuLlvm)
+    return writeText(opts, opts.EmitKind == Emit::Ptx ? gpu.Ptx : gpu.KernelIr);
   return writeOutput(opts, *module, *machine);
 }
 

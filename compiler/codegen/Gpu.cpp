@@ -1,0 +1,364 @@
+//===- Gpu.cpp - GPU kernel primitives, the tiled GEMM, PTX emission ------===//
+
+#include "codegen/Gpu.h"
+#include "codegen/Codegen.h"
+#include "codegen/VectorMath.h"
+
+#include "llvm/IR/InstIterator.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/IntrinsicsNVPTX.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IRReader/IRReader.h"
+#include "llvm/Linker/Linker.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Transforms/IPO/Internalize.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+
+#include <functional>
+
+namespace nnc {
+
+namespace {
+
+using llvm::Value;
+
+const char *const NvptxTriple = "nvptx64-nvidia-cuda";
+/// PTX ISA 7.8 (CUDA 11.8) is the first with sm_90; every driver that runs
+/// an sm_80 or sm_90 device today loads it.
+const char *const PtxFeatures = "+ptx78";
+
+void initializeNvptx() {
+  LLVMInitializeNVPTXTargetInfo();
+  LLVMInitializeNVPTXTarget();
+  LLVMInitializeNVPTXTargetMC();
+  LLVMInitializeNVPTXAsmPrinter();
+}
+
+std::unique_ptr<llvm::TargetMachine> nvptxMachine(const std::string &arch,
+                                                  unsigned optLevel, std::string &error) {
+  initializeNvptx();
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(NvptxTriple, error);
+  if (!target)
+    return nullptr;
+  auto level = optLevel == 0 ? llvm::CodeGenOptLevel::None : llvm::CodeGenOptLevel::Default;
+  return std::unique_ptr<llvm::TargetMachine>(target->createTargetMachine(
+      NvptxTriple, arch, PtxFeatures, llvm::TargetOptions(), std::nullopt, std::nullopt,
+      level));
+}
+
+class NvptxTarget : public GpuTarget {
+public:
+  explicit NvptxTarget(llvm::LLVMContext &ctx)
+      : Kernels(std::make_unique<llvm::Module>("kernels", ctx)) {
+    std::string error;
+    if (auto machine = nvptxMachine("sm_80", 2, error)) {
+      Kernels->setTargetTriple(NvptxTriple);
+      Kernels->setDataLayout(machine->createDataLayout());
+    }
+    auto *bytes = llvm::ArrayType::get(llvm::Type::getInt8Ty(ctx), GpuShared);
+    Shared = new llvm::GlobalVariable(*Kernels, bytes, false,
+                                      llvm::GlobalValue::InternalLinkage,
+                                      llvm::UndefValue::get(bytes), "nnc_shared", nullptr,
+                                      llvm::GlobalValue::NotThreadLocal, 3);
+    Shared->setAlignment(llvm::Align(16));
+  }
+  llvm::Module &kernelModule() override { return *Kernels; }
+  Value *thread(llvm::IRBuilder<> &B) override {
+    return B.CreateIntrinsic(llvm::Intrinsic::nvvm_read_ptx_sreg_tid_x, {}, {});
+  }
+  Value *block(llvm::IRBuilder<> &B) override {
+    return B.CreateIntrinsic(llvm::Intrinsic::nvvm_read_ptx_sreg_ctaid_x, {}, {});
+  }
+  Value *blocks(llvm::IRBuilder<> &B) override {
+    return B.CreateIntrinsic(llvm::Intrinsic::nvvm_read_ptx_sreg_nctaid_x, {}, {});
+  }
+  void barrier(llvm::IRBuilder<> &B) override {
+    B.CreateIntrinsic(llvm::Intrinsic::nvvm_barrier0, {}, {});
+  }
+  Value *shared(llvm::IRBuilder<> &B) override {
+    return B.CreateAddrSpaceCast(Shared, B.getPtrTy());
+  }
+  void finishKernel(llvm::Function &F) override {
+    llvm::LLVMContext &ctx = F.getContext();
+    llvm::NamedMDNode *annotations = Kernels->getOrInsertNamedMetadata("nvvm.annotations");
+    auto *i32 = llvm::Type::getInt32Ty(ctx);
+    for (auto [key, value] : {std::pair<const char *, int64_t>{"kernel", 1},
+                              {"maxntidx", GpuBlock}})
+      annotations->addOperand(llvm::MDNode::get(
+          ctx, {llvm::ValueAsMetadata::get(&F), llvm::MDString::get(ctx, key),
+                llvm::ConstantAsMetadata::get(llvm::ConstantInt::get(i32, value))}));
+  }
+  bool device() const override { return true; }
+
+private:
+  std::unique_ptr<llvm::Module> Kernels;
+  llvm::GlobalVariable *Shared;
+};
+
+class SimTarget : public GpuTarget {
+public:
+  explicit SimTarget(llvm::Module &host) : Host(host) {}
+  llvm::Module &kernelModule() override { return Host; }
+  Value *thread(llvm::IRBuilder<> &B) override { return index(B, "nnc_sim_thread"); }
+  Value *block(llvm::IRBuilder<> &B) override { return index(B, "nnc_sim_block"); }
+  Value *blocks(llvm::IRBuilder<> &B) override { return index(B, "nnc_sim_blocks"); }
+  void barrier(llvm::IRBuilder<> &B) override {
+    B.CreateCall(Host.getOrInsertFunction("nnc_sim_barrier", B.getVoidTy()));
+  }
+  Value *shared(llvm::IRBuilder<> &B) override {
+    return B.CreateCall(Host.getOrInsertFunction("nnc_sim_shared", B.getPtrTy()));
+  }
+  void finishKernel(llvm::Function &) override {}
+  bool device() const override { return false; }
+
+private:
+  Value *index(llvm::IRBuilder<> &B, const char *name) {
+    llvm::FunctionCallee callee = Host.getOrInsertFunction(name, B.getInt32Ty());
+    if (auto *f = llvm::dyn_cast<llvm::Function>(callee.getCallee())) {
+      // Constant for the thread: may be computed once and reused.
+      f->setDoesNotAccessMemory();
+      f->setDoesNotThrow();
+      f->setWillReturn();
+    }
+    return B.CreateCall(callee);
+  }
+  llvm::Module &Host;
+};
+
+/// for (i = begin; i < end; i += step) body(i), all i64.
+void loop(llvm::IRBuilder<> &B, Value *begin, Value *end, Value *step,
+          const std::function<void(Value *)> &body) {
+  llvm::Function *f = B.GetInsertBlock()->getParent();
+  llvm::LLVMContext &ctx = f->getContext();
+  llvm::BasicBlock *before = B.GetInsertBlock();
+  auto *head = llvm::BasicBlock::Create(ctx, "gemm.loop", f);
+  auto *exit = llvm::BasicBlock::Create(ctx, "gemm.loop.end", f);
+  B.CreateCondBr(B.CreateICmpSLT(begin, end), head, exit);
+  B.SetInsertPoint(head);
+  llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2);
+  i->addIncoming(begin, before);
+  body(i);
+  Value *next = B.CreateAdd(i, step);
+  i->addIncoming(next, B.GetInsertBlock());
+  B.CreateCondBr(B.CreateICmpSLT(next, end), head, exit);
+  B.SetInsertPoint(exit);
+}
+
+} // namespace
+
+std::unique_ptr<GpuTarget> createNvptxTarget(llvm::LLVMContext &Ctx) {
+  return std::make_unique<NvptxTarget>(Ctx);
+}
+
+std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule) {
+  return std::make_unique<SimTarget>(HostModule);
+}
+
+void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
+                 Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias) {
+  constexpr int64_t Tile = 64, Depth = 16, Side = 16, Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
+  static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
+                "each thread stages 4 elements of A and of B per slice");
+  llvm::Type *ft = Shape.Elem;
+  auto i64 = [&](int64_t v) { return B.getInt64(v); };
+  Value *N = i64(Shape.N);
+  Value *lda = Shape.LdA ? i64(Shape.LdA) : Shape.TransA ? M : K;
+  Value *ldb = Shape.LdB ? i64(Shape.LdB) : Shape.TransB ? K : N;
+  Value *ldc = i64(Shape.LdC ? Shape.LdC : Shape.N);
+  Value *tid = B.CreateZExt(Gpu.thread(B), B.getInt64Ty());
+  Value *tx = B.CreateURem(tid, i64(Side)), *ty = B.CreateUDiv(tid, i64(Side));
+  Value *as = Gpu.shared(B);
+  Value *bs = B.CreateInBoundsGEP(ft, as, i64(Tile * Depth));
+  Value *tilesN = i64((Shape.N + Tile - 1) / Tile);
+  Value *tiles = B.CreateMul(B.CreateUDiv(B.CreateAdd(M, i64(Tile - 1)), i64(Tile)), tilesN);
+
+  llvm::BasicBlock &entry = B.GetInsertBlock()->getParent()->getEntryBlock();
+  llvm::IRBuilder<> allocas(&entry, entry.begin());
+  std::vector<llvm::AllocaInst *> acc;
+  for (int64_t k = 0; k < Per * Per; ++k)
+    acc.push_back(allocas.CreateAlloca(ft));
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  auto element = [&](Value *base, Value *index) {
+    return B.CreateInBoundsGEP(ft, base, index);
+  };
+
+  loop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), tiles,
+       B.CreateZExt(Gpu.blocks(B), B.getInt64Ty()), [&](Value *t) {
+         Value *m0 = B.CreateMul(B.CreateUDiv(t, tilesN), i64(Tile));
+         Value *n0 = B.CreateMul(B.CreateURem(t, tilesN), i64(Tile));
+         for (llvm::AllocaInst *a : acc)
+           B.CreateStore(zero, a);
+         loop(B, i64(0), K, i64(Depth), [&](Value *k0) {
+           // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
+           // n0 .. +64] as [k][n]; zeros outside the matrices.
+           for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
+             Value *e = B.CreateAdd(tid, i64(q * GpuBlock));
+             Value *k = B.CreateAdd(k0, B.CreateUDiv(e, i64(Tile)));
+             Value *inner = B.CreateURem(e, i64(Tile));
+             auto stage = [&](Value *from, Value *row, Value *limit, Value *ld, bool rowMajor,
+                              Value *to) {
+               // rowMajor: the stored matrix is [row][k]; else [k][row].
+               Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, K));
+               Value *index = rowMajor ? B.CreateAdd(B.CreateMul(row, ld), k)
+                                       : B.CreateAdd(B.CreateMul(k, ld), row);
+               Value *v = B.CreateLoad(ft, element(from, B.CreateSelect(valid, index, i64(0))));
+               B.CreateStore(B.CreateSelect(valid, v, zero), element(to, e));
+             };
+             stage(A, B.CreateAdd(m0, inner), M, lda, !Shape.TransA, as);
+             stage(BMatrix, B.CreateAdd(n0, inner), N, ldb, Shape.TransB, bs);
+           }
+           Gpu.barrier(B);
+           loop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
+             Value *row = B.CreateMul(kk, i64(Tile));
+             Value *a[Per], *b[Per];
+             for (int64_t r = 0; r < Per; ++r) {
+               a[r] = B.CreateLoad(ft, element(as, B.CreateAdd(row, B.CreateAdd(ty, i64(Side * r)))));
+               b[r] = B.CreateLoad(ft, element(bs, B.CreateAdd(row, B.CreateAdd(tx, i64(Side * r)))));
+             }
+             for (int64_t r = 0; r < Per; ++r)
+               for (int64_t c = 0; c < Per; ++c) {
+                 llvm::AllocaInst *sum = acc[r * Per + c];
+                 B.CreateStore(B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {ft},
+                                                 {a[r], b[c], B.CreateLoad(ft, sum)}),
+                               sum);
+               }
+           });
+           Gpu.barrier(B);
+         });
+         for (int64_t r = 0; r < Per; ++r)
+           for (int64_t c = 0; c < Per; ++c) {
+             Value *m = B.CreateAdd(m0, B.CreateAdd(ty, i64(Side * r)));
+             Value *n = B.CreateAdd(n0, B.CreateAdd(tx, i64(Side * c)));
+             llvm::Function *f = B.GetInsertBlock()->getParent();
+             auto *store = llvm::BasicBlock::Create(B.getContext(), "gemm.store", f);
+             auto *done = llvm::BasicBlock::Create(B.getContext(), "gemm.stored", f);
+             B.CreateCondBr(B.CreateAnd(B.CreateICmpULT(m, M), B.CreateICmpULT(n, N)), store,
+                            done);
+             B.SetInsertPoint(store);
+             Value *out = element(C, B.CreateAdd(B.CreateMul(m, ldc), n));
+             Value *v = B.CreateLoad(ft, acc[r * Per + c]);
+             if (Shape.Accumulate)
+               v = B.CreateFAdd(B.CreateLoad(ft, out), v);
+             if (Shape.Bias)
+               v = B.CreateFAdd(v, B.CreateLoad(ft, element(Bias, n)));
+             B.CreateStore(v, out);
+             B.CreateBr(done);
+             B.SetInsertPoint(done);
+           }
+       });
+}
+
+/// CUDA's libdevice: the device's math library as LLVM bitcode, where the
+/// CUDA toolkit is installed (CUDA_HOME, or /usr/local/cuda).
+static std::string findLibdevice() {
+  std::vector<std::string> roots;
+  if (const char *home = std::getenv("CUDA_HOME"))
+    roots.push_back(home);
+  roots.push_back("/usr/local/cuda");
+  for (const std::string &root : roots) {
+    std::string path = root + "/nvvm/libdevice/libdevice.10.bc";
+    if (llvm::sys::fs::exists(path))
+      return path;
+  }
+  return "";
+}
+
+bool legalizeDeviceMath(llvm::Module &Kernels, std::string &Error) {
+  std::vector<llvm::IntrinsicInst *> calls;
+  for (llvm::Function &f : Kernels)
+    for (llvm::Instruction &inst : llvm::instructions(f))
+      if (auto *call = llvm::dyn_cast<llvm::IntrinsicInst>(&inst))
+        switch (call->getIntrinsicID()) {
+        case llvm::Intrinsic::pow:
+        case llvm::Intrinsic::exp:
+        case llvm::Intrinsic::log:
+        case llvm::Intrinsic::tanh:
+          calls.push_back(call);
+          break;
+        default:
+          break;
+        }
+  bool needsLibdevice = false;
+  for (llvm::IntrinsicInst *call : calls) {
+    llvm::IRBuilder<> b(call);
+    Value *result;
+    if (call->getType()->isFloatTy()) {
+      // f32's exp, log and tanh are already code (VectorMath.cpp); pow is
+      // exp(y log x), for the positive bases of optimizers' bias corrections.
+      LLVMScalarBuilder math(b, b.getFloatTy());
+      Value *logX = LLVMScalarBuilder::v(math.log(call->getArgOperand(0)));
+      result = LLVMScalarBuilder::v(math.exp(b.CreateFMul(call->getArgOperand(1), logX)));
+    } else {
+      // f64 (gradient checks): libdevice's functions.
+      std::string name =
+          "__nv_" + std::string(llvm::Intrinsic::getBaseName(call->getIntrinsicID()).substr(5));
+      std::vector<llvm::Type *> params(call->arg_size(), call->getType());
+      llvm::FunctionCallee callee = Kernels.getOrInsertFunction(
+          name, llvm::FunctionType::get(call->getType(), params, false));
+      result = b.CreateCall(callee, std::vector<Value *>(call->arg_begin(), call->arg_end()));
+      needsLibdevice = true;
+    }
+    call->replaceAllUsesWith(result);
+    call->eraseFromParent();
+  }
+  if (!needsLibdevice)
+    return true;
+  std::string path = findLibdevice();
+  if (path.empty()) {
+    Error = "f64 on the GPU needs CUDA's libdevice (nvvm/libdevice/libdevice.10.bc under "
+            "CUDA_HOME or /usr/local/cuda), which was not found";
+    return false;
+  }
+  llvm::SMDiagnostic diagnostic;
+  std::unique_ptr<llvm::Module> libdevice =
+      llvm::parseIRFile(path, diagnostic, Kernels.getContext());
+  if (!libdevice) {
+    Error = "cannot read " + path + ": " + diagnostic.getMessage().str();
+    return false;
+  }
+  libdevice->setTargetTriple(Kernels.getTargetTriple());
+  libdevice->setDataLayout(Kernels.getDataLayout());
+  // Only what the kernels call, made internal so that the rest goes.
+  if (llvm::Linker::linkModules(Kernels, std::move(libdevice),
+                                llvm::Linker::Flags::LinkOnlyNeeded,
+                                [](llvm::Module &m, const llvm::StringSet<> &) {
+                                  llvm::internalizeModule(m, [](const llvm::GlobalValue &g) {
+                                    return !g.getName().starts_with("__nv_");
+                                  });
+                                })) {
+    Error = "cannot link " + path;
+    return false;
+  }
+  return true;
+}
+
+bool isKnownGpuArch(const std::string &Arch) {
+  for (const char *known : {"sm_80", "sm_86", "sm_87", "sm_89", "sm_90"})
+    if (Arch == known)
+      return true;
+  return false;
+}
+
+std::string emitPtx(llvm::Module &Kernels, const std::string &Arch, unsigned OptLevel,
+                    std::string &Error) {
+  std::unique_ptr<llvm::TargetMachine> machine = nvptxMachine(Arch, OptLevel, Error);
+  if (!machine)
+    return "";
+  optimizeModule(Kernels, *machine, OptLevel);
+  llvm::SmallString<0> text;
+  llvm::raw_svector_ostream out(text);
+  llvm::legacy::PassManager passes;
+  if (machine->addPassesToEmitFile(passes, out, nullptr, llvm::CodeGenFileType::AssemblyFile)) {
+    Error = "the NVPTX back end cannot emit PTX";
+    return "";
+  }
+  passes.run(Kernels);
+  return std::string(text);
+}
+
+} // namespace nnc

@@ -1,0 +1,91 @@
+//===- Gpu.h - What GPU kernels are made of, for two targets ----*- C++ -*-===//
+///
+/// \file
+/// The code generator lowers a graph for the GPU as a sequence of kernels
+/// (CpuCodegen.cpp, GraphLowering in GPU mode). The few things a kernel
+/// needs beyond plain LLVM IR are here, behind one interface with two
+/// implementations:
+///   - NVPTX: special registers, bar.sync, shared memory in address space
+///     3, kernels marked in nvvm.annotations; compiled to PTX text;
+///   - the simulator (--target=cuda-sim): the same kernels compiled for the
+///     host, reading their indices from the runtime (nnc_sim_* in
+///     runtime.h), so that the GPU code generator is tested where there is
+///     no GPU.
+///
+//===----------------------------------------------------------------------===//
+#ifndef NNC_CODEGEN_GPU_H
+#define NNC_CODEGEN_GPU_H
+
+#include "llvm/IR/IRBuilder.h"
+
+#include <memory>
+#include <string>
+
+namespace nnc {
+
+/// Threads per block of every kernel (NNC_GPU_BLOCK of runtime.h).
+constexpr int64_t GpuBlock = 256;
+/// Shared memory a kernel may use, in bytes (NNC_SIM_SHARED of runtime.h,
+/// and within the 48 KiB any CUDA device gives a block without opting in).
+constexpr int64_t GpuShared = 49152;
+
+class GpuTarget {
+public:
+  virtual ~GpuTarget() = default;
+  /// The module that kernels are defined in.
+  virtual llvm::Module &kernelModule() = 0;
+  /// i32 values: the thread's index in its block, the block's index in
+  /// the grid, the number of blocks.
+  virtual llvm::Value *thread(llvm::IRBuilder<> &B) = 0;
+  virtual llvm::Value *block(llvm::IRBuilder<> &B) = 0;
+  virtual llvm::Value *blocks(llvm::IRBuilder<> &B) = 0;
+  /// Waits for every thread of the block; their writes before it are seen
+  /// by all after it.
+  virtual void barrier(llvm::IRBuilder<> &B) = 0;
+  /// A generic pointer to the block's shared memory (GpuShared bytes).
+  virtual llvm::Value *shared(llvm::IRBuilder<> &B) = 0;
+  /// Marks a finished function as a kernel.
+  virtual void finishKernel(llvm::Function &F) = 0;
+  /// Whether math library calls must be avoided (no libm on the device).
+  virtual bool device() const = 0;
+};
+
+/// Kernels for nvptx64-nvidia-cuda, in a module of their own.
+std::unique_ptr<GpuTarget> createNvptxTarget(llvm::LLVMContext &Ctx);
+/// Kernels for the host, in \p HostModule, calling the runtime's nnc_sim_*.
+std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule);
+
+/// The settings of one matrix product on the GPU: as GemmShape (Gemm.h).
+struct GpuGemmShape {
+  bool TransA = false, TransB = false, Accumulate = false, Bias = false;
+  int64_t N = 0;
+  llvm::Type *Elem = nullptr;
+  int64_t LdA = 0, LdB = 0, LdC = 0;
+};
+
+/// Emits, at B's insertion point in a kernel, C (+)= op(A) op(B) (+ bias)
+/// computed by all the threads of each block together: 64 x 64 tiles of C,
+/// one after another per block (the tiles split among the blocks), each
+/// thread summing a 4 x 4 part of a tile from 16-deep slices of A and B
+/// staged in shared memory. Every thread of the block must reach it.
+void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
+                 llvm::Value *A, llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
+                 llvm::Value *K, llvm::Value *Bias);
+
+/// Rewrites the math library calls of NVPTX kernels, which have no libm:
+/// f32 pow as exp(y log x); f64's transcendental functions from CUDA's
+/// libdevice, linked in. False with \p Error when libdevice is needed and
+/// not found.
+bool legalizeDeviceMath(llvm::Module &Kernels, std::string &Error);
+
+/// Optimizes the NVPTX kernel module and returns its PTX text for \p Arch
+/// (sm_80, sm_90, ...); an error message in \p Error when it fails.
+std::string emitPtx(llvm::Module &Kernels, const std::string &Arch, unsigned OptLevel,
+                    std::string &Error);
+
+/// Whether \p Arch is a GPU architecture nnc emits PTX for.
+bool isKnownGpuArch(const std::string &Arch);
+
+} // namespace nnc
+
+#endif // NNC_CODEGEN_GPU_H
