@@ -224,7 +224,7 @@ for Spec in "$ROOT"/specs/*.nn; do
   [ "$Result" = ok ] || fail
   Ratio=-
   if [ -n "$GpuSpeed" ] && [ -n "$CpuSpeed" ]; then
-    Ratio=$(awk -v G="$GpuSpeed" -v C="$CpuSpeed" 'BEGIN { printf "%.2fx", G / C }')
+    Ratio=$(awk -v G="$GpuSpeed" -v C="$CpuSpeed" 'BEGIN { printf "%.3gx", G / C }')
   fi
   SPEC_ROWS+=("$Name|$(metric_text "$CpuMetric")|$(metric_text "$GpuMetric")|$CpuSeconds|$GpuSeconds|$Ratio|$Result")
 done
