@@ -45,14 +45,21 @@ size_t GpuProgram::kernelCount() const {
   return N;
 }
 
-void Device::run(GpuProgram::Schedule S, void *CallArg) {
+void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg) {
   Call = CallArg;
   Failure.clear();
   S(this);
   Call = nullptr;
   if (!Failure.empty())
-    throw DeviceError(Failure);
-  synchronize();
+    throw DeviceError(Failure + " in " + Name);
+  // A kernel's fault shows here, after the launches: the driver knows no
+  // more than the schedule it came from (CUDA_LAUNCH_BLOCKING=1 makes every
+  // launch wait, and so names the kernel).
+  try {
+    synchronize();
+  } catch (const DeviceError &E) {
+    throw DeviceError(std::string(E.what()) + " after " + Name);
+  }
 }
 
 void Device::launch(int32_t Kernel, int32_t Wide) noexcept {

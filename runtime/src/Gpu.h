@@ -84,9 +84,10 @@ public:
   /// From device memory to device memory.
   virtual void copy(void *To, const void *From, size_t Bytes) = 0;
 
-  /// Runs the launch schedule \p S, whose kernels all take \p Call (an
-  /// nnc_call in device memory), and waits for its last kernel.
-  void run(GpuProgram::Schedule S, void *Call);
+  /// Runs the launch schedule \p S (named \p Name, for messages), whose
+  /// kernels all take \p Call (an nnc_call in device memory), and waits for
+  /// its last kernel.
+  void run(GpuProgram::Schedule S, const char *Name, void *Call);
 
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it

@@ -191,7 +191,8 @@ void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
   ++Loads;
 }
 
-double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu) {
+double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
+                   const char *GpuName) {
   if (!Dev) {
     Cpu(&Call);
     return Call.loss;
@@ -209,7 +210,7 @@ double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu) {
   DeviceCall.step = Call.step;
   DeviceCall.seed = Call.seed;
   Dev->upload(CallCopy.get(), &DeviceCall, sizeof(DeviceCall));
-  Dev->run(Gpu, CallCopy.get());
+  Dev->run(Gpu, GpuName, CallCopy.get());
   Dev->download(&Call.loss,
                 static_cast<char *>(CallCopy.get()) + offsetof(nnc_call, loss),
                 sizeof(Call.loss));
@@ -220,7 +221,8 @@ double Model::trainStep(double Lr, int64_t Step) {
   Call.lr = Lr;
   Call.step = Step;
   double Loss =
-      call(nnc_train_step, Dev ? Dev->program().TrainStep : nullptr);
+      call(nnc_train_step, Dev ? Dev->program().TrainStep : nullptr,
+           "nnc_gpu_train_step");
   Params.deviceWrote();
   State.deviceWrote();
   return Loss;
@@ -229,7 +231,8 @@ double Model::trainStep(double Lr, int64_t Step) {
 double Model::lossGrad() {
   Call.lr = 0;
   Call.step = 0;
-  double Loss = call(nnc_loss_grad, Dev ? Dev->program().LossGrad : nullptr);
+  double Loss = call(nnc_loss_grad, Dev ? Dev->program().LossGrad : nullptr,
+                     "nnc_gpu_loss_grad");
   Grads.deviceWrote();
   return Loss;
 }
@@ -237,7 +240,7 @@ double Model::lossGrad() {
 double Model::eval() {
   Call.lr = 0;
   Call.step = 0;
-  return call(nnc_eval, Dev ? Dev->program().Eval : nullptr);
+  return call(nnc_eval, Dev ? Dev->program().Eval : nullptr, "nnc_gpu_eval");
 }
 
 void Model::fetchOutput(size_t Values) {
@@ -310,7 +313,8 @@ double Model::outputAt(size_t I) const {
 }
 
 std::vector<double> Model::collect(void (*Fn)(nnc_call *),
-                                   GpuProgram::Schedule Gpu, size_t Width,
+                                   GpuProgram::Schedule Gpu,
+                                   const char *GpuName, size_t Width,
                                    const Table &T,
                                    const std::vector<size_t> &Rows) {
   std::vector<double> Values(Rows.size() * Width);
@@ -319,7 +323,7 @@ std::vector<double> Model::collect(void (*Fn)(nnc_call *),
   for (size_t Start = 0; Start < Rows.size(); Start += MaxRows) {
     size_t N = std::min(MaxRows, Rows.size() - Start);
     loadRows(T, &Rows[Start], N);
-    call(Fn, Gpu);
+    call(Fn, Gpu, GpuName);
     fetchOutput(N * Width);
     for (size_t I = 0; I < N * Width; ++I)
       Values[Start * Width + I] = outputAt(I);
@@ -330,13 +334,14 @@ std::vector<double> Model::collect(void (*Fn)(nnc_call *),
 std::vector<double> Model::predict(const Table &T,
                                    const std::vector<size_t> &Rows) {
   return collect(nnc_predict, Dev ? Dev->program().Predict : nullptr,
+                 "nnc_gpu_predict",
                  size_t(M.outputWidth()), T, Rows);
 }
 
 std::vector<double> Model::probe(int Index, const Table &T,
                                  const std::vector<size_t> &Rows) {
   return collect(nnc_probes[Index],
-                 Dev ? Dev->program().Probes[Index] : nullptr,
+                 Dev ? Dev->program().Probes[Index] : nullptr, "nnc_gpu_probes",
                  size_t(M.Probes[size_t(Index)].width()), T, Rows);
 }
 

@@ -162,8 +162,10 @@ public:
   int firstNonFiniteParam();
 
 private:
-  /// Runs \p Cpu on the host buffers, or \p Gpu on the device's.
-  double call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu);
+  /// Runs \p Cpu on the host buffers, or \p Gpu (named \p GpuName, for
+  /// messages) on the device's.
+  double call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
+              const char *GpuName);
   /// From a device: the first \p Values elements of the output.
   void fetchOutput(size_t Values);
   /// Element I of the output buffer, as double.
@@ -171,7 +173,7 @@ private:
   /// Runs \p Fn (\p Gpu on a device) over \p Rows in chunks, gathering
   /// Width outputs per row.
   std::vector<double> collect(void (*Fn)(nnc_call *), GpuProgram::Schedule Gpu,
-                              size_t Width, const Table &T,
+                              const char *GpuName, size_t Width, const Table &T,
                               const std::vector<size_t> &Rows);
 
   const Manifest &M;

@@ -178,7 +178,7 @@ void testNeighbours(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, Block * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(neighbourNarrow, Call.Memory.get());
+  D.run(neighbourNarrow, "neighbourNarrow", Call.Memory.get());
   std::vector<int32_t> V = downloadInts(D, Out, Block);
   bool Right = true;
   for (int T = 0; T < Block; ++T)
@@ -186,7 +186,7 @@ void testNeighbours(Device &D) {
   CHECK(Right);
   // Wide: four blocks, one after another, each with the shared memory and
   // barrier of its own threads.
-  D.run(neighbourWide, Call.Memory.get());
+  D.run(neighbourWide, "neighbourWide", Call.Memory.get());
   V = downloadInts(D, Out, Block);
   Right = true;
   for (int T = 0; T < Block; ++T)
@@ -198,7 +198,7 @@ void testGrid(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(gridNarrowThenWide, Call.Memory.get());
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
   std::vector<int32_t> V = downloadInts(D, Out, GridElements + 4);
   // Each element once by the one block, then once by block I / 256 % 4.
   bool Right = true;
@@ -214,7 +214,7 @@ void testBarriers(Device &D) {
   // 255 * 256 / 2, scaled: exact in double.
   for (int Round = 1; Round <= 40; ++Round) {
     DeviceCall Call(D, Out.get(), Round);
-    D.run(sum, Call.Memory.get());
+    D.run(sum, "sum", Call.Memory.get());
     double Loss = Call.loss(D);
     CHECK(Loss == 32640.0 * Round);
     if (Loss != 32640.0 * Round)
@@ -226,7 +226,7 @@ void testNoBarrier(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, Block * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(squares, Call.Memory.get());
+  D.run(squares, "squares", Call.Memory.get());
   std::vector<int32_t> V = downloadInts(D, Out, Block);
   bool Right = true;
   for (int T = 0; T < Block; ++T)
@@ -240,16 +240,16 @@ void testBadLaunch(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   std::string Message;
   try {
-    D.run(badLaunch, Call.Memory.get());
+    D.run(badLaunch, "badLaunch", Call.Memory.get());
   } catch (const DeviceError &E) {
     Message = E.what();
   }
   CHECK(Message == "nnc_gpu_launch: kernel 99 does not exist (the trainer "
-                   "has 4)");
+                   "has 4) in badLaunch");
   // The launch after the failed one did not run.
   CHECK(downloadInts(D, Out, 1)[0] == 0);
   // The device is usable again for the next schedule.
-  D.run(gridNarrowThenWide, Call.Memory.get());
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
   CHECK(downloadInts(D, Out, 1)[0] == 2);
 }
 
