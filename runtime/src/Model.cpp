@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <new>
 
 using namespace nnc;
 
@@ -364,14 +363,10 @@ bool Model::allocateUndo(std::string &Err) {
     DeviceUndoState.allocate(*Dev, State.bytes());
     return true;
   }
-  try {
-    UndoParams.resize(Params.bytes());
-    UndoState.resize(State.bytes());
-  } catch (const std::bad_alloc &) {
-    Err = "out of memory for the copies of --on-nan skip-batch";
-    return false;
-  }
-  return true;
+  if (UndoParams.allocate(Params.bytes()) && UndoState.allocate(State.bytes()))
+    return true;
+  Err = "out of memory for the copies of --on-nan skip-batch";
+  return false;
 }
 
 void Model::saveUndo() {

@@ -188,7 +188,7 @@ private:
   std::vector<const void *> Inputs; ///< The same, as nnc_call::inputs.
   nnc_call Call = {};
   /// --on-nan skip-batch on the CPU: the parameters and state before a step.
-  std::vector<char> UndoParams, UndoState;
+  AlignedBuffer UndoParams, UndoState;
 
   /// With a device: the buffers that only the device uses, its copy of each
   /// input slot, and DeviceCall, which is Call with their device addresses,
