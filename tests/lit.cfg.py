@@ -30,6 +30,14 @@ if os.path.exists(os.path.join(config.nnc_source_dir, "specs", "data", "pattern"
                                "tagged-en-oanc.txt")):
     config.available_features.add("pattern")
 
+# The stub CUDA driver of the CUDA toolkit, whose every call fails with
+# CUDA_ERROR_STUB_LIBRARY: the tests of the driver's error handling put it
+# first on LD_LIBRARY_PATH as libcuda.so.1 and say `REQUIRES: cuda-stub`.
+cuda_stub = "/usr/local/cuda/lib64/stubs/libcuda.so"
+if os.path.exists(cuda_stub):
+    config.available_features.add("cuda-stub")
+    config.substitutions.append(("%cuda-stub", cuda_stub))
+
 # The libFuzzer targets of tests/fuzz live in their own build (clang-19,
 # instrumented), made by scripts/fuzz.sh --build, which scripts/test.sh runs
 # when clang-19 is installed; tests/fuzz/*.test say `REQUIRES: fuzz`. Each

@@ -8,6 +8,7 @@
 #include "Random.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 using namespace nnc;
@@ -28,33 +29,78 @@ bool AlignedBuffer::allocate(size_t Bytes) {
   return true;
 }
 
+bool MirroredBuffer::allocate(size_t N) {
+  Bytes = N;
+  return Host.allocate(N);
+}
+
+void MirroredBuffer::attach(Device &D) {
+  Copy.allocate(D, Bytes);
+  Dev = &D;
+}
+
+const void *MirroredBuffer::read() {
+  if (!HostCurrent)
+    Dev->download(Host.data(), Copy.get(), Bytes);
+  HostCurrent = true;
+  return Host.data();
+}
+
+void *MirroredBuffer::overwrite() {
+  HostCurrent = true;
+  DeviceCurrent = !Dev;
+  return Host.data();
+}
+
+void MirroredBuffer::writeBytes(size_t Offset, const void *From, size_t N) {
+  read();
+  std::memcpy(static_cast<char *>(Host.data()) + Offset, From, N);
+  if (Dev && DeviceCurrent)
+    Dev->upload(static_cast<char *>(Copy.get()) + Offset, From, N);
+}
+
+void *MirroredBuffer::device() {
+  if (!DeviceCurrent)
+    Dev->upload(Copy.get(), Host.data(), Bytes);
+  DeviceCurrent = true;
+  return Copy.get();
+}
+
 /// A * B * C, false on overflow.
 static bool mulBytes(size_t A, size_t B, size_t C, size_t &Out) {
   return !__builtin_mul_overflow(A, B, &Out) &&
          !__builtin_mul_overflow(Out, C, &Out);
 }
 
-bool Model::allocate(size_t Rows, std::string &Err) {
+bool Model::allocate(size_t Rows, Device *D, std::string &Err) {
   MaxRows = Rows;
+  Dev = D;
   size_t Elem = elementSize(M.Type);
-  size_t WorkspaceBytes, OutputBytes, ParamBytes, StateBytes;
-  bool Ok = mulBytes(size_t(M.WorkspacePerRow), Rows, 1, WorkspaceBytes) &&
-            !__builtin_add_overflow(WorkspaceBytes, size_t(M.WorkspaceFixed),
+  // The GPU code has a workspace of its own, on the device only.
+  int64_t Fixed = Dev ? Dev->program().Workspace[0] : M.WorkspaceFixed;
+  int64_t PerRow = Dev ? Dev->program().Workspace[1] : M.WorkspacePerRow;
+  size_t WorkspaceBytes = 0, OutputBytes = 0, ParamBytes = 0, StateBytes = 0;
+  bool Ok = mulBytes(size_t(PerRow), Rows, 1, WorkspaceBytes) &&
+            !__builtin_add_overflow(WorkspaceBytes, size_t(Fixed),
                                     &WorkspaceBytes) &&
             mulBytes(size_t(M.outputCapacity()), Rows, Elem, OutputBytes) &&
             mulBytes(size_t(M.ParamCount), Elem, 1, ParamBytes) &&
             mulBytes(size_t(M.StateCount), Elem, 1, StateBytes) &&
             Params.allocate(ParamBytes) && Grads.allocate(ParamBytes) &&
-            State.allocate(StateBytes) && Workspace.allocate(WorkspaceBytes) &&
+            State.allocate(StateBytes) &&
+            (Dev || Workspace.allocate(WorkspaceBytes)) &&
             Output.allocate(OutputBytes);
   SlotBuffers.resize(M.Slots.size());
   SlotPtrs.resize(M.Slots.size());
+  SlotRowBytes.resize(M.Slots.size());
   Inputs.resize(M.Slots.size());
+  std::vector<size_t> SlotBytes(M.Slots.size());
   for (size_t S = 0; Ok && S < M.Slots.size(); ++S) {
-    size_t Bytes;
-    Ok = mulBytes(size_t(M.Slots[S].width()), Rows,
-                  M.Slots[S].IsClass ? sizeof(int32_t) : Elem, Bytes) &&
-         SlotBuffers[S].allocate(Bytes);
+    Ok = mulBytes(size_t(M.Slots[S].width()),
+                  M.Slots[S].IsClass ? sizeof(int32_t) : Elem, 1,
+                  SlotRowBytes[S]) &&
+         mulBytes(SlotRowBytes[S], Rows, 1, SlotBytes[S]) &&
+         SlotBuffers[S].allocate(SlotBytes[S]);
     SlotPtrs[S] = SlotBuffers[S].data();
     Inputs[S] = SlotPtrs[S];
   }
@@ -63,19 +109,58 @@ bool Model::allocate(size_t Rows, std::string &Err) {
           " rows";
     return false;
   }
-  Call.params = Params.data();
-  Call.state = State.data();
-  Call.grads = Grads.data();
+  Call.params = Params.overwrite();
+  Call.state = State.overwrite();
+  Call.grads = Grads.overwrite();
   Call.workspace = Workspace.data();
   Call.inputs = Inputs.data();
   Call.output = Output.data();
+  if (!Dev)
+    return true;
+
+  Params.attach(*Dev);
+  State.attach(*Dev);
+  Grads.attach(*Dev);
+  DeviceWorkspace.allocate(*Dev, WorkspaceBytes);
+  DeviceOutput.allocate(*Dev, OutputBytes);
+  DeviceSlots.resize(M.Slots.size());
+  std::vector<void *> SlotAddresses(M.Slots.size());
+  for (size_t S = 0; S < M.Slots.size(); ++S) {
+    DeviceSlots[S].allocate(*Dev, SlotBytes[S]);
+    SlotAddresses[S] = DeviceSlots[S].get();
+  }
+  DeviceInputs.allocate(*Dev, sizeof(void *) * SlotAddresses.size());
+  Dev->upload(DeviceInputs.get(), SlotAddresses.data(),
+              sizeof(void *) * SlotAddresses.size());
+  CallCopy.allocate(*Dev, sizeof(nnc_call));
+  DeviceCall.params = Params.device();
+  DeviceCall.state = State.device();
+  DeviceCall.grads = Grads.device();
+  DeviceCall.workspace = DeviceWorkspace.get();
+  DeviceCall.inputs = static_cast<const void *const *>(DeviceInputs.get());
+  DeviceCall.output = DeviceOutput.get();
   return true;
+}
+
+/// Stores \p V as element \p I of an array of \p Type.
+static void storeElement(DType Type, void *Array, size_t I, double V) {
+  if (Type == DType::F32)
+    static_cast<float *>(Array)[I] = float(V);
+  else
+    static_cast<double *>(Array)[I] = V;
+}
+
+static double loadElement(DType Type, const void *Array, size_t I) {
+  if (Type == DType::F32)
+    return static_cast<const float *>(Array)[I];
+  return static_cast<const double *>(Array)[I];
 }
 
 void Model::initParams(uint64_t Seed) {
   Rng R(Seed);
   Call.seed = Seed;
-  std::memset(Params.data(), 0, size_t(M.ParamCount) * elementSize(M.Type));
+  void *Values = Params.overwrite();
+  std::memset(Values, 0, Params.bytes());
   for (const ParamTensor &P : M.Params) {
     for (int64_t I = 0; I < P.size(); ++I) {
       double V = 0;
@@ -93,10 +178,10 @@ void Model::initParams(uint64_t Seed) {
         V = 1;
         break;
       }
-      setParam(size_t(P.Offset + I), V);
+      storeElement(M.Type, Values, size_t(P.Offset + I), V);
     }
   }
-  std::memset(State.data(), 0, size_t(M.StateCount) * elementSize(M.Type));
+  std::memset(State.overwrite(), 0, State.bytes());
 }
 
 void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
@@ -105,25 +190,62 @@ void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
   ++Loads;
 }
 
+double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
+                   const char *GpuName) {
+  if (!Dev) {
+    Cpu(&Call);
+    return Call.loss;
+  }
+  Params.device();
+  State.device();
+  if (UploadedLoads != Loads) {
+    for (size_t S = 0; S < DeviceSlots.size(); ++S)
+      Dev->upload(DeviceSlots[S].get(), SlotPtrs[S],
+                  SlotRowBytes[S] * size_t(Call.batch));
+    UploadedLoads = Loads;
+  }
+  DeviceCall.batch = Call.batch;
+  DeviceCall.lr = Call.lr;
+  DeviceCall.step = Call.step;
+  DeviceCall.seed = Call.seed;
+  Dev->upload(CallCopy.get(), &DeviceCall, sizeof(DeviceCall));
+  Dev->run(Gpu, GpuName, CallCopy.get());
+  Dev->download(&Call.loss,
+                static_cast<char *>(CallCopy.get()) + offsetof(nnc_call, loss),
+                sizeof(Call.loss));
+  return Call.loss;
+}
+
 double Model::trainStep(double Lr, int64_t Step) {
   Call.lr = Lr;
   Call.step = Step;
-  nnc_train_step(&Call);
-  return Call.loss;
+  double Loss =
+      call(nnc_train_step, Dev ? Dev->program().TrainStep : nullptr,
+           "nnc_gpu_train_step");
+  Params.deviceWrote();
+  State.deviceWrote();
+  return Loss;
 }
 
 double Model::lossGrad() {
   Call.lr = 0;
   Call.step = 0;
-  nnc_loss_grad(&Call);
-  return Call.loss;
+  double Loss = call(nnc_loss_grad, Dev ? Dev->program().LossGrad : nullptr,
+                     "nnc_gpu_loss_grad");
+  Grads.deviceWrote();
+  return Loss;
 }
 
 double Model::eval() {
   Call.lr = 0;
   Call.step = 0;
-  nnc_eval(&Call);
-  return Call.loss;
+  return call(nnc_eval, Dev ? Dev->program().Eval : nullptr, "nnc_gpu_eval");
+}
+
+void Model::fetchOutput(size_t Values) {
+  if (Dev)
+    Dev->download(Output.data(), DeviceOutput.get(),
+                  Values * elementSize(M.Type));
 }
 
 /// Scores the first \p N rows of \p Output, each Positions x Classes
@@ -161,6 +283,8 @@ EvalResult Model::evaluate(const Table &T, const std::vector<size_t> &Rows) {
     size_t N = std::min(MaxRows, Rows.size() - Start);
     loadRows(T, &Rows[Start], N);
     LossSum += eval() * double(N);
+    if (Squares || Scores)
+      fetchOutput(N * Width);
     if (Squares) {
       const std::vector<double> &Y = T.Slots[size_t(Target)].Values;
       for (size_t I = 0; I < N * Width; ++I) {
@@ -184,11 +308,12 @@ EvalResult Model::evaluate(const Table &T, const std::vector<size_t> &Rows) {
 }
 
 double Model::outputAt(size_t I) const {
-  return M.Type == DType::F32 ? static_cast<const float *>(Output.data())[I]
-                              : static_cast<const double *>(Output.data())[I];
+  return loadElement(M.Type, Output.data(), I);
 }
 
-std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
+std::vector<double> Model::collect(void (*Fn)(nnc_call *),
+                                   GpuProgram::Schedule Gpu,
+                                   const char *GpuName, size_t Width,
                                    const Table &T,
                                    const std::vector<size_t> &Rows) {
   std::vector<double> Values(Rows.size() * Width);
@@ -197,7 +322,8 @@ std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
   for (size_t Start = 0; Start < Rows.size(); Start += MaxRows) {
     size_t N = std::min(MaxRows, Rows.size() - Start);
     loadRows(T, &Rows[Start], N);
-    Fn(&Call);
+    call(Fn, Gpu, GpuName);
+    fetchOutput(N * Width);
     for (size_t I = 0; I < N * Width; ++I)
       Values[Start * Width + I] = outputAt(I);
   }
@@ -206,32 +332,63 @@ std::vector<double> Model::collect(void (*Fn)(nnc_call *), size_t Width,
 
 std::vector<double> Model::predict(const Table &T,
                                    const std::vector<size_t> &Rows) {
-  return collect(nnc_predict, size_t(M.outputWidth()), T, Rows);
+  return collect(nnc_predict, Dev ? Dev->program().Predict : nullptr,
+                 "nnc_gpu_predict",
+                 size_t(M.outputWidth()), T, Rows);
 }
 
 std::vector<double> Model::probe(int Index, const Table &T,
                                  const std::vector<size_t> &Rows) {
-  return collect(nnc_probes[Index], size_t(M.Probes[size_t(Index)].width()), T,
-                 Rows);
+  return collect(nnc_probes[Index],
+                 Dev ? Dev->program().Probes[Index] : nullptr, "nnc_gpu_probes",
+                 size_t(M.Probes[size_t(Index)].width()), T, Rows);
 }
 
-double Model::param(size_t I) const {
-  if (M.Type == DType::F32)
-    return static_cast<const float *>(Params.data())[I];
-  return static_cast<const double *>(Params.data())[I];
-}
+double Model::param(size_t I) { return loadElement(M.Type, Params.read(), I); }
 
 void Model::setParam(size_t I, double V) {
-  if (M.Type == DType::F32)
-    static_cast<float *>(Params.data())[I] = float(V);
-  else
-    static_cast<double *>(Params.data())[I] = V;
+  if (M.Type == DType::F32) {
+    float F = float(V);
+    Params.writeBytes(I * sizeof(F), &F, sizeof(F));
+  } else {
+    Params.writeBytes(I * sizeof(V), &V, sizeof(V));
+  }
 }
 
-double Model::grad(size_t I) const {
-  if (M.Type == DType::F32)
-    return static_cast<const float *>(Grads.data())[I];
-  return static_cast<const double *>(Grads.data())[I];
+double Model::grad(size_t I) { return loadElement(M.Type, Grads.read(), I); }
+
+bool Model::allocateUndo(std::string &Err) {
+  if (Dev) {
+    DeviceUndoParams.allocate(*Dev, Params.bytes());
+    DeviceUndoState.allocate(*Dev, State.bytes());
+    return true;
+  }
+  if (UndoParams.allocate(Params.bytes()) && UndoState.allocate(State.bytes()))
+    return true;
+  Err = "out of memory for the copies of --on-nan skip-batch";
+  return false;
+}
+
+void Model::saveUndo() {
+  if (Dev) {
+    Dev->copy(DeviceUndoParams.get(), Params.device(), Params.bytes());
+    Dev->copy(DeviceUndoState.get(), State.device(), State.bytes());
+    return;
+  }
+  std::memcpy(UndoParams.data(), Params.read(), Params.bytes());
+  std::memcpy(UndoState.data(), State.read(), State.bytes());
+}
+
+void Model::restoreUndo() {
+  if (Dev) {
+    Dev->copy(Params.device(), DeviceUndoParams.get(), Params.bytes());
+    Dev->copy(State.device(), DeviceUndoState.get(), State.bytes());
+    Params.deviceWrote();
+    State.deviceWrote();
+    return;
+  }
+  std::memcpy(Params.overwrite(), UndoParams.data(), Params.bytes());
+  std::memcpy(State.overwrite(), UndoState.data(), State.bytes());
 }
 
 /// Whether Values[0, N) holds a NaN or an infinity: an exponent of all ones.
@@ -254,16 +411,17 @@ static bool anyNonFinite(DType Type, const void *Values, size_t N) {
   return anyNonFinite<double, uint64_t, 0x7ff0000000000000ull>(Values, N);
 }
 
-int Model::firstNonFiniteParam() const {
+int Model::firstNonFiniteParam() {
   // Gaps between tensors are zeros, so one pass over the whole array tells
   // whether any tensor needs to be looked at.
-  if (!anyNonFinite(M.Type, Params.data(), size_t(M.ParamCount)))
+  const void *Values = Params.read();
+  if (!anyNonFinite(M.Type, Values, size_t(M.ParamCount)))
     return -1;
   size_t Elem = elementSize(M.Type);
   for (size_t I = 0; I < M.Params.size(); ++I) {
     const ParamTensor &P = M.Params[I];
     if (anyNonFinite(M.Type,
-                     static_cast<const char *>(Params.data()) +
+                     static_cast<const char *>(Values) +
                          size_t(P.Offset) * Elem,
                      size_t(P.size())))
       return int(I);

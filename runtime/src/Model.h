@@ -7,7 +7,8 @@
 /// \file
 /// The memory of one model (parameters, optimizer state, gradients,
 /// workspace, the row buffers of its inputs and its output), allocated once
-/// up front, and the four entry points of the generated object called on it.
+/// up front, and the entry points of the generated object called on it: its
+/// CPU code, or its GPU code on a Device.
 ///
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +16,7 @@
 #define NNC_RUNTIME_MODEL_H
 
 #include "Dataset.h"
+#include "Gpu.h"
 #include "Manifest.h"
 
 #include "nnc/runtime.h"
@@ -41,6 +43,39 @@ private:
   std::unique_ptr<void, Free> Data;
 };
 
+/// An array on the host that, when the calls run on a device, has a copy
+/// there too. Each side knows whether it holds the latest values, and a copy
+/// moves only when the side about to be used is behind; so the parameters
+/// and the optimizer state stay on the device while training, and come down
+/// only when the host reads them.
+class MirroredBuffer {
+public:
+  /// The host array, zeroed.
+  bool allocate(size_t Bytes);
+  /// The copy on \p D, zeroed too.
+  void attach(Device &D);
+  size_t bytes() const { return Bytes; }
+
+  /// The latest values, on the host.
+  const void *read();
+  /// The host array, for the caller to rewrite whole.
+  void *overwrite();
+  /// Writes \p N bytes at \p Offset on the host, and on the device when its
+  /// copy is otherwise current (so that it stays current).
+  void writeBytes(size_t Offset, const void *From, size_t N);
+  /// The latest values, on the device.
+  void *device();
+  /// The device changed the copy there.
+  void deviceWrote() { HostCurrent = !Dev; }
+
+private:
+  AlignedBuffer Host;
+  DeviceBuffer Copy;
+  Device *Dev = nullptr;
+  size_t Bytes = 0;
+  bool HostCurrent = true, DeviceCurrent = true;
+};
+
 /// Loss and accuracy of the model over a set of rows.
 struct EvalResult {
   double Loss = 0;     ///< Mean over the rows of each call's loss.
@@ -56,8 +91,14 @@ class Model {
 public:
   explicit Model(const Manifest &M) : M(M) {}
 
-  /// Allocates every buffer for calls of up to \p MaxRows rows.
-  bool allocate(size_t MaxRows, std::string &Err);
+  /// Allocates every buffer for calls of up to \p MaxRows rows. With a
+  /// device \p Dev, the calls run there (through the GPU code's launch
+  /// schedules), on device copies of every buffer: the workspace is sized
+  /// by nnc_gpu_workspace, and the host keeps what it reads and writes.
+  /// Throws DeviceError when the device fails.
+  bool allocate(size_t MaxRows, Device *Dev, std::string &Err);
+  /// The device the calls run on; null for the CPU code.
+  Device *device() const { return Dev; }
 
   /// Initialises the parameters per their `param` records, drawing from a
   /// generator seeded with \p Seed in record order, and zeroes the state.
@@ -67,7 +108,8 @@ public:
   /// Copies Rows[0, N) of \p T into the input buffers for the next call.
   void loadRows(const Table &T, const size_t *Rows, size_t N);
   /// How many times loadRows has run: while it is unchanged, the rows
-  /// loaded last are still in the input buffers (calls do not write them).
+  /// loaded last are still in the input buffers (calls do not write them),
+  /// on the device too once a call has uploaded them.
   uint64_t loads() const { return Loads; }
 
   /// The calls into generated code on the rows loaded last; each returns
@@ -86,38 +128,76 @@ public:
                             const std::vector<size_t> &Rows);
 
   size_t maxRows() const { return MaxRows; }
+  /// The parameters and the optimizer state as the host sees them: read*()
+  /// brings them up to date first (a download when the device has changed
+  /// them); overwrite*() is for rewriting them whole, after which the next
+  /// call on the device uploads them.
+  const void *readParams() { return Params.read(); }
+  void *overwriteParams() { return Params.overwrite(); }
+  const void *readState() { return State.read(); }
+  void *overwriteState() { return State.overwrite(); }
+  size_t paramBytes() const { return Params.bytes(); }
+  size_t stateBytes() const { return State.bytes(); }
   /// Parameter and gradient element I, as double whatever the dtype.
-  double param(size_t I) const;
+  double param(size_t I);
+  /// Writes through to the device: the gradient check's perturbations move
+  /// one element each.
   void setParam(size_t I, double V);
-  double grad(size_t I) const;
-  const void *paramData() const { return Params.data(); }
-  void *paramData() { return Params.data(); }
-  void *stateData() { return State.data(); }
-  size_t paramBytes() const { return size_t(M.ParamCount) * elementSize(M.Type); }
-  size_t stateBytes() const { return size_t(M.StateCount) * elementSize(M.Type); }
+  double grad(size_t I);
   /// The seed of the dropout masks (initParams sets it).
   void setSeed(uint64_t Seed) { Call.seed = Seed; }
 
+  /// --on-nan skip-batch: room for one copy of the parameters and the
+  /// state (on the device when the calls run there, so that the copies never
+  /// leave it), made before each step by saveUndo() and put back by
+  /// restoreUndo().
+  bool allocateUndo(std::string &Err);
+  void saveUndo();
+  void restoreUndo();
+
   /// The first parameter tensor, in `param` record order, holding a NaN or
   /// an infinity, as an index into M.Params; -1 when all are finite. One
-  /// pass over the parameters when they are finite.
-  int firstNonFiniteParam() const;
+  /// pass over the parameters when they are finite (on a device, after
+  /// downloading them).
+  int firstNonFiniteParam();
 
 private:
+  /// Runs \p Cpu on the host buffers, or \p Gpu (named \p GpuName, for
+  /// messages) on the device's.
+  double call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
+              const char *GpuName);
+  /// From a device: the first \p Values elements of the output.
+  void fetchOutput(size_t Values);
   /// Element I of the output buffer, as double.
   double outputAt(size_t I) const;
-  /// Runs \p Fn over \p Rows in chunks, gathering Width outputs per row.
-  std::vector<double> collect(void (*Fn)(nnc_call *), size_t Width,
-                              const Table &T, const std::vector<size_t> &Rows);
+  /// Runs \p Fn (\p Gpu on a device) over \p Rows in chunks, gathering
+  /// Width outputs per row.
+  std::vector<double> collect(void (*Fn)(nnc_call *), GpuProgram::Schedule Gpu,
+                              const char *GpuName, size_t Width, const Table &T,
+                              const std::vector<size_t> &Rows);
 
   const Manifest &M;
+  Device *Dev = nullptr;
   size_t MaxRows = 0;
-  AlignedBuffer Params, State, Grads, Workspace, Output;
+  MirroredBuffer Params, State, Grads;
+  AlignedBuffer Workspace, Output; ///< No host workspace with a device.
   std::vector<AlignedBuffer> SlotBuffers;
   std::vector<void *> SlotPtrs;     ///< SlotBuffers' memory, to write rows.
+  std::vector<size_t> SlotRowBytes; ///< Bytes of one row of each slot.
   uint64_t Loads = 0;
   std::vector<const void *> Inputs; ///< The same, as nnc_call::inputs.
   nnc_call Call = {};
+  /// --on-nan skip-batch on the CPU: the parameters and state before a step.
+  AlignedBuffer UndoParams, UndoState;
+
+  /// With a device: the buffers that only the device uses, its copy of each
+  /// input slot, and DeviceCall, which is Call with their device addresses,
+  /// uploaded to CallCopy before every call.
+  DeviceBuffer DeviceWorkspace, DeviceOutput, DeviceInputs, CallCopy;
+  DeviceBuffer DeviceUndoParams, DeviceUndoState;
+  std::vector<DeviceBuffer> DeviceSlots;
+  nnc_call DeviceCall = {};
+  uint64_t UploadedLoads = 0; ///< loads() when the inputs went up last.
 };
 
 } // namespace nnc

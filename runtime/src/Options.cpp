@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Options.h"
+#include "Gpu.h"
 #include "Numbers.h"
 #include "Plot.h"
 #include "ThreadPool.h"
@@ -94,6 +95,17 @@ bool setOption(std::string_view Name, std::string_view Value, Options &O,
       Err = invalid(Name, Value, "'stop' or 'skip-batch'");
       return false;
     }
+  } else if (Name == "device") {
+    if (Value == "auto") {
+      O.Device = DeviceChoice::Auto;
+    } else if (Value == "cpu") {
+      O.Device = DeviceChoice::Cpu;
+    } else if (Value == "cuda") {
+      O.Device = DeviceChoice::Cuda;
+    } else {
+      Err = invalid(Name, Value, "'auto', 'cpu' or 'cuda'");
+      return false;
+    }
   } else if (Name == "plot") {
     if (!plotFormatFor(Value)) {
       Err = "invalid value '" + std::string(Value) +
@@ -126,13 +138,14 @@ const char *const ValueOptions[] = {
     "epochs",     "lr",         "batch",   "seed",           "split-seed",
     "data",       "save",       "plot",    "gradcheck-rows", "gradcheck-tol",
     "threads",    "log-json",   "checkpoint", "checkpoint-every", "resume",
-    "on-nan"};
+    "on-nan",     "device"};
 const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
                                    "quiet"};
 /// The predict command's options: the data options say how the training
 /// split was made, which fixes the standardization and the vocabulary.
-const char *const PredictValueOptions[] = {"weights", "input", "output",
-                                           "data", "split-seed", "threads"};
+const char *const PredictValueOptions[] = {"weights",    "input",   "output",
+                                           "data",       "split-seed",
+                                           "threads",    "device"};
 const char *const PredictFlagOptions[] = {"help"};
 
 template <size_t N>
@@ -277,6 +290,20 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
   std::fprintf(Out, "  --threads N           worker threads (default: all %d cores "
                     "this process may use)\n",
                availableCores());
+  GpuProgram Gpu = trainerGpuProgram();
+  std::fprintf(Out,
+               "  --device auto|cpu|cuda\n"
+               "                        where to run: the GPU when there is "
+               "one, else the CPU\n"
+               "                        (auto, the default); the CPU; the "
+               "GPU or nothing (cuda)\n"
+               "                        %s\n",
+               !Gpu.hasGpuCode() ? "(this trainer: CPU code only, no "
+                                   "--target=cuda)"
+               : Gpu.SimKernels  ? "(this trainer: a simulated GPU, "
+                                   "--target=cuda-sim)"
+                                 : "(this trainer: CUDA kernels and CPU "
+                                   "code)");
   std::fprintf(Out, "  --speed               print the rows per second of the "
                     "training steps\n");
   std::fprintf(Out, "  --quiet               print no progress and no epoch "
@@ -325,7 +352,9 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                "'%s predict --help' describes the predict command.\n"
                "Exit status: 0 success, 1 usage error or failed gradient "
                "check,\n"
-               "2 data or file error, 4 loss or parameters not finite,\n"
+               "2 data or file error, 3 no usable GPU for --device cuda or a "
+               "GPU failure,\n"
+               "4 loss or parameters not finite,\n"
                "130 or 143 stopped by SIGINT or SIGTERM (after saving the "
                "checkpoint).\n",
                Prog);
@@ -346,7 +375,9 @@ void nnc::printPredictUsage(FILE *Out, const char *Prog, const Manifest &M) {
       "  --output FILE         where to write the CSV (default: stdout)\n"
       "  --data FILE           the training data, for the %s (default %s)\n"
       "  --split-seed N        the split seed of training (default %llu)\n"
-      "  --threads N           worker threads\n",
+      "  --threads N           worker threads\n"
+      "  --device auto|cpu|cuda\n"
+      "                        where to run (as in training: see --help)\n",
       Prog, M.Model.c_str(),
       Text ? "one sentence per line"
            : "CSV with a header; the training columns, label columns "

@@ -21,6 +21,10 @@
 
 namespace nnc {
 
+/// --device: where the calls run. Auto: the GPU when the trainer has GPU
+/// code and a GPU is there, else the CPU; Cuda: the GPU or an error.
+enum class DeviceChoice { Auto, Cpu, Cuda };
+
 struct Options {
   int64_t Epochs = 0;
   double Lr = 0;
@@ -45,6 +49,7 @@ struct Options {
   /// What a non-finite loss or parameter does: stop the run, or undo the
   /// step and go on with the next batch.
   enum class NanAction { Stop, SkipBatch } OnNan = NanAction::Stop;
+  DeviceChoice Device = DeviceChoice::Auto;
 
   /// `predict`: the trainer's second command.
   bool Predict = false;

@@ -6,9 +6,11 @@
 //
 // Reads the manifest and the command line, loads and splits the data, then
 // either trains (the epoch loop, reports, the weights file) or runs the
-// gradient check, or predicts. Exit statuses: 0 success, 1 usage error or
-// failed gradient check, 2 data, manifest or file error, 4 loss or parameters
-// not finite, 128 + the signal number when SIGINT or SIGTERM stopped training.
+// gradient check, or predicts, with the CPU code or, when the trainer has GPU
+// code and --device lets it, on a GPU. Exit statuses: 0 success, 1 usage
+// error or failed gradient check, 2 data, manifest or file error, 3 no usable
+// GPU for --device cuda or a GPU failure, 4 loss or parameters not finite,
+// 128 + the signal number when SIGINT or SIGTERM stopped training.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,6 +18,7 @@
 #include "Cluster.h"
 #include "Csv.h"
 #include "Dataset.h"
+#include "Gpu.h"
 #include "GradCheck.h"
 #include "Idx.h"
 #include "Interrupt.h"
@@ -53,6 +56,7 @@ enum ExitStatus {
   ExitSuccess = 0,
   ExitUsage = 1,
   ExitData = 2,
+  ExitDevice = 3,
   ExitNonFinite = 4,
   ExitSignal = 128 ///< Plus the signal's number, as a shell reports it.
 };
@@ -154,10 +158,17 @@ private:
   /// --resume: the parameters, state, order and position of a checkpoint.
   bool resume(std::string &Err);
   bool saveCheckpoint(std::string &Err);
+  /// "at epoch E, step S", where training is.
+  std::string where() const;
   /// A non-finite loss or parameter after a step: stops the run with a
   /// message (the status to return), or, with --on-nan skip-batch, undoes
   /// the step and returns 0.
   int nonFinite(double Loss, int BadParam, size_t Rows);
+  /// On a device, where a step checks only the loss: the parameters, at the
+  /// end of an epoch and before a checkpoint. 0, or the status to stop with.
+  int checkDeviceParams();
+  /// After an error that stops training: where the last good state is.
+  void noteLastCheckpoint();
   /// SIGINT or SIGTERM: saves a checkpoint when asked to, says so, and
   /// returns the exit status.
   int interrupted();
@@ -191,8 +202,6 @@ private:
   std::chrono::steady_clock::time_point Start;
   double StepSeconds = 0; ///< In loadRows and trainStep: what --speed reports.
   uint64_t RowsTrained = 0; ///< By this process.
-  /// --on-nan skip-batch: the parameters and state before the step.
-  std::vector<char> SavedParams, SavedState;
   std::string LastCheckpoint; ///< "FILE (epoch E, step S)", or empty.
 };
 
@@ -487,8 +496,8 @@ bool Trainer::resume(std::string &Err) {
   }
   Seed = C.Seed;
   Mod.setSeed(Seed);
-  std::memcpy(Mod.paramData(), C.Params.data(), C.Params.size());
-  std::memcpy(Mod.stateData(), C.State.data(), C.State.size());
+  std::memcpy(Mod.overwriteParams(), C.Params.data(), C.Params.size());
+  std::memcpy(Mod.overwriteState(), C.State.data(), C.State.size());
   Shuffler.setState(C.Shuffler);
   Order.assign(C.Order.begin(), C.Order.end());
   Pos.Epoch = int64_t(C.Epochs) + 1;
@@ -521,9 +530,9 @@ bool Trainer::saveCheckpoint(std::string &Err) {
   C.LossRows = Pos.LossRows;
   C.Shuffler = Shuffler.state();
   C.Order.assign(Order.begin(), Order.end());
-  C.Params = std::string_view(static_cast<const char *>(Mod.paramData()),
+  C.Params = std::string_view(static_cast<const char *>(Mod.readParams()),
                               Mod.paramBytes());
-  C.State = std::string_view(static_cast<const char *>(Mod.stateData()),
+  C.State = std::string_view(static_cast<const char *>(Mod.readState()),
                              Mod.stateBytes());
   if (!writeCheckpoint(O.Checkpoint, M, C, Err))
     return false;
@@ -532,37 +541,74 @@ bool Trainer::saveCheckpoint(std::string &Err) {
   return true;
 }
 
+std::string Trainer::where() const {
+  return "at epoch " + std::to_string(Pos.Epoch) + ", step " +
+         std::to_string(Pos.Step);
+}
+
+void Trainer::noteLastCheckpoint() {
+  if (!LastCheckpoint.empty())
+    std::fprintf(stderr, "%s: note: the last good checkpoint is %s\n", Prog,
+                 LastCheckpoint.c_str());
+}
+
 int Trainer::nonFinite(double Loss, int BadParam, size_t Rows) {
-  char Where[96];
-  std::snprintf(Where, sizeof(Where), "at epoch %lld, step %lld",
-                (long long)Pos.Epoch, (long long)Pos.Step);
+  bool OnDevice = Mod.device() != nullptr;
   std::string What;
   if (!std::isfinite(Loss)) {
-    What = std::string("loss is ") + nonFiniteName(Loss) + " " + Where;
-    What += BadParam < 0 ? " (the parameters are finite)"
-                         : " (the parameters were finite before the step; "
-                           "the first non-finite after it: " +
-                               M.Params[size_t(BadParam)].Name + ")";
+    What = std::string("loss is ") + nonFiniteName(Loss) + " " + where();
+    if (BadParam < 0)
+      What += " (the parameters are finite)";
+    else if (OnDevice) // The parameters before the step were not checked.
+      What += " (the first non-finite parameter after it: " +
+              M.Params[size_t(BadParam)].Name + ")";
+    else
+      What += " (the parameters were finite before the step; the first "
+              "non-finite after it: " +
+              M.Params[size_t(BadParam)].Name + ")";
   } else {
     What = "parameter " + M.Params[size_t(BadParam)].Name +
-           " is not finite after the update " + Where + " (the loss, " +
+           " is not finite after the update " + where() + " (the loss, " +
            formatValue(Loss) + ", was finite)";
   }
   Live.clear();
   if (O.OnNan == Options::NanAction::SkipBatch) {
-    std::memcpy(Mod.paramData(), SavedParams.data(), SavedParams.size());
-    std::memcpy(Mod.stateData(), SavedState.data(), SavedState.size());
-    --Pos.Step; // The next batch takes the step's number.
-    std::fprintf(stderr,
-                 "%s: warning: %s: batch of %zu rows skipped, parameters and "
-                 "optimizer state restored\n",
-                 Prog, What.c_str(), Rows);
-    return 0;
+    Mod.restoreUndo();
+    // On a device, the parameters that the step started from have not been
+    // checked yet; when they are not finite, undoing the step is no help.
+    int Before = OnDevice ? Mod.firstNonFiniteParam() : -1;
+    if (Before < 0) {
+      --Pos.Step; // The next batch takes the step's number.
+      std::fprintf(stderr,
+                   "%s: warning: %s: batch of %zu rows skipped, parameters "
+                   "and optimizer state restored\n",
+                   Prog, What.c_str(), Rows);
+      return 0;
+    }
+    What += "; the parameters before the step are not finite either (" +
+            M.Params[size_t(Before)].Name +
+            "; on the GPU a step checks only the loss), so skipping the "
+            "batch does not help";
   }
   error(ExitNonFinite, Prog, What);
-  if (!LastCheckpoint.empty())
-    std::fprintf(stderr, "%s: note: the last good checkpoint is %s\n", Prog,
-                 LastCheckpoint.c_str());
+  noteLastCheckpoint();
+  return ExitNonFinite;
+}
+
+int Trainer::checkDeviceParams() {
+  if (!Mod.device())
+    return 0;
+  int Bad = Mod.firstNonFiniteParam();
+  if (Bad < 0)
+    return 0;
+  Live.clear();
+  error(ExitNonFinite, Prog,
+        "parameter " + M.Params[size_t(Bad)].Name + " is not finite " +
+            where() +
+            " (every loss was finite; on the GPU the parameters are checked "
+            "at the end of each epoch and before a checkpoint, not after "
+            "every step)");
+  noteLastCheckpoint();
   return ExitNonFinite;
 }
 
@@ -580,6 +626,10 @@ int Trainer::interrupted() {
     std::fprintf(stderr, "%s; nothing saved (no --checkpoint)\n", Where);
     return ExitSignal + Signal;
   }
+  if (int Status = checkDeviceParams()) {
+    std::fprintf(stderr, "%s; nothing saved\n", Where);
+    return Status;
+  }
   std::string Err;
   if (!saveCheckpoint(Err)) {
     std::fprintf(stderr, "%s\n", Where);
@@ -596,11 +646,14 @@ int Trainer::train() {
   bool WholeBatch = BatchRows >= Order.size();
   uint64_t Resident = ~uint64_t(0); // Mod.loads() once the whole batch is loaded.
   bool Skip = O.OnNan == Options::NanAction::SkipBatch;
-  if (Skip) {
-    SavedParams.resize(Mod.paramBytes());
-    SavedState.resize(Mod.stateBytes());
-  }
   std::string Err;
+  if (Skip && !Mod.allocateUndo(Err))
+    return error(ExitData, Prog, Err);
+  // The NaN guard checks the loss after every step, and on the CPU the
+  // parameters too. On a device that pass would download them at every
+  // step: they are checked there when the loss is not finite, at the end of
+  // each epoch, and before a checkpoint.
+  bool ParamsEveryStep = !Mod.device();
   while (Pos.Epoch <= O.Epochs) {
     if (Pos.Offset == 0 && M.Shuffle && !WholeBatch)
       Shuffler.shuffle(Order.data(), Order.size());
@@ -611,12 +664,12 @@ int Trainer::train() {
         Mod.loadRows(T, &Order[Pos.Offset], N);
         Resident = Mod.loads();
       }
-      if (Skip) {
-        std::memcpy(SavedParams.data(), Mod.paramData(), SavedParams.size());
-        std::memcpy(SavedState.data(), Mod.stateData(), SavedState.size());
-      }
+      if (Skip)
+        Mod.saveUndo();
       double Loss = Mod.trainStep(O.Lr, ++Pos.Step);
-      int BadParam = Mod.firstNonFiniteParam();
+      int BadParam = ParamsEveryStep || !std::isfinite(Loss)
+                         ? Mod.firstNonFiniteParam()
+                         : -1;
       // The guard's pass over the parameters is part of a step's cost.
       StepSeconds += std::chrono::duration<double>(
                          std::chrono::steady_clock::now() - StepStart)
@@ -642,6 +695,8 @@ int Trainer::train() {
                        " was skipped (--on-nan skip-batch): the loss or "
                        "the parameters are not finite at any step");
     }
+    if (int Status = checkDeviceParams())
+      return Status;
     int64_t Epoch = Pos.Epoch;
     double Loss = Pos.LossSum / double(Pos.LossRows);
     Pos = {Epoch + 1, 0, Pos.Step, 0, 0};
@@ -672,6 +727,8 @@ int Trainer::run() {
         S.Train.size(), S.Test.size());
     if (Label >= 0)
       out(", %lld classes", (long long)M.Slots[Label].Classes);
+    if (Mod.device())
+      out(", %s", Mod.device()->name().c_str());
     out("\n");
   }
   for (const Metric &Met : M.Metrics)
@@ -695,7 +752,14 @@ int Trainer::run() {
                                                          Order.size()));
   Start = std::chrono::steady_clock::now();
   catchInterrupts();
-  if (int Status = train())
+  int Status;
+  try {
+    Status = train();
+  } catch (const DeviceError &) {
+    Live.clear(); // main() says what failed.
+    throw;
+  }
+  if (Status)
     return Status;
   releaseInterrupts();
 
@@ -703,12 +767,16 @@ int Trainer::run() {
     out("training took %.3f s\n",
         std::chrono::duration<double>(std::chrono::steady_clock::now() - Start)
             .count());
-  if (O.Speed && RowsTrained > 0)
+  if (O.Speed && RowsTrained > 0) {
+    std::string Where = Mod.device() ? Mod.device()->name()
+                                     : std::to_string(threadCount()) +
+                                           " threads";
     out("speed: %.0f rows/s, %.3f s in training steps (%llu epochs x %zu "
-        "rows, %d threads)\n",
+        "rows, %s)\n",
         double(RowsTrained) / StepSeconds, StepSeconds,
         (unsigned long long)(RowsTrained / Order.size()), Order.size(),
-        threadCount());
+        Where.c_str());
+  }
   if (M.PrintWeights)
     printWeights();
 
@@ -732,10 +800,50 @@ int Trainer::run() {
       return error(ExitData, Prog, Err);
     out("plot written to %s\n", O.Plot.c_str());
   }
-  if (!writeWeights(O.Save, M, Mod.paramData(), Err))
+  if (!writeWeights(O.Save, M, Mod.readParams(), Err))
     return error(ExitData, Prog, Err);
   out("weights saved to %s\n", O.Save.c_str());
   return ExitSuccess;
+}
+
+/// --device: the device to run on, or null for the CPU code (Dev). With
+/// --device auto, a GPU trainer that finds no usable GPU says so in a note
+/// and runs its CPU code; with --device cuda that is an error. Returns 0 or
+/// the status to exit with.
+int selectDevice(const Options &O, std::unique_ptr<Device> &Dev) {
+  if (O.Device == DeviceChoice::Cpu)
+    return ExitSuccess;
+  GpuProgram P = trainerGpuProgram();
+  if (!P.hasGpuCode()) {
+    if (O.Device == DeviceChoice::Auto)
+      return ExitSuccess;
+    return error(ExitDevice, Prog,
+                 "--device cuda: this trainer was built without "
+                 "--target=cuda; it has CPU code only");
+  }
+  std::string Why;
+  Dev = openGpu(P, Why);
+  if (Dev)
+    return ExitSuccess;
+  // The reason's first line goes in the message; the PTX compiler's log, if
+  // any, follows it.
+  size_t LineEnd = std::min(Why.find('\n'), Why.size());
+  std::string Log = Why.substr(LineEnd);
+  Why.resize(LineEnd);
+  int Status = ExitSuccess;
+  if (O.Device == DeviceChoice::Cuda)
+    Status = error(ExitDevice, Prog,
+                   "--device cuda: no usable CUDA device (" + Why + ")");
+  else
+    std::fprintf(stderr,
+                 "%s: note: no usable CUDA device (%s); %s on the CPU\n", Prog,
+                 Why.c_str(),
+                 O.Predict     ? "predicting"
+                 : O.GradCheck ? "checking the gradients"
+                               : "training");
+  if (!Log.empty())
+    std::fprintf(stderr, "%s\n", Log.c_str() + 1);
+  return Status;
 }
 
 int runMain(int Argc, char **Argv) {
@@ -763,6 +871,11 @@ int runMain(int Argc, char **Argv) {
     printSummary(M);
     return ExitSuccess;
   }
+  // Before the data are loaded, so that a missing GPU is told at once. The
+  // device outlives the model, whose buffers are on it.
+  std::unique_ptr<Device> Dev;
+  if (int Status = selectDevice(O, Dev))
+    return Status;
 
   Table T;
   TextRows Words;
@@ -828,11 +941,11 @@ int runMain(int Argc, char **Argv) {
     MaxRows = std::min(ChunkRows, T.Rows);
   setThreadCount(int(O.Threads ? O.Threads : availableCores()));
   Model Mod(M);
-  if (!Mod.allocate(MaxRows, Err))
+  if (!Mod.allocate(MaxRows, Dev.get(), Err))
     return error(ExitData, Prog, Err);
 
   if (O.Predict) {
-    if (!loadWeights(O.Weights, M, Mod.paramData(), Err) ||
+    if (!loadWeights(O.Weights, M, Mod.overwriteParams(), Err) ||
         !writePredictions(M, Mod, T, Words, FirstNew, O.Output, Err))
       return error(ExitData, Prog, Err);
     return ExitSuccess;
@@ -852,5 +965,9 @@ int main(int Argc, char **Argv) {
   } catch (const std::bad_alloc &) {
     std::fprintf(stderr, "%s: error: out of memory\n", Prog);
     return ExitData;
+  } catch (const DeviceError &E) {
+    // A GPU that failed during the run: a kernel fault, its memory full.
+    std::fprintf(stderr, "%s: error: GPU: %s\n", Prog, E.what());
+    return ExitDevice;
   }
 }

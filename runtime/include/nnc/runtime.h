@@ -65,12 +65,12 @@ void nnc_parallel_for(int64_t count,
  * Every kernel takes one argument: a pointer, in device memory, to an
  * nnc_call whose buffers (params, state, grads, workspace, output, the
  * inputs array and every input it points to) are device memory too. The
- * workspace is nnc_cuda_workspace[0] + nnc_cuda_workspace[1] * batch bytes
+ * workspace is nnc_gpu_workspace[0] + nnc_gpu_workspace[1] * batch bytes
  * (not the manifest's, which is the CPU code's). A kernel writes `loss`
  * into that nnc_call; it writes no other field.
  *
- * A graph's launch schedule (nnc_cuda_train_step, ...) calls
- * nnc_cuda_launch once per kernel, in order; each launch starts after the
+ * A graph's launch schedule (nnc_gpu_train_step, ...) calls
+ * nnc_gpu_launch once per kernel, in order; each launch starts after the
  * one before it has finished (one stream). Its `device` argument is passed
  * through from the runtime untouched.
  *===----------------------------------------------------------------------===*/

@@ -1,0 +1,302 @@
+//===- CudaDevice.cpp - A GPU through the CUDA driver API -----------------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+//
+// The driver is opened with dlopen("libcuda.so.1") when a GPU trainer starts,
+// not linked, so that the same binary runs where there is no CUDA at all.
+// The few types and constants of cuda.h it needs are declared here, so that
+// the runtime builds without the CUDA toolkit. Every call's status is
+// checked; a failure names the call and the driver's name and description
+// of the error.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Gpu.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+using namespace nnc;
+
+namespace {
+
+// From cuda.h (the driver API, stable since CUDA 4.0; the _v2 entry points
+// are the 64-bit ones that cuda.h maps the plain names to).
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = struct CUctx_st *;
+using CUmodule = struct CUmod_st *;
+using CUfunction = struct CUfunc_st *;
+using CUstream = struct CUstream_st *;
+using CUjit_option = int;
+constexpr CUresult CUDA_SUCCESS = 0;
+constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
+constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+
+/// Names of the errors that a driver may be unable to name itself: the
+/// stub library that the CUDA toolkit ships for linking answers every
+/// call, cuGetErrorName included, with CUDA_ERROR_STUB_LIBRARY.
+struct KnownError {
+  CUresult Code;
+  const char *Name;
+  const char *Description;
+};
+constexpr KnownError KnownErrors[] = {
+    {3, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {34, "CUDA_ERROR_STUB_LIBRARY",
+     "CUDA driver is a stub library: no NVIDIA driver is installed"},
+    {35, "CUDA_ERROR_INSUFFICIENT_DRIVER",
+     "the driver is older than the CUDA runtime"},
+    {100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+};
+
+/// The driver functions used, looked up by name.
+struct Driver {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuGetErrorName)(CUresult, const char **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRelease)(CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuCtxSynchronize)();
+  CUresult (*cuModuleLoadDataEx)(CUmodule *, const void *, unsigned,
+                                 CUjit_option *, void **);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuMemAlloc_v2)(CUdeviceptr *, size_t);
+  CUresult (*cuMemFree_v2)(CUdeviceptr);
+  CUresult (*cuMemcpyHtoD_v2)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH_v2)(void *, CUdeviceptr, size_t);
+  CUresult (*cuMemcpyDtoD_v2)(CUdeviceptr, CUdeviceptr, size_t);
+  CUresult (*cuMemsetD8_v2)(CUdeviceptr, unsigned char, size_t);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, unsigned, unsigned, CUstream,
+                             void **, void **);
+
+  /// Opens libcuda.so.1 and finds every function; false with Why.
+  bool load(std::string &Why);
+  /// "CUDA_ERROR_X (description)" for \p R.
+  std::string describe(CUresult R) const;
+  /// Throws DeviceError naming \p Call unless \p R is success.
+  void check(CUresult R, const char *Call) const {
+    if (R != CUDA_SUCCESS)
+      throw DeviceError(std::string(Call) + " failed: " + describe(R));
+  }
+};
+
+bool Driver::load(std::string &Why) {
+  // The driver stays loaded for the life of the process: unloading it at
+  // exit gains nothing and races with its own threads.
+  void *Lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!Lib) {
+    Why = dlerror();
+    return false;
+  }
+  bool Ok = true;
+  auto Find = [&](auto &Fn, const char *Name) {
+    Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(
+        dlsym(Lib, Name));
+    if (!Fn && Ok) {
+      Why = std::string("libcuda.so.1 has no ") + Name +
+            " (a driver older than CUDA 6?)";
+      Ok = false;
+    }
+  };
+#define NNC_FIND(Name) Find(Name, #Name)
+  NNC_FIND(cuInit);
+  NNC_FIND(cuGetErrorName);
+  NNC_FIND(cuGetErrorString);
+  NNC_FIND(cuDeviceGetCount);
+  NNC_FIND(cuDeviceGet);
+  NNC_FIND(cuDeviceGetName);
+  NNC_FIND(cuDeviceGetAttribute);
+  NNC_FIND(cuDevicePrimaryCtxRetain);
+  NNC_FIND(cuDevicePrimaryCtxRelease);
+  NNC_FIND(cuCtxSetCurrent);
+  NNC_FIND(cuCtxSynchronize);
+  NNC_FIND(cuModuleLoadDataEx);
+  NNC_FIND(cuModuleUnload);
+  NNC_FIND(cuModuleGetFunction);
+  NNC_FIND(cuMemAlloc_v2);
+  NNC_FIND(cuMemFree_v2);
+  NNC_FIND(cuMemcpyHtoD_v2);
+  NNC_FIND(cuMemcpyDtoH_v2);
+  NNC_FIND(cuMemcpyDtoD_v2);
+  NNC_FIND(cuMemsetD8_v2);
+  NNC_FIND(cuLaunchKernel);
+#undef NNC_FIND
+  return Ok;
+}
+
+std::string Driver::describe(CUresult R) const {
+  const char *Name = nullptr, *Text = nullptr;
+  if (cuGetErrorName(R, &Name) != CUDA_SUCCESS || !Name) {
+    Name = nullptr;
+    for (const KnownError &K : KnownErrors)
+      if (K.Code == R) {
+        Name = K.Name;
+        Text = K.Description;
+      }
+  } else if (cuGetErrorString(R, &Text) != CUDA_SUCCESS) {
+    Text = nullptr;
+  }
+  std::string S = Name ? Name : "CUDA error " + std::to_string(R);
+  return Text ? S + " (" + Text + ")" : S;
+}
+
+CUdeviceptr devicePtr(const void *P) { return CUdeviceptr(uintptr_t(P)); }
+
+class CudaDevice final : public Device {
+public:
+  CudaDevice(const GpuProgram &P, const Driver &D) : Device(P), Cu(D) {}
+  ~CudaDevice() override;
+
+  /// Everything after the driver is loaded: the first device, its primary
+  /// context, and the module with the kernels. Throws DeviceError.
+  void open();
+
+  std::string name() const override { return Name; }
+  void *allocate(size_t Bytes) override;
+  void release(void *Ptr) noexcept override {
+    Cu.cuMemFree_v2(devicePtr(Ptr));
+  }
+  void upload(void *To, const void *From, size_t Bytes) override {
+    Cu.check(Cu.cuMemcpyHtoD_v2(devicePtr(To), From, Bytes),
+             "cuMemcpyHtoD_v2");
+  }
+  void download(void *To, const void *From, size_t Bytes) override {
+    Cu.check(Cu.cuMemcpyDtoH_v2(To, devicePtr(From), Bytes),
+             "cuMemcpyDtoH_v2");
+  }
+  void copy(void *To, const void *From, size_t Bytes) override {
+    Cu.check(Cu.cuMemcpyDtoD_v2(devicePtr(To), devicePtr(From), Bytes),
+             "cuMemcpyDtoD_v2");
+  }
+
+protected:
+  void launchKernel(int32_t Kernel, bool Wide, void *Call) override;
+  void synchronize() override {
+    Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
+  }
+
+private:
+  Driver Cu;
+  CUdevice Dev = 0;
+  CUcontext Context = nullptr;
+  CUmodule Module = nullptr;
+  std::vector<CUfunction> Functions;
+  unsigned WideBlocks = 1;
+  std::string Name;
+};
+
+CudaDevice::~CudaDevice() {
+  if (Module)
+    Cu.cuModuleUnload(Module);
+  if (Context)
+    Cu.cuDevicePrimaryCtxRelease(Dev);
+}
+
+void CudaDevice::open() {
+  Cu.check(Cu.cuInit(0), "cuInit");
+  int Count = 0;
+  Cu.check(Cu.cuDeviceGetCount(&Count), "cuDeviceGetCount");
+  if (Count == 0)
+    throw DeviceError("the driver sees no device (cuDeviceGetCount: 0)");
+  Cu.check(Cu.cuDeviceGet(&Dev, 0), "cuDeviceGet");
+  char Text[256] = {};
+  Cu.check(Cu.cuDeviceGetName(Text, sizeof(Text) - 1, Dev), "cuDeviceGetName");
+  int SMs = 0, Major = 0, Minor = 0;
+  Cu.check(Cu.cuDeviceGetAttribute(
+               &SMs, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, Dev),
+           "cuDeviceGetAttribute");
+  Cu.check(Cu.cuDeviceGetAttribute(
+               &Major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, Dev),
+           "cuDeviceGetAttribute");
+  Cu.check(Cu.cuDeviceGetAttribute(
+               &Minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, Dev),
+           "cuDeviceGetAttribute");
+  Name = std::string("CUDA: ") + Text + " (sm_" + std::to_string(Major) +
+         std::to_string(Minor) + ", " + std::to_string(SMs) + " SMs)";
+  // Grid-stride kernels: a few blocks per multiprocessor keep it busy.
+  WideBlocks = unsigned(std::max(1, 4 * SMs));
+  Cu.check(Cu.cuDevicePrimaryCtxRetain(&Context, Dev),
+           "cuDevicePrimaryCtxRetain");
+  Cu.check(Cu.cuCtxSetCurrent(Context), "cuCtxSetCurrent");
+
+  // The PTX compiler's messages say which kernel and line it rejects.
+  std::vector<char> Log(16384, '\0');
+  CUjit_option Options[] = {CU_JIT_ERROR_LOG_BUFFER,
+                            CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *Values[] = {Log.data(), reinterpret_cast<void *>(Log.size() - 1)};
+  CUresult R =
+      Cu.cuModuleLoadDataEx(&Module, program().Ptx, 2, Options, Values);
+  if (R != CUDA_SUCCESS) {
+    Module = nullptr;
+    std::string Msg = std::string(Text) + ": cuModuleLoadDataEx failed: " +
+                      Cu.describe(R);
+    if (Log[0])
+      Msg += "\nPTX compiler log:\n" + std::string(Log.data());
+    throw DeviceError(Msg);
+  }
+  for (size_t I = 0, N = program().kernelCount(); I < N; ++I) {
+    CUfunction F = nullptr;
+    CUresult R = Cu.cuModuleGetFunction(&F, Module, program().Kernels[I]);
+    if (R != CUDA_SUCCESS)
+      throw DeviceError(std::string("cuModuleGetFunction (kernel ") +
+                        program().Kernels[I] + ") failed: " + Cu.describe(R));
+    Functions.push_back(F);
+  }
+}
+
+void *CudaDevice::allocate(size_t Bytes) {
+  CUdeviceptr P = 0;
+  // cuMemAlloc refuses 0 bytes; a buffer of nothing still gets an address.
+  Bytes = std::max<size_t>(Bytes, 1);
+  Cu.check(Cu.cuMemAlloc_v2(&P, Bytes), "cuMemAlloc_v2");
+  CUresult R = Cu.cuMemsetD8_v2(P, 0, Bytes);
+  if (R != CUDA_SUCCESS) {
+    Cu.cuMemFree_v2(P);
+    Cu.check(R, "cuMemsetD8_v2");
+  }
+  return reinterpret_cast<void *>(uintptr_t(P));
+}
+
+void CudaDevice::launchKernel(int32_t Kernel, bool Wide, void *Call) {
+  // The one kernel parameter: the device address of the nnc_call.
+  CUdeviceptr Arg = devicePtr(Call);
+  void *Params[] = {&Arg};
+  Cu.check(Cu.cuLaunchKernel(Functions[size_t(Kernel)], Wide ? WideBlocks : 1,
+                             1, 1, NNC_GPU_BLOCK, 1, 1, 0, nullptr, Params,
+                             nullptr),
+           "cuLaunchKernel");
+}
+
+} // namespace
+
+std::unique_ptr<Device> nnc::openCuda(const GpuProgram &P, std::string &Why) {
+  Driver Cu;
+  if (!Cu.load(Why))
+    return nullptr;
+  auto Dev = std::make_unique<CudaDevice>(P, Cu);
+  try {
+    Dev->open();
+  } catch (const DeviceError &E) {
+    Why = E.what();
+    return nullptr;
+  }
+  return Dev;
+}

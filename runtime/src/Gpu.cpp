@@ -1,0 +1,126 @@
+//===- Gpu.cpp - Devices that run a GPU trainer's kernels -----------------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Gpu.h"
+
+// A CPU-only trainer defines none of the GPU symbols, and must link all the
+// same: every reference to them is weak, and they read as null. This is the
+// only file that names them, so that no strong reference elsewhere undoes
+// that.
+extern "C" {
+extern const char *const nnc_gpu_kernels[] __attribute__((weak));
+extern const int64_t nnc_gpu_workspace[2] __attribute__((weak));
+void nnc_gpu_train_step(void *) __attribute__((weak));
+void nnc_gpu_loss_grad(void *) __attribute__((weak));
+void nnc_gpu_eval(void *) __attribute__((weak));
+void nnc_gpu_predict(void *) __attribute__((weak));
+extern void (*const nnc_gpu_probes[])(void *) __attribute__((weak));
+extern const char nnc_cuda_ptx[] __attribute__((weak));
+extern void (*const nnc_sim_kernels[])(nnc_call *) __attribute__((weak));
+}
+
+using namespace nnc;
+
+GpuProgram nnc::trainerGpuProgram() {
+  GpuProgram P;
+  P.Kernels = nnc_gpu_kernels;
+  P.Workspace = nnc_gpu_workspace;
+  P.TrainStep = nnc_gpu_train_step;
+  P.LossGrad = nnc_gpu_loss_grad;
+  P.Eval = nnc_gpu_eval;
+  P.Predict = nnc_gpu_predict;
+  P.Probes = nnc_gpu_probes;
+  P.Ptx = nnc_cuda_ptx;
+  P.SimKernels = nnc_sim_kernels;
+  return P;
+}
+
+size_t GpuProgram::kernelCount() const {
+  size_t N = 0;
+  while (Kernels && Kernels[N])
+    ++N;
+  return N;
+}
+
+void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg) {
+  Call = CallArg;
+  Failure.clear();
+  S(this);
+  Call = nullptr;
+  if (!Failure.empty())
+    throw DeviceError(Failure + " in " + Name);
+  // A kernel's fault shows here, after the launches: the driver knows no
+  // more than the schedule it came from (CUDA_LAUNCH_BLOCKING=1 makes every
+  // launch wait, and so names the kernel).
+  try {
+    synchronize();
+  } catch (const DeviceError &E) {
+    throw DeviceError(std::string(E.what()) + " after " + Name);
+  }
+}
+
+void Device::launch(int32_t Kernel, int32_t Wide) noexcept {
+  if (!Failure.empty())
+    return;
+  size_t Count = Program.kernelCount();
+  if (!Call) {
+    Failure = "nnc_gpu_launch called outside a launch schedule";
+    return;
+  }
+  if (Kernel < 0 || size_t(Kernel) >= Count) {
+    Failure = "nnc_gpu_launch: kernel " + std::to_string(Kernel) +
+              " does not exist (the trainer has " + std::to_string(Count) +
+              ")";
+    return;
+  }
+  try {
+    launchKernel(Kernel, Wide != 0, Call);
+  } catch (const DeviceError &E) {
+    Failure = std::string(E.what()) + " (kernel " + Program.Kernels[Kernel] +
+              ")";
+  }
+}
+
+DeviceBuffer &DeviceBuffer::operator=(DeviceBuffer &&Other) noexcept {
+  if (this != &Other) {
+    reset();
+    Dev = Other.Dev;
+    Ptr = Other.Ptr;
+    Other.Ptr = nullptr;
+  }
+  return *this;
+}
+
+void DeviceBuffer::allocate(Device &D, size_t Bytes) {
+  reset();
+  Ptr = D.allocate(Bytes);
+  Dev = &D;
+}
+
+void DeviceBuffer::reset() noexcept {
+  if (Ptr)
+    Dev->release(Ptr);
+  Ptr = nullptr;
+}
+
+std::unique_ptr<Device> nnc::openGpu(const GpuProgram &P, std::string &Why) {
+  if (P.SimKernels) {
+    try {
+      return openSimulator(P);
+    } catch (const DeviceError &E) {
+      Why = E.what();
+      return nullptr;
+    }
+  }
+  if (P.Ptx)
+    return openCuda(P, Why);
+  Why = "the trainer's GPU code has neither PTX nor simulator kernels";
+  return nullptr;
+}
+
+extern "C" void nnc_gpu_launch(void *Dev, int32_t Kernel, int32_t Wide) {
+  static_cast<Device *>(Dev)->launch(Kernel, Wide);
+}

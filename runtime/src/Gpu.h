@@ -1,0 +1,140 @@
+//===- Gpu.h - Devices that run a GPU trainer's kernels ---------*- C++ -*-===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// A trainer built with `nnc --target=cuda` (or `--target=cuda-sim`) carries,
+/// beside its CPU code, kernels and the launch schedules that call them
+/// (runtime.h, "GPU trainers"). A Device runs them: a GPU through the CUDA
+/// driver (CudaDevice.cpp), or the simulator, on host threads
+/// (SimDevice.cpp). Both address device memory with `void *`: the values
+/// that go into the device's nnc_call.
+///
+/// A device operation that fails throws DeviceError. main() catches it, so
+/// that a GPU failing in the middle of a run (a kernel fault, memory
+/// exhausted) stops the trainer with a message and exit status 3, however
+/// deep in the runtime it happened.
+///
+//===----------------------------------------------------------------------===//
+
+#ifndef NNC_RUNTIME_GPU_H
+#define NNC_RUNTIME_GPU_H
+
+#include "nnc/runtime.h"
+
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace nnc {
+
+/// The GPU half of the generated object: the symbols of runtime.h's "GPU
+/// trainers", all null in a CPU-only trainer.
+struct GpuProgram {
+  using Schedule = void (*)(void *Device);
+  using SimKernel = void (*)(nnc_call *);
+
+  const char *const *Kernels = nullptr; ///< nnc_gpu_kernels, null-terminated.
+  const int64_t *Workspace = nullptr;   ///< nnc_gpu_workspace: fixed, per row.
+  Schedule TrainStep = nullptr, LossGrad = nullptr, Eval = nullptr,
+           Predict = nullptr;
+  const Schedule *Probes = nullptr;
+  const char *Ptx = nullptr;              ///< --target=cuda
+  const SimKernel *SimKernels = nullptr;  ///< --target=cuda-sim
+
+  bool hasGpuCode() const { return Kernels != nullptr; }
+  /// The entries of Kernels before its null.
+  size_t kernelCount() const;
+};
+
+/// This trainer's GPU code (weak symbols: null members when there is none).
+GpuProgram trainerGpuProgram();
+
+/// A failed device operation; what() names it and says why, e.g.
+/// "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY (out of memory)".
+class DeviceError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Memory, copies and launches on one device. Every operation waits until
+/// it is done: the copies are small (batches up, losses and outputs down)
+/// next to the steps, and a schedule's launches follow one another.
+class Device {
+public:
+  explicit Device(const GpuProgram &P) : Program(P) {}
+  virtual ~Device() = default;
+  Device(const Device &) = delete;
+  Device &operator=(const Device &) = delete;
+
+  const GpuProgram &program() const { return Program; }
+  /// For the run's header line: "CUDA: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)",
+  /// "simulated GPU".
+  virtual std::string name() const = 0;
+
+  /// Zeroed memory of \p Bytes (at least one byte is allocated).
+  virtual void *allocate(size_t Bytes) = 0;
+  /// Never fails: at the end of a run there is nothing left to do about it.
+  virtual void release(void *Ptr) noexcept = 0;
+  virtual void upload(void *To, const void *From, size_t Bytes) = 0;
+  virtual void download(void *To, const void *From, size_t Bytes) = 0;
+  /// From device memory to device memory.
+  virtual void copy(void *To, const void *From, size_t Bytes) = 0;
+
+  /// Runs the launch schedule \p S (named \p Name, for messages), whose
+  /// kernels all take \p Call (an nnc_call in device memory), and waits for
+  /// its last kernel.
+  void run(GpuProgram::Schedule S, const char *Name, void *Call);
+
+  /// nnc_gpu_launch. The schedule is generated code, which an exception must
+  /// not unwind through: the first failure is kept, the launches after it
+  /// do nothing, and run() throws it when the schedule returns.
+  void launch(int32_t Kernel, int32_t Wide) noexcept;
+
+protected:
+  /// Starts kernel \p Kernel (a valid index) on \p Call.
+  virtual void launchKernel(int32_t Kernel, bool Wide, void *Call) = 0;
+  /// Waits for every launch so far; throws what went wrong in them.
+  virtual void synchronize() = 0;
+
+private:
+  GpuProgram Program;
+  void *Call = nullptr;  ///< The argument of the schedule under way.
+  std::string Failure;   ///< The first launch that failed in it.
+};
+
+/// Device memory that frees itself.
+class DeviceBuffer {
+public:
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer &&Other) noexcept { *this = std::move(Other); }
+  DeviceBuffer &operator=(DeviceBuffer &&Other) noexcept;
+  ~DeviceBuffer() { reset(); }
+
+  void allocate(Device &D, size_t Bytes);
+  void *get() const { return Ptr; }
+
+private:
+  void reset() noexcept;
+  Device *Dev = nullptr;
+  void *Ptr = nullptr;
+};
+
+/// The device for \p P's kernels: the simulator for --target=cuda-sim code,
+/// the first CUDA GPU for PTX. Null when there is none, with \p Why saying
+/// why in one line ("libcuda.so.1: cannot open shared object file: No such
+/// file or directory", "cuInit failed: CUDA_ERROR_NO_DEVICE (no
+/// CUDA-capable device is detected)"), and after it the PTX compiler's log
+/// when the driver could not load the kernels.
+std::unique_ptr<Device> openGpu(const GpuProgram &P, std::string &Why);
+
+/// The back ends, for openGpu and the unit tests.
+std::unique_ptr<Device> openCuda(const GpuProgram &P, std::string &Why);
+std::unique_ptr<Device> openSimulator(const GpuProgram &P);
+
+} // namespace nnc
+
+#endif // NNC_RUNTIME_GPU_H

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# The GPU checks of nnc, in one call, on a machine with an NVIDIA GPU:
+#
+#   1. builds nnc and the runtime in build/ (configuring it first when it is
+#      not configured yet);
+#   2. compiles every spec of specs/ with --target=cuda and trains it twice,
+#      with --device cuda and with --device cpu (the same executable: its CPU
+#      code), printing the final metric of each side by side, with the rows
+#      per second of the training steps;
+#   3. compiles the gradient-check specs of tests/gradcheck (as their tests
+#      do: --dtype=f64, with --target=cuda) and runs their --gradcheck with
+#      --device cuda, and with --device cpu beside it;
+#
+# then prints a summary table. Exits 1 when anything failed: a compilation,
+# a run's exit status, a gradient check, or a GPU metric far from the CPU's
+# (the two sum in different orders, so they are compared with a tolerance:
+# accuracy within 5 points or 2 of the items counted, mse or loss within 25%).
+#
+# Specs read the full data sets when scripts/fetch-data.sh has fetched them,
+# and the slices in specs/data otherwise. mnist_cnn trains 2 epochs (the
+# README's numbers), not its 10, unless --full.
+#
+# usage: scripts/gpu-tests.sh [options] [NAME...]
+#   NAME...          only these specs and gradient checks (file names without .nn)
+#   --target T       what to compile for: cuda (default), cuda-sim, or cpu (no
+#                    --target: a dry run of the script on a machine without GPU)
+#   --device D       the device of the GPU column: cuda (default), auto or cpu
+#   --epochs N       train every spec N epochs (a quick run)
+#   --full           every spec with its own schedule
+#   --no-cpu         skip the CPU column (and the comparison)
+#   --no-gradcheck   skip the gradient checks
+#   --timeout S      seconds allowed to each trainer run (default 900)
+#   --build DIR      the build folder (default build/)
+#
+# The executables and every run's output are kept in BUILD/gpu-tests/.
+
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=cuda
+DEVICE=cuda
+EPOCHS=
+FULL=0
+CPU=1
+GRADCHECK=1
+TIMEOUT=900
+BUILD=$ROOT/build
+NAMES=()
+
+usage() {
+  sed -n '/^# usage:/,/^# The executables/p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --target) TARGET=${2:-}; shift 2 || usage ;;
+    --target=*) TARGET=${1#*=}; shift ;;
+    --device) DEVICE=${2:-}; shift 2 || usage ;;
+    --device=*) DEVICE=${1#*=}; shift ;;
+    --epochs) EPOCHS=${2:-}; shift 2 || usage ;;
+    --epochs=*) EPOCHS=${1#*=}; shift ;;
+    --full) FULL=1; shift ;;
+    --no-cpu) CPU=0; shift ;;
+    --no-gradcheck) GRADCHECK=0; shift ;;
+    --timeout) TIMEOUT=${2:-}; shift 2 || usage ;;
+    --timeout=*) TIMEOUT=${1#*=}; shift ;;
+    --build) BUILD=${2:-}; shift 2 || usage ;;
+    --build=*) BUILD=${1#*=}; shift ;;
+    -h|--help) usage ;;
+    -*) echo "gpu-tests.sh: unknown option '$1'" >&2; usage ;;
+    *) NAMES+=("$1"); shift ;;
+  esac
+done
+case $TARGET in cuda|cuda-sim|cpu) ;; *) echo "gpu-tests.sh: --target: cuda, cuda-sim or cpu" >&2; exit 2 ;; esac
+case $DEVICE in cuda|auto|cpu) ;; *) echo "gpu-tests.sh: --device: cuda, auto or cpu" >&2; exit 2 ;; esac
+case $EPOCHS in ''|*[!0-9]*) [ -z "$EPOCHS" ] || { echo "gpu-tests.sh: --epochs: a count" >&2; exit 2; } ;; esac
+case $TIMEOUT in ''|*[!0-9]*) echo "gpu-tests.sh: --timeout: seconds" >&2; exit 2 ;; esac
+
+TARGET_FLAGS=()
+[ "$TARGET" = cpu ] || TARGET_FLAGS=("--target=$TARGET")
+OUT=$BUILD/gpu-tests
+NNC=$BUILD/bin/nnc
+FAILURES=0
+
+say() { printf '%s\n' "$*"; }
+fail() { FAILURES=$((FAILURES + 1)); }
+
+selected() {
+  [ ${#NAMES[@]} -eq 0 ] && return 0
+  local N
+  for N in "${NAMES[@]}"; do [ "$N" = "$1" ] && return 0; done
+  return 1
+}
+
+# --- 1. Build -------------------------------------------------------------
+if [ ! -f "$BUILD/build.ninja" ]; then
+  say "== configuring $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null ||
+    { say "gpu-tests.sh: cmake failed"; exit 1; }
+fi
+say "== building nnc and the runtime in $BUILD"
+ninja -C "$BUILD" nnc nnc_runtime >"$BUILD/gpu-tests-build.log" 2>&1 ||
+  { tail -30 "$BUILD/gpu-tests-build.log"; say "gpu-tests.sh: the build failed"; exit 1; }
+rm -rf "$OUT" && mkdir -p "$OUT" || exit 1
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi -L 2>&1 | sed 's/^/   /'
+fi
+
+# --- Helpers --------------------------------------------------------------
+
+# The final metric of a training log: its last "SPLIT accuracy|mse V" line,
+# else the last epoch's loss. Prints "KIND VALUE COUNTED" (COUNTED: the
+# items an accuracy counts, 0 otherwise), or nothing.
+final_metric() {
+  awk '
+    /^(train|test) accuracy [0-9.]+ \(/ {
+      split($4, F, "/"); sub(/\)/, "", F[2]); M = $1 " accuracy " $3 " " F[2] }
+    /^(train|test) mse [0-9.e+-]+ \(/ { M = $1 " mse " $3 " 0" }
+    /^epoch [0-9]+\/[0-9]+  loss / { L = "loss " $4 " 0" }
+    END { if (M != "") print M; else if (L != "") print "final " L }' "$1"
+}
+
+# "SPLIT KIND V" of final_metric's output, for the table.
+metric_text() { awk '{ print $1 " " $2 " " $3 }' <<<"$1"; }
+
+# Whether two final metrics (final_metric's output) agree within the
+# tolerance that the header describes.
+metrics_close() {
+  awk -v A="$1" -v B="$2" 'BEGIN {
+    split(A, X, " "); split(B, Y, " ")
+    if (X[1] != Y[1] || X[2] != Y[2]) exit 1
+    D = X[3] - Y[3]; if (D < 0) D = -D
+    if (X[2] == "accuracy") {
+      Slack = X[4] > 0 ? 2 / X[4] : 0
+      exit !(D <= (Slack > 0.05 ? Slack : 0.05) + 1e-12)
+    }
+    Scale = Y[3] < 0 ? -Y[3] : Y[3]
+    exit !(D <= 0.25 * (Scale > 1e-3 ? Scale : 1e-3))
+  }'
+}
+
+# The rows per second of a log's --speed line.
+speed_of() { awk '/^speed: / { print $2 }' "$1"; }
+
+# Runs a trainer with a time limit; its output goes to the log $1.
+run_logged() {
+  local Log=$1
+  shift
+  timeout "$TIMEOUT" "$@" >"$Log" 2>&1
+}
+
+seconds_since() { awk -v S="$1" -v E="$(date +%s.%N)" 'BEGIN { printf "%.2f", E - S }'; }
+
+# Arguments a spec needs here: the slices of the data sets that have not
+# been fetched, and shorter schedules for the slowest specs.
+spec_args() {
+  local Name=$1
+  case $Name in
+    mnist_mlp|mnist_cnn)
+      [ -e "$ROOT/specs/data/mnist/train-images-idx3-ubyte.gz" ] ||
+        printf '%s\n' --data "$ROOT/specs/data/mnist-slice" ;;
+    tagger_oanc)
+      [ -e "$ROOT/specs/data/pattern/tagged-en-oanc.txt" ] ||
+        printf '%s\n' --data "$ROOT/specs/data/oanc-slice.txt" ;;
+    text_classifier|text_classifier_lstm)
+      [ -e "$ROOT/specs/data/pattern/polarity-en-pang-lee2.csv" ] ||
+        printf '%s\n' --data "$ROOT/specs/data/polarity-slice.csv" ;;
+  esac
+  if [ -n "$EPOCHS" ]; then
+    printf '%s\n' --epochs "$EPOCHS"
+  elif [ "$FULL" = 0 ] && [ "$Name" = mnist_cnn ]; then
+    printf '%s\n' --epochs 2
+  fi
+}
+
+# --- 2. The specs -----------------------------------------------------------
+SPEC_ROWS=()
+for Spec in "$ROOT"/specs/*.nn; do
+  Name=$(basename "$Spec" .nn)
+  selected "$Name" || continue
+  say "== $Name"
+  Exe=$OUT/$Name
+  mapfile -t Args < <(spec_args "$Name")
+  if ! "$NNC" "$Spec" "${TARGET_FLAGS[@]}" -o "$Exe" >"$OUT/$Name.compile.log" 2>&1; then
+    sed 's/^/   /' "$OUT/$Name.compile.log" | tail -20
+    SPEC_ROWS+=("$Name|-|-|-|-|-|FAIL: compile (see $OUT/$Name.compile.log)")
+    fail
+    continue
+  fi
+
+  Start=$(date +%s.%N)
+  run_logged "$OUT/$Name.gpu.log" "$Exe" --device "$DEVICE" --speed \
+    --save "$OUT/$Name.gpu.weights" "${Args[@]}"
+  GpuStatus=$?
+  GpuSeconds=$(seconds_since "$Start")
+  GpuMetric=$(final_metric "$OUT/$Name.gpu.log")
+  GpuSpeed=$(speed_of "$OUT/$Name.gpu.log")
+  say "   gpu: exit $GpuStatus, ${GpuSeconds}s, $(metric_text "$GpuMetric")"
+
+  CpuStatus=0 CpuSeconds=- CpuMetric='' CpuSpeed=''
+  if [ "$CPU" = 1 ]; then
+    Start=$(date +%s.%N)
+    run_logged "$OUT/$Name.cpu.log" "$Exe" --device cpu --speed \
+      --save "$OUT/$Name.cpu.weights" "${Args[@]}"
+    CpuStatus=$?
+    CpuSeconds=$(seconds_since "$Start")
+    CpuMetric=$(final_metric "$OUT/$Name.cpu.log")
+    CpuSpeed=$(speed_of "$OUT/$Name.cpu.log")
+    say "   cpu: exit $CpuStatus, ${CpuSeconds}s, $(metric_text "$CpuMetric")"
+  fi
+
+  Result=ok
+  if [ "$GpuStatus" != 0 ]; then
+    Result="FAIL: gpu exit $GpuStatus (see $OUT/$Name.gpu.log)"
+    tail -5 "$OUT/$Name.gpu.log" | sed 's/^/   /'
+  elif [ "$CpuStatus" != 0 ]; then
+    Result="FAIL: cpu exit $CpuStatus (see $OUT/$Name.cpu.log)"
+  elif [ -z "$GpuMetric" ]; then
+    Result="FAIL: no metric in $OUT/$Name.gpu.log"
+  elif [ "$CPU" = 1 ] && ! metrics_close "$GpuMetric" "$CpuMetric"; then
+    Result="FAIL: the gpu's metric is far from the cpu's"
+  fi
+  [ "$Result" = ok ] || fail
+  Ratio=-
+  if [ -n "$GpuSpeed" ] && [ -n "$CpuSpeed" ]; then
+    Ratio=$(awk -v G="$GpuSpeed" -v C="$CpuSpeed" 'BEGIN { printf "%.3gx", G / C }')
+  fi
+  SPEC_ROWS+=("$Name|$(metric_text "$CpuMetric")|$(metric_text "$GpuMetric")|$CpuSeconds|$GpuSeconds|$Ratio|$Result")
+done
+
+# --- 3. The gradient checks -------------------------------------------------
+CHECK_ROWS=()
+if [ "$GRADCHECK" = 1 ]; then
+  for Spec in "$ROOT"/tests/gradcheck/*.nn; do
+    Name=$(basename "$Spec" .nn)
+    selected "$Name" || continue
+    # The test's own lines: `RUN: nnc %s FLAGS -o %t`, then
+    # `RUN: [not] %t --gradcheck ARGS | FileCheck %s`.
+    Flags=$(sed -n 's/^# RUN: nnc %s \(.*\)-o %t$/\1/p' "$Spec" | head -1)
+    Line=$(grep -m1 '^# RUN: \(not \)\{0,1\}%t --gradcheck' "$Spec")
+    [ -n "$Line" ] || continue
+    Expect=pass
+    case $Line in "# RUN: not "*) Expect=fail ;; esac
+    CheckArgs=$(sed 's/^# RUN: \(not \)\{0,1\}%t //; s/ *|.*$//; s/ *2>&1//' <<<"$Line")
+    say "== gradcheck $Name ($Flags$CheckArgs, expected to $Expect)"
+    Exe=$OUT/gradcheck-$Name
+    # shellcheck disable=SC2086 # the flags are words of the test's RUN line
+    if ! "$NNC" "$Spec" $Flags "${TARGET_FLAGS[@]}" -o "$Exe" >"$OUT/gradcheck-$Name.compile.log" 2>&1; then
+      sed 's/^/   /' "$OUT/gradcheck-$Name.compile.log" | tail -20
+      CHECK_ROWS+=("$Name|-|-|FAIL: compile (see $OUT/gradcheck-$Name.compile.log)")
+      fail
+      continue
+    fi
+    Verdicts=()
+    Errors=()
+    for Side in gpu cpu; do
+      [ "$Side" = cpu ] && [ "$CPU" = 0 ] && { Errors+=(-); continue; }
+      D=$DEVICE
+      [ "$Side" = cpu ] && D=cpu
+      # shellcheck disable=SC2086
+      (cd "$(dirname "$Spec")" && run_logged "$OUT/gradcheck-$Name.$Side.log" "$Exe" $CheckArgs --device "$D")
+      Status=$?
+      Worst=$(sed -n 's/^gradcheck: [0-9]* elements, worst relative error \([^ ]*\).*/\1/p' "$OUT/gradcheck-$Name.$Side.log")
+      Errors+=("${Worst:--}")
+      if [ "$Expect" = pass ]; then
+        [ "$Status" = 0 ] && grep -q '^gradcheck: PASS' "$OUT/gradcheck-$Name.$Side.log" &&
+          Verdicts+=(ok) || Verdicts+=("FAIL: $Side exit $Status (see $OUT/gradcheck-$Name.$Side.log)")
+      else
+        [ "$Status" = 1 ] && grep -q '^gradcheck: FAIL' "$OUT/gradcheck-$Name.$Side.log" &&
+          Verdicts+=(ok) || Verdicts+=("FAIL: $Side did not fail as expected (exit $Status)")
+      fi
+    done
+    Result=ok
+    for V in "${Verdicts[@]}"; do [ "$V" = ok ] || { Result=$V; break; }; done
+    [ "$Result" = ok ] || fail
+    say "   gpu worst error ${Errors[0]}, cpu ${Errors[1]}: $Result"
+    CHECK_ROWS+=("$Name|${Errors[1]}|${Errors[0]}|$Result")
+  done
+fi
+
+# --- Summary ----------------------------------------------------------------
+say ""
+say "Summary (--target=$TARGET, gpu column: --device $DEVICE; logs in $OUT)"
+if [ ${#SPEC_ROWS[@]} -gt 0 ]; then
+  say ""
+  printf '%-22s %-24s %-24s %8s %8s %7s  %s\n' spec cpu gpu "cpu s" "gpu s" speed result
+  for Row in "${SPEC_ROWS[@]}"; do
+    IFS='|' read -r N C G Cs Gs R Res <<<"$Row"
+    printf '%-22s %-24s %-24s %8s %8s %7s  %s\n' "$N" "${C:--}" "${G:--}" "$Cs" "$Gs" "$R" "$Res"
+  done
+fi
+if [ ${#CHECK_ROWS[@]} -gt 0 ]; then
+  say ""
+  printf '%-32s %-14s %-14s %s\n' gradcheck "cpu worst" "gpu worst" result
+  for Row in "${CHECK_ROWS[@]}"; do
+    IFS='|' read -r N C G Res <<<"$Row"
+    printf '%-32s %-14s %-14s %s\n' "$N" "$C" "$G" "$Res"
+  done
+fi
+say ""
+if [ "$FAILURES" -gt 0 ]; then
+  say "gpu-tests: $FAILURES FAILED"
+  exit 1
+fi
+say "gpu-tests: all passed"

@@ -1,0 +1,296 @@
+//===- GpuUnitTest.cpp - Unit tests of the runtime's devices --------------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+//
+// The simulator of cuda-sim trainers, with kernels written by hand: thread
+// and block indices, wide launches, barriers (reused many times), shared
+// memory, separate device memory, nnc_gpu_launch, and a schedule's failed
+// launch. No framework: CHECK prints the failing condition and counts it;
+// the exit status is 1 when any check failed.
+//
+// usage: nnc-gpu-unittest             the simulator's tests
+//        nnc-gpu-unittest --open-cuda  opens the CUDA driver for a program of
+//                                      one kernel and prints why it cannot,
+//                                      or the device's name (for the lit
+//                                      tests of the driver's error handling)
+//
+//===----------------------------------------------------------------------===//
+
+#include "Gpu.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace nnc;
+
+static int Failures = 0;
+
+#define CHECK(Cond)                                                            \
+  do {                                                                         \
+    if (!(Cond)) {                                                             \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,    \
+                   #Cond);                                                     \
+      ++Failures;                                                              \
+    }                                                                          \
+  } while (0)
+
+namespace {
+
+constexpr int Block = NNC_GPU_BLOCK;
+/// Elements of the grid-stride test: not a multiple of any grid's size.
+constexpr int64_t GridElements = 3001;
+
+int32_t *ints(nnc_call *C) { return static_cast<int32_t *>(C->output); }
+
+/// Each thread writes its index into shared memory and, after a barrier,
+/// reads its neighbour's: wrong without the barrier or with a shared memory
+/// per thread.
+void neighbourKernel(nnc_call *C) {
+  auto *Shared = static_cast<int32_t *>(nnc_sim_shared());
+  int32_t T = nnc_sim_thread();
+  Shared[T] = T;
+  nnc_sim_barrier();
+  ints(C)[T] = Shared[(T + 1) % Block] + 1000 * nnc_sim_blocks();
+}
+
+/// A grid-stride loop over GridElements, each element written once with
+/// the block that wrote it; the last slots record the grid's size.
+void gridKernel(nnc_call *C) {
+  int64_t Threads = int64_t(nnc_sim_blocks()) * Block;
+  for (int64_t I = int64_t(nnc_sim_block()) * Block + nnc_sim_thread();
+       I < GridElements; I += Threads)
+    ints(C)[I] += 1 + 10 * nnc_sim_block();
+  if (nnc_sim_thread() == 0)
+    ints(C)[GridElements + nnc_sim_block()] = nnc_sim_blocks();
+}
+
+/// A tree sum of one value per thread in shared memory: eight barriers,
+/// each reused; thread 0 writes the sum as the loss.
+void sumKernel(nnc_call *C) {
+  auto *Shared = static_cast<double *>(nnc_sim_shared());
+  int32_t T = nnc_sim_thread();
+  Shared[T] = double(T) * C->lr;
+  for (int Stride = Block / 2; Stride > 0; Stride /= 2) {
+    nnc_sim_barrier();
+    if (T < Stride)
+      Shared[T] += Shared[T + Stride];
+  }
+  if (T == 0)
+    C->loss = Shared[0];
+}
+
+/// No barrier at all: every thread on its own, and the whole of shared
+/// memory written, each thread its slice, at the promised alignment.
+void squaresKernel(nnc_call *C) {
+  int32_t T = nnc_sim_thread();
+  auto *Shared = static_cast<unsigned char *>(nnc_sim_shared());
+  constexpr size_t Slice = NNC_SIM_SHARED / Block;
+  std::memset(Shared + size_t(T) * Slice, T & 0xff, Slice);
+  bool Aligned = reinterpret_cast<uintptr_t>(Shared) % 64 == 0;
+  ints(C)[T] = Aligned ? T * T : -1;
+}
+
+const char *const KernelNames[] = {"neighbour", "grid", "sum", "squares",
+                                   nullptr};
+const GpuProgram::SimKernel Kernels[] = {neighbourKernel, gridKernel,
+                                         sumKernel, squaresKernel};
+
+void neighbourNarrow(void *D) { nnc_gpu_launch(D, 0, 0); }
+void neighbourWide(void *D) { nnc_gpu_launch(D, 0, 1); }
+void gridNarrowThenWide(void *D) {
+  nnc_gpu_launch(D, 1, 0);
+  nnc_gpu_launch(D, 1, 1);
+}
+void sum(void *D) { nnc_gpu_launch(D, 2, 0); }
+void squares(void *D) { nnc_gpu_launch(D, 3, 0); }
+/// A launch of a kernel that does not exist, then one that must not run.
+void badLaunch(void *D) {
+  nnc_gpu_launch(D, 99, 0);
+  nnc_gpu_launch(D, 1, 1);
+}
+
+GpuProgram testProgram() {
+  GpuProgram P;
+  P.Kernels = KernelNames;
+  P.SimKernels = Kernels;
+  return P;
+}
+
+/// A device nnc_call whose output is \p Output, with \p Lr as `lr`.
+struct DeviceCall {
+  DeviceBuffer Memory;
+  DeviceCall(Device &D, void *Output, double Lr) {
+    nnc_call C = {};
+    C.output = Output;
+    C.lr = Lr;
+    C.loss = -1;
+    Memory.allocate(D, sizeof(C));
+    D.upload(Memory.get(), &C, sizeof(C));
+  }
+  double loss(Device &D) const {
+    nnc_call C;
+    D.download(&C, Memory.get(), sizeof(C));
+    return C.loss;
+  }
+};
+
+std::vector<int32_t> downloadInts(Device &D, const DeviceBuffer &B, size_t N) {
+  std::vector<int32_t> V(N);
+  D.download(V.data(), B.get(), N * sizeof(int32_t));
+  return V;
+}
+
+void testProgramFromSymbols() {
+  // This program defines no GPU symbol: it reads as a CPU-only trainer.
+  GpuProgram P = trainerGpuProgram();
+  CHECK(!P.hasGpuCode());
+  CHECK(P.kernelCount() == 0);
+  CHECK(!P.Ptx && !P.SimKernels && !P.TrainStep && !P.Workspace);
+  CHECK(testProgram().kernelCount() == 4);
+}
+
+void testMemory(Device &D) {
+  // Device memory is zeroed, and separate from the host's.
+  std::vector<int32_t> Host(100, 7);
+  DeviceBuffer A, B;
+  A.allocate(D, Host.size() * sizeof(int32_t));
+  B.allocate(D, Host.size() * sizeof(int32_t));
+  CHECK(downloadInts(D, A, 100) == std::vector<int32_t>(100, 0));
+  D.upload(A.get(), Host.data(), Host.size() * sizeof(int32_t));
+  Host.assign(100, 9);
+  CHECK(downloadInts(D, A, 100) == std::vector<int32_t>(100, 7));
+  D.copy(B.get(), A.get(), 50 * sizeof(int32_t));
+  std::vector<int32_t> Copied = downloadInts(D, B, 100);
+  CHECK(Copied[0] == 7 && Copied[49] == 7 && Copied[50] == 0);
+  // Simulated device memory is aligned as cuMemAlloc's.
+  CHECK(reinterpret_cast<uintptr_t>(A.get()) % 256 == 0);
+  DeviceBuffer Empty;
+  Empty.allocate(D, 0);
+  CHECK(Empty.get() != nullptr);
+}
+
+void testNeighbours(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, Block * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(neighbourNarrow, "neighbourNarrow", Call.Memory.get());
+  std::vector<int32_t> V = downloadInts(D, Out, Block);
+  bool Right = true;
+  for (int T = 0; T < Block; ++T)
+    Right &= V[size_t(T)] == (T + 1) % Block + 1000;
+  CHECK(Right);
+  // Wide: four blocks, one after another, each with the shared memory and
+  // barrier of its own threads.
+  D.run(neighbourWide, "neighbourWide", Call.Memory.get());
+  V = downloadInts(D, Out, Block);
+  Right = true;
+  for (int T = 0; T < Block; ++T)
+    Right &= V[size_t(T)] == (T + 1) % Block + 4000;
+  CHECK(Right);
+}
+
+void testGrid(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
+  std::vector<int32_t> V = downloadInts(D, Out, GridElements + 4);
+  // Each element once by the one block, then once by block I / 256 % 4.
+  bool Right = true;
+  for (int64_t I = 0; I < GridElements; ++I)
+    Right &= V[size_t(I)] == 1 + 1 + 10 * int32_t(I / Block % 4);
+  CHECK(Right);
+  CHECK(V[GridElements] == 4 && V[GridElements + 3] == 4);
+}
+
+void testBarriers(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, sizeof(int32_t));
+  // 255 * 256 / 2, scaled: exact in double.
+  for (int Round = 1; Round <= 40; ++Round) {
+    DeviceCall Call(D, Out.get(), Round);
+    D.run(sum, "sum", Call.Memory.get());
+    double Loss = Call.loss(D);
+    CHECK(Loss == 32640.0 * Round);
+    if (Loss != 32640.0 * Round)
+      break;
+  }
+}
+
+void testNoBarrier(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, Block * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(squares, "squares", Call.Memory.get());
+  std::vector<int32_t> V = downloadInts(D, Out, Block);
+  bool Right = true;
+  for (int T = 0; T < Block; ++T)
+    Right &= V[size_t(T)] == T * T;
+  CHECK(Right);
+}
+
+void testBadLaunch(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  std::string Message;
+  try {
+    D.run(badLaunch, "badLaunch", Call.Memory.get());
+  } catch (const DeviceError &E) {
+    Message = E.what();
+  }
+  CHECK(Message == "nnc_gpu_launch: kernel 99 does not exist (the trainer "
+                   "has 4) in badLaunch");
+  // The launch after the failed one did not run.
+  CHECK(downloadInts(D, Out, 1)[0] == 0);
+  // The device is usable again for the next schedule.
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
+  CHECK(downloadInts(D, Out, 1)[0] == 2);
+}
+
+int openCuda() {
+  GpuProgram P = testProgram();
+  P.SimKernels = nullptr;
+  P.Ptx = "// not PTX\n";
+  std::string Why;
+  std::unique_ptr<Device> D = nnc::openCuda(P, Why);
+  if (D)
+    std::printf("opened: %s\n", D->name().c_str());
+  else
+    std::printf("no CUDA device: %s\n", Why.c_str());
+  return 0;
+}
+
+} // namespace
+
+int main(int Argc, char **Argv) {
+  if (Argc == 2 && std::strcmp(Argv[1], "--open-cuda") == 0)
+    return openCuda();
+  if (Argc != 1) {
+    std::fprintf(stderr, "usage: %s [--open-cuda]\n", Argv[0]);
+    return 2;
+  }
+  testProgramFromSymbols();
+  std::string Why;
+  std::unique_ptr<Device> D = openGpu(testProgram(), Why);
+  CHECK(D && D->name() == "simulated GPU");
+  if (!D)
+    return 1;
+  testMemory(*D);
+  testNeighbours(*D);
+  testGrid(*D);
+  testBarriers(*D);
+  testNoBarrier(*D);
+  testBadLaunch(*D);
+  if (Failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", Failures);
+    return 1;
+  }
+  std::printf("all GPU unit tests passed\n");
+  return 0;
+}
