@@ -20,6 +20,12 @@
 # and the slices in specs/data otherwise. mnist_cnn trains 2 epochs (the
 # README's numbers), not its 10, unless --full.
 #
+# nnc needs LLVM, which a GPU machine may not have: then build the trainers
+# where nnc runs, with --build-only, carry the folder (and the fetched data,
+# specs/data/mnist and specs/data/pattern) to the GPU machine, and run them
+# there with --prebuilt. Trainers read their data from this checkout,
+# wherever it is.
+#
 # usage: scripts/gpu-tests.sh [options] [NAME...]
 #   NAME...          only these specs and gradient checks (file names without .nn)
 #   --target T       what to compile for: cuda (default), cuda-sim, or cpu (no
@@ -31,8 +37,13 @@
 #   --no-gradcheck   skip the gradient checks
 #   --timeout S      seconds allowed to each trainer run (default 900)
 #   --build DIR      the build folder (default build/)
+#   --dir DIR        where the executables and every run's output are kept
+#                    (default BUILD/gpu-tests)
+#   --build-only     compile the trainers (for any x86-64-v3 machine) into DIR
+#                    and stop
+#   --prebuilt       run the trainers already in DIR; build nothing
 #
-# The executables and every run's output are kept in BUILD/gpu-tests/.
+# The executables and every run's output are kept in DIR.
 
 set -u -o pipefail
 
@@ -45,6 +56,8 @@ CPU=1
 GRADCHECK=1
 TIMEOUT=900
 BUILD=$ROOT/build
+DIR=
+PHASE=all
 NAMES=()
 
 usage() {
@@ -67,6 +80,10 @@ while [ $# -gt 0 ]; do
     --timeout=*) TIMEOUT=${1#*=}; shift ;;
     --build) BUILD=${2:-}; shift 2 || usage ;;
     --build=*) BUILD=${1#*=}; shift ;;
+    --dir) DIR=${2:-}; shift 2 || usage ;;
+    --dir=*) DIR=${1#*=}; shift ;;
+    --build-only) PHASE=build; shift ;;
+    --prebuilt) PHASE=run; shift ;;
     -h|--help) usage ;;
     -*) echo "gpu-tests.sh: unknown option '$1'" >&2; usage ;;
     *) NAMES+=("$1"); shift ;;
@@ -79,7 +96,10 @@ case $TIMEOUT in ''|*[!0-9]*) echo "gpu-tests.sh: --timeout: seconds" >&2; exit 
 
 TARGET_FLAGS=()
 [ "$TARGET" = cpu ] || TARGET_FLAGS=("--target=$TARGET")
-OUT=$BUILD/gpu-tests
+# Trainers built for another machine: any x86-64 with AVX2.
+[ "$PHASE" = build ] && TARGET_FLAGS+=("--cpu=x86-64-v3")
+OUT=${DIR:-$BUILD/gpu-tests}
+case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 NNC=$BUILD/bin/nnc
 FAILURES=0
 
@@ -94,15 +114,19 @@ selected() {
 }
 
 # --- 1. Build -------------------------------------------------------------
-if [ ! -f "$BUILD/build.ninja" ]; then
+if [ "$PHASE" = run ]; then
+  [ -d "$OUT" ] || { say "gpu-tests.sh: --prebuilt: no folder $OUT (make it with --build-only)"; exit 2; }
+elif [ ! -f "$BUILD/build.ninja" ]; then
   say "== configuring $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null ||
     { say "gpu-tests.sh: cmake failed"; exit 1; }
 fi
-say "== building nnc and the runtime in $BUILD"
-ninja -C "$BUILD" nnc nnc_runtime >"$BUILD/gpu-tests-build.log" 2>&1 ||
-  { tail -30 "$BUILD/gpu-tests-build.log"; say "gpu-tests.sh: the build failed"; exit 1; }
-rm -rf "$OUT" && mkdir -p "$OUT" || exit 1
+if [ "$PHASE" != run ]; then
+  say "== building nnc and the runtime in $BUILD"
+  ninja -C "$BUILD" nnc nnc_runtime >"$BUILD/gpu-tests-build.log" 2>&1 ||
+    { tail -30 "$BUILD/gpu-tests-build.log"; say "gpu-tests.sh: the build failed"; exit 1; }
+  rm -rf "$OUT" && mkdir -p "$OUT" || exit 1
+fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi -L 2>&1 | sed 's/^/   /'
 fi
@@ -119,6 +143,24 @@ final_metric() {
     /^(train|test) mse [0-9.e+-]+ \(/ { M = $1 " mse " $3 " 0" }
     /^epoch [0-9]+\/[0-9]+  loss / { L = "loss " $4 " 0" }
     END { if (M != "") print M; else if (L != "") print "final " L }' "$1"
+}
+
+# Compiles spec $1 into $2 with the flags that follow (unless --prebuilt),
+# and records its data file's path relative to this checkout (DEST.data),
+# so that it finds its data wherever the checkout is when it runs.
+compile_trainer() {
+  local Spec=$1 Exe=$2
+  shift 2
+  if [ "$PHASE" != run ]; then
+    "$NNC" "$Spec" "$@" "${TARGET_FLAGS[@]}" -o "$Exe" >"$Exe.compile.log" 2>&1 || return 1
+    "$Exe" --help | sed -n "s|^  --data [A-Z]* *.*(default $ROOT/\(.*\))\$|\1|p" >"$Exe.data"
+  fi
+  [ -x "$Exe" ]
+}
+
+# The --data option that points a trainer at its data in this checkout.
+data_args() {
+  [ -s "$1.data" ] && printf '%s\n' --data "$ROOT/$(cat "$1.data")"
 }
 
 # "SPLIT KIND V" of final_metric's output, for the table.
@@ -181,13 +223,14 @@ for Spec in "$ROOT"/specs/*.nn; do
   selected "$Name" || continue
   say "== $Name"
   Exe=$OUT/$Name
-  mapfile -t Args < <(spec_args "$Name")
-  if ! "$NNC" "$Spec" "${TARGET_FLAGS[@]}" -o "$Exe" >"$OUT/$Name.compile.log" 2>&1; then
-    sed 's/^/   /' "$OUT/$Name.compile.log" | tail -20
-    SPEC_ROWS+=("$Name|-|-|-|-|-|FAIL: compile (see $OUT/$Name.compile.log)")
+  if ! compile_trainer "$Spec" "$Exe"; then
+    sed 's/^/   /' "$Exe.compile.log" 2>/dev/null | tail -20
+    SPEC_ROWS+=("$Name|-|-|-|-|-|FAIL: compile (see $Exe.compile.log)")
     fail
     continue
   fi
+  [ "$PHASE" = build ] && continue
+  mapfile -t Args < <(data_args "$Exe"; spec_args "$Name")
 
   Start=$(date +%s.%N)
   run_logged "$OUT/$Name.gpu.log" "$Exe" --device "$DEVICE" --speed \
@@ -246,12 +289,14 @@ if [ "$GRADCHECK" = 1 ]; then
     say "== gradcheck $Name ($Flags$CheckArgs, expected to $Expect)"
     Exe=$OUT/gradcheck-$Name
     # shellcheck disable=SC2086 # the flags are words of the test's RUN line
-    if ! "$NNC" "$Spec" $Flags "${TARGET_FLAGS[@]}" -o "$Exe" >"$OUT/gradcheck-$Name.compile.log" 2>&1; then
-      sed 's/^/   /' "$OUT/gradcheck-$Name.compile.log" | tail -20
-      CHECK_ROWS+=("$Name|-|-|FAIL: compile (see $OUT/gradcheck-$Name.compile.log)")
+    if ! compile_trainer "$Spec" "$Exe" $Flags; then
+      sed 's/^/   /' "$Exe.compile.log" 2>/dev/null | tail -20
+      CHECK_ROWS+=("$Name|-|-|FAIL: compile (see $Exe.compile.log)")
       fail
       continue
     fi
+    [ "$PHASE" = build ] && continue
+    mapfile -t DataArgs < <(data_args "$Exe")
     Verdicts=()
     Errors=()
     for Side in gpu cpu; do
@@ -259,7 +304,7 @@ if [ "$GRADCHECK" = 1 ]; then
       D=$DEVICE
       [ "$Side" = cpu ] && D=cpu
       # shellcheck disable=SC2086
-      (cd "$(dirname "$Spec")" && run_logged "$OUT/gradcheck-$Name.$Side.log" "$Exe" $CheckArgs --device "$D")
+      (cd "$(dirname "$Spec")" && run_logged "$OUT/gradcheck-$Name.$Side.log" "$Exe" $CheckArgs "${DataArgs[@]}" --device "$D")
       Status=$?
       Worst=$(sed -n 's/^gradcheck: [0-9]* elements, worst relative error \([^ ]*\).*/\1/p' "$OUT/gradcheck-$Name.$Side.log")
       Errors+=("${Worst:--}")
@@ -280,6 +325,11 @@ if [ "$GRADCHECK" = 1 ]; then
 fi
 
 # --- Summary ----------------------------------------------------------------
+if [ "$PHASE" = build ]; then
+  [ "$FAILURES" -gt 0 ] && { say "gpu-tests: $FAILURES trainers did not compile"; exit 1; }
+  say "gpu-tests: trainers built in $OUT; run them with --prebuilt --dir $OUT"
+  exit 0
+fi
 say ""
 say "Summary (--target=$TARGET, gpu column: --device $DEVICE; logs in $OUT)"
 if [ ${#SPEC_ROWS[@]} -gt 0 ]; then
