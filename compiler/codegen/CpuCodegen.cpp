@@ -203,6 +203,9 @@ private:
   void zeroBytes(Value *ptr, int64_t bytes);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
   void runGpu();
+  /// Starts function `name` of the call's ABI in `module`: its entry block
+  /// loads the call's buffers and batch size.
+  void beginFunction(llvm::Module &module, const std::string &name);
   void beginKernel();
   void endKernel();
   /// An accumulator in the entry block, so that loops can sum into it.
@@ -941,20 +944,16 @@ void GraphLowering::materialize(const Node *n) {
     throw std::logic_error("internal error: a kernel reads a value that has no storage");
 }
 
-void GraphLowering::beginKernel() {
-  llvm::Module &kernels = Gpu->kernelModule();
+void GraphLowering::beginFunction(llvm::Module &module, const std::string &name) {
   F = llvm::Function::Create(llvm::FunctionType::get(B.getVoidTy(),
                                                      {llvm::PointerType::getUnqual(Ctx)},
                                                      false),
-                             llvm::Function::ExternalLinkage,
-                             "nnc_" + G.name() + "_k" + std::to_string(Kernels.size()),
-                             kernels);
+                             llvm::Function::ExternalLinkage, name, module);
   F->addFnAttr(llvm::Attribute::NoUnwind);
   F->addParamAttr(0, llvm::Attribute::NoAlias);
   Call = F->getArg(0);
   Call->setName("call");
   Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
-  auto *body = llvm::BasicBlock::Create(Ctx, "body", F);
   B.SetInsertPoint(Entry);
   for (auto [field, name] : {std::pair{CallParams, "params"}, {CallState, "state"},
                              {CallGrads, "grads"}, {CallOutput, "output"},
@@ -965,6 +964,14 @@ void GraphLowering::beginKernel() {
   Batch = loadField(CallBatch, B.getInt64Ty());
   Batch->setName("batch");
   Workspace = buffer(CallWorkspace);
+}
+
+void GraphLowering::beginKernel() {
+  beginFunction(Gpu->kernelModule(),
+                "nnc_" + G.name() + "_k" + std::to_string(Kernels.size()));
+  // The entry block ends in a branch, before which materialize() finds
+  // the kernel's slots.
+  auto *body = llvm::BasicBlock::Create(Ctx, "body", F);
   B.CreateBr(body);
   B.SetInsertPoint(body);
   Slots.clear();
@@ -1025,26 +1032,7 @@ WorkspaceSize GraphLowering::run() {
     return Size;
   }
   CallTy = getCallType(Ctx);
-  F = llvm::Function::Create(llvm::FunctionType::get(B.getVoidTy(),
-                                                     {llvm::PointerType::getUnqual(Ctx)},
-                                                     false),
-                             llvm::Function::ExternalLinkage, "nnc_" + G.name(), M);
-  F->addFnAttr(llvm::Attribute::NoUnwind);
-  F->addParamAttr(0, llvm::Attribute::NoAlias);
-  Call = F->getArg(0);
-  Call->setName("call");
-  Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
-  B.SetInsertPoint(Entry);
-  for (auto [field, name] : {std::pair{CallParams, "params"}, {CallState, "state"},
-                             {CallGrads, "grads"}, {CallOutput, "output"},
-                             {CallWorkspace, "workspace"}}) {
-    Buffers[field] = loadField(field, B.getPtrTy());
-    Buffers[field]->setName(name);
-  }
-  Batch = loadField(CallBatch, B.getInt64Ty());
-  Batch->setName("batch");
-  Workspace = buffer(CallWorkspace);
-
+  beginFunction(M, "nnc_" + G.name());
   planFusion();
   planWorkspace();
   for (const Node *n : Order)

@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Corpus.h"
+#include "Check.h"
 
 #include <cerrno>
 #include <chrono>
@@ -29,17 +30,6 @@
 #include <vector>
 
 using namespace nnc;
-
-static int Failures = 0;
-
-#define CHECK(Cond)                                                            \
-  do {                                                                         \
-    if (!(Cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,    \
-                   #Cond);                                                     \
-      ++Failures;                                                              \
-    }                                                                          \
-  } while (0)
 
 /// CHECK(A == B) for strings, printing both when they differ.
 #define CHECK_EQ_STR(A, B)                                                     \

@@ -19,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Gpu.h"
+#include "Check.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -27,17 +28,6 @@
 #include <vector>
 
 using namespace nnc;
-
-static int Failures = 0;
-
-#define CHECK(Cond)                                                            \
-  do {                                                                         \
-    if (!(Cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,    \
-                   #Cond);                                                     \
-      ++Failures;                                                              \
-    }                                                                          \
-  } while (0)
 
 namespace {
 

@@ -17,6 +17,7 @@
 #include "Cluster.h"
 #include "Plot.h"
 #include "Random.h"
+#include "Check.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -31,17 +32,6 @@
 #include <vector>
 
 using namespace nnc;
-
-static int Failures = 0;
-
-#define CHECK(Cond)                                                            \
-  do {                                                                         \
-    if (!(Cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,    \
-                   #Cond);                                                     \
-      ++Failures;                                                              \
-    }                                                                          \
-  } while (0)
 
 namespace {
 
