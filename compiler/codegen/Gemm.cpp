@@ -15,6 +15,16 @@
 // block and reloaded for the next; the first block starts from zero (or
 // from C when accumulating, or from the bias).
 //
+// A product whose N fills little of a vector (a dense layer of 1 to 10
+// outputs, or its weight gradient) runs the column kernel instead: its
+// vectors go along the rows of C. A block of RB rows (1 to 4 vectors) and
+// all N columns stays in registers for the whole depth; per step of k it
+// loads RB / VW vectors of op(A)'s column k (from a panel of A packed
+// transposed, when A is not already stored [K, M]), broadcasts the N values
+// of op(B)'s row k, and issues RB / VW x N multiply-adds. The block is then
+// interleaved in registers into C's row-major order. Every element is the
+// same chain of multiply-adds, in the same order, as in the panel kernel.
+//
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Gemm.h"
@@ -61,7 +71,32 @@ Blocking blockingFor(const GemmShape &S) {
   return L;
 }
 
-std::string functionName(const GemmShape &S) {
+/// Accumulators the column kernel may hold: most of the vector registers,
+/// the rest for the column of A and the broadcast value.
+int64_t columnAccumulators(const GemmShape &S) { return S.VectorBits >= 512 ? 24 : 12; }
+
+/// Vectors of rows per block of the column kernel for a product of \p M rows
+/// (0: M is not known when compiling), or 0 when the panel kernel fills its
+/// vectors better.
+int64_t columnVectors(const GemmShape &S, int64_t M) {
+  if (S.Accumulate || S.LdA || S.LdB || S.LdC)
+    return 0;
+  int64_t lanes = blockingFor(S).Lanes;
+  if (lanes == 1 || S.N > lanes)
+    return 0;
+  auto filled = [&](int64_t n) { return double(n) / double((n + lanes - 1) / lanes * lanes); };
+  if (filled(M ? M : lanes) < filled(S.N) + 0.25)
+    return 0;
+  // Packing A transposed costs about as much as a quarter of a vector's
+  // lanes saves (measured with bench/gemm: 120x3x32 and 100x1x32 gain,
+  // 1000x5x10 does not).
+  if (!S.TransA && filled(S.N) > 0.25)
+    return 0;
+  int64_t vectors = std::clamp<int64_t>(columnAccumulators(S) / S.N, 1, 4);
+  return M ? std::min(vectors, (M + lanes - 1) / lanes) : vectors;
+}
+
+std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
          (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + ".n" + std::to_string(S.N) + ".v" +
@@ -69,7 +104,8 @@ std::string functionName(const GemmShape &S) {
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
                     "." + std::to_string(S.LdC)
-              : "");
+              : "") +
+         (ColumnVectors ? ".cols" + std::to_string(ColumnVectors) : "");
 }
 
 /// The context a call passes: {A, B, C, M, K, bias or null}.
@@ -82,8 +118,8 @@ llvm::StructType *contextType(llvm::LLVMContext &Ctx) {
 /// Builds the body of one GEMM function.
 class GemmEmitter {
 public:
-  GemmEmitter(llvm::Function *F, const GemmShape &S)
-      : F(F), S(S), L(blockingFor(S)), B(F->getContext()),
+  GemmEmitter(llvm::Function *F, const GemmShape &S, int64_t ColumnVectors)
+      : F(F), S(S), L(blockingFor(S)), ColumnVectors(ColumnVectors), B(F->getContext()),
         VecTy(llvm::FixedVectorType::get(S.Elem, unsigned(L.Lanes))) {}
 
   void emit() {
@@ -107,9 +143,15 @@ public:
     LdA = leading(S.LdA, S.TransA ? M : K);
     LdB = leading(S.LdB, S.TransB ? K : B.getInt64(S.N));
     LdC = leading(S.LdC, B.getInt64(S.N));
-    RowBegin = B.CreateMul(F->getArg(1), B.getInt64(MR));
+    int64_t blockRows = ColumnVectors ? ColumnVectors * L.Lanes : MR;
+    RowBegin = B.CreateMul(F->getArg(1), B.getInt64(blockRows));
     RowEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
-                                     B.CreateMul(F->getArg(2), B.getInt64(MR)), M);
+                                     B.CreateMul(F->getArg(2), B.getInt64(blockRows)), M);
+    if (ColumnVectors) {
+      columnKernel();
+      B.CreateRetVoid();
+      return;
+    }
     int64_t panelElems = L.KC * L.Lanes * L.MaxVectors;
     Pack = B.CreateAlloca(llvm::ArrayType::get(S.Elem, panelElems));
     Pack->setAlignment(llvm::Align(64));
@@ -263,6 +305,174 @@ private:
       }
   }
 
+  /// The column kernel (see the file comment) over the thread's rows.
+  void columnKernel() {
+    int64_t lanes = L.Lanes, rows = ColumnVectors * lanes, n = S.N;
+    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
+    // A stored [M, K] is packed transposed, depth blocks of whole vectors.
+    int64_t depthBlock = S.TransA ? 0
+                                  : std::max<int64_t>(lanes, PanelBytes / (rows * elemBytes()) /
+                                                                 lanes * lanes);
+    if (!S.TransA) {
+      Pack = allocaInEntry(llvm::ArrayType::get(S.Elem, uint64_t(depthBlock * rows)));
+      Pack->setAlignment(llvm::Align(64));
+    }
+    std::vector<llvm::AllocaInst *> acc(ColumnVectors * n);
+    for (auto &slot : acc)
+      slot = allocaInEntry(VecTy);
+
+    loop(RowBegin, RowEnd, rows, [&](Value *i0) {
+      Value *valid = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin, B.getInt64(rows),
+                                             B.CreateSub(RowEnd, i0));
+      for (int64_t j = 0; j < n; ++j) {
+        Value *start = llvm::ConstantFP::get(VecTy, 0);
+        if (S.Bias)
+          start = B.CreateVectorSplat(
+              unsigned(lanes),
+              B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Bias, B.getInt64(j))));
+        for (int64_t v = 0; v < ColumnVectors; ++v)
+          B.CreateStore(start, acc[v * n + j]);
+      }
+      // Lanes of op(A)'s columns in rows below M.
+      std::vector<Value *> rowMask(ColumnVectors);
+      for (int64_t v = 0; v < ColumnVectors; ++v)
+        rowMask[v] = lanesBelow(B.CreateSub(valid, B.getInt64(v * lanes)));
+
+      auto steps = [&](Value *k0, Value *depth) {
+        loop(B.getInt64(0), depth, 1, [&](Value *k) {
+          Value *kAbs = B.CreateAdd(k0, k);
+          std::vector<Value *> column(ColumnVectors);
+          for (int64_t v = 0; v < ColumnVectors; ++v)
+            column[v] =
+                S.TransA
+                    ? static_cast<Value *>(B.CreateMaskedLoad(
+                          VecTy,
+                          B.CreateInBoundsGEP(S.Elem, A,
+                                              B.CreateAdd(B.CreateMul(kAbs, LdA),
+                                                          B.CreateAdd(i0, B.getInt64(v * lanes)))),
+                          elemAlign, rowMask[v], llvm::ConstantFP::get(VecTy, 0)))
+                    : B.CreateAlignedLoad(
+                          VecTy, packAt(k, B.getInt64(v * lanes), rows),
+                          llvm::Align(std::min<int64_t>(64, lanes * elemBytes())));
+          for (int64_t j = 0; j < n; ++j) {
+            Value *b = B.CreateVectorSplat(unsigned(lanes), bAt(kAbs, B.getInt64(j)));
+            for (int64_t v = 0; v < ColumnVectors; ++v) {
+              llvm::AllocaInst *slot = acc[v * n + j];
+              B.CreateStore(B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {VecTy},
+                                              {column[v], b, B.CreateLoad(VecTy, slot)}),
+                            slot);
+            }
+          }
+        });
+      };
+      if (S.TransA)
+        steps(B.getInt64(0), K);
+      else
+        loop(B.getInt64(0), K, depthBlock, [&](Value *k0) {
+          Value *depth = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
+                                                 B.getInt64(depthBlock), B.CreateSub(K, k0));
+          packColumns(i0, valid, k0, depth, rows);
+          steps(k0, depth);
+        });
+
+      // Each vector of rows, N columns of it, becomes N vectors of C's
+      // row-major elements; those past the last row are masked off.
+      for (int64_t v = 0; v < ColumnVectors; ++v) {
+        std::vector<Value *> columns;
+        for (int64_t j = 0; j < n; ++j)
+          columns.push_back(B.CreateLoad(VecTy, acc[v * n + j]));
+        std::vector<Value *> out = interleave(columns);
+        Value *elements = B.CreateMul(B.CreateSub(valid, B.getInt64(v * lanes)), B.getInt64(n));
+        Value *first = B.CreateMul(B.CreateAdd(i0, B.getInt64(v * lanes)), B.getInt64(n));
+        for (int64_t q = 0; q < n; ++q)
+          B.CreateMaskedStore(
+              out[q],
+              B.CreateInBoundsGEP(S.Elem, C, B.CreateAdd(first, B.getInt64(q * lanes))),
+              elemAlign, lanesBelow(B.CreateSub(elements, B.getInt64(q * lanes))));
+      }
+    });
+  }
+
+  /// Packs op(A)[i0 : i0 + valid, k0 : k0 + depth] transposed into the
+  /// panel, \p rows wide: square blocks loaded along K (rows past \p valid
+  /// and depths past \p depth read as zero), transposed in registers.
+  void packColumns(Value *i0, Value *valid, Value *k0, Value *depth, int64_t rows) {
+    int64_t lanes = L.Lanes;
+    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
+    llvm::Constant *none = llvm::ConstantVector::getSplat(
+        llvm::ElementCount::getFixed(unsigned(lanes)), B.getFalse());
+    loop(B.getInt64(0), depth, lanes, [&](Value *kb) {
+      Value *depthMask = lanesBelow(B.CreateSub(depth, kb));
+      for (int64_t v = 0; v < rows / lanes; ++v) {
+        std::vector<Value *> block(lanes);
+        for (int64_t r = 0; r < lanes; ++r) {
+          Value *row = B.CreateAdd(i0, B.getInt64(v * lanes + r));
+          Value *inside = B.CreateICmpSLT(B.getInt64(v * lanes + r), valid);
+          Value *at = B.CreateInBoundsGEP(
+              S.Elem, A, B.CreateAdd(B.CreateMul(row, LdA), B.CreateAdd(k0, kb)));
+          block[r] = B.CreateMaskedLoad(VecTy, at, elemAlign,
+                                        B.CreateSelect(inside, depthMask, none),
+                                        llvm::ConstantFP::get(VecTy, 0));
+        }
+        transpose(block);
+        for (int64_t t = 0; t < lanes; ++t)
+          B.CreateAlignedStore(block[t],
+                               packAt(B.CreateAdd(kb, B.getInt64(t)), B.getInt64(v * lanes), rows),
+                               llvm::Align(std::min<int64_t>(64, lanes * elemBytes())));
+      }
+    });
+  }
+
+  /// The mask of the lanes l < \p count (none when count <= 0, all when
+  /// count >= lanes).
+  Value *lanesBelow(Value *count) {
+    std::vector<llvm::Constant *> index;
+    for (int64_t l = 0; l < L.Lanes; ++l)
+      index.push_back(B.getInt64(l));
+    return B.CreateICmpSLT(llvm::ConstantVector::get(index),
+                           B.CreateVectorSplat(unsigned(L.Lanes), count));
+  }
+
+  /// Vectors holding column j of a block of rows, j < N, reordered into
+  /// N vectors of the block's row-major elements: element f of the result
+  /// is lane f / N of column f % N.
+  std::vector<Value *> interleave(std::vector<Value *> columns) {
+    int64_t n = int64_t(columns.size()), lanes = L.Lanes;
+    if (n == 1)
+      return columns;
+    // One wide vector of all the columns, padded to a power of two of them.
+    while (columns.size() & (columns.size() - 1))
+      columns.push_back(llvm::PoisonValue::get(VecTy));
+    while (columns.size() > 1) {
+      std::vector<Value *> pairs;
+      for (size_t c = 0; c < columns.size(); c += 2) {
+        auto width = llvm::cast<llvm::FixedVectorType>(columns[c]->getType())->getNumElements();
+        std::vector<int> both(2 * width);
+        for (unsigned e = 0; e < 2 * width; ++e)
+          both[e] = int(e);
+        pairs.push_back(B.CreateShuffleVector(columns[c], columns[c + 1], both));
+      }
+      columns = pairs;
+    }
+    std::vector<Value *> out;
+    for (int64_t q = 0; q < n; ++q) {
+      std::vector<int> pick(lanes);
+      for (int64_t l = 0; l < lanes; ++l) {
+        int64_t f = q * lanes + l;
+        pick[l] = int((f % n) * lanes + f / n);
+      }
+      out.push_back(B.CreateShuffleVector(columns[0], pick));
+    }
+    return out;
+  }
+
+  int64_t elemBytes() const { return S.Elem->getPrimitiveSizeInBits() / 8; }
+
+  llvm::AllocaInst *allocaInEntry(llvm::Type *type) {
+    llvm::IRBuilder<> entry(Entry, Entry->begin());
+    return entry.CreateAlloca(type);
+  }
+
   void microKernel(Value *i0, int64_t rows, Value *k0, Value *depth,
                    Value *first, Value *j0, int64_t vectors, int64_t columns) {
     int64_t width = vectors * L.Lanes;
@@ -348,6 +558,7 @@ private:
   llvm::Function *F;
   const GemmShape &S;
   Blocking L;
+  int64_t ColumnVectors; ///< Vectors of rows per block of the column kernel; 0: panel kernel.
   llvm::IRBuilder<> B;
   llvm::Type *VecTy;
   llvm::BasicBlock *Entry = nullptr;
@@ -358,8 +569,8 @@ private:
   llvm::AllocaInst *Pack = nullptr;
 };
 
-llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S) {
-  std::string name = functionName(S);
+llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S, int64_t ColumnVectors) {
+  std::string name = functionName(S, ColumnVectors);
   if (llvm::Function *existing = Mod.getFunction(name))
     return existing;
   llvm::LLVMContext &Ctx = Mod.getContext();
@@ -370,7 +581,7 @@ llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S) {
       false);
   auto *F = llvm::Function::Create(type, llvm::Function::InternalLinkage, name, Mod);
   F->addFnAttr(llvm::Attribute::NoUnwind);
-  GemmEmitter(F, S).emit();
+  GemmEmitter(F, S, ColumnVectors).emit();
   return F;
 }
 
@@ -381,7 +592,11 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
-  llvm::Function *fn = gemmFunction(Mod, Shape);
+  auto *staticRows = llvm::dyn_cast<llvm::ConstantInt>(M);
+  int64_t columnVectorsPerBlock = columnVectors(Shape, staticRows ? staticRows->getSExtValue() : 0);
+  llvm::Function *fn = gemmFunction(Mod, Shape, columnVectorsPerBlock);
+  int64_t blockRows =
+      columnVectorsPerBlock ? columnVectorsPerBlock * blockingFor(Shape).Lanes : MR;
 
   llvm::StructType *ctxTy = contextType(Ctx);
   llvm::AllocaInst *ctx;
@@ -394,7 +609,8 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
                      Bias ? Bias : llvm::ConstantPointerNull::get(B.getPtrTy())};
   for (unsigned I = 0; I < 6; ++I)
     B.CreateStore(fields[I], B.CreateStructGEP(ctxTy, ctx, I));
-  Value *blocks = B.CreateSDiv(B.CreateAdd(M, B.getInt64(MR - 1)), B.getInt64(MR));
+  Value *blocks =
+      B.CreateSDiv(B.CreateAdd(M, B.getInt64(blockRows - 1)), B.getInt64(blockRows));
 
   llvm::FunctionCallee parallelFor = Mod.getOrInsertFunction(
       "nnc_parallel_for", B.getVoidTy(), B.getInt64Ty(), B.getPtrTy(), B.getPtrTy());
