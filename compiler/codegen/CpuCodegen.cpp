@@ -62,6 +62,10 @@ using ir::OpCode;
 using llvm::Value;
 
 constexpr int64_t Alignment = 64;
+/// Rows of softmax and log_softmax up to this width (a few classes) are
+/// lowered as straight-line code per row, which vectorizes across rows;
+/// wider rows loop over their elements, which vectorizes along the row.
+constexpr int64_t SmallRowWidth = 8;
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -236,6 +240,9 @@ private:
   /// Points n's slot at its workspace buffer, if it has one.
   void placeInWorkspace(const Node *n);
   void lower(const Node *n);
+  /// Lowers one unit (a node, its fused members or its group) and keeps
+  /// the memory accesses of its code (see addBufferScopes).
+  void recordAccesses(const std::function<void()> &lowerUnit);
   void lowerLeaf(const Node *n);
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
@@ -321,6 +328,10 @@ private:
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
+  /// CPU: the workspace buffers by their start, and the memory accesses of
+  /// each lowered unit's code, for addBufferScopes.
+  std::unordered_map<const Value *, const Node *> WorkspaceBuffers;
+  std::vector<std::vector<llvm::Instruction *>> UnitAccesses;
   /// Elementwise nodes with no buffer: computed by load() inside the loop
   /// that their users share (see planFusion).
   std::unordered_set<const Node *> Inlined;
@@ -1037,7 +1048,7 @@ WorkspaceSize GraphLowering::run() {
   planWorkspace();
   for (const Node *n : Order)
     if (!FusedInto.count(n) && !GroupedInto.count(n))
-      lower(n);
+      recordAccesses([&] { lower(n); });
   for (const ir::Store &store : G.stores())
     lowerStore(store);
   B.CreateRetVoid();
@@ -1060,6 +1071,41 @@ void GraphLowering::placeInWorkspace(const Node *n) {
     start = B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(bytes), Batch));
   Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
                                      "t" + std::to_string(n->Id));
+  WorkspaceBuffers[Slots[n].Ptr] = n;
+}
+
+/// The address that \p inst loads from or stores to, if it is a memory access.
+static Value *accessedAddress(llvm::Instruction &inst) {
+  if (auto *load = llvm::dyn_cast<llvm::LoadInst>(&inst))
+    return load->getPointerOperand();
+  if (auto *store = llvm::dyn_cast<llvm::StoreInst>(&inst))
+    return store->getPointerOperand();
+  if (auto *intrinsic = llvm::dyn_cast<llvm::IntrinsicInst>(&inst)) {
+    if (intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_load)
+      return intrinsic->getArgOperand(0);
+    if (intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_store)
+      return intrinsic->getArgOperand(1);
+  }
+  return nullptr;
+}
+
+void GraphLowering::recordAccesses(const std::function<void()> &lowerUnit) {
+  // Blocks are only ever appended to the function, and a unit's code goes
+  // after the insertion point: what follows these two marks is the unit's.
+  llvm::BasicBlock *start = B.GetInsertBlock();
+  llvm::Instruction *lastBefore = start->empty() ? nullptr : &start->back();
+  llvm::BasicBlock *lastBlock = &F->back();
+  lowerUnit();
+  std::vector<llvm::Instruction *> accesses;
+  auto collect = [&](llvm::BasicBlock::iterator from, llvm::BasicBlock::iterator to) {
+    for (llvm::Instruction &inst : llvm::make_range(from, to))
+      if (accessedAddress(inst))
+        accesses.push_back(&inst);
+  };
+  collect(lastBefore ? std::next(lastBefore->getIterator()) : start->begin(), start->end());
+  for (auto block = std::next(lastBlock->getIterator()); block != F->end(); ++block)
+    collect(block->begin(), block->end());
+  UnitAccesses.push_back(std::move(accesses));
 }
 
 void GraphLowering::addBufferScopes() {
@@ -1073,18 +1119,17 @@ void GraphLowering::addBufferScopes() {
   std::unordered_map<const Value *, llvm::MDNode *> scopes;
   for (auto &[field, pointer] : Buffers)
     scopes[pointer] = md.createAnonymousAliasScope(domain, pointer->getName());
+  auto append = [&](llvm::Instruction &inst, unsigned kind,
+                    const std::vector<llvm::Metadata *> &more) {
+    std::vector<llvm::Metadata *> list;
+    if (llvm::MDNode *old = inst.getMetadata(kind))
+      list.assign(old->op_begin(), old->op_end());
+    list.insert(list.end(), more.begin(), more.end());
+    inst.setMetadata(kind, llvm::MDNode::get(Ctx, list));
+  };
   for (llvm::BasicBlock &block : *F)
     for (llvm::Instruction &inst : block) {
-      Value *address = nullptr;
-      if (auto *load = llvm::dyn_cast<llvm::LoadInst>(&inst))
-        address = load->getPointerOperand();
-      else if (auto *store = llvm::dyn_cast<llvm::StoreInst>(&inst))
-        address = store->getPointerOperand();
-      else if (auto *intrinsic = llvm::dyn_cast<llvm::IntrinsicInst>(&inst))
-        if (intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_load ||
-            intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_store)
-          address = intrinsic->getArgOperand(
-              intrinsic->getIntrinsicID() == llvm::Intrinsic::masked_load ? 0 : 1);
+      Value *address = accessedAddress(inst);
       auto scope = address ? scopes.find(llvm::getUnderlyingObject(address)) : scopes.end();
       if (scope == scopes.end())
         continue;
@@ -1096,6 +1141,45 @@ void GraphLowering::addBufferScopes() {
                        llvm::MDNode::get(Ctx, {scope->second}));
       inst.setMetadata(llvm::LLVMContext::MD_noalias, llvm::MDNode::get(Ctx, others));
     }
+
+  // The workspace's buffers share memory when their lives do not overlap,
+  // so no scope per buffer holds for the whole function. Within one unit's
+  // code they do not overlap: the unit's operands, results and members are
+  // all live while it runs (planWorkspace). So each unit gets a domain of
+  // its own, with a scope per workspace buffer that its code accesses,
+  // which says nothing of the accesses of other units. Loops reading one
+  // buffer with a stride and writing another (the rows of a softmax over
+  // a few classes) then vectorize, where run-time overlap checks fail.
+  for (const std::vector<llvm::Instruction *> &accesses : UnitAccesses) {
+    std::vector<std::pair<llvm::Instruction *, const Node *>> owned;
+    std::map<const Node *, llvm::MDNode *> unitScopes;
+    for (llvm::Instruction *inst : accesses) {
+      Value *address = accessedAddress(*inst);
+      while (!WorkspaceBuffers.count(address))
+        if (auto *gep = llvm::dyn_cast<llvm::GetElementPtrInst>(address))
+          address = gep->getPointerOperand();
+        else
+          break;
+      auto buffer = WorkspaceBuffers.find(address);
+      if (buffer == WorkspaceBuffers.end())
+        continue;
+      owned.push_back({inst, buffer->second});
+      unitScopes[buffer->second] = nullptr;
+    }
+    if (unitScopes.size() < 2)
+      continue;
+    llvm::MDNode *unitDomain = md.createAnonymousAliasScopeDomain("nnc.unit");
+    for (auto &[node, scope] : unitScopes)
+      scope = md.createAnonymousAliasScope(unitDomain, "t" + std::to_string(node->Id));
+    for (auto &[inst, node] : owned) {
+      std::vector<llvm::Metadata *> others;
+      for (auto &[other, scope] : unitScopes)
+        if (other != node)
+          others.push_back(scope);
+      append(*inst, llvm::LLVMContext::MD_alias_scope, {unitScopes.at(node)});
+      append(*inst, llvm::LLVMContext::MD_noalias, others);
+    }
+  }
 }
 
 void GraphLowering::lower(const Node *n) {
@@ -1537,11 +1621,37 @@ void GraphLowering::lowerRow(const Node *n) {
   Value *width = extent(dims.back());
   Value *rows = product(dims, 0, dims.size() - 1);
   llvm::Type *ft = elemType(n->Ty.Elem);
+  LLVMScalarBuilder sb(B, ft);
+  bool logForm = n->Op == OpCode::LogSoftmax;
+  auto *staticWidth = llvm::dyn_cast<llvm::ConstantInt>(width);
+  if (staticWidth && staticWidth->getSExtValue() <= SmallRowWidth) {
+    // A few classes: each row in registers, straight-line code that LLVM's
+    // vectorizer widens across rows.
+    int64_t w = staticWidth->getSExtValue();
+    parallelFor(rows, [&](Value *r) {
+      Value *base = B.CreateMul(r, width);
+      std::vector<Value *> xs(w), es(w);
+      Value *rowMax = llvm::ConstantFP::getInfinity(ft, true);
+      for (int64_t j = 0; j < w; ++j) {
+        xs[j] = load(x, B.CreateAdd(base, i64(j)));
+        rowMax = LLVMScalarBuilder::v(sb.max(rowMax, xs[j]));
+      }
+      Value *sum = llvm::ConstantFP::get(ft, 0);
+      for (int64_t j = 0; j < w; ++j) {
+        es[j] = LLVMScalarBuilder::v(sb.exp(B.CreateFSub(xs[j], rowMax)));
+        sum = B.CreateFAdd(sum, es[j]);
+      }
+      Value *logSum = logForm ? LLVMScalarBuilder::v(sb.log(sum)) : nullptr;
+      for (int64_t j = 0; j < w; ++j)
+        B.CreateStore(logForm ? B.CreateFSub(B.CreateFSub(xs[j], rowMax), logSum)
+                              : B.CreateFDiv(es[j], sum),
+                      B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(base, i64(j))));
+    });
+    return;
+  }
   llvm::IRBuilder<> entry(Entry, Entry->begin());
   llvm::AllocaInst *maxSlot = entry.CreateAlloca(ft);
   llvm::AllocaInst *sumSlot = entry.CreateAlloca(ft);
-  LLVMScalarBuilder sb(B, ft);
-  bool logForm = n->Op == OpCode::LogSoftmax;
   parallelFor(rows, [&](Value *r) {
     Value *base = B.CreateMul(r, width);
     B.CreateStore(llvm::ConstantFP::getInfinity(ft, true), maxSlot);
