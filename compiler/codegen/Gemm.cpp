@@ -224,7 +224,14 @@ private:
   void panel(Value *k0, Value *depth, Value *first, Value *j0, int64_t vectors,
              int64_t columns) {
     int64_t width = vectors * L.Lanes;
-    if (S.TransB)
+    // B stored [K, N] with N whole vectors is its own only panel: its
+    // rows are already contiguous, and it is read in place.
+    Panel = Pack;
+    PanelAlign = llvm::Align(std::min<int64_t>(64, L.Lanes * elemBytes()));
+    if (!S.TransB && !S.LdB && S.N == width) {
+      Panel = B.CreateInBoundsGEP(S.Elem, BM, B.CreateMul(k0, B.getInt64(width)));
+      PanelAlign = llvm::Align(elemBytes());
+    } else if (S.TransB)
       packTransposed(k0, depth, j0, columns, width);
     else // Rows of B are contiguous: copied row by row.
       loop(B.getInt64(0), depth, 1, [&](Value *k) {
@@ -527,10 +534,9 @@ private:
       std::vector<Value *> panelRow(vectors);
       for (int64_t v = 0; v < vectors; ++v) {
         Value *at = B.CreateInBoundsGEP(
-            S.Elem, Pack,
+            S.Elem, Panel,
             B.CreateAdd(B.CreateMul(k, B.getInt64(width)), B.getInt64(v * L.Lanes)));
-        panelRow[v] = B.CreateAlignedLoad(
-            VecTy, at, llvm::Align(std::min<int64_t>(64, L.Lanes * elemAlign.value())));
+        panelRow[v] = B.CreateAlignedLoad(VecTy, at, PanelAlign);
       }
       Value *kAbs = B.CreateAdd(k0, k);
       for (int64_t r = 0; r < rows; ++r) {
@@ -567,6 +573,9 @@ private:
   Value *LdA = nullptr, *LdB = nullptr, *LdC = nullptr;
   Value *RowBegin = nullptr, *RowEnd = nullptr;
   llvm::AllocaInst *Pack = nullptr;
+  /// The panel that the micro-kernel reads: Pack, or B itself.
+  Value *Panel = nullptr;
+  llvm::Align PanelAlign;
 };
 
 llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S, int64_t ColumnVectors) {
