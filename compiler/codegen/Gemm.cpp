@@ -15,8 +15,9 @@
 // block and reloaded for the next; the first block starts from zero (or
 // from C when accumulating, or from the bias).
 //
-// A product whose N fills little of a vector (a dense layer of 1 to 10
-// outputs, or its weight gradient) runs the column kernel instead: its
+// A product whose N fills little of a vector, where M fills more (the
+// weight gradient of a narrow layer, a dense layer of 1 to 4 outputs over
+// a batch), runs the column kernel instead (columnVectors): its
 // vectors go along the rows of C. A block of RB rows (1 to 4 vectors) and
 // all N columns stays in registers for the whole depth; per step of k it
 // loads RB / VW vectors of op(A)'s column k (from a panel of A packed
