@@ -453,17 +453,7 @@ void GraphLowering::zeroBytes(Value *ptr, int64_t bytes) {
 
 void GraphLowering::loopRange(Value *begin, Value *end, Value *step,
                               const std::function<void(Value *)> &body, bool rolled) {
-  llvm::BasicBlock *before = B.GetInsertBlock();
-  auto *loop = llvm::BasicBlock::Create(Ctx, "loop", F);
-  auto *exit = llvm::BasicBlock::Create(Ctx, "loop.end", F);
-  B.CreateCondBr(B.CreateICmpSLT(begin, end), loop, exit);
-  B.SetInsertPoint(loop);
-  llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2, "i");
-  i->addIncoming(begin, before);
-  body(i);
-  Value *next = B.CreateAdd(i, step, "", true, true);
-  i->addIncoming(next, B.GetInsertBlock());
-  llvm::BranchInst *latch = B.CreateCondBr(B.CreateICmpSLT(next, end), loop, exit);
+  llvm::BranchInst *latch = emitLoop(B, begin, end, step, body);
   if (rolled) {
     llvm::MDNode *noUnroll = llvm::MDNode::get(
         Ctx, llvm::MDString::get(Ctx, "llvm.loop.unroll.disable"));
@@ -471,7 +461,6 @@ void GraphLowering::loopRange(Value *begin, Value *end, Value *step,
     id->replaceOperandWith(0, id);
     latch->setMetadata(llvm::LLVMContext::MD_loop, id);
   }
-  B.SetInsertPoint(exit);
 }
 
 /// Whether n's value needs a buffer of its own.

@@ -177,22 +177,9 @@ public:
   }
 
 private:
-  /// Emits `for (i = begin; i < end; i += step) body(i)`.
   void loop(Value *begin, Value *end, int64_t step,
             const std::function<void(Value *)> &body) {
-    llvm::LLVMContext &Ctx = F->getContext();
-    llvm::BasicBlock *before = B.GetInsertBlock();
-    auto *head = llvm::BasicBlock::Create(Ctx, "gemm.loop", F);
-    auto *exit = llvm::BasicBlock::Create(Ctx, "gemm.end", F);
-    B.CreateCondBr(B.CreateICmpSLT(begin, end), head, exit);
-    B.SetInsertPoint(head);
-    llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2);
-    i->addIncoming(begin, before);
-    body(i);
-    Value *next = B.CreateAdd(i, B.getInt64(step), "", true, true);
-    i->addIncoming(next, B.GetInsertBlock());
-    B.CreateCondBr(B.CreateICmpSLT(next, end), head, exit);
-    B.SetInsertPoint(exit);
+    emitLoop(B, begin, end, B.getInt64(step), body, "gemm.loop");
   }
 
   /// op(B)[k, j] for absolute k and j.
@@ -508,11 +495,8 @@ private:
     // Accumulators in allocas of the entry block, which SROA turns into
     // registers carried around the k loop.
     std::vector<llvm::AllocaInst *> acc(rows * vectors);
-    {
-      llvm::IRBuilder<> entry(Entry, Entry->begin());
-      for (auto &slot : acc)
-        slot = entry.CreateAlloca(VecTy);
-    }
+    for (auto &slot : acc)
+      slot = allocaInEntry(VecTy);
     std::vector<Value *> initial(vectors, zero);
     if (S.Bias)
       for (int64_t v = 0; v < vectors; ++v) {
@@ -596,6 +580,24 @@ llvm::Function *gemmFunction(llvm::Module &Mod, const GemmShape &S, int64_t Colu
 }
 
 } // namespace
+
+llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, Value *Begin, Value *End, Value *Step,
+                           const std::function<void(Value *)> &Body, const llvm::Twine &Name) {
+  llvm::Function *f = B.GetInsertBlock()->getParent();
+  llvm::BasicBlock *before = B.GetInsertBlock();
+  auto *head = llvm::BasicBlock::Create(f->getContext(), Name, f);
+  auto *exit = llvm::BasicBlock::Create(f->getContext(), Name + ".end", f);
+  B.CreateCondBr(B.CreateICmpSLT(Begin, End), head, exit);
+  B.SetInsertPoint(head);
+  llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2, "i");
+  i->addIncoming(Begin, before);
+  Body(i);
+  Value *next = B.CreateAdd(i, Step, "", true, true);
+  i->addIncoming(next, B.GetInsertBlock());
+  llvm::BranchInst *latch = B.CreateCondBr(B.CreateICmpSLT(next, End), head, exit);
+  B.SetInsertPoint(exit);
+  return latch;
+}
 
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
               Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias) {

@@ -19,6 +19,8 @@
 
 #include "llvm/IR/IRBuilder.h"
 
+#include <functional>
+
 namespace nnc {
 
 struct GemmShape {
@@ -37,6 +39,13 @@ struct GemmShape {
   /// own). Not with Accumulate.
   bool Bias = false;
 };
+
+/// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)
+/// Body(i)` over i64, in blocks named \p Name and \p Name.end; returns the
+/// loop's latch branch (for loop metadata). The code generators' one loop.
+llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, llvm::Value *Begin, llvm::Value *End,
+                           llvm::Value *Step, const std::function<void(llvm::Value *)> &Body,
+                           const llvm::Twine &Name = "loop");
 
 /// Emits, at \p B's insertion point, C (+)= op(A) op(B) (+ bias) for \p M
 /// rows and depth \p K (i64 values). Large products run on the runtime's

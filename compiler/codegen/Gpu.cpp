@@ -2,6 +2,7 @@
 
 #include "codegen/Gpu.h"
 #include "codegen/Codegen.h"
+#include "codegen/Gemm.h"
 #include "codegen/VectorMath.h"
 
 #include "llvm/IR/InstIterator.h"
@@ -130,25 +131,6 @@ private:
   llvm::Module &Host;
 };
 
-/// for (i = begin; i < end; i += step) body(i), all i64.
-void loop(llvm::IRBuilder<> &B, Value *begin, Value *end, Value *step,
-          const std::function<void(Value *)> &body) {
-  llvm::Function *f = B.GetInsertBlock()->getParent();
-  llvm::LLVMContext &ctx = f->getContext();
-  llvm::BasicBlock *before = B.GetInsertBlock();
-  auto *head = llvm::BasicBlock::Create(ctx, "gemm.loop", f);
-  auto *exit = llvm::BasicBlock::Create(ctx, "gemm.loop.end", f);
-  B.CreateCondBr(B.CreateICmpSLT(begin, end), head, exit);
-  B.SetInsertPoint(head);
-  llvm::PHINode *i = B.CreatePHI(B.getInt64Ty(), 2);
-  i->addIncoming(begin, before);
-  body(i);
-  Value *next = B.CreateAdd(i, step);
-  i->addIncoming(next, B.GetInsertBlock());
-  B.CreateCondBr(B.CreateICmpSLT(next, end), head, exit);
-  B.SetInsertPoint(exit);
-}
-
 } // namespace
 
 std::unique_ptr<GpuTarget> createNvptxTarget(llvm::LLVMContext &Ctx) {
@@ -187,13 +169,13 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
     return B.CreateInBoundsGEP(ft, base, index);
   };
 
-  loop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), tiles,
+  emitLoop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), tiles,
        B.CreateZExt(Gpu.blocks(B), B.getInt64Ty()), [&](Value *t) {
          Value *m0 = B.CreateMul(B.CreateUDiv(t, tilesN), i64(Tile));
          Value *n0 = B.CreateMul(B.CreateURem(t, tilesN), i64(Tile));
          for (llvm::AllocaInst *a : acc)
            B.CreateStore(zero, a);
-         loop(B, i64(0), K, i64(Depth), [&](Value *k0) {
+         emitLoop(B, i64(0), K, i64(Depth), [&](Value *k0) {
            // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
            // n0 .. +64] as [k][n]; zeros outside the matrices.
            for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
@@ -213,7 +195,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
              stage(BMatrix, B.CreateAdd(n0, inner), N, ldb, Shape.TransB, bs);
            }
            Gpu.barrier(B);
-           loop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
+           emitLoop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
              Value *row = B.CreateMul(kk, i64(Tile));
              Value *a[Per], *b[Per];
              for (int64_t r = 0; r < Per; ++r) {
