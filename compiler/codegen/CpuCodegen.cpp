@@ -66,6 +66,11 @@ constexpr int64_t Alignment = 64;
 /// lowered as straight-line code per row, which vectorizes across rows;
 /// wider rows loop over their elements, which vectorizes along the row.
 constexpr int64_t SmallRowWidth = 8;
+/// CPU: a convolution's images run in this many groups, each with a column
+/// matrix (and, for a filter's gradient, a partial sum) of its own in the
+/// scratch, split among the threads. The count is fixed, not the threads',
+/// so that the order of the gradient's sums is too.
+constexpr int64_t ImageGroups = 16;
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -122,9 +127,10 @@ private:
     return B.CreateLoad(type, field(f));
   }
   /// n's slot. On the GPU, each kernel finds the slots it reads afresh,
-  /// at its start: a value computed by an earlier kernel is in memory.
+  /// at its start: a value computed by an earlier kernel is in memory (so
+  /// does a CPU worker function).
   const Slot &slotOf(const Node *n) {
-    if (Gpu && !Slots.count(n))
+    if ((Gpu || OnWorker) && !Slots.count(n))
       materialize(n);
     return Slots.at(n);
   }
@@ -184,6 +190,18 @@ private:
   /// convolution's images through one column buffer) whose bodies hold
   /// parallel work: on the GPU, every thread of one block runs every step.
   void stepsFor(Value *begin, Value *end, const std::function<void(Value *)> &body);
+  /// CPU: `for (i = 0; i < count; ++i) body(i)` with independent
+  /// iterations, split among the runtime's threads. The body is emitted
+  /// into a worker function of its own (see OnWorker).
+  void threadedFor(int64_t count, const std::function<void(Value *)> &body);
+  /// Runs body(img, group) for every image of a batch of `images` (a
+  /// dimension) for a convolution: on the CPU, the images are cut into
+  /// imageGroups() runs, one per scratch buffer, split among the threads
+  /// (groupStart(group) first, when given); on the GPU, one after another,
+  /// in group 0.
+  void forImages(int64_t images, const std::function<void(Value *, Value *)> &body,
+                 const std::function<void(Value *)> &groupStart = nullptr);
+  int64_t imageGroups() const { return Gpu ? 1 : ImageGroups; }
 
   // GPU kernels. Code outside parallelFor loops is uniform: every thread
   // runs it alike. What it writes, one thread writes; the threads meet at
@@ -203,13 +221,15 @@ private:
   /// the GPU's tiled product (Gpu.cpp).
   void gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
             Value *bias = nullptr);
-  /// Stores zeros into `bytes` bytes at ptr.
-  void zeroBytes(Value *ptr, int64_t bytes);
+  /// Stores zeros into `bytes` bytes at ptr, aligned to `align` bytes.
+  void zeroBytes(Value *ptr, int64_t bytes, int64_t align = Alignment);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
   void runGpu();
   /// Starts function `name` of the call's ABI in `module`: its entry block
   /// loads the call's buffers and batch size.
   void beginFunction(llvm::Module &module, const std::string &name);
+  /// Loads the call's buffers and batch size, at the insertion point.
+  void loadCall();
   void beginKernel();
   void endKernel();
   /// An accumulator in the entry block, so that loops can sum into it.
@@ -294,12 +314,12 @@ private:
   void columnsOf(const Node *conv, const std::vector<int64_t> &in,
                  const std::vector<int64_t> &out, Value *image,
                  const std::function<void(Value *, Value *)> &body);
-  /// The column matrix of convolution n, in its scratch buffer.
-  Value *columnBuffer(const Node *n);
-  /// Fills n's column matrix from image `img` of x: zeros where the kernel
-  /// reads the padding, the image's values elsewhere.
+  /// Group `group`'s column matrix of convolution n, in n's scratch.
+  Value *columnBuffer(const Node *n, Value *group);
+  /// Fills the column matrix `col` of convolution n from image `img` of x:
+  /// zeros where the kernel reads the padding, the image's values elsewhere.
   void fillColumns(const Node *n, const Node *x, const std::vector<int64_t> &out,
-                   Value *img);
+                   Value *img, Value *col);
   /// Stores zeros into every element of n's buffer.
   void zeroFill(const Node *n);
   /// Where a store writes: its place in the call's buffer.
@@ -315,6 +335,11 @@ private:
   llvm::Function *F = nullptr;
   llvm::BasicBlock *Entry = nullptr;
   GpuTarget *Gpu = nullptr; ///< Null: the CPU's one function per graph.
+  /// CPU: whether the code being emitted is a worker function's
+  /// (threadedFor), which finds the slots it reads afresh at its start, as
+  /// a GPU kernel does, and runs its products on its own thread.
+  bool OnWorker = false;
+  int Workers = 0; ///< Worker functions so far, for their names.
   bool WholeGraph = false;  ///< GPU: the graph as one kernel.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -410,6 +435,81 @@ void GraphLowering::stepsFor(Value *begin, Value *end,
   loopRange(begin, end, i64(1), body, false);
 }
 
+void GraphLowering::threadedFor(int64_t count, const std::function<void(Value *)> &body) {
+  // The worker gets the call's pointer, which every thread only reads, and
+  // its share [begin, end) of the range (nnc_parallel_for). Its slots and
+  // cached values are its own; the caller's are back after it.
+  auto *type = llvm::FunctionType::get(B.getVoidTy(),
+                                       {B.getPtrTy(), B.getInt64Ty(), B.getInt64Ty()}, false);
+  auto *worker = llvm::Function::Create(type, llvm::Function::InternalLinkage,
+                                        F->getName() + ".w" + std::to_string(Workers++), M);
+  worker->addFnAttr(llvm::Attribute::NoUnwind);
+  worker->addParamAttr(0, llvm::Attribute::NoAlias);
+  auto callerF = F;
+  auto callerEntry = Entry;
+  auto callerCall = Call;
+  auto callerBatch = Batch;
+  auto callerWorkspace = Workspace;
+  auto callerBuffers = std::move(Buffers);
+  auto callerSlots = std::move(Slots);
+  auto callerComputed = std::move(Computed);
+  auto callerAccesses = std::move(UnitAccesses);
+  llvm::IRBuilderBase::InsertPoint callerPoint = B.saveIP();
+  F = worker;
+  Call = worker->getArg(0);
+  Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
+  B.SetInsertPoint(Entry);
+  Buffers.clear();
+  Slots.clear();
+  Computed.clear();
+  UnitAccesses.clear();
+  loadCall();
+  // The entry block ends in a branch, before which materialize() finds
+  // the worker's slots.
+  auto *start = llvm::BasicBlock::Create(Ctx, "body", F);
+  B.CreateBr(start);
+  B.SetInsertPoint(start);
+  OnWorker = true;
+  recordAccesses(
+      [&] { loopRange(worker->getArg(1), worker->getArg(2), i64(1), body, false); });
+  OnWorker = false;
+  B.CreateRetVoid();
+  addBufferScopes();
+
+  F = callerF;
+  Entry = callerEntry;
+  Call = callerCall;
+  Batch = callerBatch;
+  Workspace = callerWorkspace;
+  Buffers = std::move(callerBuffers);
+  Slots = std::move(callerSlots);
+  Computed = std::move(callerComputed);
+  UnitAccesses = std::move(callerAccesses);
+  B.restoreIP(callerPoint);
+  llvm::FunctionCallee parallelFor = M.getOrInsertFunction(
+      "nnc_parallel_for", B.getVoidTy(), B.getInt64Ty(), B.getPtrTy(), B.getPtrTy());
+  B.CreateCall(parallelFor, {i64(count), worker, Call});
+}
+
+void GraphLowering::forImages(int64_t images,
+                              const std::function<void(Value *, Value *)> &body,
+                              const std::function<void(Value *)> &groupStart) {
+  if (Gpu) {
+    if (groupStart)
+      groupStart(i64(0));
+    return stepsFor(i64(0), extent(images), [&](Value *img) { body(img, i64(0)); });
+  }
+  threadedFor(ImageGroups, [&](Value *group) {
+    if (groupStart)
+      groupStart(group);
+    // Group g takes images [g * n / G, (g + 1) * n / G).
+    Value *n = extent(images);
+    Value *begin = B.CreateUDiv(B.CreateMul(group, n), i64(ImageGroups));
+    Value *end = B.CreateUDiv(B.CreateMul(B.CreateAdd(group, i64(1)), n), i64(ImageGroups));
+    forRange(begin, end, [&](Value *img) { body(img, group); });
+  });
+}
+
 void GraphLowering::onOneThread(const std::function<void()> &body) {
   ++Pieces;
   OneBlock = true;
@@ -433,7 +533,7 @@ void GraphLowering::storeOnce(Value *value, Value *ptr) {
 void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
                          Value *k, Value *bias) {
   if (!Gpu)
-    return emitGemm(B, shape, a, b, c, m, k, bias);
+    return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker);
   ++Pieces;
   GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
                         shape.Elem, shape.LdA, shape.LdB, shape.LdC};
@@ -441,9 +541,9 @@ void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, V
   Gpu->barrier(B);
 }
 
-void GraphLowering::zeroBytes(Value *ptr, int64_t bytes) {
+void GraphLowering::zeroBytes(Value *ptr, int64_t bytes, int64_t align) {
   if (!Gpu) {
-    B.CreateMemSet(ptr, B.getInt8(0), i64(bytes), llvm::MaybeAlign(Alignment));
+    B.CreateMemSet(ptr, B.getInt8(0), i64(bytes), llvm::MaybeAlign(align));
     return;
   }
   parallelFor(i64(bytes / 4), [&](Value *i) {
@@ -482,6 +582,11 @@ static int64_t columnElements(const Node *conv) {
                                         ? conv->Ty.Dims
                                         : conv->Operands[gradInput ? 0 : 1]->Ty.Dims;
   return in[1] * conv->A.KernelH * conv->A.KernelW * out[2] * out[3];
+}
+
+/// Bytes between the column matrices of consecutive image groups.
+static int64_t columnBytes(const Node *conv) {
+  return alignUp(columnElements(conv) * ir::byteSize(conv->Ty.Elem));
 }
 
 /// Whether n holds one element, which an elementwise op reads whatever the
@@ -906,8 +1011,14 @@ void GraphLowering::planWorkspace() {
     int64_t at = Position.at(n);
     const ir::OpInfo &info = ir::opInfo(n->Op);
     if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
-        n->Op != OpCode::MaxPool2DGrad)
-      scratch[n] = add(false, columnElements(n) * ir::byteSize(n->Ty.Elem), at, at);
+        n->Op != OpCode::MaxPool2DGrad) {
+      // Per image group: a column matrix; a filter's gradient on the CPU
+      // also sums each group's images apart (lowerConv2DGradFilter).
+      int64_t bytes = columnBytes(n);
+      if (n->Op == OpCode::Conv2DGradFilter && !Gpu)
+        bytes += alignUp(n->Ty.staticElements() * ir::byteSize(n->Ty.Elem));
+      scratch[n] = add(false, imageGroups() * bytes, at, at);
+    }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
@@ -955,6 +1066,10 @@ void GraphLowering::beginFunction(llvm::Module &module, const std::string &name)
   Call->setName("call");
   Entry = llvm::BasicBlock::Create(Ctx, "entry", F);
   B.SetInsertPoint(Entry);
+  loadCall();
+}
+
+void GraphLowering::loadCall() {
   for (auto [field, name] : {std::pair{CallParams, "params"}, {CallState, "state"},
                              {CallGrads, "grads"}, {CallOutput, "output"},
                              {CallWorkspace, "workspace"}}) {
@@ -1749,16 +1864,18 @@ void GraphLowering::columnsOf(const Node *conv, const std::vector<int64_t> &in,
   });
 }
 
-Value *GraphLowering::columnBuffer(const Node *n) {
-  return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+Value *GraphLowering::columnBuffer(const Node *n, Value *group) {
+  Value *start = B.CreateAdd(i64(Scratch.at(n)), B.CreateMul(group, i64(columnBytes(n))));
+  return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
 }
 
 void GraphLowering::fillColumns(const Node *n, const Node *x,
-                                const std::vector<int64_t> &out, Value *img) {
+                                const std::vector<int64_t> &out, Value *img, Value *col) {
   const std::vector<int64_t> &in = x->Ty.Dims;
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *col = columnBuffer(n);
-  zeroBytes(col, columnElements(n) * ir::byteSize(n->Ty.Elem));
+  // Without padding, every entry is some pixel of the image.
+  if (n->A.Pad > 0)
+    zeroBytes(col, columnElements(n) * ir::byteSize(n->Ty.Elem));
   Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
   columnsOf(n, in, out, image, [&](Value *c, Value *i) {
     B.CreateStore(load(x, i), B.CreateInBoundsGEP(ft, col, c));
@@ -1771,11 +1888,11 @@ void GraphLowering::lowerConv2D(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
-  Value *col = columnBuffer(n);
   GemmShape shape{false, false, false, positions, ft, VectorBits};
-  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
-    fillColumns(n, x, out, img);
-    Value *dest = B.CreateInBoundsGEP(ft, Slots[n].Ptr,
+  forImages(in[0], [&](Value *img, Value *group) {
+    Value *col = columnBuffer(n, group);
+    fillColumns(n, x, out, img, col);
+    Value *dest = B.CreateInBoundsGEP(ft, slotOf(n).Ptr,
                                       B.CreateMul(img, i64(out[1] * positions)));
     gemm(shape, slotOf(w).Ptr, col, dest, i64(out[1]), i64(taps));
   });
@@ -1788,16 +1905,18 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
-  Value *col = columnBuffer(n);
+  int64_t imageElements = in[1] * in[2] * in[3];
   GemmShape shape{true, false, false, positions, ft, VectorBits};
-  zeroFill(n);
-  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
+  forImages(in[0], [&](Value *img, Value *group) {
+    Value *col = columnBuffer(n, group);
     Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
                                          B.CreateMul(img, i64(out[1] * positions)));
     gemm(shape, slotOf(w).Ptr, adjoint, col, i64(taps), i64(out[1]));
-    Value *image = B.CreateMul(img, i64(in[1] * in[2] * in[3]));
+    Value *image = B.CreateMul(img, i64(imageElements));
+    zeroBytes(B.CreateInBoundsGEP(ft, slotOf(n).Ptr, image),
+              imageElements * ir::byteSize(n->Ty.Elem), ir::byteSize(n->Ty.Elem));
     columnsOf(n, in, out, image, [&](Value *c, Value *i) {
-      Value *dst = B.CreateInBoundsGEP(ft, Slots[n].Ptr, i);
+      Value *dst = B.CreateInBoundsGEP(ft, slotOf(n).Ptr, i);
       B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, dst),
                                  B.CreateLoad(ft, B.CreateInBoundsGEP(ft, col, c))),
                     dst);
@@ -1806,20 +1925,45 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
 }
 
 void GraphLowering::lowerConv2DGradFilter(const Node *n) {
-  // dw[O, C*KH*KW] = sum over images of dy[O, OH*OW] col^T, the images in
-  // order.
+  // dw[O, C*KH*KW] = sum over images of dy[O, OH*OW] col^T. On the CPU,
+  // each image group sums its images in order into a partial sum of its
+  // own, and the groups' sums are added in order after: the same order
+  // whatever the thread count. On the GPU, the images in order into dw.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
-  Value *col = columnBuffer(n);
+  int64_t filterElements = n->Ty.staticElements();
+  int64_t filterBytes = alignUp(filterElements * ir::byteSize(n->Ty.Elem));
   GemmShape shape{false, true, true, taps, ft, VectorBits};
-  zeroFill(n);
-  stepsFor(i64(0), extent(in[0]), [&](Value *img) {
-    fillColumns(n, x, out, img);
-    Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
-                                         B.CreateMul(img, i64(out[1] * positions)));
-    gemm(shape, adjoint, col, Slots[n].Ptr, i64(out[1]), i64(positions));
+  // Group g's partial sum, after the groups' column matrices.
+  auto partial = [&](Value *group) {
+    if (Gpu)
+      return slotOf(n).Ptr;
+    Value *start = B.CreateAdd(i64(Scratch.at(n) + ImageGroups * columnBytes(n)),
+                               B.CreateMul(group, i64(filterBytes)));
+    return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
+  };
+  forImages(
+      in[0],
+      [&](Value *img, Value *group) {
+        Value *col = columnBuffer(n, group);
+        fillColumns(n, x, out, img, col);
+        Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
+                                             B.CreateMul(img, i64(out[1] * positions)));
+        gemm(shape, adjoint, col, partial(group), i64(out[1]), i64(positions));
+      },
+      [&](Value *group) { zeroBytes(partial(group), filterBytes); });
+  if (Gpu)
+    return;
+  Value *first = partial(i64(0));
+  parallelFor(i64(filterElements), [&](Value *i) {
+    Value *sum = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, first, i));
+    for (int64_t g = 1; g < ImageGroups; ++g) {
+      Value *group = B.CreateInBoundsGEP(B.getInt8Ty(), first, i64(g * filterBytes));
+      sum = B.CreateFAdd(sum, B.CreateLoad(ft, B.CreateInBoundsGEP(ft, group, i)));
+    }
+    B.CreateStore(sum, B.CreateInBoundsGEP(ft, slotOf(n).Ptr, i));
   });
 }
 

@@ -600,7 +600,7 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, Value *Begin, Value *End, Value
 }
 
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
-              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias) {
+              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias, bool OnWorker) {
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
@@ -624,6 +624,10 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
   Value *blocks =
       B.CreateSDiv(B.CreateAdd(M, B.getInt64(blockRows - 1)), B.getInt64(blockRows));
 
+  if (OnWorker) {
+    B.CreateCall(fn, {ctx, B.getInt64(0), blocks});
+    return;
+  }
   llvm::FunctionCallee parallelFor = Mod.getOrInsertFunction(
       "nnc_parallel_for", B.getVoidTy(), B.getInt64Ty(), B.getPtrTy(), B.getPtrTy());
   Value *work = B.CreateMul(B.CreateMul(M, K), B.getInt64(Shape.N));

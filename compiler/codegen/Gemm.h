@@ -49,10 +49,12 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, llvm::Value *Begin, llvm::Value
 
 /// Emits, at \p B's insertion point, C (+)= op(A) op(B) (+ bias) for \p M
 /// rows and depth \p K (i64 values). Large products run on the runtime's
-/// threads (nnc_parallel_for), small ones on the calling thread.
+/// threads (nnc_parallel_for), small ones on the calling thread; all on
+/// the calling thread when it is one of those threads already
+/// (\p OnWorker: nnc_parallel_for does not nest).
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
               llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-              llvm::Value *K, llvm::Value *Bias = nullptr);
+              llvm::Value *K, llvm::Value *Bias = nullptr, bool OnWorker = false);
 
 /// Defines `void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
 /// int64_t K, const void *Bias)` in \p Mod: the product of \p Shape as a
