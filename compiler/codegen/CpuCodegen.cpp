@@ -1970,57 +1970,81 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
 void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
   // Forward: the maximum of each window (padding counts as -inf, as in
   // PyTorch). Gradient: the output's adjoint goes to the window's first
-  // maximum, found again from the input.
+  // maximum, found again from the input. The window's taps are
+  // straight-line code, so that the loop along a row of outputs
+  // vectorizes.
   const Node *x = n->Operands[0];
   const ir::Attrs &a = n->A;
-  int64_t H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
   const std::vector<int64_t> &outDims = grad ? n->Operands[1]->Ty.Dims : n->Ty.Dims;
   int64_t OH = outDims[2], OW = outDims[3];
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *dst = Slots[n].Ptr;
-  if (grad)
-    zeroFill(n);
-  llvm::AllocaInst *best = entryAlloca(ft);
-  llvm::AllocaInst *bestIndex = entryAlloca(B.getInt64Ty());
-  Value *planes = B.CreateMul(extent(x->Ty.Dims[0]), i64(x->Ty.Dims[1]));
-  parallelFor(planes, [&](Value *plane) {
+  Value *minusInf = llvm::ConstantFP::getInfinity(ft, true);
+  // Windows that neither overlap nor reach into the padding: each input
+  // element is in one window at most, and the gradient stores each
+  // window's elements (the adjoint or zero) rather than adding into them.
+  bool disjoint = a.Pad == 0 && a.Stride >= a.KernelH && a.Stride >= a.KernelW;
+  bool covered = disjoint && OH * a.Stride == H && OW * a.Stride == W &&
+                 a.Stride == a.KernelH && a.Stride == a.KernelW;
+  auto window = [&](Value *plane) {
+    Value *dst = slotOf(n).Ptr;
     Value *inBase = B.CreateMul(plane, i64(H * W));
     forRange(i64(OH), [&](Value *oh) {
-      forRange(i64(OW), [&](Value *ow) {
-        B.CreateStore(llvm::ConstantFP::getInfinity(ft, true), best);
-        B.CreateStore(inBase, bestIndex);
-        forRange(i64(a.KernelH), [&](Value *kh) {
-          Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-          forRange(i64(a.KernelW), [&](Value *kw) {
-            Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), kw), i64(a.Pad));
-            Value *inside = B.CreateAnd(
-                B.CreateAnd(B.CreateICmpSGE(ih, i64(0)), B.CreateICmpSLT(ih, i64(H))),
-                B.CreateAnd(B.CreateICmpSGE(iw, i64(0)), B.CreateICmpSLT(iw, i64(W))));
-            // Outside the image, read the window's corner instead (always
-            // valid memory) and let -inf stand for the padding.
-            Value *index = B.CreateSelect(
-                inside, B.CreateAdd(inBase, B.CreateAdd(B.CreateMul(ih, i64(W)), iw)), inBase);
-            Value *v = B.CreateSelect(inside, load(x, index),
-                                      llvm::ConstantFP::getInfinity(ft, true));
-            Value *better = B.CreateFCmpOGT(v, B.CreateLoad(ft, best));
-            B.CreateStore(B.CreateSelect(better, v, B.CreateLoad(ft, best)), best);
-            B.CreateStore(B.CreateSelect(better, index, B.CreateLoad(B.getInt64Ty(), bestIndex)),
-                          bestIndex);
-          });
-        });
-        Value *outIndex = B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(OH)), oh),
-                                                  i64(OW)),
-                                      ow);
+      forRange(i64(0), i64(OW), [&](Value *ow) {
+        Value *best = minusInf, *bestIndex = inBase;
+        std::vector<Value *> taps;
+        for (int64_t kh = 0; kh < a.KernelH; ++kh)
+          for (int64_t kw = 0; kw < a.KernelW; ++kw) {
+            Value *ih = B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), i64(kh - a.Pad));
+            Value *iw = B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw - a.Pad));
+            Value *index = B.CreateAdd(inBase, B.CreateAdd(B.CreateMul(ih, i64(W)), iw));
+            taps.push_back(index);
+            Value *v;
+            if (a.Pad == 0) {
+              v = load(x, index);
+            } else {
+              Value *inside = B.CreateAnd(
+                  B.CreateAnd(B.CreateICmpSGE(ih, i64(0)), B.CreateICmpSLT(ih, i64(H))),
+                  B.CreateAnd(B.CreateICmpSGE(iw, i64(0)), B.CreateICmpSLT(iw, i64(W))));
+              // Outside the image, read the window's corner instead
+              // (always valid memory) and let -inf stand for the padding.
+              index = B.CreateSelect(inside, index, inBase);
+              v = B.CreateSelect(inside, load(x, index), minusInf);
+            }
+            Value *better = B.CreateFCmpOGT(v, best);
+            best = B.CreateSelect(better, v, best);
+            bestIndex = B.CreateSelect(better, index, bestIndex);
+          }
+        Value *outIndex = B.CreateAdd(
+            B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(OH)), oh), i64(OW)), ow);
         if (!grad) {
-          B.CreateStore(B.CreateLoad(ft, best), B.CreateInBoundsGEP(ft, dst, outIndex));
+          B.CreateStore(best, B.CreateInBoundsGEP(ft, dst, outIndex));
           return;
         }
-        Value *target = B.CreateInBoundsGEP(ft, dst, B.CreateLoad(B.getInt64Ty(), bestIndex));
-        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, target), load(n->Operands[1], outIndex)),
-                      target);
-      });
+        Value *adjoint = load(n->Operands[1], outIndex);
+        if (disjoint) {
+          Value *zero = llvm::ConstantFP::get(ft, 0);
+          for (Value *tap : taps)
+            B.CreateStore(B.CreateSelect(B.CreateICmpEQ(tap, bestIndex), adjoint, zero),
+                          B.CreateInBoundsGEP(ft, dst, tap));
+          return;
+        }
+        Value *target = B.CreateInBoundsGEP(ft, dst, bestIndex);
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, target), adjoint), target);
+      }, /*rolled=*/true);
     });
-  });
+  };
+  auto planes = [&](Value *img) {
+    if (grad && !covered) // elements that no window stores to
+      zeroBytes(B.CreateInBoundsGEP(ft, slotOf(n).Ptr, B.CreateMul(img, i64(C * H * W))),
+                C * H * W * ir::byteSize(n->Ty.Elem), ir::byteSize(n->Ty.Elem));
+    forRange(i64(C), [&](Value *c) { window(B.CreateAdd(B.CreateMul(img, i64(C)), c)); });
+  };
+  if (!Gpu)
+    return forImages(x->Ty.Dims[0], [&](Value *img, Value *) { planes(img); });
+  if (grad && !covered)
+    zeroFill(n);
+  parallelFor(B.CreateMul(extent(x->Ty.Dims[0]), i64(C)), window);
 }
 
 void GraphLowering::lowerDropout(const Node *n) {
