@@ -108,7 +108,21 @@ private:
     return nullptr;
   }
   Value *i64(int64_t value) { return B.getInt64(value); }
-  Value *extent(int64_t dim) { return dim == ir::N ? Batch : i64(dim); }
+  /// A dimension's extent: the batch's size for N (1 while an image chain
+  /// is lowered for one image).
+  Value *extent(int64_t dim) {
+    if (dim != ir::N)
+      return i64(dim);
+    return ImageRow ? i64(1) : Batch;
+  }
+  /// Where batched value n's rows start: at ImageRow's while an image chain
+  /// is lowered, else at the first.
+  Value *rowStart(const Node *n, Value *ptr) {
+    if (!ImageRow || !n->Ty.isBatched())
+      return ptr;
+    return B.CreateInBoundsGEP(elemType(n->Ty.Elem), ptr,
+                               B.CreateMul(ImageRow, i64(n->Ty.staticElements())));
+  }
   Value *product(const std::vector<int64_t> &dims, size_t begin, size_t end) {
     Value *result = i64(1);
     for (size_t i = begin; i < end; ++i)
@@ -249,6 +263,11 @@ private:
                               const std::function<std::vector<Value *>(Value *)> &terms);
 
   void planFusion();
+  /// Finds the image chains (see ImageChains), after the schedule.
+  void planImageChains();
+  /// Lowers the units of an image chain one image at a time, the images
+  /// shared out among the threads by image groups.
+  void lowerImageChain(const std::vector<const Node *> &units);
   /// Which stored values are computed in their destination.
   void planInPlaceStores(std::unordered_map<const Node *, std::unordered_set<const Node *>> &users);
   /// The order in which the nodes are lowered (see schedule).
@@ -340,6 +359,21 @@ private:
   /// a GPU kernel does, and runs its products on its own thread.
   bool OnWorker = false;
   int Workers = 0; ///< Worker functions so far, for their names.
+  /// CPU: runs of consecutive units that compute each image of a batch
+  /// from the same image of their operands (convolutions, max-pools,
+  /// dropout, elementwise ops, over batches of images), by their first
+  /// unit. They are lowered together, image by image, so that what one
+  /// unit writes is still in the cache when the next reads it.
+  std::unordered_map<const Node *, std::vector<const Node *>> ImageChains;
+  std::unordered_set<const Node *> InImageChain;
+  /// For each position in Order, the first and last positions of its image
+  /// chain (its own otherwise): the buffers of a chain's units live all
+  /// through it, since its units run interleaved.
+  std::vector<std::pair<int64_t, int64_t>> ChainSpan;
+  /// While an image chain is lowered: the image (i64), its group, and the
+  /// block at whose end the image's slots are found (see materialize).
+  Value *ImageRow = nullptr, *ImageGroup = nullptr;
+  llvm::BasicBlock *SlotBlock = nullptr;
   bool WholeGraph = false;  ///< GPU: the graph as one kernel.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -494,6 +528,11 @@ void GraphLowering::threadedFor(int64_t count, const std::function<void(Value *)
 void GraphLowering::forImages(int64_t images,
                               const std::function<void(Value *, Value *)> &body,
                               const std::function<void(Value *)> &groupStart) {
+  if (ImageRow) { // in an image chain: its one image, in its group
+    if (groupStart)
+      groupStart(ImageGroup);
+    return body(i64(0), ImageGroup);
+  }
   if (Gpu) {
     if (groupStart)
       groupStart(i64(0));
@@ -973,6 +1012,131 @@ int64_t placeIntervals(std::vector<Interval *> intervals) {
 }
 } // namespace
 
+void GraphLowering::planImageChains() {
+  ChainSpan.clear();
+  for (int64_t p = 0; p < int64_t(Order.size()); ++p)
+    ChainSpan.push_back({p, p});
+  if (Gpu)
+    return;
+  auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
+  // A value that every image's code can find: one of a batch of images
+  // (row by row), or one that is not batched and has storage or is a leaf.
+  auto readable = [&](const Node *n) {
+    if (n->Ty.isBatched())
+      return n->Ty.Dims[0] == ir::N;
+    return ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || !n->Ty.Dims.empty();
+  };
+  // Whether a node computes each image from the same image of its
+  // operands, as code that can run for one image.
+  auto perImage = [&](const Node *n) {
+    if (!n->Ty.isBatched() || n->Ty.Dims[0] != ir::N || n->Ty.Dims.size() < 2 ||
+        InPlace.count(n) || BiasedProducts.count(n))
+      return false;
+    switch (ir::opInfo(n->Op).Category) {
+    case ir::OpCategory::Elementwise:
+    case ir::OpCategory::Random:
+      break;
+    case ir::OpCategory::Window:
+      if (n->Op == OpCode::Conv2DGradFilter)
+        return false;
+      break;
+    case ir::OpCategory::Layout:
+      if (n->Op != OpCode::Reshape)
+        return false;
+      break;
+    default:
+      return false;
+    }
+    for (const Node *operand : n->Operands)
+      if (!readable(operand))
+        return false;
+    return true;
+  };
+  // Leaves and reshapes of values that are not batched compute nothing
+  // per image: they neither join nor end a chain.
+  auto neutral = [&](const Node *n) {
+    return ir::opInfo(n->Op).Category == ir::OpCategory::Leaf ||
+           (n->Op == OpCode::Reshape && !n->Ty.isBatched());
+  };
+  std::vector<const Node *> chain;
+  int64_t first = 0, last = 0;
+  bool windowed = false;
+  auto close = [&] {
+    // Only chains with a convolution or a pool: a chain of elementwise ops
+    // alone gains little from running image by image, and a small
+    // model's rows are too short for it.
+    if (windowed && chain.size() > 1) {
+      ImageChains[chain.front()] = chain;
+      for (const Node *unit : chain)
+        InImageChain.insert(unit);
+      for (int64_t p = first; p <= last; ++p)
+        ChainSpan[p] = {first, last};
+    }
+    chain.clear();
+    windowed = false;
+  };
+  for (int64_t p = 0; p < int64_t(Order.size());) {
+    // The unit at p: its leader and the nodes computed in its loop.
+    const Node *unit = unitOf(Order[p]);
+    int64_t end = p;
+    bool fits = true;
+    while (end < int64_t(Order.size()) && unitOf(Order[end]) == unit) {
+      fits = fits && perImage(Order[end]);
+      ++end;
+    }
+    if (neutral(unit) && end == p + 1) {
+      p = end;
+      continue;
+    }
+    if (!fits) {
+      close();
+    } else {
+      if (chain.empty())
+        first = p;
+      chain.push_back(unit);
+      last = end - 1;
+      windowed = windowed || ir::opInfo(unit->Op).Category == ir::OpCategory::Window;
+    }
+    p = end;
+  }
+  close();
+}
+
+void GraphLowering::lowerImageChain(const std::vector<const Node *> &units) {
+  threadedFor(ImageGroups, [&](Value *group) {
+    // Group g takes images [g * n / G, (g + 1) * n / G), as forImages.
+    Value *n = extent(ir::N);
+    Value *begin = B.CreateUDiv(B.CreateMul(group, n), i64(ImageGroups));
+    Value *end = B.CreateUDiv(B.CreateMul(B.CreateAdd(group, i64(1)), n), i64(ImageGroups));
+    forRange(begin, end, [&](Value *img) {
+      // The image's slots are found in a block of their own, first in
+      // the image's code.
+      SlotBlock = B.GetInsertBlock();
+      auto *body = llvm::BasicBlock::Create(Ctx, "image", F);
+      B.CreateBr(body);
+      B.SetInsertPoint(body);
+      ImageRow = img;
+      ImageGroup = group;
+      Slots.clear();
+      Computed.clear();
+      for (const Node *unit : units)
+        lower(unit);
+      ImageRow = ImageGroup = nullptr;
+      SlotBlock = nullptr;
+    });
+  });
+  // The code after the chain finds its values where they are, from the
+  // first row.
+  std::unordered_set<const Node *> chain(units.begin(), units.end());
+  for (const Node *n : Order)
+    if (chain.count(leaderOf(computedBy(n))) && !Inlined.count(n) &&
+        n->Op != OpCode::Reshape)
+      placeInWorkspace(n);
+  for (const Node *unit : units)
+    if (unit->Op == OpCode::Reshape)
+      lower(unit);
+}
+
 void GraphLowering::planWorkspace() {
   // Each buffer lives from the node that writes it to the last node that
   // reads it (an inlined node reads its operands where its user runs; a
@@ -980,7 +1144,9 @@ void GraphLowering::planWorkspace() {
   // share memory. Lives are closed intervals, so no node's result overlaps
   // its own operands. A convolution's column matrix and lstm_grad's
   // carried adjoints live only during their node.
-  auto evaluatedAt = [&](const Node *n) { return Position.at(leaderOf(computedBy(n))); };
+  auto evaluatedAt = [&](const Node *n) {
+    return ChainSpan[Position.at(leaderOf(computedBy(n)))].second;
+  };
   // Reshapes share their operand's storage (on the GPU, reshapes to a
   // scalar too: each kernel that reads one loads it afresh).
   auto storageOf = [&](const Node *n) {
@@ -1008,7 +1174,7 @@ void GraphLowering::planWorkspace() {
   std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch;
   for (const auto &node : nodes) {
     const Node *n = node.get();
-    int64_t at = Position.at(n);
+    auto [at, chainEnd] = ChainSpan[Position.at(n)];
     const ir::OpInfo &info = ir::opInfo(n->Op);
     if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
         n->Op != OpCode::MaxPool2DGrad) {
@@ -1017,7 +1183,7 @@ void GraphLowering::planWorkspace() {
       int64_t bytes = columnBytes(n);
       if (n->Op == OpCode::Conv2DGradFilter && !Gpu)
         bytes += alignUp(n->Ty.staticElements() * ir::byteSize(n->Ty.Elem));
-      scratch[n] = add(false, imageGroups() * bytes, at, at);
+      scratch[n] = add(false, imageGroups() * bytes, at, chainEnd);
     }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
@@ -1025,7 +1191,7 @@ void GraphLowering::planWorkspace() {
     }
     if (!needsWorkspace(n, Gpu) || FusedInto.count(n) || InPlace.count(n))
       continue;
-    int64_t last = lastRead.count(n) ? std::max(lastRead[n], at) : at;
+    int64_t last = lastRead.count(n) ? std::max(lastRead[n], chainEnd) : chainEnd;
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
                      at, last);
   }
@@ -1040,9 +1206,10 @@ void GraphLowering::planWorkspace() {
 }
 
 void GraphLowering::materialize(const Node *n) {
-  // At the end of the kernel's entry block, which dominates all its code.
+  // At the end of the kernel's entry block, which dominates all its code
+  // (in an image chain, of the image's first block).
   llvm::IRBuilderBase::InsertPointGuard guard(B);
-  B.SetInsertPoint(Entry->getTerminator());
+  B.SetInsertPoint((SlotBlock ? SlotBlock : Entry)->getTerminator());
   bool perThread = PerThread;
   if (ir::opInfo(n->Op).Category == ir::OpCategory::Leaf)
     lowerLeaf(n);
@@ -1111,6 +1278,7 @@ void GraphLowering::runGpu() {
   // results, as nodes in kernels launched one after another do.
   CallTy = getCallType(Ctx);
   planFusion();
+  planImageChains();
   planWorkspace();
   if (WholeGraph)
     beginKernel();
@@ -1149,10 +1317,17 @@ WorkspaceSize GraphLowering::run() {
   CallTy = getCallType(Ctx);
   beginFunction(M, "nnc_" + G.name());
   planFusion();
+  planImageChains();
   planWorkspace();
-  for (const Node *n : Order)
-    if (!FusedInto.count(n) && !GroupedInto.count(n))
+  for (const Node *n : Order) {
+    if (FusedInto.count(n) || GroupedInto.count(n))
+      continue;
+    auto chain = ImageChains.find(n);
+    if (chain != ImageChains.end())
+      recordAccesses([&] { lowerImageChain(chain->second); });
+    else if (!InImageChain.count(n))
       recordAccesses([&] { lower(n); });
+  }
   for (const ir::Store &store : G.stores())
     lowerStore(store);
   B.CreateRetVoid();
@@ -1163,7 +1338,7 @@ WorkspaceSize GraphLowering::run() {
 void GraphLowering::placeInWorkspace(const Node *n) {
   auto inPlace = InPlace.find(n);
   if (inPlace != InPlace.end()) {
-    Slots[n].Ptr = destination(*inPlace->second);
+    Slots[n].Ptr = rowStart(n, destination(*inPlace->second));
     return;
   }
   auto offset = Offsets.find(n);
@@ -1176,6 +1351,7 @@ void GraphLowering::placeInWorkspace(const Node *n) {
   Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
                                      "t" + std::to_string(n->Id));
   WorkspaceBuffers[Slots[n].Ptr] = n;
+  Slots[n].Ptr = rowStart(n, Slots[n].Ptr);
 }
 
 /// The address that \p inst loads from or stores to, if it is a memory access.
@@ -1380,7 +1556,7 @@ void GraphLowering::lowerLeaf(const Node *n) {
   case OpCode::Input: {
     Value *inputs = loadField(CallInputs, B.getPtrTy());
     Value *entry = B.CreateInBoundsGEP(B.getPtrTy(), inputs, i64(n->A.Offset));
-    slot.Ptr = B.CreateLoad(B.getPtrTy(), entry, n->A.Name);
+    slot.Ptr = rowStart(n, B.CreateLoad(B.getPtrTy(), entry, n->A.Name));
     return;
   }
   case OpCode::Param:
@@ -1428,26 +1604,46 @@ void GraphLowering::lowerMap(
     return;
   }
   // Broadcasting: walk the result's index space; an operand's stride is 0
-  // along the dimensions it is broadcast in.
+  // along the dimensions it is broadcast in. Neighbouring dimensions that
+  // every operand either reads both of or is broadcast in both are one
+  // loop: adding a channel's bias to an image of [C, H, W] is a loop over
+  // channels around one over H * W elements, which vectorizes.
   size_t rank = dims.size();
-  std::vector<std::vector<Value *>> strides(n->Operands.size() + 1);
-  for (size_t k = 0; k <= n->Operands.size(); ++k) {
-    const std::vector<int64_t> &own =
-        k == n->Operands.size() ? dims : n->Operands[k]->Ty.Dims;
+  size_t operands = n->Operands.size();
+  auto broadcastIn = [&](size_t k, size_t d) {
+    const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
     size_t lead = rank - own.size();
-    for (size_t d = 0; d < rank; ++d) {
-      bool broadcast = d < lead || (own[d - lead] == 1 && dims[d] != 1);
-      strides[k].push_back(broadcast ? i64(0)
-                                     : product(own, d - lead + 1, own.size()));
+    return d < lead || (own[d - lead] == 1 && dims[d] != 1);
+  };
+  auto samePattern = [&](size_t d, size_t e) {
+    for (size_t k = 0; k <= operands; ++k)
+      if (broadcastIn(k, d) != broadcastIn(k, e))
+        return false;
+    return true;
+  };
+  std::vector<Value *> extents;                      // of the merged loops
+  std::vector<std::vector<Value *>> strides(operands + 1); // per operand, per loop
+  for (size_t d = 0; d < rank;) {
+    size_t e = d + 1;
+    while (e < rank && samePattern(d, e))
+      ++e;
+    extents.push_back(product(dims, d, e));
+    for (size_t k = 0; k <= operands; ++k) {
+      const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
+      size_t lead = rank - own.size();
+      strides[k].push_back(broadcastIn(k, e - 1) ? i64(0)
+                                                 : product(own, e - lead, own.size()));
     }
+    d = e;
   }
+  size_t loops = extents.size();
   std::function<void(size_t, std::vector<Value *>)> nest =
       [&](size_t d, std::vector<Value *> base) {
         auto body = [&](Value *i) {
           std::vector<Value *> index(base.size());
           for (size_t k = 0; k < base.size(); ++k)
             index[k] = B.CreateAdd(base[k], B.CreateMul(i, strides[k][d]));
-          if (d + 1 < rank)
+          if (d + 1 < loops)
             return nest(d + 1, index);
           for (size_t k = 0; k < args.size(); ++k)
             args[k] = load(n->Operands[k], index[k]);
@@ -1455,11 +1651,11 @@ void GraphLowering::lowerMap(
                         B.CreateInBoundsGEP(outType, Slots[n].Ptr, index.back()));
         };
         if (d == 0) // the outermost loop is split among GPU threads
-          parallelFor(extent(dims[d]), body);
+          parallelFor(extents[d], body);
         else
-          forRange(extent(dims[d]), body);
+          forRange(i64(0), extents[d], body, /*rolled=*/d + 1 == loops);
       };
-  nest(0, std::vector<Value *>(n->Operands.size() + 1, i64(0)));
+  nest(0, std::vector<Value *>(operands + 1, i64(0)));
 }
 
 void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &members) {
@@ -1991,7 +2187,9 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
     Value *inBase = B.CreateMul(plane, i64(H * W));
     forRange(i64(OH), [&](Value *oh) {
       forRange(i64(0), i64(OW), [&](Value *ow) {
-        Value *best = minusInf, *bestIndex = inBase;
+        // The best tap's number as well as its index: comparing 32-bit
+        // numbers keeps whole vectors where 64-bit indices split them.
+        Value *best = minusInf, *bestIndex = inBase, *bestTap = B.getInt32(0);
         std::vector<Value *> taps;
         for (int64_t kh = 0; kh < a.KernelH; ++kh)
           for (int64_t kw = 0; kw < a.KernelW; ++kw) {
@@ -2014,6 +2212,7 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
             Value *better = B.CreateFCmpOGT(v, best);
             best = B.CreateSelect(better, v, best);
             bestIndex = B.CreateSelect(better, index, bestIndex);
+            bestTap = B.CreateSelect(better, B.getInt32(uint32_t(taps.size() - 1)), bestTap);
           }
         Value *outIndex = B.CreateAdd(
             B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(OH)), oh), i64(OW)), ow);
@@ -2024,9 +2223,10 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
         Value *adjoint = load(n->Operands[1], outIndex);
         if (disjoint) {
           Value *zero = llvm::ConstantFP::get(ft, 0);
-          for (Value *tap : taps)
-            B.CreateStore(B.CreateSelect(B.CreateICmpEQ(tap, bestIndex), adjoint, zero),
-                          B.CreateInBoundsGEP(ft, dst, tap));
+          for (size_t k = 0; k < taps.size(); ++k)
+            B.CreateStore(B.CreateSelect(B.CreateICmpEQ(bestTap, B.getInt32(uint32_t(k))),
+                                         adjoint, zero),
+                          B.CreateInBoundsGEP(ft, dst, taps[k]));
           return;
         }
         Value *target = B.CreateInBoundsGEP(ft, dst, bestIndex);
@@ -2062,8 +2262,11 @@ void GraphLowering::lowerDropout(const Node *n) {
   Value *scale = llvm::ConstantFP::get(ft, 1.0 / (1.0 - p));
   // keep when the top 24 bits, as a fraction of 2^24, are at least p.
   Value *threshold = i64(int64_t(std::ceil(p * double(1 << 24))));
+  // The element's index in the whole batch, also in an image chain.
+  Value *first = ImageRow ? B.CreateMul(ImageRow, i64(n->Ty.staticElements())) : i64(0);
   parallelFor(elementCount(n->Ty), [&](Value *i) {
-    Value *z = B.CreateAdd(key, B.CreateMul(i, i64(int64_t(0x9E3779B97F4A7C15ULL))));
+    Value *z = B.CreateAdd(
+        key, B.CreateMul(B.CreateAdd(first, i), i64(int64_t(0x9E3779B97F4A7C15ULL))));
     z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 30)), i64(int64_t(0xBF58476D1CE4E5B9ULL)));
     z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 27)), i64(int64_t(0x94D049BB133111EBULL)));
     z = B.CreateXor(z, B.CreateLShr(z, 31));
