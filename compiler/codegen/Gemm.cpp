@@ -303,7 +303,6 @@ private:
   /// The column kernel (see the file comment) over the thread's rows.
   void columnKernel() {
     int64_t lanes = L.Lanes, rows = ColumnVectors * lanes, n = S.N;
-    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
     // A stored [M, K] is packed transposed, depth blocks of whole vectors.
     int64_t depthBlock = S.TransA ? 0
                                   : std::max<int64_t>(lanes, PanelBytes / (rows * elemBytes()) /
@@ -319,25 +318,56 @@ private:
     loop(RowBegin, RowEnd, rows, [&](Value *i0) {
       Value *valid = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin, B.getInt64(rows),
                                              B.CreateSub(RowEnd, i0));
+      // A last block of fewer rows runs with as few vectors as hold them
+      // (a batch of 10 rows: one vector, not four).
+      if (ColumnVectors == 1)
+        return columnBlock(i0, valid, 1, depthBlock, acc);
+      llvm::Function *fn = B.GetInsertBlock()->getParent();
+      auto *done = llvm::BasicBlock::Create(B.getContext(), "cols.done", fn);
+      auto *full = llvm::BasicBlock::Create(B.getContext(), "cols.full", fn);
+      Value *needed = B.CreateUDiv(B.CreateAdd(valid, B.getInt64(lanes - 1)),
+                                   B.getInt64(lanes));
+      llvm::SwitchInst *choice = B.CreateSwitch(needed, full, unsigned(ColumnVectors - 1));
+      for (int64_t vecs = 1; vecs < ColumnVectors; ++vecs) {
+        auto *block = llvm::BasicBlock::Create(B.getContext(), "cols." + std::to_string(vecs), fn);
+        choice->addCase(B.getInt64(uint64_t(vecs)), block);
+        B.SetInsertPoint(block);
+        columnBlock(i0, valid, vecs, depthBlock, acc);
+        B.CreateBr(done);
+      }
+      B.SetInsertPoint(full);
+      columnBlock(i0, valid, ColumnVectors, depthBlock, acc);
+      B.CreateBr(done);
+      B.SetInsertPoint(done);
+    });
+  }
+
+  /// One block of the column kernel: rows [i0, i0 + valid) of C, with
+  /// \p vecs vectors of rows (valid <= vecs lanes-wide vectors).
+  void columnBlock(Value *i0, Value *valid, int64_t vecs, int64_t depthBlock,
+                   const std::vector<llvm::AllocaInst *> &acc) {
+    int64_t lanes = L.Lanes, rows = vecs * lanes, n = S.N;
+    llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
+    {
       for (int64_t j = 0; j < n; ++j) {
         Value *start = llvm::ConstantFP::get(VecTy, 0);
         if (S.Bias)
           start = B.CreateVectorSplat(
               unsigned(lanes),
               B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Bias, B.getInt64(j))));
-        for (int64_t v = 0; v < ColumnVectors; ++v)
+        for (int64_t v = 0; v < vecs; ++v)
           B.CreateStore(start, acc[v * n + j]);
       }
       // Lanes of op(A)'s columns in rows below M.
-      std::vector<Value *> rowMask(ColumnVectors);
-      for (int64_t v = 0; v < ColumnVectors; ++v)
+      std::vector<Value *> rowMask(vecs);
+      for (int64_t v = 0; v < vecs; ++v)
         rowMask[v] = lanesBelow(B.CreateSub(valid, B.getInt64(v * lanes)));
 
       auto steps = [&](Value *k0, Value *depth) {
         loop(B.getInt64(0), depth, 1, [&](Value *k) {
           Value *kAbs = B.CreateAdd(k0, k);
-          std::vector<Value *> column(ColumnVectors);
-          for (int64_t v = 0; v < ColumnVectors; ++v)
+          std::vector<Value *> column(vecs);
+          for (int64_t v = 0; v < vecs; ++v)
             column[v] =
                 S.TransA
                     ? static_cast<Value *>(B.CreateMaskedLoad(
@@ -351,7 +381,7 @@ private:
                           llvm::Align(std::min<int64_t>(64, lanes * elemBytes())));
           for (int64_t j = 0; j < n; ++j) {
             Value *b = B.CreateVectorSplat(unsigned(lanes), bAt(kAbs, B.getInt64(j)));
-            for (int64_t v = 0; v < ColumnVectors; ++v) {
+            for (int64_t v = 0; v < vecs; ++v) {
               llvm::AllocaInst *slot = acc[v * n + j];
               B.CreateStore(B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {VecTy},
                                               {column[v], b, B.CreateLoad(VecTy, slot)}),
@@ -372,7 +402,7 @@ private:
 
       // Each vector of rows, N columns of it, becomes N vectors of C's
       // row-major elements; those past the last row are masked off.
-      for (int64_t v = 0; v < ColumnVectors; ++v) {
+      for (int64_t v = 0; v < vecs; ++v) {
         std::vector<Value *> columns;
         for (int64_t j = 0; j < n; ++j)
           columns.push_back(B.CreateLoad(VecTy, acc[v * n + j]));
@@ -385,7 +415,7 @@ private:
               B.CreateInBoundsGEP(S.Elem, C, B.CreateAdd(first, B.getInt64(q * lanes))),
               elemAlign, lanesBelow(B.CreateSub(elements, B.getInt64(q * lanes))));
       }
-    });
+    }
   }
 
   /// Packs op(A)[i0 : i0 + valid, k0 : k0 + depth] transposed into the
