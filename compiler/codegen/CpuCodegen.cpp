@@ -1103,27 +1103,21 @@ void GraphLowering::planImageChains() {
 }
 
 void GraphLowering::lowerImageChain(const std::vector<const Node *> &units) {
-  threadedFor(ImageGroups, [&](Value *group) {
-    // Group g takes images [g * n / G, (g + 1) * n / G), as forImages.
-    Value *n = extent(ir::N);
-    Value *begin = B.CreateUDiv(B.CreateMul(group, n), i64(ImageGroups));
-    Value *end = B.CreateUDiv(B.CreateMul(B.CreateAdd(group, i64(1)), n), i64(ImageGroups));
-    forRange(begin, end, [&](Value *img) {
-      // The image's slots are found in a block of their own, first in
-      // the image's code.
-      SlotBlock = B.GetInsertBlock();
-      auto *body = llvm::BasicBlock::Create(Ctx, "image", F);
-      B.CreateBr(body);
-      B.SetInsertPoint(body);
-      ImageRow = img;
-      ImageGroup = group;
-      Slots.clear();
-      Computed.clear();
-      for (const Node *unit : units)
-        lower(unit);
-      ImageRow = ImageGroup = nullptr;
-      SlotBlock = nullptr;
-    });
+  forImages(ir::N, [&](Value *img, Value *group) {
+    // The image's slots are found in a block of their own, first in the
+    // image's code.
+    SlotBlock = B.GetInsertBlock();
+    auto *body = llvm::BasicBlock::Create(Ctx, "image", F);
+    B.CreateBr(body);
+    B.SetInsertPoint(body);
+    ImageRow = img;
+    ImageGroup = group;
+    Slots.clear();
+    Computed.clear();
+    for (const Node *unit : units)
+      lower(unit);
+    ImageRow = ImageGroup = nullptr;
+    SlotBlock = nullptr;
   });
   // The code after the chain finds its values where they are, from the
   // first row.
