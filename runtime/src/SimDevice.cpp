@@ -90,6 +90,8 @@ private:
   void work(int32_t Thread);
   /// Lets the threads through their starting gate, to work or to stop.
   void openGate(bool Stop);
+  /// Joins the started threads and frees what the constructor made.
+  void release();
 
   Block B;
   std::vector<std::thread> Workers;
@@ -122,12 +124,7 @@ SimDevice::SimDevice(const GpuProgram &P) : Device(P) {
       Workers.emplace_back([this, T] { work(T); });
   } catch (const std::system_error &E) {
     openGate(true);
-    for (std::thread &W : Workers)
-      W.join();
-    pthread_barrier_destroy(&B.Barrier);
-    pthread_barrier_destroy(&Start);
-    pthread_barrier_destroy(&Done);
-    std::free(B.Shared);
+    release();
     throw DeviceError("simulated GPU: cannot start its " +
                       std::to_string(NNC_GPU_BLOCK) +
                       " threads: " + E.what());
@@ -138,6 +135,10 @@ SimDevice::SimDevice(const GpuProgram &P) : Device(P) {
 SimDevice::~SimDevice() {
   Stopping = true;
   pthread_barrier_wait(&Start);
+  release();
+}
+
+void SimDevice::release() {
   for (std::thread &W : Workers)
     W.join();
   pthread_barrier_destroy(&B.Barrier);
