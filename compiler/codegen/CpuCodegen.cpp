@@ -24,6 +24,7 @@
 #include "ir/Ops.h"
 
 #include "llvm/Analysis/ValueTracking.h"
+#include "llvm/Analysis/VectorUtils.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Intrinsics.h"
@@ -178,6 +179,26 @@ private:
                                                            !n->Ty.isBatched()
                                                        ? i64(0)
                                                        : index));
+  }
+  /// Elements index .. index + lanes - 1 of n as one vector (CPU code):
+  /// loaded, or computed here from its operands' vectors if n is inlined.
+  Value *loadVector(const Node *n, Value *index, unsigned lanes) {
+    llvm::Type *ft = elemType(n->Ty.Elem);
+    if (Inlined.count(n)) {
+      std::vector<Value *> args;
+      for (const Node *operand : n->Operands)
+        args.push_back(loadVector(operand, index, lanes));
+      return n->Op == OpCode::MatMul
+                 ? B.CreateFMul(args[0], args[1])
+                 : LLVMScalarBuilder(B, llvm::FixedVectorType::get(ft, lanes)).apply(n->Op, args);
+    }
+    const Slot &slot = slotOf(n);
+    if (slot.Scalar)
+      return B.CreateVectorSplat(lanes, slot.Scalar);
+    if (n->Ty.staticElements() == 1 && !n->Ty.isBatched())
+      return B.CreateVectorSplat(lanes, B.CreateLoad(ft, at(n, i64(0))));
+    return B.CreateAlignedLoad(llvm::FixedVectorType::get(ft, lanes), at(n, index),
+                               llvm::Align(ir::byteSize(n->Ty.Elem)));
   }
   Value *scalarOf(const Node *n) { return load(n, i64(0)); }
   Value *offsetPtr(Value *base, ir::DType type, int64_t elements) {
@@ -2263,11 +2284,60 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
       }, /*rolled=*/true);
     });
   };
+  // Windows that tile a narrow plane exactly (a 2x2 pool of stride 2 on
+  // 24x24): a row of windows is computed from whole input rows as vectors,
+  // each tap a shuffle of one row, where the loop above gathers each tap
+  // and scatters each gradient element.
+  unsigned S = unsigned(a.Stride), lanes = unsigned(OW);
+  auto windowRows = [&](Value *plane) {
+    Value *inBase = B.CreateMul(plane, i64(H * W));
+    Value *outBase = B.CreateMul(plane, i64(OH * OW));
+    auto *tapType = llvm::FixedVectorType::get(B.getInt32Ty(), lanes);
+    forRange(i64(OH), [&](Value *oh) {
+      auto rowIndex = [&](int64_t kh) {
+        return B.CreateAdd(inBase, B.CreateMul(B.CreateAdd(B.CreateMul(oh, i64(S)), i64(kh)),
+                                               i64(W)));
+      };
+      Value *best = B.CreateVectorSplat(lanes, minusInf);
+      Value *bestTap = llvm::Constant::getNullValue(tapType);
+      for (unsigned kh = 0; kh < S; ++kh) {
+        Value *row = loadVector(x, rowIndex(kh), unsigned(W));
+        for (unsigned kw = 0; kw < S; ++kw) {
+          Value *v = B.CreateShuffleVector(row, llvm::createStrideMask(kw, S, lanes));
+          Value *better = B.CreateFCmpOGT(v, best);
+          best = B.CreateSelect(better, v, best);
+          bestTap = B.CreateSelect(better, llvm::ConstantInt::get(tapType, kh * S + kw), bestTap);
+        }
+      }
+      Value *outIndex = B.CreateAdd(outBase, B.CreateMul(oh, i64(OW)));
+      llvm::Align align(ir::byteSize(n->Ty.Elem));
+      if (!grad) {
+        B.CreateAlignedStore(best, B.CreateInBoundsGEP(ft, slotOf(n).Ptr, outIndex), align);
+        return;
+      }
+      Value *adjoint = loadVector(n->Operands[1], outIndex, lanes);
+      Value *zero = llvm::Constant::getNullValue(adjoint->getType());
+      for (unsigned kh = 0; kh < S; ++kh) {
+        std::vector<Value *> parts;
+        for (unsigned kw = 0; kw < S; ++kw)
+          parts.push_back(B.CreateSelect(
+              B.CreateICmpEQ(bestTap, llvm::ConstantInt::get(tapType, kh * S + kw)), adjoint,
+              zero));
+        Value *row = B.CreateShuffleVector(llvm::concatenateVectors(B, parts),
+                                           llvm::createInterleaveMask(lanes, S));
+        B.CreateAlignedStore(row, B.CreateInBoundsGEP(ft, slotOf(n).Ptr, rowIndex(kh)), align);
+      }
+    });
+  };
+  bool rowVectors = !Gpu && covered && W <= 64;
   auto planes = [&](Value *img) {
     if (grad && !covered) // elements that no window stores to
       zeroBytes(B.CreateInBoundsGEP(ft, slotOf(n).Ptr, B.CreateMul(img, i64(C * H * W))),
                 C * H * W * ir::byteSize(n->Ty.Elem), ir::byteSize(n->Ty.Elem));
-    forRange(i64(C), [&](Value *c) { window(B.CreateAdd(B.CreateMul(img, i64(C)), c)); });
+    forRange(i64(C), [&](Value *c) {
+      Value *plane = B.CreateAdd(B.CreateMul(img, i64(C)), c);
+      rowVectors ? windowRows(plane) : window(plane);
+    });
   };
   if (!Gpu)
     return forImages(x->Ty.Dims[0], [&](Value *img, Value *) { planes(img); });
