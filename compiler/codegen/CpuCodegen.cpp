@@ -34,6 +34,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -366,6 +367,13 @@ private:
   /// zeros where the kernel reads the padding, the image's values elsewhere.
   void fillColumns(const Node *n, const Node *x, const std::vector<int64_t> &out,
                    Value *img, Value *col);
+  /// Winograd's F(2x2, 3x3) for convolution n (usesWinograd): the
+  /// filter's 16 transformed matrices, once per call, before the images.
+  void winogradFilter(const Node *n);
+  /// Image `img` of n by Winograd, in group `group`'s scratch.
+  void winogradImage(const Node *n, Value *img, Value *group);
+  /// The transformed filter of n, after its groups' scratch.
+  Value *winogradFilterBuffer(const Node *n);
   /// Stores zeros into every element of n's buffer.
   void zeroFill(const Node *n);
   /// Where a store writes: its place in the call's buffer.
@@ -679,9 +687,47 @@ static int64_t columnElements(const Node *conv) {
   return in[1] * conv->A.KernelH * conv->A.KernelW * out[2] * out[3];
 }
 
-/// Bytes between the column matrices of consecutive image groups.
-static int64_t columnBytes(const Node *conv) {
-  return alignUp(columnElements(conv) * ir::byteSize(conv->Ty.Elem));
+/// A 3x3 convolution of stride 1 as Winograd's F(2x2, 3x3) computes it
+/// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+/// 2016): In channels of H x W with Pad zeros around, into Out channels of
+/// OH x OW, in tiles of 2x2 outputs, TH x TW of them.
+struct WinogradShape {
+  int64_t In, H, W, Pad, Out, OH, OW, TH, TW;
+  int64_t tiles() const { return TH * TW; }
+  int64_t padded() const { return 2 * TW + 2; } // input columns the tiles read
+};
+
+/// conv2d(x, w), or conv2d_grad_input(dy, w): the input's gradient of a
+/// 3x3 convolution of stride 1 is one too, of dy with the filter turned by
+/// 180 degrees and its channels swapped, padded by 2 - pad.
+static WinogradShape winogradShape(const Node *conv) {
+  const std::vector<int64_t> &in = conv->Operands[0]->Ty.Dims, &out = conv->Ty.Dims;
+  int64_t pad = conv->Op == OpCode::Conv2D ? conv->A.Pad : 2 - conv->A.Pad;
+  return {in[1], in[2], in[3], pad, out[1], out[2], out[3], (out[2] + 1) / 2,
+          (out[3] + 1) / 2};
+}
+
+/// Whether convolution n runs as Winograd's F(2x2, 3x3): on the CPU, for a
+/// 3x3 kernel of stride 1 between enough channels that the products are
+/// most of the work (2.25 times fewer multiplications than the column
+/// matrix's product), on rows narrow enough to be one vector each.
+static bool usesWinograd(const Node *n, bool gpu) {
+  if (gpu || (n->Op != OpCode::Conv2D && n->Op != OpCode::Conv2DGradInput) ||
+      n->A.KernelH != 3 || n->A.KernelW != 3 || n->A.Stride != 1 || n->A.Pad > 2)
+    return false;
+  WinogradShape s = winogradShape(n);
+  return s.In >= 16 && s.Out >= 16 && s.OW <= 64 && s.W <= 64;
+}
+
+/// Bytes between the scratch of consecutive image groups: a column matrix;
+/// with Winograd, the transformed tiles [16, In, tiles] and their products
+/// [16, Out, tiles].
+static int64_t columnBytes(const Node *conv, bool gpu) {
+  int64_t size = ir::byteSize(conv->Ty.Elem);
+  if (!usesWinograd(conv, gpu))
+    return alignUp(columnElements(conv) * size);
+  WinogradShape s = winogradShape(conv);
+  return alignUp(16 * s.In * s.tiles() * size) + alignUp(16 * s.Out * s.tiles() * size);
 }
 
 /// Whether n holds one element, which an elementwise op reads whatever the
@@ -1159,6 +1205,9 @@ void GraphLowering::planImageChains() {
 }
 
 void GraphLowering::lowerImageChain(const std::vector<const Node *> &units) {
+  for (const Node *unit : units)
+    if (usesWinograd(unit, Gpu))
+      winogradFilter(unit);
   forImages(ir::N, [&](Value *img, Value *group) {
     // The image's slots are found in a block of their own, first in the
     // image's code.
@@ -1230,10 +1279,14 @@ void GraphLowering::planWorkspace() {
         n->Op != OpCode::MaxPool2DGrad) {
       // Per image group: a column matrix; a filter's gradient on the CPU
       // also sums each group's images apart (lowerConv2DGradFilter).
-      int64_t bytes = columnBytes(n);
+      int64_t bytes = columnBytes(n, Gpu), fixedBytes = 0;
       if (n->Op == OpCode::Conv2DGradFilter && !Gpu)
         bytes += alignUp(n->Ty.staticElements() * ir::byteSize(n->Ty.Elem));
-      scratch[n] = add(false, imageGroups() * bytes, at, chainEnd);
+      if (usesWinograd(n, Gpu)) {
+        WinogradShape s = winogradShape(n);
+        fixedBytes = alignUp(16 * s.Out * s.In * ir::byteSize(n->Ty.Elem));
+      }
+      scratch[n] = add(false, imageGroups() * bytes + fixedBytes, at, chainEnd);
     }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
@@ -2111,7 +2164,7 @@ void GraphLowering::columnsOf(const Node *conv, const std::vector<int64_t> &in,
 }
 
 Value *GraphLowering::columnBuffer(const Node *n, Value *group) {
-  Value *start = B.CreateAdd(i64(Scratch.at(n)), B.CreateMul(group, i64(columnBytes(n))));
+  Value *start = B.CreateAdd(i64(Scratch.at(n)), B.CreateMul(group, i64(columnBytes(n, Gpu))));
   return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
 }
 
@@ -2128,12 +2181,159 @@ void GraphLowering::fillColumns(const Node *n, const Node *x,
   });
 }
 
+Value *GraphLowering::winogradFilterBuffer(const Node *n) {
+  return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace,
+                             i64(Scratch.at(n) + ImageGroups * columnBytes(n, Gpu)));
+}
+
+void GraphLowering::winogradFilter(const Node *n) {
+  // U = G g G^T for each 3x3 filter g, G = [1 0 0; 1/2 1/2 1/2;
+  // 1/2 -1/2 1/2; 0 0 1]: 16 matrices [Out, In], element (a, b) of every
+  // filter's U in matrix 4a + b.
+  WinogradShape s = winogradShape(n);
+  const Node *w = n->Operands[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *u = winogradFilterBuffer(n);
+  Value *half = llvm::ConstantFP::get(ft, 0.5);
+  // Before an image chain, the filter (a parameter) may come later in the
+  // order of the nodes than the chain's first.
+  if (!Slots.count(w) && ir::opInfo(w->Op).Category == ir::OpCategory::Leaf)
+    lowerLeaf(w);
+  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
+  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
+  parallelFor(i64(s.Out * s.In), [&](Value *pair) {
+    Value *o = B.CreateUDiv(pair, i64(s.In)), *c = B.CreateURem(pair, i64(s.In));
+    // w is [O, C, 3, 3]. The input's gradient takes filter (o, c) from
+    // w[c, o], turned by 180 degrees.
+    bool turned = n->Op == OpCode::Conv2DGradInput;
+    Value *first = turned ? B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(s.Out)), o), i64(9))
+                          : B.CreateMul(pair, i64(9));
+    auto g = [&](int kh, int kw) {
+      return load(w, B.CreateAdd(first, i64(turned ? (2 - kh) * 3 + (2 - kw) : kh * 3 + kw)));
+    };
+    auto transform = [&](Value *v0, Value *v1, Value *v2) {
+      Value *even = add(v0, v2);
+      return std::array<Value *, 4>{v0, B.CreateFMul(half, add(even, v1)),
+                                    B.CreateFMul(half, sub(even, v1)), v2};
+    };
+    std::array<std::array<Value *, 4>, 3> byColumn; // G g, column by column
+    for (int kw = 0; kw < 3; ++kw)
+      byColumn[kw] = transform(g(0, kw), g(1, kw), g(2, kw));
+    for (int a = 0; a < 4; ++a) {
+      std::array<Value *, 4> row = transform(byColumn[0][a], byColumn[1][a], byColumn[2][a]);
+      for (int b = 0; b < 4; ++b)
+        B.CreateStore(row[b], B.CreateInBoundsGEP(
+                                  ft, u, B.CreateAdd(pair, i64((a * 4 + b) * s.Out * s.In))));
+    }
+  });
+}
+
+void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
+  // V = B^T d B for each 4x4 input tile d (tiles 2 apart), B^T = [1 0 -1 0;
+  // 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; for each of the 16 elements, the product
+  // [Out, In] x [In, tiles] of U's matrix and V's; then each output tile
+  // is A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. A row of tiles is one vector:
+  // the input rows are loaded whole and the tiles' columns are shuffles.
+  WinogradShape s = winogradShape(n);
+  const Node *x = n->Operands[0];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  int64_t size = ir::byteSize(n->Ty.Elem), T = s.tiles();
+  llvm::Align align(size);
+  Value *v = columnBuffer(n, group);
+  Value *m = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
+  auto *tileRow = llvm::FixedVectorType::get(ft, unsigned(s.TW));
+  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
+  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
+  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
+
+  // The input's rows, padded: column j of the padded row is column j - Pad
+  // of the image, or zero.
+  Value *zeroRow = llvm::Constant::getNullValue(llvm::FixedVectorType::get(ft, unsigned(s.W)));
+  std::vector<int> padMask;
+  for (int64_t j = 0; j < s.padded(); ++j)
+    padMask.push_back(int(j - s.Pad >= 0 && j - s.Pad < s.W ? j - s.Pad : s.W));
+  Value *image = B.CreateMul(img, i64(s.In * s.H * s.W));
+  parallelFor(i64(s.In), [&](Value *c) {
+    Value *plane = B.CreateAdd(image, B.CreateMul(c, i64(s.H * s.W)));
+    forRange(i64(s.TH), [&](Value *ty) {
+      std::array<std::array<Value *, 4>, 4> t; // B^T applied along each of 4 rows
+      for (int i = 0; i < 4; ++i) {
+        Value *r = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i - s.Pad));
+        Value *inside = B.CreateICmpULT(r, i64(s.H));
+        Value *row = loadVector(
+            x, B.CreateAdd(plane, B.CreateMul(B.CreateSelect(inside, r, i64(0)), i64(s.W))),
+            unsigned(s.W));
+        row = B.CreateShuffleVector(B.CreateSelect(inside, row, zeroRow), zeroRow, padMask);
+        std::array<Value *, 4> d;
+        for (int j = 0; j < 4; ++j)
+          d[j] = B.CreateShuffleVector(row, llvm::createStrideMask(j, 2, unsigned(s.TW)));
+        t[i] = {sub(d[0], d[2]), add(d[1], d[2]), sub(d[2], d[1]), sub(d[1], d[3])};
+      }
+      Value *first = B.CreateAdd(B.CreateMul(c, i64(T)), B.CreateMul(ty, i64(s.TW)));
+      for (int b = 0; b < 4; ++b) {
+        Value *col[4] = {sub(t[0][b], t[2][b]), add(t[1][b], t[2][b]), sub(t[2][b], t[1][b]),
+                         sub(t[1][b], t[3][b])};
+        for (int a = 0; a < 4; ++a)
+          B.CreateAlignedStore(col[a], at(v, B.CreateAdd(first, i64((a * 4 + b) * s.In * T))),
+                               align);
+      }
+    });
+  });
+
+  GemmShape shape{false, false, false, T, ft, VectorBits};
+  Value *u = winogradFilterBuffer(n);
+  forRange(i64(16), [&](Value *e) {
+    gemm(shape, at(u, B.CreateMul(e, i64(s.Out * s.In))), at(v, B.CreateMul(e, i64(s.In * T))),
+         at(m, B.CreateMul(e, i64(s.Out * T))), i64(s.Out), i64(s.In));
+  });
+
+  std::vector<int> firstColumns;
+  for (int64_t j = 0; j < s.OW; ++j)
+    firstColumns.push_back(int(j));
+  Value *out = B.CreateInBoundsGEP(ft, slotOf(n).Ptr, B.CreateMul(img, i64(s.Out * s.OH * s.OW)));
+  parallelFor(i64(s.Out), [&](Value *o) {
+    forRange(i64(s.TH), [&](Value *ty) {
+      Value *first = B.CreateAdd(B.CreateMul(o, i64(T)), B.CreateMul(ty, i64(s.TW)));
+      auto tile = [&](int a, int b) {
+        return B.CreateAlignedLoad(tileRow, at(m, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))),
+                                   align);
+      };
+      for (int i = 0; i < 2; ++i) {
+        Value *byColumn[4];
+        for (int b = 0; b < 4; ++b)
+          byColumn[b] = i == 0 ? add(add(tile(0, b), tile(1, b)), tile(2, b))
+                               : sub(sub(tile(1, b), tile(2, b)), tile(3, b));
+        Value *even = add(add(byColumn[0], byColumn[1]), byColumn[2]);
+        Value *odd = sub(sub(byColumn[1], byColumn[2]), byColumn[3]);
+        Value *row = B.CreateShuffleVector(even, odd, llvm::createInterleaveMask(unsigned(s.TW), 2));
+        if (s.OW < 2 * s.TW)
+          row = B.CreateShuffleVector(row, firstColumns);
+        Value *oh = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i));
+        auto store = [&] {
+          B.CreateAlignedStore(
+              row, at(out, B.CreateAdd(B.CreateMul(o, i64(s.OH * s.OW)), B.CreateMul(oh, i64(s.OW)))),
+              align);
+        };
+        if (i == 1 && s.OH % 2)
+          ifThen(B.CreateICmpULT(oh, i64(s.OH)), store);
+        else
+          store();
+      }
+    });
+  });
+}
+
 void GraphLowering::lowerConv2D(const Node *n) {
   // Per image: im2col, then out[O, OH*OW] = w[O, C*KH*KW] col.
   const Node *x = n->Operands[0], *w = n->Operands[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
+  if (usesWinograd(n, Gpu)) {
+    if (!ImageRow) // in an image chain, done before it
+      winogradFilter(n);
+    return forImages(in[0], [&](Value *img, Value *group) { winogradImage(n, img, group); });
+  }
   GemmShape shape{false, false, false, positions, ft, VectorBits};
   forImages(in[0], [&](Value *img, Value *group) {
     Value *col = columnBuffer(n, group);
@@ -2152,6 +2352,11 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
   const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   int64_t imageElements = in[1] * in[2] * in[3];
+  if (usesWinograd(n, Gpu)) {
+    if (!ImageRow)
+      winogradFilter(n);
+    return forImages(in[0], [&](Value *img, Value *group) { winogradImage(n, img, group); });
+  }
   GemmShape shape{true, false, false, positions, ft, VectorBits};
   forImages(in[0], [&](Value *img, Value *group) {
     Value *col = columnBuffer(n, group);
@@ -2186,7 +2391,7 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   auto partial = [&](Value *group) {
     if (Gpu)
       return slotOf(n).Ptr;
-    Value *start = B.CreateAdd(i64(Scratch.at(n) + ImageGroups * columnBytes(n)),
+    Value *start = B.CreateAdd(i64(Scratch.at(n) + ImageGroups * columnBytes(n, Gpu)),
                                B.CreateMul(group, i64(filterBytes)));
     return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
   };
