@@ -374,6 +374,18 @@ private:
   void winogradImage(const Node *n, Value *img, Value *group);
   /// The transformed filter of n, after its groups' scratch.
   Value *winogradFilterBuffer(const Node *n);
+  /// Emits body(j, lanes) over the `width` elements of one row: on the CPU,
+  /// for rows of at most 64 elements, once, with j = 0 and `lanes` =
+  /// width, for a body that reads and writes the row as one vector;
+  /// otherwise as a loop, one element j at a time (lanes = 0). Left to
+  /// the vectorizer, a loop over narrow rows (an embedding's 10 columns)
+  /// is widened across the rows, with a gather for each column.
+  void forRow(int64_t width, const std::function<void(Value *, unsigned)> &body);
+  /// Loads `lanes` elements from ptr as a vector, or one element as a
+  /// scalar when lanes is 0 (forRow).
+  Value *loadLanes(llvm::Type *elem, Value *ptr, unsigned lanes);
+  /// Stores a vector or a scalar, aligned as its elements.
+  void storeLanes(Value *value, Value *ptr);
   /// Stores zeros into every element of n's buffer.
   void zeroFill(const Node *n);
   /// Where a store writes: its place in the call's buffer.
@@ -2123,6 +2135,25 @@ std::pair<Value *, Value *> GraphLowering::validRange(Value *k, int64_t inExtent
   return {begin, end};
 }
 
+void GraphLowering::forRow(int64_t width,
+                           const std::function<void(Value *, unsigned)> &body) {
+  if (!Gpu && width > 1 && width <= 64)
+    return body(i64(0), unsigned(width));
+  forRange(i64(width), [&](Value *j) { body(j, 0); });
+}
+
+Value *GraphLowering::loadLanes(llvm::Type *elem, Value *ptr, unsigned lanes) {
+  if (!lanes)
+    return B.CreateLoad(elem, ptr);
+  return B.CreateAlignedLoad(llvm::FixedVectorType::get(elem, lanes), ptr,
+                             llvm::Align(elem->getPrimitiveSizeInBits() / 8));
+}
+
+void GraphLowering::storeLanes(Value *value, Value *ptr) {
+  B.CreateAlignedStore(value, ptr,
+                       llvm::Align(value->getType()->getScalarSizeInBits() / 8));
+}
+
 void GraphLowering::zeroFill(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   parallelFor(elementCount(n->Ty), [&](Value *i) {
@@ -2602,10 +2633,10 @@ void GraphLowering::lowerGather(const Node *n) {
     Value *valid = inBounds(index, rows);
     Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
     Value *dst = B.CreateMul(r, i64(width));
-    forRange(i64(width), [&](Value *j) {
-      Value *v = B.CreateSelect(valid, load(table, B.CreateAdd(src, j)),
-                                llvm::ConstantFP::get(ft, 0));
-      B.CreateStore(v, B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j)));
+    forRow(width, [&](Value *j, unsigned lanes) {
+      Value *v = lanes ? loadVector(table, src, lanes) : load(table, B.CreateAdd(src, j));
+      v = B.CreateSelect(valid, v, llvm::Constant::getNullValue(v->getType()));
+      storeLanes(v, B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j)));
     });
   });
 }
@@ -2622,14 +2653,14 @@ void GraphLowering::lowerScatterAdd(const Node *n) {
     ifThen(inBounds(index, rows), [&] {
       Value *dst = B.CreateMul(index, i64(width));
       Value *src = B.CreateMul(r, i64(width));
-      forRange(i64(width), [&](Value *j) {
+      forRow(width, [&](Value *j, unsigned lanes) {
         Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j));
-        Value *v = load(values, B.CreateAdd(src, j));
+        Value *v = lanes ? loadVector(values, src, lanes) : load(values, B.CreateAdd(src, j));
         if (Gpu)
           B.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, out, v, llvm::MaybeAlign(),
                             llvm::AtomicOrdering::Monotonic);
         else
-          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, out), v), out);
+          storeLanes(B.CreateFAdd(loadLanes(ft, out, lanes), v), out);
       });
     });
   });
@@ -2644,9 +2675,9 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
   parallelFor(rows, [&](Value *r) {
     Value *src = B.CreateAdd(B.CreateMul(r, i64(fromWidth)), i64(fromOffset));
     Value *dst = B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
-    forRange(i64(width), [&](Value *j) {
-      B.CreateStore(load(from, B.CreateAdd(src, j)),
-                    B.CreateInBoundsGEP(ft, Slots[to].Ptr, B.CreateAdd(dst, j)));
+    forRow(width, [&](Value *j, unsigned lanes) {
+      storeLanes(lanes ? loadVector(from, src, lanes) : load(from, B.CreateAdd(src, j)),
+                 B.CreateInBoundsGEP(ft, Slots[to].Ptr, B.CreateAdd(dst, j)));
     });
   });
 }
