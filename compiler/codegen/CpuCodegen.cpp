@@ -372,6 +372,14 @@ private:
   void winogradFilter(const Node *n);
   /// Image `img` of n by Winograd, in group `group`'s scratch.
   void winogradImage(const Node *n, Value *img, Value *group);
+  /// Winograd's tiles of image `img` of n's first operand into v,
+  /// [16, In, tiles].
+  void winogradInput(const Node *n, Value *img, Value *v);
+  /// A filter's gradient by Winograd: image `img` added into `partial`,
+  /// [16, Out, In]; the sum of the groups' partials turned back into the
+  /// filter's shape.
+  void winogradFilterGradImage(const Node *n, Value *img, Value *group, Value *partial);
+  void winogradFilterGradSum(const Node *n, Value *partials, int64_t partialBytes);
   /// The transformed filter of n, after its groups' scratch.
   Value *winogradFilterBuffer(const Node *n);
   /// Emits body(j, lanes) over the `width` elements of one row: on the CPU,
@@ -711,10 +719,14 @@ struct WinogradShape {
 
 /// conv2d(x, w), or conv2d_grad_input(dy, w): the input's gradient of a
 /// 3x3 convolution of stride 1 is one too, of dy with the filter turned by
-/// 180 degrees and its channels swapped, padded by 2 - pad.
+/// 180 degrees and its channels swapped, padded by 2 - pad. For the
+/// filter's gradient, conv2d_grad_filter(x, dy), the forward convolution's.
 static WinogradShape winogradShape(const Node *conv) {
-  const std::vector<int64_t> &in = conv->Operands[0]->Ty.Dims, &out = conv->Ty.Dims;
-  int64_t pad = conv->Op == OpCode::Conv2D ? conv->A.Pad : 2 - conv->A.Pad;
+  // conv2d_grad_filter(x, dy): the forward's shape, from x to dy.
+  bool filter = conv->Op == OpCode::Conv2DGradFilter;
+  const std::vector<int64_t> &in = conv->Operands[0]->Ty.Dims,
+                             &out = filter ? conv->Operands[1]->Ty.Dims : conv->Ty.Dims;
+  int64_t pad = conv->Op == OpCode::Conv2DGradInput ? 2 - conv->A.Pad : conv->A.Pad;
   return {in[1], in[2], in[3], pad, out[1], out[2], out[3], (out[2] + 1) / 2,
           (out[3] + 1) / 2};
 }
@@ -724,7 +736,8 @@ static WinogradShape winogradShape(const Node *conv) {
 /// most of the work (2.25 times fewer multiplications than the column
 /// matrix's product), on rows narrow enough to be one vector each.
 static bool usesWinograd(const Node *n, bool gpu) {
-  if (gpu || (n->Op != OpCode::Conv2D && n->Op != OpCode::Conv2DGradInput) ||
+  if (gpu || ir::opInfo(n->Op).Category != ir::OpCategory::Window || n->Op == OpCode::MaxPool2D ||
+      n->Op == OpCode::MaxPool2DGrad ||
       n->A.KernelH != 3 || n->A.KernelW != 3 || n->A.Stride != 1 || n->A.Pad > 2)
     return false;
   WinogradShape s = winogradShape(n);
@@ -733,13 +746,25 @@ static bool usesWinograd(const Node *n, bool gpu) {
 
 /// Bytes between the scratch of consecutive image groups: a column matrix;
 /// with Winograd, the transformed tiles [16, In, tiles] and their products
-/// [16, Out, tiles].
+/// [16, Out, tiles] (for a filter's gradient: the input's tiles and the
+/// output gradient's).
 static int64_t columnBytes(const Node *conv, bool gpu) {
   int64_t size = ir::byteSize(conv->Ty.Elem);
   if (!usesWinograd(conv, gpu))
     return alignUp(columnElements(conv) * size);
   WinogradShape s = winogradShape(conv);
   return alignUp(16 * s.In * s.tiles() * size) + alignUp(16 * s.Out * s.tiles() * size);
+}
+
+/// Bytes of an image group's partial sum of a filter's gradient (on the
+/// CPU): the filter's shape, or with Winograd its 16 transformed matrices.
+static int64_t partialBytes(const Node *gradFilter) {
+  int64_t elements = gradFilter->Ty.staticElements();
+  if (usesWinograd(gradFilter, false)) {
+    WinogradShape s = winogradShape(gradFilter);
+    elements = 16 * s.Out * s.In;
+  }
+  return alignUp(elements * ir::byteSize(gradFilter->Ty.Elem));
 }
 
 /// Whether n holds one element, which an elementwise op reads whatever the
@@ -1293,8 +1318,8 @@ void GraphLowering::planWorkspace() {
       // also sums each group's images apart (lowerConv2DGradFilter).
       int64_t bytes = columnBytes(n, Gpu), fixedBytes = 0;
       if (n->Op == OpCode::Conv2DGradFilter && !Gpu)
-        bytes += alignUp(n->Ty.staticElements() * ir::byteSize(n->Ty.Elem));
-      if (usesWinograd(n, Gpu)) {
+        bytes += partialBytes(n);
+      else if (usesWinograd(n, Gpu)) {
         WinogradShape s = winogradShape(n);
         fixedBytes = alignUp(16 * s.Out * s.In * ir::byteSize(n->Ty.Elem));
       }
@@ -2259,24 +2284,15 @@ void GraphLowering::winogradFilter(const Node *n) {
   });
 }
 
-void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
-  // V = B^T d B for each 4x4 input tile d (tiles 2 apart), B^T = [1 0 -1 0;
-  // 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; for each of the 16 elements, the product
-  // [Out, In] x [In, tiles] of U's matrix and V's; then each output tile
-  // is A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. A row of tiles is one vector:
-  // the input rows are loaded whole and the tiles' columns are shuffles.
+void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
   WinogradShape s = winogradShape(n);
   const Node *x = n->Operands[0];
   llvm::Type *ft = elemType(n->Ty.Elem);
-  int64_t size = ir::byteSize(n->Ty.Elem), T = s.tiles();
-  llvm::Align align(size);
-  Value *v = columnBuffer(n, group);
-  Value *m = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
-  auto *tileRow = llvm::FixedVectorType::get(ft, unsigned(s.TW));
+  int64_t T = s.tiles();
+  llvm::Align align(ir::byteSize(n->Ty.Elem));
   auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
   auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
   auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
-
   // The input's rows, padded: column j of the padded row is column j - Pad
   // of the image, or zero.
   Value *zeroRow = llvm::Constant::getNullValue(llvm::FixedVectorType::get(ft, unsigned(s.W)));
@@ -2310,6 +2326,26 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
       }
     });
   });
+}
+
+void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
+  // V = B^T d B for each 4x4 input tile d (tiles 2 apart), B^T = [1 0 -1 0;
+  // 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; for each of the 16 elements, the product
+  // [Out, In] x [In, tiles] of U's matrix and V's; then each output tile
+  // is A^T m A, A^T = [1 1 1 0; 0 1 -1 -1]. A row of tiles is one vector:
+  // the input rows are loaded whole and the tiles' columns are shuffles.
+  WinogradShape s = winogradShape(n);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  int64_t size = ir::byteSize(n->Ty.Elem), T = s.tiles();
+  llvm::Align align(size);
+  Value *v = columnBuffer(n, group);
+  Value *m = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
+  auto *tileRow = llvm::FixedVectorType::get(ft, unsigned(s.TW));
+  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
+  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
+  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
+
+  winogradInput(n, img, v);
 
   GemmShape shape{false, false, false, T, ft, VectorBits};
   Value *u = winogradFilterBuffer(n);
@@ -2351,6 +2387,101 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
           store();
       }
     });
+  });
+}
+
+void GraphLowering::winogradFilterGradImage(const Node *n, Value *img, Value *group,
+                                            Value *partial) {
+  // The forward's output tile is A^T (U . V) A, so the adjoint of U is
+  // (A dy A^T) . V, summed over the tiles: for each of the 16 elements, the
+  // product [Out, tiles] x [tiles, In] of dy's transformed tiles and V's.
+  WinogradShape s = winogradShape(n);
+  const Node *dy = n->Operands[1];
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  int64_t size = ir::byteSize(n->Ty.Elem), T = s.tiles();
+  llvm::Align align(size);
+  Value *v = columnBuffer(n, group);
+  Value *d = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
+  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
+  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
+  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
+  winogradInput(n, img, v);
+
+  // A e A^T for each 2x2 tile e of dy (zero past its edges), A = [1 0;
+  // 1 1; 1 -1; 0 -1].
+  Value *zeroRow = llvm::Constant::getNullValue(llvm::FixedVectorType::get(ft, unsigned(s.OW)));
+  std::vector<int> padMask;
+  for (int64_t j = 0; j < 2 * s.TW; ++j)
+    padMask.push_back(int(std::min(j, s.OW)));
+  Value *image = B.CreateMul(img, i64(s.Out * s.OH * s.OW));
+  parallelFor(i64(s.Out), [&](Value *o) {
+    Value *plane = B.CreateAdd(image, B.CreateMul(o, i64(s.OH * s.OW)));
+    forRange(i64(s.TH), [&](Value *ty) {
+      std::array<std::array<Value *, 4>, 2> f; // A applied along each of 2 rows
+      for (int i = 0; i < 2; ++i) {
+        Value *r = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i));
+        Value *inside = B.CreateICmpULT(r, i64(s.OH));
+        Value *row = loadVector(
+            dy, B.CreateAdd(plane, B.CreateMul(B.CreateSelect(inside, r, i64(0)), i64(s.OW))),
+            unsigned(s.OW));
+        row = B.CreateShuffleVector(B.CreateSelect(inside, row, zeroRow), zeroRow, padMask);
+        Value *e0 = B.CreateShuffleVector(row, llvm::createStrideMask(0, 2, unsigned(s.TW)));
+        Value *e1 = B.CreateShuffleVector(row, llvm::createStrideMask(1, 2, unsigned(s.TW)));
+        f[i] = {e0, add(e0, e1), sub(e0, e1), B.CreateFNeg(e1)};
+      }
+      Value *first = B.CreateAdd(B.CreateMul(o, i64(T)), B.CreateMul(ty, i64(s.TW)));
+      for (int b = 0; b < 4; ++b) {
+        Value *z[4] = {f[0][b], add(f[0][b], f[1][b]), sub(f[0][b], f[1][b]),
+                       B.CreateFNeg(f[1][b])};
+        for (int a = 0; a < 4; ++a)
+          B.CreateAlignedStore(z[a], at(d, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))),
+                               align);
+      }
+    });
+  });
+
+  GemmShape shape{false, true, true, s.In, ft, VectorBits};
+  forRange(i64(16), [&](Value *e) {
+    gemm(shape, at(d, B.CreateMul(e, i64(s.Out * T))), at(v, B.CreateMul(e, i64(s.In * T))),
+         at(partial, B.CreateMul(e, i64(s.Out * s.In))), i64(s.Out), i64(T));
+  });
+}
+
+void GraphLowering::winogradFilterGradSum(const Node *n, Value *partials,
+                                          int64_t partialBytes) {
+  // The groups' sums of U's adjoint, added in order, then G^T (.) G gives
+  // the filter's: G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+  WinogradShape s = winogradShape(n);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *half = llvm::ConstantFP::get(ft, 0.5);
+  auto back = [&](Value *v0, Value *v1, Value *v2, Value *v3) {
+    Value *even = B.CreateFMul(half, B.CreateFAdd(v1, v2));
+    return std::array<Value *, 3>{B.CreateFAdd(v0, even),
+                                  B.CreateFMul(half, B.CreateFSub(v1, v2)),
+                                  B.CreateFAdd(even, v3)};
+  };
+  parallelFor(i64(s.Out * s.In), [&](Value *pair) {
+    Value *p[4][4];
+    for (int e = 0; e < 16; ++e) {
+      Value *index = B.CreateAdd(pair, i64(e * s.Out * s.In));
+      Value *sum = nullptr;
+      for (int64_t g = 0; g < ImageGroups; ++g) {
+        Value *group = B.CreateInBoundsGEP(B.getInt8Ty(), partials, i64(g * partialBytes));
+        Value *term = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, group, index));
+        sum = sum ? B.CreateFAdd(sum, term) : term;
+      }
+      p[e / 4][e % 4] = sum;
+    }
+    std::array<Value *, 3> rows[4]; // p G, row by row
+    for (int a = 0; a < 4; ++a)
+      rows[a] = back(p[a][0], p[a][1], p[a][2], p[a][3]);
+    for (int l = 0; l < 3; ++l) {
+      std::array<Value *, 3> column = back(rows[0][l], rows[1][l], rows[2][l], rows[3][l]);
+      for (int k = 0; k < 3; ++k)
+        B.CreateStore(column[k],
+                      B.CreateInBoundsGEP(ft, slotOf(n).Ptr,
+                                          B.CreateAdd(B.CreateMul(pair, i64(9)), i64(k * 3 + l))));
+    }
   });
 }
 
@@ -2416,7 +2547,8 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   int64_t filterElements = n->Ty.staticElements();
-  int64_t filterBytes = alignUp(filterElements * ir::byteSize(n->Ty.Elem));
+  int64_t filterBytes = Gpu ? 0 : partialBytes(n);
+  bool winograd = usesWinograd(n, Gpu);
   GemmShape shape{false, true, true, taps, ft, VectorBits};
   // Group g's partial sum, after the groups' column matrices.
   auto partial = [&](Value *group) {
@@ -2429,6 +2561,8 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   forImages(
       in[0],
       [&](Value *img, Value *group) {
+        if (winograd)
+          return winogradFilterGradImage(n, img, group, partial(group));
         Value *col = columnBuffer(n, group);
         fillColumns(n, x, out, img, col);
         Value *adjoint = B.CreateInBoundsGEP(ft, slotOf(dy).Ptr,
@@ -2439,6 +2573,8 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   if (Gpu)
     return;
   Value *first = partial(i64(0));
+  if (winograd)
+    return winogradFilterGradSum(n, first, filterBytes);
   parallelFor(i64(filterElements), [&](Value *i) {
     Value *sum = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, first, i));
     for (int64_t g = 1; g < ImageGroups; ++g) {
