@@ -372,6 +372,11 @@ private:
   void winogradFilter(const Node *n);
   /// Image `img` of n by Winograd, in group `group`'s scratch.
   void winogradImage(const Node *n, Value *img, Value *group);
+  /// Row r of the plane of n that starts at element `plane` (height rows
+  /// of width elements) as one vector, shuffled by `mask` (indices from
+  /// width on read zero); zeros when r is outside the plane.
+  Value *planeRow(const Node *n, Value *plane, Value *r, int64_t height, int64_t width,
+                  llvm::ArrayRef<int> mask);
   /// Winograd's tiles of image `img` of n's first operand into v,
   /// [16, In, tiles].
   void winogradInput(const Node *n, Value *img, Value *v);
@@ -2284,6 +2289,17 @@ void GraphLowering::winogradFilter(const Node *n) {
   });
 }
 
+Value *GraphLowering::planeRow(const Node *n, Value *plane, Value *r, int64_t height,
+                               int64_t width, llvm::ArrayRef<int> mask) {
+  // A row outside is read from row 0 (always valid memory), then zeroed.
+  Value *inside = B.CreateICmpULT(r, i64(height));
+  Value *row = loadVector(
+      n, B.CreateAdd(plane, B.CreateMul(B.CreateSelect(inside, r, i64(0)), i64(width))),
+      unsigned(width));
+  Value *zero = llvm::Constant::getNullValue(row->getType());
+  return B.CreateShuffleVector(B.CreateSelect(inside, row, zero), zero, mask);
+}
+
 void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
   WinogradShape s = winogradShape(n);
   const Node *x = n->Operands[0];
@@ -2295,7 +2311,6 @@ void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
   auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
   // The input's rows, padded: column j of the padded row is column j - Pad
   // of the image, or zero.
-  Value *zeroRow = llvm::Constant::getNullValue(llvm::FixedVectorType::get(ft, unsigned(s.W)));
   std::vector<int> padMask;
   for (int64_t j = 0; j < s.padded(); ++j)
     padMask.push_back(int(j - s.Pad >= 0 && j - s.Pad < s.W ? j - s.Pad : s.W));
@@ -2306,11 +2321,7 @@ void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
       std::array<std::array<Value *, 4>, 4> t; // B^T applied along each of 4 rows
       for (int i = 0; i < 4; ++i) {
         Value *r = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i - s.Pad));
-        Value *inside = B.CreateICmpULT(r, i64(s.H));
-        Value *row = loadVector(
-            x, B.CreateAdd(plane, B.CreateMul(B.CreateSelect(inside, r, i64(0)), i64(s.W))),
-            unsigned(s.W));
-        row = B.CreateShuffleVector(B.CreateSelect(inside, row, zeroRow), zeroRow, padMask);
+        Value *row = planeRow(x, plane, r, s.H, s.W, padMask);
         std::array<Value *, 4> d;
         for (int j = 0; j < 4; ++j)
           d[j] = B.CreateShuffleVector(row, llvm::createStrideMask(j, 2, unsigned(s.TW)));
@@ -2409,7 +2420,6 @@ void GraphLowering::winogradFilterGradImage(const Node *n, Value *img, Value *gr
 
   // A e A^T for each 2x2 tile e of dy (zero past its edges), A = [1 0;
   // 1 1; 1 -1; 0 -1].
-  Value *zeroRow = llvm::Constant::getNullValue(llvm::FixedVectorType::get(ft, unsigned(s.OW)));
   std::vector<int> padMask;
   for (int64_t j = 0; j < 2 * s.TW; ++j)
     padMask.push_back(int(std::min(j, s.OW)));
@@ -2420,11 +2430,7 @@ void GraphLowering::winogradFilterGradImage(const Node *n, Value *img, Value *gr
       std::array<std::array<Value *, 4>, 2> f; // A applied along each of 2 rows
       for (int i = 0; i < 2; ++i) {
         Value *r = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i));
-        Value *inside = B.CreateICmpULT(r, i64(s.OH));
-        Value *row = loadVector(
-            dy, B.CreateAdd(plane, B.CreateMul(B.CreateSelect(inside, r, i64(0)), i64(s.OW))),
-            unsigned(s.OW));
-        row = B.CreateShuffleVector(B.CreateSelect(inside, row, zeroRow), zeroRow, padMask);
+        Value *row = planeRow(dy, plane, r, s.OH, s.OW, padMask);
         Value *e0 = B.CreateShuffleVector(row, llvm::createStrideMask(0, 2, unsigned(s.TW)));
         Value *e1 = B.CreateShuffleVector(row, llvm::createStrideMask(1, 2, unsigned(s.TW)));
         f[i] = {e0, add(e0, e1), sub(e0, e1), B.CreateFNeg(e1)};
