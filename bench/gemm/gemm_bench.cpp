@@ -3,7 +3,7 @@
 // peak of this core, measured by a loop of independent fused multiply-adds
 // at the same vector width.
 //
-// usage: gemm_bench M N K [ta] [tb] [bias] [check]
+// usage: gemm_bench M N K [ta] [tb] [bias] [relu] [check]
 // Prints the peak, the product's GFLOP/s, its share of the peak and its
 // largest difference from a double-precision reference; with `check`, only
 // compares every element with the reference (tests/codegen/gemm.test).
@@ -96,16 +96,17 @@ double peakGflops() {
 
 int main(int Argc, char **Argv) {
   if (Argc < 4) {
-    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [check]\n", Argv[0]);
+    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [relu] [check]\n", Argv[0]);
     return 2;
   }
   int64_t M = std::atoll(Argv[1]), N = std::atoll(Argv[2]),
           K = std::atoll(Argv[3]);
-  bool TransA = false, TransB = false, HasBias = false, CheckOnly = false;
+  bool TransA = false, TransB = false, HasBias = false, Relu = false, CheckOnly = false;
   for (int I = 4; I < Argc; ++I) {
     TransA |= std::strcmp(Argv[I], "ta") == 0;
     TransB |= std::strcmp(Argv[I], "tb") == 0;
     HasBias |= std::strcmp(Argv[I], "bias") == 0;
+    Relu |= std::strcmp(Argv[I], "relu") == 0;
     CheckOnly |= std::strcmp(Argv[I], "check") == 0;
   }
   std::mt19937 Gen(1);
@@ -131,14 +132,16 @@ int main(int Argc, char **Argv) {
       for (int64_t P = 0; P < K; ++P)
         Sum += double(TransA ? A[P * M + I] : A[I * K + P]) *
                double(TransB ? B[J * K + P] : B[P * N + J]);
+      if (Relu)
+        Sum = std::max(Sum, 0.0);
       double Error = std::fabs(Sum - C[I * N + J]);
       WorstError = std::isnan(Error) ? INFINITY : std::max(WorstError, Error);
     }
   bool Right = WorstError < 1e-5 * std::sqrt(double(K));
   if (CheckOnly) {
-    std::printf("gemm %lldx%lldx%lld%s%s%s: max error %.2g, %s\n", (long long)M,
+    std::printf("gemm %lldx%lldx%lld%s%s%s%s: max error %.2g, %s\n", (long long)M,
                 (long long)N, (long long)K, TransA ? " ta" : "",
-                TransB ? " tb" : "", HasBias ? " bias" : "", WorstError,
+                TransB ? " tb" : "", HasBias ? " bias" : "", Relu ? " relu" : "", WorstError,
                 Right ? "right" : "WRONG");
     return Right ? 0 : 1;
   }

@@ -314,7 +314,8 @@ private:
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
   /// Matrix product n into `dest`, plus `bias` (a row vector) if not null.
-  void lowerMatMul(const Node *n, Value *dest, const Node *bias);
+  /// n's product into dest, plus bias (or null), then relu'd if `relu`.
+  void lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false);
   void lowerReduceSum(const Node *n);
   /// reduce_sum n over the rows of a matrix of `columns` (a constant)
   /// columns, when they fit in a few vector registers.
@@ -484,9 +485,12 @@ private:
   }
   /// Stored values computed in their destination: the store.
   std::unordered_map<const Node *, const ir::Store *> InPlace;
-  /// Adds of a product and a bias vector: the product and the bias, to be
-  /// computed together as one GEMM.
-  std::unordered_map<const Node *, std::pair<const Node *, const Node *>> BiasedProducts;
+  /// Elementwise nodes computed as a product's epilogue, in one GEMM: adds
+  /// of a product and a bias vector, and (CPU) relus of a product or of
+  /// such an add; the product and the bias (or null).
+  std::unordered_map<const Node *, std::pair<const Node *, const Node *>> ProductEpilogues;
+  /// The relus among them.
+  std::unordered_set<const Node *> ReluEpilogues;
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
@@ -663,6 +667,8 @@ void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, V
   if (!Gpu)
     return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker);
   ++Pieces;
+  if (shape.Relu) // planFusion keeps relus apart on the GPU
+    throw std::logic_error("internal error: a relu epilogue in a GPU product");
   GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
                         shape.Elem, shape.LdA, shape.LdB, shape.LdC};
   emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias);
@@ -956,8 +962,28 @@ void GraphLowering::planFusion() {
     auto [product, bias] = biasedProduct(n);
     if (product) {
       FusedInto[product] = n;
-      BiasedProducts[n] = {product, bias};
+      ProductEpilogues[n] = {product, bias};
     }
+  }
+  // A relu of a dense layer's product, biased or not, that nothing else
+  // reads is applied as the product's sums are stored (relu's gradient
+  // reads the relu, not its operand).
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get(), *operand = n->Operands.empty() ? nullptr : n->Operands[0];
+    if (Gpu || n->Op != OpCode::Relu || Inlined.count(n) || users[operand].size() != 1 ||
+        Inlined.count(operand))
+      continue;
+    auto biased = ProductEpilogues.find(operand);
+    if (biased != ProductEpilogues.end()) {
+      ProductEpilogues[n] = biased->second;
+      ProductEpilogues.erase(biased);
+    } else if (operand->Op == OpCode::MatMul && !isScaling(operand)) {
+      ProductEpilogues[n] = {operand, nullptr};
+    } else {
+      continue;
+    }
+    FusedInto[operand] = n;
+    ReluEpilogues.insert(n);
   }
 
   // Elementwise nodes of one shape that need buffers share one loop when
@@ -971,7 +997,7 @@ void GraphLowering::planFusion() {
   for (const auto &node : G.nodes()) {
     const Node *n = node.get();
     if (ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || n->Ty.Dims.empty() ||
-        n->Ty.isBatched() || FusedInto.count(n) || BiasedProducts.count(n) || !isFlat(n))
+        n->Ty.isBatched() || FusedInto.count(n) || ProductEpilogues.count(n) || !isFlat(n))
       continue;
     std::vector<std::vector<const Node *>> &groups = byShape[{n->Ty.Dims, n->Ty.Elem}];
     int64_t at = position.at(n);
@@ -1040,7 +1066,7 @@ void GraphLowering::planInPlaceStores(
     const Node *n = store.Value;
     if (store.Dest == ir::Buffer::Loss || timesStored[n] != 1 || n->Ty.Dims.empty() ||
         ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise || FusedInto.count(n) ||
-        BiasedProducts.count(n) || !isFlat(n))
+        ProductEpilogues.count(n) || !isFlat(n))
       continue;
     OpCode leaf = store.Dest == ir::Buffer::Params  ? OpCode::Param
                   : store.Dest == ir::Buffer::State ? OpCode::State
@@ -1174,7 +1200,7 @@ void GraphLowering::planImageChains() {
   // operands, as code that can run for one image.
   auto perImage = [&](const Node *n) {
     if (!n->Ty.isBatched() || n->Ty.Dims[0] != ir::N || n->Ty.Dims.size() < 2 ||
-        InPlace.count(n) || BiasedProducts.count(n))
+        InPlace.count(n) || ProductEpilogues.count(n))
       return false;
     switch (ir::opInfo(n->Op).Category) {
     case ir::OpCategory::Elementwise:
@@ -1622,9 +1648,10 @@ void GraphLowering::lower(const Node *n) {
   case ir::OpCategory::Leaf:
     return lowerLeaf(n);
   case ir::OpCategory::Elementwise: {
-    auto biased = BiasedProducts.find(n);
-    if (biased != BiasedProducts.end())
-      return lowerMatMul(biased->second.first, Slots[n].Ptr, biased->second.second);
+    auto epilogue = ProductEpilogues.find(n);
+    if (epilogue != ProductEpilogues.end())
+      return lowerMatMul(epilogue->second.first, Slots[n].Ptr, epilogue->second.second,
+                         ReluEpilogues.count(n) > 0);
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
     return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
@@ -1818,7 +1845,7 @@ void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &membe
   });
 }
 
-void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
+void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
@@ -1829,6 +1856,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
   shape.TransA = n->A.TransA;
   shape.TransB = n->A.TransB;
   shape.Bias = bias != nullptr;
+  shape.Relu = relu;
   shape.N = n->Ty.Dims.back();
   shape.Elem = elemType(n->Ty.Elem);
   shape.VectorBits = VectorBits;
@@ -1844,7 +1872,10 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias) {
     return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, slotOf(x).Ptr, i));
   };
   auto plusBias = [&](Value *sum, Value *j) {
-    return bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
+    Value *biased = bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
+    return relu ? B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, biased,
+                                          llvm::ConstantFP::get(ft, 0))
+                : biased;
   };
   if (depth == i64(1)) {
     parallelFor(rows, [&](Value *m) {

@@ -100,7 +100,7 @@ int64_t columnVectors(const GemmShape &S, int64_t M) {
 std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
-         (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + ".n" + std::to_string(S.N) + ".v" +
+         (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + (S.Relu ? ".relu" : "") + ".n" + std::to_string(S.N) + ".v" +
          std::to_string(S.VectorBits) +
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
@@ -161,15 +161,16 @@ public:
       Value *depth = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
                                              B.getInt64(L.KC), B.CreateSub(K, k0));
       Value *first = B.CreateICmpEQ(k0, B.getInt64(0));
+      Value *last = B.CreateICmpEQ(B.CreateAdd(k0, depth), K);
       int64_t fullWidth = L.Lanes * L.MaxVectors;
       if (L.FullPanels > 0)
         loop(B.getInt64(0), B.getInt64(L.FullPanels * fullWidth), fullWidth,
              [&](Value *j0) {
-               panel(k0, depth, first, j0, L.MaxVectors, fullWidth);
+               panel(k0, depth, first, last, j0, L.MaxVectors, fullWidth);
              });
       if (L.TailColumns > 0) {
         int64_t vectors = (L.TailColumns + L.Lanes - 1) / L.Lanes;
-        panel(k0, depth, first, B.getInt64(L.FullPanels * fullWidth), vectors,
+        panel(k0, depth, first, last, B.getInt64(L.FullPanels * fullWidth), vectors,
               L.TailColumns);
       }
     });
@@ -208,8 +209,9 @@ private:
   }
 
   /// One panel of \p columns columns from \p j0, \p vectors vectors wide:
-  /// packs it, then runs the micro-kernel over the thread's rows.
-  void panel(Value *k0, Value *depth, Value *first, Value *j0, int64_t vectors,
+  /// packs it, then runs the micro-kernel over the thread's rows. \p first
+  /// and \p last: whether the depth block is K's first, K's last.
+  void panel(Value *k0, Value *depth, Value *first, Value *last, Value *j0, int64_t vectors,
              int64_t columns) {
     int64_t width = vectors * L.Lanes;
     // B stored [K, N] with N whole vectors is its own only panel: its
@@ -237,10 +239,10 @@ private:
     Value *blockedEnd = B.CreateAdd(
         RowBegin, B.CreateMul(B.CreateSDiv(span, B.getInt64(MR)), B.getInt64(MR)));
     loop(RowBegin, blockedEnd, MR, [&](Value *i0) {
-      microKernel(i0, MR, k0, depth, first, j0, vectors, columns);
+      microKernel(i0, MR, k0, depth, first, last, j0, vectors, columns);
     });
     loop(blockedEnd, RowEnd, 1, [&](Value *i0) {
-      microKernel(i0, 1, k0, depth, first, j0, vectors, columns);
+      microKernel(i0, 1, k0, depth, first, last, j0, vectors, columns);
     });
   }
 
@@ -404,8 +406,10 @@ private:
       // row-major elements; those past the last row are masked off.
       for (int64_t v = 0; v < vecs; ++v) {
         std::vector<Value *> columns;
-        for (int64_t j = 0; j < n; ++j)
-          columns.push_back(B.CreateLoad(VecTy, acc[v * n + j]));
+        for (int64_t j = 0; j < n; ++j) {
+          Value *sum = B.CreateLoad(VecTy, acc[v * n + j]);
+          columns.push_back(S.Relu ? relu(sum) : sum);
+        }
         std::vector<Value *> out = interleave(columns);
         Value *elements = B.CreateMul(B.CreateSub(valid, B.getInt64(v * lanes)), B.getInt64(n));
         Value *first = B.CreateMul(B.CreateAdd(i0, B.getInt64(v * lanes)), B.getInt64(n));
@@ -446,6 +450,12 @@ private:
                                llvm::Align(std::min<int64_t>(64, lanes * elemBytes())));
       }
     });
+  }
+
+  /// max(sum, 0), NaN-propagating as PyTorch's relu.
+  Value *relu(Value *sum) {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum,
+                                   llvm::ConstantFP::get(sum->getType(), 0));
   }
 
   /// The mask of the lanes l < \p count (none when count <= 0, all when
@@ -498,8 +508,8 @@ private:
     return entry.CreateAlloca(type);
   }
 
-  void microKernel(Value *i0, int64_t rows, Value *k0, Value *depth,
-                   Value *first, Value *j0, int64_t vectors, int64_t columns) {
+  void microKernel(Value *i0, int64_t rows, Value *k0, Value *depth, Value *first,
+                   Value *last, Value *j0, int64_t vectors, int64_t columns) {
     int64_t width = vectors * L.Lanes;
     int64_t lastLanes = columns - (vectors - 1) * L.Lanes;
     llvm::Constant *zero = llvm::ConstantFP::get(VecTy, 0);
@@ -569,6 +579,8 @@ private:
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t v = 0; v < vectors; ++v) {
         Value *sum = B.CreateLoad(VecTy, acc[r * vectors + v]);
+        if (S.Relu)
+          sum = B.CreateSelect(last, relu(sum), sum);
         if (masked && v == vectors - 1)
           B.CreateMaskedStore(sum, cPtr(r, v), elemAlign, lastMask);
         else

@@ -38,6 +38,9 @@ struct GemmShape {
   /// layer's bias, added where the sums start rather than in a pass of its
   /// own). Not with Accumulate.
   bool Bias = false;
+  /// C = max(..., 0) (llvm.maximum: NaN stays NaN): a dense layer's relu,
+  /// applied as the finished sums are stored. Not with Accumulate.
+  bool Relu = false;
 };
 
 /// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)

@@ -367,8 +367,10 @@ static Operands gradSigmoid(Graph &g, Node *n, Node *d) {
   return {g.binary(OpCode::Mul, d, slope)};
 }
 static Operands gradRelu(Graph &g, Node *n, Node *d) {
-  Node *x = n->Operands[0];
-  Node *positive = g.binary(OpCode::Greater, x, g.constant(0, x->Ty.Elem));
+  // relu(x) > 0 exactly where x > 0 (NaN and -0 included). Reading the
+  // relu rather than x leaves x to the relu alone, so a dense layer's relu
+  // can run in its product's epilogue.
+  Node *positive = g.binary(OpCode::Greater, n, g.constant(0, n->Ty.Elem));
   return {g.binary(OpCode::Mul, d, positive)};
 }
 static Operands gradAdd(Graph &g, Node *n, Node *d) {
