@@ -313,8 +313,8 @@ private:
   void lowerLeaf(const Node *n);
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
-  /// Matrix product n into `dest`, plus `bias` (a row vector) if not null.
-  /// n's product into dest, plus bias (or null), then relu'd if `relu`.
+  /// Matrix product n into `dest`, plus `bias` (a row vector) if not null,
+  /// then max(..., 0) if `relu`.
   void lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false);
   void lowerReduceSum(const Node *n);
   /// reduce_sum n over the rows of a matrix of `columns` (a constant)
@@ -969,9 +969,11 @@ void GraphLowering::planFusion() {
   // reads is applied as the product's sums are stored (relu's gradient
   // reads the relu, not its operand).
   for (const auto &node : G.nodes()) {
-    const Node *n = node.get(), *operand = n->Operands.empty() ? nullptr : n->Operands[0];
-    if (Gpu || n->Op != OpCode::Relu || Inlined.count(n) || users[operand].size() != 1 ||
-        Inlined.count(operand))
+    const Node *n = node.get();
+    if (Gpu || n->Op != OpCode::Relu || Inlined.count(n))
+      continue;
+    const Node *operand = n->Operands[0];
+    if (users[operand].size() != 1 || Inlined.count(operand))
       continue;
     auto biased = ProductEpilogues.find(operand);
     if (biased != ProductEpilogues.end()) {
@@ -1871,7 +1873,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   auto element = [&](const Node *x, Value *i) {
     return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, slotOf(x).Ptr, i));
   };
-  auto plusBias = [&](Value *sum, Value *j) {
+  auto finish = [&](Value *sum, Value *j) { // the GEMM's epilogue
     Value *biased = bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
     return relu ? B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, biased,
                                           llvm::ConstantFP::get(ft, 0))
@@ -1881,7 +1883,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
     parallelFor(rows, [&](Value *m) {
       Value *am = element(a, m);
       forRange(i64(shape.N), [&](Value *j) {
-        B.CreateStore(plusBias(B.CreateFMul(am, element(b, j)), j),
+        B.CreateStore(finish(B.CreateFMul(am, element(b, j)), j),
                       B.CreateInBoundsGEP(ft, dest, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
       });
     });
@@ -1891,7 +1893,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
       return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
-    storeOnce(plusBias(sum, i64(0)), dest);
+    storeOnce(finish(sum, i64(0)), dest);
     return;
   }
   gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,

@@ -100,8 +100,8 @@ int64_t columnVectors(const GemmShape &S, int64_t M) {
 std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
-         (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + (S.Relu ? ".relu" : "") + ".n" + std::to_string(S.N) + ".v" +
-         std::to_string(S.VectorBits) +
+         (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + (S.Relu ? ".relu" : "") +
+         ".n" + std::to_string(S.N) + ".v" + std::to_string(S.VectorBits) +
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
                     "." + std::to_string(S.LdC)
