@@ -3,7 +3,7 @@
 // peak of this core, measured by a loop of independent fused multiply-adds
 // at the same vector width.
 //
-// usage: gemm_bench M N K [ta] [tb] [bias] [relu] [check]
+// usage: gemm_bench M N K [ta] [tb] [bias] [relu] [mask] [check]
 // Prints the peak, the product's GFLOP/s, its share of the peak and its
 // largest difference from a double-precision reference; with `check`, only
 // compares every element with the reference (tests/codegen/gemm.test).
@@ -22,7 +22,7 @@
 #include <vector>
 
 extern "C" void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
-                         int64_t K, const void *Bias);
+                         int64_t K, const void *Bias, const void *Mask);
 
 // The generated code splits large products over the runtime's threads; here
 // they all run on the calling thread.
@@ -96,22 +96,24 @@ double peakGflops() {
 
 int main(int Argc, char **Argv) {
   if (Argc < 4) {
-    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [relu] [check]\n", Argv[0]);
+    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [relu] [mask] [check]\n", Argv[0]);
     return 2;
   }
   int64_t M = std::atoll(Argv[1]), N = std::atoll(Argv[2]),
           K = std::atoll(Argv[3]);
-  bool TransA = false, TransB = false, HasBias = false, Relu = false, CheckOnly = false;
+  bool TransA = false, TransB = false, HasBias = false, Relu = false, Masked = false,
+       CheckOnly = false;
   for (int I = 4; I < Argc; ++I) {
     TransA |= std::strcmp(Argv[I], "ta") == 0;
     TransB |= std::strcmp(Argv[I], "tb") == 0;
     HasBias |= std::strcmp(Argv[I], "bias") == 0;
     Relu |= std::strcmp(Argv[I], "relu") == 0;
+    Masked |= std::strcmp(Argv[I], "mask") == 0;
     CheckOnly |= std::strcmp(Argv[I], "check") == 0;
   }
   std::mt19937 Gen(1);
   std::uniform_real_distribution<float> Dist(-1, 1);
-  std::vector<float> A(M * K), B(K * N), C(M * N), Bias(N, 0.0f);
+  std::vector<float> A(M * K), B(K * N), C(M * N), Bias(N, 0.0f), Mask(M * N, 1.0f);
   for (float &V : A)
     V = Dist(Gen);
   for (float &V : B)
@@ -119,11 +121,14 @@ int main(int Argc, char **Argv) {
   if (HasBias)
     for (float &V : Bias)
       V = Dist(Gen);
+  if (Masked) // about half of C is masked off
+    for (float &V : Mask)
+      V = Dist(Gen);
 
   // Correctness first: the largest difference from a double reference, on
   // a C that starts as NaN, so that an element never written shows.
   std::fill(C.begin(), C.end(), NAN);
-  nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data());
+  nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data());
   double WorstError = 0;
   int64_t RowStep = CheckOnly ? 1 : std::max<int64_t>(1, M / 17);
   for (int64_t I = 0; I < M; I += RowStep)
@@ -134,14 +139,16 @@ int main(int Argc, char **Argv) {
                double(TransB ? B[J * K + P] : B[P * N + J]);
       if (Relu)
         Sum = std::max(Sum, 0.0);
+      if (Mask[I * N + J] <= 0)
+        Sum = 0;
       double Error = std::fabs(Sum - C[I * N + J]);
       WorstError = std::isnan(Error) ? INFINITY : std::max(WorstError, Error);
     }
   bool Right = WorstError < 1e-5 * std::sqrt(double(K));
   if (CheckOnly) {
-    std::printf("gemm %lldx%lldx%lld%s%s%s%s: max error %.2g, %s\n", (long long)M,
-                (long long)N, (long long)K, TransA ? " ta" : "",
-                TransB ? " tb" : "", HasBias ? " bias" : "", Relu ? " relu" : "", WorstError,
+    std::printf("gemm %lldx%lldx%lld%s%s%s%s%s: max error %.2g, %s\n", (long long)M,
+                (long long)N, (long long)K, TransA ? " ta" : "", TransB ? " tb" : "",
+                HasBias ? " bias" : "", Relu ? " relu" : "", Masked ? " mask" : "", WorstError,
                 Right ? "right" : "WRONG");
     return Right ? 0 : 1;
   }
@@ -152,7 +159,7 @@ int main(int Argc, char **Argv) {
   for (int Trial = 0; Trial < 5; ++Trial) {
     double Start = seconds();
     for (int R = 0; R < Reps; ++R)
-      nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data());
+      nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data());
     Best = std::min(Best, (seconds() - Start) / Reps);
   }
   double Peak = peakGflops(), Gflops = Flops / Best / 1e9;

@@ -262,7 +262,7 @@ private:
   /// C (+)= op(A) op(B) (+ bias): the CPU's micro-kernels (Gemm.cpp), or
   /// the GPU's tiled product (Gpu.cpp).
   void gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
-            Value *bias = nullptr);
+            Value *bias = nullptr, Value *mask = nullptr);
   /// Stores zeros into `bytes` bytes at ptr, aligned to `align` bytes.
   void zeroBytes(Value *ptr, int64_t bytes, int64_t align = Alignment);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
@@ -314,8 +314,9 @@ private:
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
   /// Matrix product n into `dest`, plus `bias` (a row vector) if not null,
-  /// then max(..., 0) if `relu`.
-  void lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false);
+  /// then max(..., 0) if `relu`, then times (mask > 0) if `mask` is not null.
+  void lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false,
+                   const Node *mask = nullptr);
   void lowerReduceSum(const Node *n);
   /// reduce_sum n over the rows of a matrix of `columns` (a constant)
   /// columns, when they fit in a few vector registers.
@@ -487,10 +488,13 @@ private:
   std::unordered_map<const Node *, const ir::Store *> InPlace;
   /// Elementwise nodes computed as a product's epilogue, in one GEMM: adds
   /// of a product and a bias vector, and (CPU) relus of a product or of
-  /// such an add; the product and the bias (or null).
+  /// such an add, and products masked by a relu's output; the product and
+  /// the bias (or null).
   std::unordered_map<const Node *, std::pair<const Node *, const Node *>> ProductEpilogues;
   /// The relus among them.
   std::unordered_set<const Node *> ReluEpilogues;
+  /// The masked products among them: the relu output that masks each.
+  std::unordered_map<const Node *, const Node *> MaskEpilogues;
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
@@ -663,11 +667,11 @@ void GraphLowering::storeOnce(Value *value, Value *ptr) {
 }
 
 void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
-                         Value *k, Value *bias) {
+                         Value *k, Value *bias, Value *mask) {
   if (!Gpu)
-    return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker);
+    return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker, mask);
   ++Pieces;
-  if (shape.Relu) // planFusion keeps relus apart on the GPU
+  if (shape.Relu || shape.Mask) // planFusion keeps relus apart on the GPU
     throw std::logic_error("internal error: a relu epilogue in a GPU product");
   GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
                         shape.Elem, shape.LdA, shape.LdB, shape.LdC};
@@ -986,6 +990,28 @@ void GraphLowering::planFusion() {
     }
     FusedInto[operand] = n;
     ReluEpilogues.insert(n);
+  }
+  // Relu's gradient, mul(product, greater(relu, 0)), when nothing else
+  // reads the product or the comparison: the product's sums are masked as
+  // they are stored.
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    if (Gpu || n->Op != OpCode::Mul || Inlined.count(n))
+      continue;
+    for (int k = 0; k < 2; ++k) {
+      const Node *product = n->Operands[k], *positive = n->Operands[1 - k];
+      if (product->Op != OpCode::MatMul || isScaling(product) || product->Ty != n->Ty ||
+          users[product].size() != 1 || Inlined.count(product) ||
+          positive->Op != OpCode::Greater || users[positive].size() != 1 ||
+          positive->Operands[0]->Ty != n->Ty || Inlined.count(positive->Operands[0]) ||
+          positive->Operands[1]->Op != OpCode::Constant || positive->Operands[1]->A.Value != 0)
+        continue;
+      ProductEpilogues[n] = {product, nullptr};
+      MaskEpilogues[n] = positive->Operands[0];
+      FusedInto[product] = n;
+      FusedInto[positive] = n;
+      break;
+    }
   }
 
   // Elementwise nodes of one shape that need buffers share one loop when
@@ -1651,9 +1677,12 @@ void GraphLowering::lower(const Node *n) {
     return lowerLeaf(n);
   case ir::OpCategory::Elementwise: {
     auto epilogue = ProductEpilogues.find(n);
-    if (epilogue != ProductEpilogues.end())
+    if (epilogue != ProductEpilogues.end()) {
+      auto mask = MaskEpilogues.find(n);
       return lowerMatMul(epilogue->second.first, Slots[n].Ptr, epilogue->second.second,
-                         ReluEpilogues.count(n) > 0);
+                         ReluEpilogues.count(n) > 0,
+                         mask == MaskEpilogues.end() ? nullptr : mask->second);
+    }
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
     return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
@@ -1847,7 +1876,8 @@ void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &membe
   });
 }
 
-void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu) {
+void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu,
+                                const Node *mask) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
@@ -1859,6 +1889,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   shape.TransB = n->A.TransB;
   shape.Bias = bias != nullptr;
   shape.Relu = relu;
+  shape.Mask = mask != nullptr;
   shape.N = n->Ty.Dims.back();
   shape.Elem = elemType(n->Ty.Elem);
   shape.VectorBits = VectorBits;
@@ -1873,17 +1904,23 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   auto element = [&](const Node *x, Value *i) {
     return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, slotOf(x).Ptr, i));
   };
-  auto finish = [&](Value *sum, Value *j) { // the GEMM's epilogue
-    Value *biased = bias ? B.CreateFAdd(sum, element(bias, j)) : sum;
-    return relu ? B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, biased,
-                                          llvm::ConstantFP::get(ft, 0))
-                : biased;
+  auto finish = [&](Value *sum, Value *i, Value *j) { // the GEMM's epilogue at C[i, j]
+    if (bias)
+      sum = B.CreateFAdd(sum, element(bias, j));
+    Value *zero = llvm::ConstantFP::get(ft, 0);
+    if (relu)
+      sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
+    if (mask) {
+      Value *r = element(mask, B.CreateAdd(B.CreateMul(i, i64(shape.N)), j));
+      sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), ft));
+    }
+    return sum;
   };
   if (depth == i64(1)) {
     parallelFor(rows, [&](Value *m) {
       Value *am = element(a, m);
       forRange(i64(shape.N), [&](Value *j) {
-        B.CreateStore(finish(B.CreateFMul(am, element(b, j)), j),
+        B.CreateStore(finish(B.CreateFMul(am, element(b, j)), m, j),
                       B.CreateInBoundsGEP(ft, dest, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
       });
     });
@@ -1893,11 +1930,11 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
       return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
-    storeOnce(finish(sum, i64(0)), dest);
+    storeOnce(finish(sum, i64(0), i64(0)), dest);
     return;
   }
   gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
-       bias ? slotOf(bias).Ptr : nullptr);
+       bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr);
 }
 
 void GraphLowering::lowerReduceSum(const Node *n) {
@@ -2416,14 +2453,15 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
                                : sub(sub(tile(1, b), tile(2, b)), tile(3, b));
         Value *even = add(add(byColumn[0], byColumn[1]), byColumn[2]);
         Value *odd = sub(sub(byColumn[1], byColumn[2]), byColumn[3]);
-        Value *row = B.CreateShuffleVector(even, odd, llvm::createInterleaveMask(unsigned(s.TW), 2));
+        Value *row =
+            B.CreateShuffleVector(even, odd, llvm::createInterleaveMask(unsigned(s.TW), 2));
         if (s.OW < 2 * s.TW)
           row = B.CreateShuffleVector(row, firstColumns);
         Value *oh = B.CreateAdd(B.CreateMul(ty, i64(2)), i64(i));
         auto store = [&] {
-          B.CreateAlignedStore(
-              row, at(out, B.CreateAdd(B.CreateMul(o, i64(s.OH * s.OW)), B.CreateMul(oh, i64(s.OW)))),
-              align);
+          Value *index =
+              B.CreateAdd(B.CreateMul(o, i64(s.OH * s.OW)), B.CreateMul(oh, i64(s.OW)));
+          B.CreateAlignedStore(row, at(out, index), align);
         };
         if (i == 1 && s.OH % 2)
           ifThen(B.CreateICmpULT(oh, i64(s.OH)), store);

@@ -101,6 +101,7 @@ std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
          (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + (S.Relu ? ".relu" : "") +
+         (S.Mask ? ".mask" : "") +
          ".n" + std::to_string(S.N) + ".v" + std::to_string(S.VectorBits) +
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
@@ -109,11 +110,11 @@ std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
          (ColumnVectors ? ".cols" + std::to_string(ColumnVectors) : "");
 }
 
-/// The context a call passes: {A, B, C, M, K, bias or null}.
+/// The context a call passes: {A, B, C, M, K, bias or null, mask or null}.
 llvm::StructType *contextType(llvm::LLVMContext &Ctx) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
-  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64, ptr});
+  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64, ptr, ptr});
 }
 
 /// Builds the body of one GEMM function.
@@ -138,6 +139,7 @@ public:
     M = field(3, B.getInt64Ty());
     K = field(4, B.getInt64Ty());
     Bias = field(5, B.getPtrTy());
+    Mask = field(6, B.getPtrTy());
     auto leading = [&](int64_t Static, Value *Contiguous) {
       return Static ? B.getInt64(Static) : Contiguous;
     };
@@ -413,11 +415,16 @@ private:
         std::vector<Value *> out = interleave(columns);
         Value *elements = B.CreateMul(B.CreateSub(valid, B.getInt64(v * lanes)), B.getInt64(n));
         Value *first = B.CreateMul(B.CreateAdd(i0, B.getInt64(v * lanes)), B.getInt64(n));
-        for (int64_t q = 0; q < n; ++q)
-          B.CreateMaskedStore(
-              out[q],
-              B.CreateInBoundsGEP(S.Elem, C, B.CreateAdd(first, B.getInt64(q * lanes))),
-              elemAlign, lanesBelow(B.CreateSub(elements, B.getInt64(q * lanes))));
+        for (int64_t q = 0; q < n; ++q) {
+          Value *at = B.CreateAdd(first, B.getInt64(q * lanes));
+          Value *lanesIn = lanesBelow(B.CreateSub(elements, B.getInt64(q * lanes)));
+          if (S.Mask) {
+            Value *relu = B.CreateMaskedLoad(VecTy, B.CreateInBoundsGEP(S.Elem, Mask, at),
+                                             elemAlign, lanesIn, llvm::ConstantFP::get(VecTy, 0));
+            out[q] = maskedBy(out[q], relu);
+          }
+          B.CreateMaskedStore(out[q], B.CreateInBoundsGEP(S.Elem, C, at), elemAlign, lanesIn);
+        }
       }
     }
   }
@@ -450,6 +457,12 @@ private:
                                llvm::Align(std::min<int64_t>(64, lanes * elemBytes())));
       }
     });
+  }
+
+  /// sum * (r > 0), as relu's gradient multiplies.
+  Value *maskedBy(Value *sum, Value *r) {
+    return B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, llvm::ConstantFP::get(VecTy, 0)),
+                                            VecTy));
   }
 
   /// max(sum, 0), NaN-propagating as PyTorch's relu.
@@ -519,11 +532,12 @@ private:
     llvm::Constant *lastMask = llvm::ConstantVector::get(maskBits);
     llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
 
-    auto cPtr = [&](int64_t r, int64_t v) {
+    auto cIndex = [&](int64_t r, int64_t v) {
       Value *row = B.CreateAdd(i0, B.getInt64(r));
-      Value *index = B.CreateAdd(B.CreateMul(row, LdC),
-                                 B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
-      return B.CreateInBoundsGEP(S.Elem, C, index);
+      return B.CreateAdd(B.CreateMul(row, LdC), B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
+    };
+    auto cPtr = [&](int64_t r, int64_t v) {
+      return B.CreateInBoundsGEP(S.Elem, C, cIndex(r, v));
     };
     bool masked = lastLanes < L.Lanes;
     auto loadC = [&](int64_t r, int64_t v) -> Value * {
@@ -581,6 +595,14 @@ private:
         Value *sum = B.CreateLoad(VecTy, acc[r * vectors + v]);
         if (S.Relu)
           sum = B.CreateSelect(last, relu(sum), sum);
+        if (S.Mask) {
+          Value *at = B.CreateInBoundsGEP(S.Elem, Mask, cIndex(r, v));
+          Value *relu = masked && v == vectors - 1
+                            ? static_cast<Value *>(
+                                  B.CreateMaskedLoad(VecTy, at, elemAlign, lastMask, zero))
+                            : B.CreateAlignedLoad(VecTy, at, elemAlign);
+          sum = B.CreateSelect(last, maskedBy(sum, relu), sum);
+        }
         if (masked && v == vectors - 1)
           B.CreateMaskedStore(sum, cPtr(r, v), elemAlign, lastMask);
         else
@@ -596,7 +618,7 @@ private:
   llvm::Type *VecTy;
   llvm::BasicBlock *Entry = nullptr;
   Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr,
-        *Bias = nullptr;
+        *Bias = nullptr, *Mask = nullptr;
   Value *LdA = nullptr, *LdB = nullptr, *LdC = nullptr;
   Value *RowBegin = nullptr, *RowEnd = nullptr;
   llvm::AllocaInst *Pack = nullptr;
@@ -642,7 +664,8 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, Value *Begin, Value *End, Value
 }
 
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
-              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias, bool OnWorker) {
+              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias, bool OnWorker,
+              Value *Mask) {
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
@@ -659,9 +682,9 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
     llvm::IRBuilder<> atEntry(&entry, entry.begin());
     ctx = atEntry.CreateAlloca(ctxTy);
   }
-  Value *fields[] = {A, BMatrix, C, M, K,
-                     Bias ? Bias : llvm::ConstantPointerNull::get(B.getPtrTy())};
-  for (unsigned I = 0; I < 6; ++I)
+  Value *null = llvm::ConstantPointerNull::get(B.getPtrTy());
+  Value *fields[] = {A, BMatrix, C, M, K, Bias ? Bias : null, Mask ? Mask : null};
+  for (unsigned I = 0; I < 7; ++I)
     B.CreateStore(fields[I], B.CreateStructGEP(ctxTy, ctx, I));
   Value *blocks =
       B.CreateSDiv(B.CreateAdd(M, B.getInt64(blockRows - 1)), B.getInt64(blockRows));
@@ -691,13 +714,14 @@ void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
   auto *type = llvm::FunctionType::get(llvm::Type::getVoidTy(Ctx),
-                                       {ptr, ptr, ptr, i64, i64, ptr}, false);
+                                       {ptr, ptr, ptr, i64, i64, ptr, ptr}, false);
   auto *F = llvm::Function::Create(type, llvm::Function::ExternalLinkage,
                                    "nnc_gemm", Mod);
   F->addFnAttr(llvm::Attribute::NoUnwind);
   llvm::IRBuilder<> B(llvm::BasicBlock::Create(Ctx, "entry", F));
   emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2), F->getArg(3),
-           F->getArg(4), Shape.Bias ? F->getArg(5) : nullptr);
+           F->getArg(4), Shape.Bias ? F->getArg(5) : nullptr, false,
+           Shape.Mask ? F->getArg(6) : nullptr);
   B.CreateRetVoid();
 }
 

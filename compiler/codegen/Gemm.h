@@ -41,6 +41,10 @@ struct GemmShape {
   /// C = max(..., 0) (llvm.maximum: NaN stays NaN): a dense layer's relu,
   /// applied as the finished sums are stored. Not with Accumulate.
   bool Relu = false;
+  /// C = (...) * (R > 0), R a matrix laid out as C: the adjoint of a relu's
+  /// input, from the product that gives the adjoint of its output and the
+  /// relu's output R. Not with Accumulate.
+  bool Mask = false;
 };
 
 /// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)
@@ -51,18 +55,19 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, llvm::Value *Begin, llvm::Value
                            const llvm::Twine &Name = "loop");
 
 /// Emits, at \p B's insertion point, C (+)= op(A) op(B) (+ bias) for \p M
-/// rows and depth \p K (i64 values). Large products run on the runtime's
+/// rows and depth \p K (i64 values), masked by \p Mask (Shape.Mask). Large products run on the runtime's
 /// threads (nnc_parallel_for), small ones on the calling thread; all on
 /// the calling thread when it is one of those threads already
 /// (\p OnWorker: nnc_parallel_for does not nest).
 void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
               llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-              llvm::Value *K, llvm::Value *Bias = nullptr, bool OnWorker = false);
+              llvm::Value *K, llvm::Value *Bias = nullptr, bool OnWorker = false,
+              llvm::Value *Mask = nullptr);
 
 /// Defines `void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
-/// int64_t K, const void *Bias)` in \p Mod: the product of \p Shape as a
-/// function of its own, for bench/gemm to time against the machine's peak
-/// (Bias is read only when Shape.Bias is set).
+/// int64_t K, const void *Bias, const void *Mask)` in \p Mod: the product
+/// of \p Shape as a function of its own, for bench/gemm to time against
+/// the machine's peak (Bias and Mask are read only when Shape says so).
 void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape);
 
 } // namespace nnc
