@@ -374,6 +374,12 @@ private:
   void winogradFilter(const Node *n);
   /// Image `img` of n by Winograd, in group `group`'s scratch.
   void winogradImage(const Node *n, Value *img, Value *group);
+  /// Shorthands for the Winograd transforms.
+  Value *fadd(Value *a, Value *b) { return B.CreateFAdd(a, b); }
+  Value *fsub(Value *a, Value *b) { return B.CreateFSub(a, b); }
+  Value *elementAt(llvm::Type *elem, Value *base, Value *index) {
+    return B.CreateInBoundsGEP(elem, base, index);
+  }
   /// Row r of the plane of n that starts at element `plane` (height rows
   /// of width elements) as one vector, shuffled by `mask` (indices from
   /// width on read zero); zeros when r is outside the plane.
@@ -2330,8 +2336,6 @@ void GraphLowering::winogradFilter(const Node *n) {
   // order of the nodes than the chain's first.
   if (!Slots.count(w) && ir::opInfo(w->Op).Category == ir::OpCategory::Leaf)
     lowerLeaf(w);
-  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
-  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
   parallelFor(i64(s.Out * s.In), [&](Value *pair) {
     Value *o = B.CreateUDiv(pair, i64(s.In)), *c = B.CreateURem(pair, i64(s.In));
     // w is [O, C, 3, 3]. The input's gradient takes filter (o, c) from
@@ -2343,9 +2347,9 @@ void GraphLowering::winogradFilter(const Node *n) {
       return load(w, B.CreateAdd(first, i64(turned ? (2 - kh) * 3 + (2 - kw) : kh * 3 + kw)));
     };
     auto transform = [&](Value *v0, Value *v1, Value *v2) {
-      Value *even = add(v0, v2);
-      return std::array<Value *, 4>{v0, B.CreateFMul(half, add(even, v1)),
-                                    B.CreateFMul(half, sub(even, v1)), v2};
+      Value *even = fadd(v0, v2);
+      return std::array<Value *, 4>{v0, B.CreateFMul(half, fadd(even, v1)),
+                                    B.CreateFMul(half, fsub(even, v1)), v2};
     };
     std::array<std::array<Value *, 4>, 3> byColumn; // G g, column by column
     for (int kw = 0; kw < 3; ++kw)
@@ -2376,9 +2380,6 @@ void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   int64_t T = s.tiles();
   llvm::Align align(ir::byteSize(n->Ty.Elem));
-  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
-  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
-  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
   // The input's rows, padded: column j of the padded row is column j - Pad
   // of the image, or zero.
   std::vector<int> padMask;
@@ -2395,15 +2396,15 @@ void GraphLowering::winogradInput(const Node *n, Value *img, Value *v) {
         std::array<Value *, 4> d;
         for (int j = 0; j < 4; ++j)
           d[j] = B.CreateShuffleVector(row, llvm::createStrideMask(j, 2, unsigned(s.TW)));
-        t[i] = {sub(d[0], d[2]), add(d[1], d[2]), sub(d[2], d[1]), sub(d[1], d[3])};
+        t[i] = {fsub(d[0], d[2]), fadd(d[1], d[2]), fsub(d[2], d[1]), fsub(d[1], d[3])};
       }
       Value *first = B.CreateAdd(B.CreateMul(c, i64(T)), B.CreateMul(ty, i64(s.TW)));
       for (int b = 0; b < 4; ++b) {
-        Value *col[4] = {sub(t[0][b], t[2][b]), add(t[1][b], t[2][b]), sub(t[2][b], t[1][b]),
-                         sub(t[1][b], t[3][b])};
+        Value *col[4] = {fsub(t[0][b], t[2][b]), fadd(t[1][b], t[2][b]), fsub(t[2][b], t[1][b]),
+                         fsub(t[1][b], t[3][b])};
         for (int a = 0; a < 4; ++a)
-          B.CreateAlignedStore(col[a], at(v, B.CreateAdd(first, i64((a * 4 + b) * s.In * T))),
-                               align);
+          B.CreateAlignedStore(
+              col[a], elementAt(ft, v, B.CreateAdd(first, i64((a * 4 + b) * s.In * T))), align);
       }
     });
   });
@@ -2422,17 +2423,15 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
   Value *v = columnBuffer(n, group);
   Value *m = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
   auto *tileRow = llvm::FixedVectorType::get(ft, unsigned(s.TW));
-  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
-  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
-  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
 
   winogradInput(n, img, v);
 
   GemmShape shape{false, false, false, T, ft, VectorBits};
   Value *u = winogradFilterBuffer(n);
   forRange(i64(16), [&](Value *e) {
-    gemm(shape, at(u, B.CreateMul(e, i64(s.Out * s.In))), at(v, B.CreateMul(e, i64(s.In * T))),
-         at(m, B.CreateMul(e, i64(s.Out * T))), i64(s.Out), i64(s.In));
+    gemm(shape, elementAt(ft, u, B.CreateMul(e, i64(s.Out * s.In))),
+         elementAt(ft, v, B.CreateMul(e, i64(s.In * T))),
+         elementAt(ft, m, B.CreateMul(e, i64(s.Out * T))), i64(s.Out), i64(s.In));
   });
 
   std::vector<int> firstColumns;
@@ -2443,16 +2442,16 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
     forRange(i64(s.TH), [&](Value *ty) {
       Value *first = B.CreateAdd(B.CreateMul(o, i64(T)), B.CreateMul(ty, i64(s.TW)));
       auto tile = [&](int a, int b) {
-        return B.CreateAlignedLoad(tileRow, at(m, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))),
-                                   align);
+        return B.CreateAlignedLoad(
+            tileRow, elementAt(ft, m, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))), align);
       };
       for (int i = 0; i < 2; ++i) {
         Value *byColumn[4];
         for (int b = 0; b < 4; ++b)
-          byColumn[b] = i == 0 ? add(add(tile(0, b), tile(1, b)), tile(2, b))
-                               : sub(sub(tile(1, b), tile(2, b)), tile(3, b));
-        Value *even = add(add(byColumn[0], byColumn[1]), byColumn[2]);
-        Value *odd = sub(sub(byColumn[1], byColumn[2]), byColumn[3]);
+          byColumn[b] = i == 0 ? fadd(fadd(tile(0, b), tile(1, b)), tile(2, b))
+                               : fsub(fsub(tile(1, b), tile(2, b)), tile(3, b));
+        Value *even = fadd(fadd(byColumn[0], byColumn[1]), byColumn[2]);
+        Value *odd = fsub(fsub(byColumn[1], byColumn[2]), byColumn[3]);
         Value *row =
             B.CreateShuffleVector(even, odd, llvm::createInterleaveMask(unsigned(s.TW), 2));
         if (s.OW < 2 * s.TW)
@@ -2461,7 +2460,7 @@ void GraphLowering::winogradImage(const Node *n, Value *img, Value *group) {
         auto store = [&] {
           Value *index =
               B.CreateAdd(B.CreateMul(o, i64(s.OH * s.OW)), B.CreateMul(oh, i64(s.OW)));
-          B.CreateAlignedStore(row, at(out, index), align);
+          B.CreateAlignedStore(row, elementAt(ft, out, index), align);
         };
         if (i == 1 && s.OH % 2)
           ifThen(B.CreateICmpULT(oh, i64(s.OH)), store);
@@ -2484,9 +2483,6 @@ void GraphLowering::winogradFilterGradImage(const Node *n, Value *img, Value *gr
   llvm::Align align(size);
   Value *v = columnBuffer(n, group);
   Value *d = B.CreateInBoundsGEP(B.getInt8Ty(), v, i64(alignUp(16 * s.In * T * size)));
-  auto add = [&](Value *a, Value *b) { return B.CreateFAdd(a, b); };
-  auto sub = [&](Value *a, Value *b) { return B.CreateFSub(a, b); };
-  auto at = [&](Value *base, Value *index) { return B.CreateInBoundsGEP(ft, base, index); };
   winogradInput(n, img, v);
 
   // A e A^T for each 2x2 tile e of dy (zero past its edges), A = [1 0;
@@ -2504,23 +2500,24 @@ void GraphLowering::winogradFilterGradImage(const Node *n, Value *img, Value *gr
         Value *row = planeRow(dy, plane, r, s.OH, s.OW, padMask);
         Value *e0 = B.CreateShuffleVector(row, llvm::createStrideMask(0, 2, unsigned(s.TW)));
         Value *e1 = B.CreateShuffleVector(row, llvm::createStrideMask(1, 2, unsigned(s.TW)));
-        f[i] = {e0, add(e0, e1), sub(e0, e1), B.CreateFNeg(e1)};
+        f[i] = {e0, fadd(e0, e1), fsub(e0, e1), B.CreateFNeg(e1)};
       }
       Value *first = B.CreateAdd(B.CreateMul(o, i64(T)), B.CreateMul(ty, i64(s.TW)));
       for (int b = 0; b < 4; ++b) {
-        Value *z[4] = {f[0][b], add(f[0][b], f[1][b]), sub(f[0][b], f[1][b]),
+        Value *z[4] = {f[0][b], fadd(f[0][b], f[1][b]), fsub(f[0][b], f[1][b]),
                        B.CreateFNeg(f[1][b])};
         for (int a = 0; a < 4; ++a)
-          B.CreateAlignedStore(z[a], at(d, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))),
-                               align);
+          B.CreateAlignedStore(
+              z[a], elementAt(ft, d, B.CreateAdd(first, i64((a * 4 + b) * s.Out * T))), align);
       }
     });
   });
 
   GemmShape shape{false, true, true, s.In, ft, VectorBits};
   forRange(i64(16), [&](Value *e) {
-    gemm(shape, at(d, B.CreateMul(e, i64(s.Out * T))), at(v, B.CreateMul(e, i64(s.In * T))),
-         at(partial, B.CreateMul(e, i64(s.Out * s.In))), i64(s.Out), i64(T));
+    gemm(shape, elementAt(ft, d, B.CreateMul(e, i64(s.Out * T))),
+         elementAt(ft, v, B.CreateMul(e, i64(s.In * T))),
+         elementAt(ft, partial, B.CreateMul(e, i64(s.Out * s.In))), i64(s.Out), i64(T));
   });
 }
 
