@@ -24,45 +24,47 @@ public:
   Value *fsub(Value *a, Value *b) { return B.CreateFSub(a, b); }
   Value *bitsOf(Value *x) { return B.CreateBitCast(x, I); }
   Value *floatOf(Value *bits) { return B.CreateBitCast(bits, F); }
-  Value *isNaN(Value *x) { return B.CreateFCmpUNO(x, x); }
   Value *select(Value *cond, Value *a, Value *b) { return B.CreateSelect(cond, a, b); }
+
+  /// a * b + c, fused where the target has a fused multiply-add.
+  Value *fmuladd(Value *a, Value *b, Value *addend) {
+    return B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {F}, {a, b, addend});
+  }
 
   /// c[0] x^(n-1) + ... + c[n-1], by Horner's rule.
   Value *polynomial(Value *x, std::initializer_list<double> coefficients) {
     Value *result = nullptr;
     for (double k : coefficients)
-      result = result ? fadd(fmul(result, x), c(k)) : c(k);
+      result = result ? fmuladd(result, x, c(k)) : c(k);
     return result;
-  }
-
-  /// 2^n for an integral float n in [-126, 128], as two factors that are
-  /// each a normal float.
-  Value *scaleByPowerOfTwo(Value *y, Value *n) {
-    Value *ni = B.CreateFPToSI(n, I);
-    Value *half = B.CreateAShr(ni, 1);
-    auto power = [&](Value *e) {
-      return floatOf(B.CreateShl(B.CreateAdd(e, ci(127)), 23));
-    };
-    return fmul(fmul(y, power(half)), power(B.CreateSub(ni, half)));
   }
 
   Value *exp(Value *x) {
     // exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in
     // [-ln2/2, ln2/2] (ln 2 in two parts, so that n ln 2 is exact enough).
-    constexpr double Hi = 88.72283935546875;   // just below ln(FLT_MAX)
-    constexpr double Lo = -87.33654022216797;  // ln(FLT_MIN)
-    Value *xc = B.CreateMinNum(B.CreateMaxNum(x, c(Lo)), c(Hi));
-    Value *n = B.CreateUnaryIntrinsic(llvm::Intrinsic::rint,
-                                      fmul(xc, c(1.44269504088896341)));
-    Value *r = fsub(fsub(xc, fmul(n, c(0.693359375))), fmul(n, c(-2.12194440e-4)));
-    Value *r2 = fmul(r, r);
+    // x is clamped to [-104, 89]: exp(89) overflows to inf and exp(-104)
+    // rounds to 0 in the scaling itself, so no select handles them. The
+    // clamps are selects on ordered comparisons, which keep a NaN, and a NaN
+    // stays one through the arithmetic.
+    Value *xc = select(B.CreateFCmpOLT(x, c(-104)), c(-104), x);
+    xc = select(B.CreateFCmpOGT(xc, c(89)), c(89), xc);
+    // Adding 1.5 * 2^23 rounds to an integer, which the sum's low mantissa
+    // bits hold: n as a float and as an integer without a conversion.
+    constexpr double Shifter = 12582912.0;
+    Value *shifted = fmuladd(xc, c(1.44269504088896341), c(Shifter));
+    Value *n = fsub(shifted, c(Shifter));
+    Value *ni = B.CreateSub(bitsOf(shifted), bitsOf(c(Shifter)));
+    Value *r = fmuladd(n, c(2.12194440e-4), fmuladd(n, c(-0.693359375), xc));
     Value *p = polynomial(r, {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
                               4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1});
-    Value *y = fadd(fadd(fmul(p, r2), r), c(1));
-    y = scaleByPowerOfTwo(y, n);
-    y = select(B.CreateFCmpOGT(x, c(Hi)), llvm::ConstantFP::getInfinity(F), y);
-    y = select(B.CreateFCmpOLT(x, c(Lo)), c(0), y);
-    return select(isNaN(x), x, y);
+    Value *y = fadd(fmuladd(p, fmul(r, r), r), c(1));
+    // 2^n for n in [-150, 128] as two factors that are each a normal float;
+    // the second product overflows or underflows as the result should.
+    Value *half = B.CreateAShr(ni, 1);
+    auto power = [&](Value *e) {
+      return floatOf(B.CreateShl(B.CreateAdd(e, ci(127)), 23));
+    };
+    return fmul(fmul(y, power(half)), power(B.CreateSub(ni, half)));
   }
 
   Value *log(Value *x) {

@@ -9,8 +9,8 @@
 /// intrinsics, and so libm.
 ///
 /// Accuracy, checked against double-precision libm by bench/math in
-/// tests/codegen/math.test: a few units in the last place. exp flushes
-/// results below FLT_MIN (x < -87.34) to zero.
+/// tests/codegen/math.test: a few units in the last place. Polynomials
+/// use fused multiply-adds where the target has them.
 ///
 //===----------------------------------------------------------------------===//
 #ifndef NNC_CODEGEN_VECTORMATH_H
