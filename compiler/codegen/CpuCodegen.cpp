@@ -38,6 +38,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <memory>
 #include <optional>
 #include <queue>
@@ -2019,6 +2020,55 @@ void GraphLowering::lowerColumnSums(const Node *n, Value *outer, Value *length,
     return B.CreateInBoundsGEP(ft, base, index);
   };
   llvm::Align align(ir::byteSize(n->Ty.Elem));
+  // Rows narrower than a vector: a block of rows that ends where a vector
+  // ends (16 rows of 5 columns in 5 vectors of 16 lanes) is added as whole
+  // vectors, each lane to its own sum; the lanes of each column are added
+  // at the end, then the rows after the last whole block. A column's sum
+  // is so reassociated (by its rows' position in the block), the same way
+  // for any thread count.
+  int64_t shared = std::gcd(columns, lanes);
+  int64_t blockRows = lanes / shared, blockVectors = columns / shared;
+  if (blockRows > 1 && blockVectors <= 8) {
+    forRange(outer, [&](Value *o) {
+      Value *in = vectorAt(slotOf(x).Ptr, B.CreateMul(B.CreateMul(o, length), i64(columns)));
+      Value *out = vectorAt(slotOf(n).Ptr, B.CreateMul(o, i64(columns)));
+      std::vector<llvm::AllocaInst *> sums;
+      for (int64_t k = 0; k < blockVectors; ++k) {
+        sums.push_back(entryAlloca(vt));
+        B.CreateStore(llvm::Constant::getNullValue(vt), sums.back());
+      }
+      Value *blocks = B.CreateUDiv(length, i64(blockRows));
+      forRange(blocks, [&](Value *b) {
+        Value *block = B.CreateMul(b, i64(blockRows * columns));
+        for (int64_t k = 0; k < blockVectors; ++k) {
+          Value *v = B.CreateAlignedLoad(vt, vectorAt(in, B.CreateAdd(block, i64(k * lanes))),
+                                         align);
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(vt, sums[k]), v), sums[k]);
+        }
+      });
+      std::vector<Value *> totals(columns, nullptr);
+      for (int64_t k = 0; k < blockVectors; ++k) {
+        Value *sum = B.CreateLoad(vt, sums[k]);
+        for (int64_t l = 0; l < lanes; ++l) {
+          Value *&total = totals[(k * lanes + l) % columns];
+          Value *lane = B.CreateExtractElement(sum, B.getInt64(l));
+          total = total ? B.CreateFAdd(total, lane) : lane;
+        }
+      }
+      for (int64_t c = 0; c < columns; ++c)
+        B.CreateStore(totals[c], vectorAt(out, i64(c)));
+      forRange(B.CreateMul(blocks, i64(blockRows)), length, [&](Value *r) {
+        Value *row = vectorAt(in, B.CreateMul(r, i64(columns)));
+        for (int64_t c = 0; c < columns; ++c) {
+          Value *total = vectorAt(out, i64(c));
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, total),
+                                     B.CreateLoad(ft, vectorAt(row, i64(c)))),
+                        total);
+        }
+      });
+    });
+    return;
+  }
   forRange(outer, [&](Value *o) {
     std::vector<llvm::AllocaInst *> sums;
     for (int64_t k = 0; k < vectors; ++k) {
