@@ -38,8 +38,8 @@
 #include <cmath>
 #include <functional>
 #include <map>
-#include <numeric>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <queue>
 #include <set>
