@@ -26,6 +26,18 @@
 // interleaved in registers into C's row-major order. Every element is the
 // same chain of multiply-adds, in the same order, as in the panel kernel.
 //
+// A TransB product of a few rows and columns over a long K (the gradient of
+// a weight over a batch, batch-minor: GemmShape::DotProducts) runs the
+// dot-product kernel (dotKernel): rows of A and of B both lie contiguous
+// along K, so C[m, n] is a dot product of two rows, vectorized along K with
+// nothing packed. A block of a few rows of A and of B (dotBlockingFor)
+// keeps one vector accumulator per pair for the whole depth; per step of k
+// it loads one vector of each row and issues a multiply-add per pair, the
+// last vector of K masked. Each accumulator is then summed across its lanes
+// by the same fixed tree of halvings, so every element of C is the same
+// chain of operations whatever the block it falls in and the thread that
+// runs it.
+//
 //===----------------------------------------------------------------------===//
 
 #include "codegen/Gemm.h"
@@ -33,6 +45,7 @@
 #include "llvm/IR/Module.h"
 
 #include <algorithm>
+#include <cassert>
 #include <functional>
 #include <string>
 
@@ -97,6 +110,50 @@ int64_t columnVectors(const GemmShape &S, int64_t M) {
   return M ? std::min(vectors, (M + lanes - 1) / lanes) : vectors;
 }
 
+/// The blocking of the dot-product kernel: Rows x Columns accumulators.
+struct DotBlocking {
+  int64_t Rows;    ///< Rows of A per block.
+  int64_t Columns; ///< Rows of B (columns of C) per block; the last may be fewer.
+};
+
+DotBlocking dotBlockingFor(const GemmShape &S) {
+  // A step of k holds the block's vectors of A in registers and loads those
+  // of B one at a time: Rows x Columns accumulators + Rows + 1 of the 32
+  // vector registers of AVX-512 or the 16 of AVX2 and SSE. Over blocks of
+  // Rows rows, all N columns in `blocks` blocks take blocks * Rows + N
+  // loads for Rows * N multiply-adds: the fewest loads per multiply-add
+  // (blocks / N + 1 / Rows) wins, the fewer blocks on a tie (A is read
+  // once per block). With AVX-512: one block of 5 x 5 for N = 5, two for
+  // N = 10 (20 % fewer loads than one of 2 x 10); with AVX2: 2 x 5 for
+  // N = 5, and three blocks of 3 x 4 (the last 3 x 2) for N = 10.
+  int64_t registers = S.VectorBits >= 512 ? 32 : 16;
+  DotBlocking best{1, 1};
+  double bestCost = 1e30;
+  for (int64_t blocks = 1; blocks <= S.N; ++blocks) {
+    int64_t columns = (S.N + blocks - 1) / blocks;
+    if ((S.N + columns - 1) / columns != blocks) // Not a distinct split.
+      continue;
+    // At most 8 rows: enough accumulators to cover the multiply-adds'
+    // latency when N is 1, and few remainder blocks to generate.
+    int64_t rows = std::min<int64_t>(8, (registers - 1) / (columns + 1));
+    if (rows < 1)
+      continue;
+    double cost = double(blocks) / double(S.N) + 1.0 / double(rows);
+    if (cost < bestCost - 1e-9) {
+      best = {rows, columns};
+      bestCost = cost;
+    }
+  }
+  return best;
+}
+
+/// Whether \p S runs the dot-product kernel.
+bool dotProducts(const GemmShape &S) {
+  assert((!S.DotProducts || (S.TransB && !S.TransA)) &&
+         "dot products need B stored [N, K] and A stored [M, K]");
+  return S.DotProducts && S.TransB && !S.TransA;
+}
+
 std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
   return std::string("nnc.gemm.") + (S.Elem->isDoubleTy() ? "f64" : "f32") +
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
@@ -107,7 +164,8 @@ std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
                     "." + std::to_string(S.LdC)
               : "") +
-         (ColumnVectors ? ".cols" + std::to_string(ColumnVectors) : "");
+         (ColumnVectors ? ".cols" + std::to_string(ColumnVectors) : "") +
+         (dotProducts(S) ? ".dot" : "");
 }
 
 /// The context a call passes: {A, B, C, M, K, bias or null, mask or null}.
@@ -146,10 +204,17 @@ public:
     LdA = leading(S.LdA, S.TransA ? M : K);
     LdB = leading(S.LdB, S.TransB ? K : B.getInt64(S.N));
     LdC = leading(S.LdC, B.getInt64(S.N));
-    int64_t blockRows = ColumnVectors ? ColumnVectors * L.Lanes : MR;
+    int64_t blockRows = dotProducts(S)   ? dotBlockingFor(S).Rows
+                        : ColumnVectors ? ColumnVectors * L.Lanes
+                                        : MR;
     RowBegin = B.CreateMul(F->getArg(1), B.getInt64(blockRows));
     RowEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
                                      B.CreateMul(F->getArg(2), B.getInt64(blockRows)), M);
+    if (dotProducts(S)) {
+      dotKernel();
+      B.CreateRetVoid();
+      return;
+    }
     if (ColumnVectors) {
       columnKernel();
       B.CreateRetVoid();
@@ -429,6 +494,125 @@ private:
     }
   }
 
+  /// The dot-product kernel over the thread's rows: per block of columns,
+  /// blocks of the full number of rows, then one block of the rows left.
+  void dotKernel() {
+    DotBlocking D = dotBlockingFor(S);
+    int64_t lanes = L.Lanes;
+    // K in whole vectors, then at most one masked vector.
+    Value *tail = B.CreateSRem(K, B.getInt64(lanes));
+    Value *whole = B.CreateSub(K, tail);
+    Value *tailMask = lanesBelow(tail);
+    Value *span = B.CreateSub(RowEnd, RowBegin);
+    Value *blockedEnd = B.CreateAdd(
+        RowBegin, B.CreateMul(B.CreateSDiv(span, B.getInt64(D.Rows)), B.getInt64(D.Rows)));
+    Value *left = B.CreateSub(RowEnd, blockedEnd);
+    llvm::Function *fn = B.GetInsertBlock()->getParent();
+    for (int64_t j0 = 0; j0 < S.N; j0 += D.Columns) {
+      int64_t columns = std::min(D.Columns, S.N - j0);
+      loop(RowBegin, blockedEnd, D.Rows, [&](Value *i0) {
+        dotBlock(i0, D.Rows, j0, columns, whole, tailMask);
+      });
+      if (D.Rows == 1)
+        continue;
+      // The last rows, fewer than a block, in a block of their number (a
+      // block of D.Rows with some rows unused would cost its full time).
+      auto *done = llvm::BasicBlock::Create(B.getContext(), "dot.done", fn);
+      llvm::SwitchInst *choice = B.CreateSwitch(left, done, unsigned(D.Rows - 1));
+      for (int64_t rows = 1; rows < D.Rows; ++rows) {
+        auto *block =
+            llvm::BasicBlock::Create(B.getContext(), "dot.rows" + std::to_string(rows), fn);
+        choice->addCase(B.getInt64(uint64_t(rows)), block);
+        B.SetInsertPoint(block);
+        dotBlock(blockedEnd, rows, j0, columns, whole, tailMask);
+        B.CreateBr(done);
+      }
+      B.SetInsertPoint(done);
+    }
+  }
+
+  /// One block of the dot-product kernel: C[i0 + r, j0 + j] for r < \p rows
+  /// and j < \p columns, along K in whole vectors up to \p whole, then
+  /// the lanes of \p tailMask of one more.
+  void dotBlock(Value *i0, int64_t rows, int64_t j0, int64_t columns, Value *whole,
+                Value *tailMask) {
+    llvm::Align elemAlign(elemBytes());
+    llvm::Constant *zero = llvm::ConstantFP::get(VecTy, 0);
+    std::vector<llvm::AllocaInst *> acc(rows * columns);
+    for (auto &slot : acc) {
+      slot = allocaInEntry(VecTy);
+      B.CreateStore(zero, slot);
+    }
+    std::vector<Value *> aRow(rows), bRow(columns);
+    for (int64_t r = 0; r < rows; ++r)
+      aRow[r] = B.CreateInBoundsGEP(S.Elem, A,
+                                    B.CreateMul(B.CreateAdd(i0, B.getInt64(r)), LdA));
+    for (int64_t j = 0; j < columns; ++j)
+      bRow[j] = B.CreateInBoundsGEP(S.Elem, BM, B.CreateMul(B.getInt64(j0 + j), LdB));
+    // One step along K: the A vectors stay in registers while each B vector
+    // is loaded and used for all the rows. Masked-off lanes load as zero on
+    // both sides, so that they add 0 * 0.
+    auto step = [&](Value *k, Value *mask) {
+      auto load = [&](Value *row) -> Value * {
+        Value *at = B.CreateInBoundsGEP(S.Elem, row, k);
+        if (mask)
+          return B.CreateMaskedLoad(VecTy, at, elemAlign, mask, zero);
+        return B.CreateAlignedLoad(VecTy, at, elemAlign);
+      };
+      std::vector<Value *> a(rows);
+      for (int64_t r = 0; r < rows; ++r)
+        a[r] = load(aRow[r]);
+      for (int64_t j = 0; j < columns; ++j) {
+        Value *b = load(bRow[j]);
+        for (int64_t r = 0; r < rows; ++r) {
+          llvm::AllocaInst *slot = acc[r * columns + j];
+          B.CreateStore(B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {VecTy},
+                                          {a[r], b, B.CreateLoad(VecTy, slot)}),
+                        slot);
+        }
+      }
+    };
+    loop(B.getInt64(0), whole, L.Lanes, [&](Value *k) { step(k, nullptr); });
+    // The masked vector: a loop that runs once when K is not whole vectors.
+    loop(whole, K, L.Lanes, [&](Value *k) { step(k, tailMask); });
+
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < columns; ++j) {
+        Value *index = B.CreateAdd(B.CreateMul(B.CreateAdd(i0, B.getInt64(r)), LdC),
+                                   B.getInt64(j0 + j));
+        Value *at = B.CreateInBoundsGEP(S.Elem, C, index);
+        Value *sum = sumLanes(B.CreateLoad(VecTy, acc[r * columns + j]));
+        if (S.Accumulate)
+          sum = B.CreateFAdd(B.CreateLoad(S.Elem, at), sum);
+        if (S.Bias)
+          sum = B.CreateFAdd(
+              sum, B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Bias, B.getInt64(j0 + j))));
+        if (S.Relu)
+          sum = relu(sum);
+        if (S.Mask) {
+          Value *output = B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Mask, index));
+          Value *positive = B.CreateFCmpOGT(output, llvm::ConstantFP::get(S.Elem, 0));
+          sum = B.CreateFMul(sum, B.CreateUIToFP(positive, S.Elem));
+        }
+        B.CreateStore(sum, at);
+      }
+  }
+
+  /// The sum of \p V's lanes by a fixed tree: the low half plus the high
+  /// half until one lane is left (no reassociation, so the same on every
+  /// target and at every optimization level).
+  Value *sumLanes(Value *V) {
+    for (int64_t width = L.Lanes; width > 1; width /= 2) {
+      std::vector<int> low(width / 2), high(width / 2);
+      for (int64_t l = 0; l < width / 2; ++l) {
+        low[l] = int(l);
+        high[l] = int(width / 2 + l);
+      }
+      V = B.CreateFAdd(B.CreateShuffleVector(V, low), B.CreateShuffleVector(V, high));
+    }
+    return B.CreateExtractElement(V, uint64_t(0));
+  }
+
   /// Packs op(A)[i0 : i0 + valid, k0 : k0 + depth] transposed into the
   /// panel, \p rows wide: square blocks loaded along K (rows past \p valid
   /// and depths past \p depth read as zero), transposed in registers.
@@ -670,10 +854,13 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, Value *A,
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
   auto *staticRows = llvm::dyn_cast<llvm::ConstantInt>(M);
-  int64_t columnVectorsPerBlock = columnVectors(Shape, staticRows ? staticRows->getSExtValue() : 0);
+  int64_t columnVectorsPerBlock =
+      dotProducts(Shape) ? 0
+                         : columnVectors(Shape, staticRows ? staticRows->getSExtValue() : 0);
   llvm::Function *fn = gemmFunction(Mod, Shape, columnVectorsPerBlock);
-  int64_t blockRows =
-      columnVectorsPerBlock ? columnVectorsPerBlock * blockingFor(Shape).Lanes : MR;
+  int64_t blockRows = dotProducts(Shape)     ? dotBlockingFor(Shape).Rows
+                      : columnVectorsPerBlock ? columnVectorsPerBlock * blockingFor(Shape).Lanes
+                                              : MR;
 
   llvm::StructType *ctxTy = contextType(Ctx);
   llvm::AllocaInst *ctx;

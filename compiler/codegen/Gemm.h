@@ -7,7 +7,9 @@
 /// panel packed contiguous (zero-padded to whole vectors) that stays in the
 /// L1 cache for all the row blocks of a thread. N is static, so panel widths
 /// and the masks of the last columns are constants; M and K may depend on
-/// the batch size.
+/// the batch size. Products whose rows of A and B both run along a long K
+/// and whose C is small may take dot products along K instead
+/// (GemmShape::DotProducts).
 ///
 /// Threads split the row blocks: every element of C is summed by one
 /// thread in the same order whatever the thread count, so the results do
@@ -45,6 +47,12 @@ struct GemmShape {
   /// input, from the product that gives the adjoint of its output and the
   /// relu's output R. Not with Accumulate.
   bool Mask = false;
+  /// C[m, n] = dot(A row m, B row n) along K, vectorized along K: for
+  /// TransB products of a few rows and columns and a long depth (a weight's
+  /// gradient over a batch in batch-minor layout). Only with TransB and not
+  /// TransA; Accumulate, the leading dimensions, Bias, Relu and Mask apply
+  /// as to the other kernels.
+  bool DotProducts = false;
 };
 
 /// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)

@@ -94,9 +94,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("runtime-lib", po::value(&opts.RuntimeLib),
        "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
       ("gemm-kernel", po::value(&opts.GemmKernel),
-       "N[,ta][,tb][,bias][,relu][,mask]: instead of a spec, emit (--emit=llvm, "
+       "N[,ta][,tb][,bias][,relu][,mask][,dot]: instead of a spec, emit (--emit=llvm, "
        "asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask) computing "
-       "C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0), for bench/gemm")
+       "C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0), for bench/gemm; "
+       "dot (with tb, without ta): by dot products along K")
       ("math-kernel", po::value(&opts.MathKernel),
        "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
        "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
@@ -350,19 +351,23 @@ int compileGemmKernel(const DriverOptions &opts) {
     if (used != field.size() || shape.N < 1)
       throw std::invalid_argument(field);
   } catch (const std::exception &) {
-    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask] with N >= 1, got '" +
-                opts.GemmKernel + "'");
+    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot] with N >= 1, "
+                "got '" + opts.GemmKernel + "'");
   }
   while (std::getline(fields, field, ',')) {
-    if (field != "ta" && field != "tb" && field != "bias" && field != "relu" && field != "mask")
+    if (field != "ta" && field != "tb" && field != "bias" && field != "relu" &&
+        field != "mask" && field != "dot")
       return fail("--gemm-kernel: unknown flag '" + field +
-                  "'; expected ta, tb, bias, relu or mask");
+                  "'; expected ta, tb, bias, relu, mask or dot");
     (field == "ta"     ? shape.TransA
      : field == "tb"   ? shape.TransB
      : field == "bias" ? shape.Bias
      : field == "relu" ? shape.Relu
-                       : shape.Mask) = true;
+     : field == "mask" ? shape.Mask
+                       : shape.DotProducts) = true;
   }
+  if (shape.DotProducts && (!shape.TransB || shape.TransA))
+    return fail("--gemm-kernel: dot needs tb and not ta (rows of A and B along K)");
   return compileKernel(opts, "--gemm-kernel", [&](llvm::Module &module, unsigned bits) {
     llvm::LLVMContext &context = module.getContext();
     shape.Elem = opts.FloatType == ir::DType::F64 ? llvm::Type::getDoubleTy(context)
