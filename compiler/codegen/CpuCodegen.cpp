@@ -330,6 +330,9 @@ private:
   void lowerElementwiseGroup(const std::vector<const Node *> &members);
   void lowerRow(const Node *n);
   void lowerOneHot(const Node *n);
+  void lowerTranspose(const Node *n);
+  void lowerColumnsProduct(const Node *n, Value *dest, const Node *bias, bool relu,
+                           const Node *mask);
   void lowerConv2D(const Node *n);
   void lowerConv2DGradInput(const Node *n);
   void lowerConv2DGradFilter(const Node *n);
@@ -859,9 +862,15 @@ void GraphLowering::planFusion() {
     for (int k = 0; k < 2; ++k) {
       const Node *product = n->Operands[k], *bias = n->Operands[1 - k];
       const std::unordered_set<const Node *> &readers = users[product];
+      // The bias is a vector of the columns; in batch-minor layout, a
+      // column [M, 1] of the rows.
+      const std::vector<int64_t> &dims = n->Ty.Dims;
+      bool fits = dims.back() == ir::N
+                      ? dims.size() == 2 && bias->Ty.Dims == std::vector<int64_t>{dims[0], 1}
+                      : bias->Ty.Dims.size() == 1 && bias->Ty.Dims[0] == dims.back() &&
+                            !bias->Ty.isBatched();
       if (product->Op == OpCode::MatMul && !isScaling(product) && readers.size() == 1 &&
-          *readers.begin() == n && product->Ty == n->Ty && bias->Ty.Dims.size() == 1 &&
-          bias->Ty.Dims[0] == n->Ty.Dims.back() && !bias->Ty.isBatched())
+          *readers.begin() == n && product->Ty == n->Ty && fits)
         return {product, bias};
     }
     return {nullptr, nullptr};
@@ -1108,15 +1117,19 @@ void GraphLowering::planInPlaceStores(
                                                     : OpCode::Constant; // none
     int64_t begin = store.Offset, end = begin + n->Ty.staticElements();
     bool safe = !n->Ty.isBatched() || leaf == OpCode::Constant;
+    // A reshape shares the old contents' storage: its readers read them.
+    std::function<bool(const Node *)> readsBefore = [&](const Node *reader) {
+      if (reader && reader->Op == OpCode::Reshape)
+        return std::all_of(users[reader].begin(), users[reader].end(), readsBefore);
+      const Node *by = reader ? computedBy(reader) : nullptr;
+      return by && (by == n || before(by, n));
+    };
     for (const auto &node : G.nodes()) {
       const Node *old = node.get();
       if (!safe || old->Op != leaf || leaf == OpCode::Constant ||
           old->A.Offset + old->Ty.staticElements() <= begin || end <= old->A.Offset)
         continue;
-      for (const Node *reader : users[old]) {
-        const Node *by = reader ? computedBy(reader) : nullptr;
-        safe &= by && reader->Op != OpCode::Reshape && (by == n || before(by, n));
-      }
+      safe &= std::all_of(users[old].begin(), users[old].end(), readsBefore);
     }
     if (safe)
       InPlace[n] = &store;
@@ -1704,6 +1717,8 @@ void GraphLowering::lower(const Node *n) {
   case ir::OpCategory::Layout:
     if (n->Op == OpCode::OneHot)
       return lowerOneHot(n);
+    if (n->Op == OpCode::Transpose)
+      return lowerTranspose(n);
     if (n->Op == OpCode::ToFloat) {
       llvm::Type *ft = elemType(n->Ty.Elem);
       return lowerMap(n, [&](std::vector<Value *> &args) {
@@ -1890,10 +1905,14 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   // rows (see matmul's shape rule).
   size_t rank = n->Ty.Dims.size(), aRank = a->Ty.Dims.size();
   if (n->Ty.Dims.back() == ir::N)
-    throw std::logic_error("internal error: matmul with batched columns");
+    return lowerColumnsProduct(n, dest, bias, relu, mask);
   GemmShape shape;
   shape.TransA = n->A.TransA;
   shape.TransB = n->A.TransB;
+  // A sum over the batch of rows stored along it (a weight's gradient in
+  // batch-minor layout): dot products along the rows.
+  shape.DotProducts = !Gpu && shape.TransB && !shape.TransA && rank == 2 && aRank == 2 &&
+                      a->Ty.Dims[1] == ir::N;
   shape.Bias = bias != nullptr;
   shape.Relu = relu;
   shape.Mask = mask != nullptr;
@@ -1942,6 +1961,50 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   }
   gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
        bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr);
+}
+
+void GraphLowering::lowerColumnsProduct(const Node *n, Value *dest, const Node *bias,
+                                        bool relu, const Node *mask) {
+  // C[M, N] = op(A)[M, K] B[K, N] with a batch of columns: a narrow layer in
+  // batch-minor layout (passes/Layout.cpp), M and K a few each. One loop
+  // over the columns, vectorized along them, with op(A)'s M x K values
+  // loaded once; each element is the chain of multiply-adds of the GEMM
+  // kernels: from the bias (a value per row), k ascending.
+  const Node *a = n->Operands[0], *b = n->Operands[1];
+  if (n->A.TransB || a->Ty.isBatched() || n->Ty.Dims.size() != 2 || a->Ty.Dims.size() != 2)
+    throw std::logic_error("internal error: a product with batched columns not in "
+                           "batch-minor form");
+  int64_t rows = n->Ty.Dims[0], depth = b->Ty.Dims[0];
+  Value *columns = extent(ir::N);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  std::vector<Value *> weights(rows * depth), starts(rows, zero);
+  for (int64_t m = 0; m < rows; ++m) {
+    for (int64_t k = 0; k < depth; ++k)
+      weights[m * depth + k] =
+          B.CreateLoad(ft, at(a, i64(n->A.TransA ? k * rows + m : m * depth + k)));
+    if (bias)
+      starts[m] = B.CreateLoad(ft, at(bias, i64(m)));
+  }
+  independentFor(columns, [&](Value *j) {
+    std::vector<Value *> column(depth);
+    for (int64_t k = 0; k < depth; ++k)
+      column[k] = B.CreateLoad(ft, at(b, B.CreateAdd(B.CreateMul(i64(k), columns), j)));
+    for (int64_t m = 0; m < rows; ++m) {
+      Value *sum = starts[m];
+      for (int64_t k = 0; k < depth; ++k)
+        sum = B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {ft},
+                                {weights[m * depth + k], column[k], sum});
+      Value *index = B.CreateAdd(B.CreateMul(i64(m), columns), j);
+      if (relu)
+        sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
+      if (mask) {
+        Value *r = B.CreateLoad(ft, at(mask, index));
+        sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), ft));
+      }
+      B.CreateStore(sum, B.CreateInBoundsGEP(ft, dest, index));
+    }
+  });
 }
 
 void GraphLowering::lowerReduceSum(const Node *n) {
@@ -2270,6 +2333,61 @@ void GraphLowering::lowerOneHot(const Node *n) {
                   B.CreateInBoundsGEP(ft, Slots[n].Ptr, index));
     B.CreateBr(done);
     B.SetInsertPoint(done);
+  });
+}
+
+void GraphLowering::lowerTranspose(const Node *n) {
+  const Node *x = n->Operands[0];
+  Value *rows = extent(x->Ty.Dims[0]), *columns = extent(x->Ty.Dims[1]);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  auto *width = llvm::dyn_cast<llvm::ConstantInt>(columns);
+  int64_t lanes = VectorBits / (8 * ir::byteSize(n->Ty.Elem));
+  Value *done = i64(0);
+  if (!Gpu && width && width->getSExtValue() < lanes && lanes > 1) {
+    // Rows narrower than a vector (a narrow layer's input): a block of
+    // `lanes` rows is loaded as vectors, transposed in registers by
+    // exchanging ever larger sub-blocks (lanes 1, 2, 4, ... apart), and
+    // its first `columns` vectors are the block's columns.
+    int64_t c = width->getSExtValue();
+    auto *vt = llvm::FixedVectorType::get(ft, unsigned(lanes));
+    std::vector<llvm::Constant *> bits;
+    for (int64_t l = 0; l < lanes; ++l)
+      bits.push_back(B.getInt1(l < c));
+    llvm::Constant *rowMask = llvm::ConstantVector::get(bits);
+    llvm::Align align(ir::byteSize(n->Ty.Elem));
+    Value *blocks = B.CreateUDiv(rows, i64(lanes));
+    forRange(blocks, [&](Value *block) {
+      Value *r0 = B.CreateMul(block, i64(lanes));
+      std::vector<Value *> v(lanes);
+      for (int64_t i = 0; i < lanes; ++i)
+        v[i] = B.CreateMaskedLoad(
+            vt, at(x, B.CreateMul(B.CreateAdd(r0, i64(i)), i64(c))), align, rowMask,
+            llvm::Constant::getNullValue(vt));
+      for (int64_t h = 1; h < lanes; h *= 2) {
+        std::vector<int> low(lanes), high(lanes);
+        for (int64_t l = 0; l < lanes; ++l) {
+          low[l] = int((l & h) ? lanes + l - h : l);
+          high[l] = int((l & h) ? lanes + l : l + h);
+        }
+        for (int64_t i = 0; i < lanes; ++i)
+          if (!(i & h)) {
+            Value *a = v[i], *b = v[i + h];
+            v[i] = B.CreateShuffleVector(a, b, low);
+            v[i + h] = B.CreateShuffleVector(a, b, high);
+          }
+      }
+      for (int64_t j = 0; j < c; ++j)
+        B.CreateAlignedStore(v[j], at(n, B.CreateAdd(B.CreateMul(i64(j), rows), r0)),
+                             align);
+    });
+    done = B.CreateMul(blocks, i64(lanes));
+  }
+  parallelFor(B.CreateSub(rows, done), [&](Value *i) {
+    Value *r = B.CreateAdd(done, i);
+    forRange(columns, [&](Value *j) {
+      B.CreateStore(load(x, B.CreateAdd(B.CreateMul(r, columns), j)),
+                    at(n, B.CreateAdd(B.CreateMul(j, rows), r)));
+    });
   });
 }
 

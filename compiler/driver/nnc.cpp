@@ -296,6 +296,10 @@ int compile(const DriverOptions &opts) {
   Program program = buildProgram(*model);
   for (ir::Graph *graph : program.graphs())
     runPasses(*graph);
+  if (opts.Gpu.Target == GpuOptions::Kind::None) {
+    useBatchMinorLayout(*program.TrainStep);
+    useBatchMinorLayout(*program.LossGrad);
+  }
   if (opts.EmitKind == Emit::Ir || opts.EmitKind == Emit::TrainIr) {
     (opts.EmitKind == Emit::Ir ? program.Eval : program.TrainStep)->print(std::cout);
     return 0;

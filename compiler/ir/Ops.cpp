@@ -149,6 +149,14 @@ static std::string reshapeType(const Operands &ops, const Attrs &attrs,
   return "";
 }
 
+static std::string transposeType(const Operands &ops, const Attrs &, Type &out) {
+  const Type &in = ops[0]->Ty;
+  if (in.Dims.size() != 2)
+    return "cannot transpose " + toString(in) + ": not a matrix";
+  out = Type{in.Elem, {in.Dims[1], in.Dims[0]}};
+  return "";
+}
+
 static std::string rowType(const Operands &ops, const Attrs &, Type &out) {
   out = ops[0]->Ty;
   if (out.Dims.empty())
@@ -613,6 +621,8 @@ static const OpInfo Table[] = {
      "numpy broadcast to a larger shape"},
     {"reshape", 1, OpCategory::Layout, reshapeType, gradReshape, nullptr,
      "the same elements in another shape"},
+    {"transpose", 1, OpCategory::Layout, transposeType, nullptr, nullptr,
+     "a matrix's rows as columns (added after differentiation, by the layout pass)"},
     {"softmax", 1, OpCategory::Row, rowType, gradSoftmax, nullptr,
      "softmax over the last axis"},
     {"log_softmax", 1, OpCategory::Row, rowType, gradLogSoftmax, nullptr,

@@ -16,6 +16,11 @@ void simplify(ir::Graph &g);
 /// Removes nodes that no store depends on.
 void eliminateDeadCode(ir::Graph &g);
 
+/// Stores batched matrices of fewer than 16 columns transposed, [f, N],
+/// where the ops that compute and read them allow it (Layout.cpp): for the
+/// CPU's training graphs, whose stores are parameters, state and the loss.
+void useBatchMinorLayout(ir::Graph &g);
+
 /// Runs the pass pipeline; verifies the graph after every pass and calls
 /// `afterPass(name)` (for --print-after-all) when given.
 void runPasses(ir::Graph &g,
