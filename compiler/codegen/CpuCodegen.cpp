@@ -74,6 +74,14 @@ constexpr int64_t SmallRowWidth = 8;
 /// scratch, split among the threads. The count is fixed, not the threads',
 /// so that the order of the gradient's sums is too.
 constexpr int64_t ImageGroups = 16;
+/// The constant mask of the first \p valid of \p lanes lanes.
+llvm::Constant *firstLanes(llvm::IRBuilder<> &b, int64_t lanes, int64_t valid) {
+  std::vector<llvm::Constant *> bits;
+  for (int64_t l = 0; l < lanes; ++l)
+    bits.push_back(b.getInt1(l < valid));
+  return llvm::ConstantVector::get(bits);
+}
+
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -333,6 +341,9 @@ private:
   void lowerTranspose(const Node *n);
   void lowerColumnsProduct(const Node *n, Value *dest, const Node *bias, bool relu,
                            const Node *mask);
+  /// A product's epilogue at C's element \p index: max(sum, 0) with \p relu
+  /// (NaN stays NaN), then times (mask > 0) with a relu output \p mask.
+  Value *reluAndMask(Value *sum, bool relu, const Node *mask, Value *index);
   void lowerConv2D(const Node *n);
   void lowerConv2DGradInput(const Node *n);
   void lowerConv2DGradFilter(const Node *n);
@@ -1933,14 +1944,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
   auto finish = [&](Value *sum, Value *i, Value *j) { // the GEMM's epilogue at C[i, j]
     if (bias)
       sum = B.CreateFAdd(sum, element(bias, j));
-    Value *zero = llvm::ConstantFP::get(ft, 0);
-    if (relu)
-      sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
-    if (mask) {
-      Value *r = element(mask, B.CreateAdd(B.CreateMul(i, i64(shape.N)), j));
-      sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), ft));
-    }
-    return sum;
+    return reluAndMask(sum, relu, mask, B.CreateAdd(B.CreateMul(i, i64(shape.N)), j));
   };
   if (depth == i64(1)) {
     parallelFor(rows, [&](Value *m) {
@@ -1963,6 +1967,17 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
        bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr);
 }
 
+Value *GraphLowering::reluAndMask(Value *sum, bool relu, const Node *mask, Value *index) {
+  Value *zero = llvm::ConstantFP::get(sum->getType(), 0);
+  if (relu)
+    sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
+  if (mask) {
+    Value *r = B.CreateLoad(sum->getType(), at(mask, index));
+    sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), sum->getType()));
+  }
+  return sum;
+}
+
 void GraphLowering::lowerColumnsProduct(const Node *n, Value *dest, const Node *bias,
                                         bool relu, const Node *mask) {
   // C[M, N] = op(A)[M, K] B[K, N] with a batch of columns: a narrow layer in
@@ -1977,8 +1992,7 @@ void GraphLowering::lowerColumnsProduct(const Node *n, Value *dest, const Node *
   int64_t rows = n->Ty.Dims[0], depth = b->Ty.Dims[0];
   Value *columns = extent(ir::N);
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *zero = llvm::ConstantFP::get(ft, 0);
-  std::vector<Value *> weights(rows * depth), starts(rows, zero);
+  std::vector<Value *> weights(rows * depth), starts(rows, llvm::ConstantFP::get(ft, 0));
   for (int64_t m = 0; m < rows; ++m) {
     for (int64_t k = 0; k < depth; ++k)
       weights[m * depth + k] =
@@ -1996,13 +2010,7 @@ void GraphLowering::lowerColumnsProduct(const Node *n, Value *dest, const Node *
         sum = B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {ft},
                                 {weights[m * depth + k], column[k], sum});
       Value *index = B.CreateAdd(B.CreateMul(i64(m), columns), j);
-      if (relu)
-        sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
-      if (mask) {
-        Value *r = B.CreateLoad(ft, at(mask, index));
-        sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), ft));
-      }
-      B.CreateStore(sum, B.CreateInBoundsGEP(ft, dest, index));
+      B.CreateStore(reluAndMask(sum, relu, mask, index), B.CreateInBoundsGEP(ft, dest, index));
     }
   });
 }
@@ -2072,12 +2080,7 @@ void GraphLowering::lowerColumnSums(const Node *n, Value *outer, Value *length,
   int64_t vectors = (columns + lanes - 1) / lanes;
   auto maskOf = [&](int64_t k) -> Value * {
     int64_t valid = std::min(lanes, columns - k * lanes);
-    if (valid == lanes)
-      return nullptr;
-    std::vector<llvm::Constant *> bits;
-    for (int64_t l = 0; l < lanes; ++l)
-      bits.push_back(B.getInt1(l < valid));
-    return llvm::ConstantVector::get(bits);
+    return valid == lanes ? nullptr : firstLanes(B, lanes, valid);
   };
   auto vectorAt = [&](Value *base, Value *index) {
     return B.CreateInBoundsGEP(ft, base, index);
@@ -2350,10 +2353,7 @@ void GraphLowering::lowerTranspose(const Node *n) {
     // its first `columns` vectors are the block's columns.
     int64_t c = width->getSExtValue();
     auto *vt = llvm::FixedVectorType::get(ft, unsigned(lanes));
-    std::vector<llvm::Constant *> bits;
-    for (int64_t l = 0; l < lanes; ++l)
-      bits.push_back(B.getInt1(l < c));
-    llvm::Constant *rowMask = llvm::ConstantVector::get(bits);
+    llvm::Constant *rowMask = firstLanes(B, lanes, c);
     llvm::Align align(ir::byteSize(n->Ty.Elem));
     Value *blocks = B.CreateUDiv(rows, i64(lanes));
     forRange(blocks, [&](Value *block) {

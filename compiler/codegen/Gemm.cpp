@@ -589,11 +589,8 @@ private:
               sum, B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Bias, B.getInt64(j0 + j))));
         if (S.Relu)
           sum = relu(sum);
-        if (S.Mask) {
-          Value *output = B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Mask, index));
-          Value *positive = B.CreateFCmpOGT(output, llvm::ConstantFP::get(S.Elem, 0));
-          sum = B.CreateFMul(sum, B.CreateUIToFP(positive, S.Elem));
-        }
+        if (S.Mask)
+          sum = maskedBy(sum, B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Mask, index)));
         B.CreateStore(sum, at);
       }
   }
@@ -645,8 +642,9 @@ private:
 
   /// sum * (r > 0), as relu's gradient multiplies.
   Value *maskedBy(Value *sum, Value *r) {
-    return B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, llvm::ConstantFP::get(VecTy, 0)),
-                                            VecTy));
+    llvm::Type *type = sum->getType();
+    return B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, llvm::ConstantFP::get(type, 0)),
+                                            type));
   }
 
   /// max(sum, 0), NaN-propagating as PyTorch's relu.
