@@ -1886,10 +1886,19 @@ void GraphLowering::lowerMap(
           B.CreateStore(formula(args),
                         B.CreateInBoundsGEP(outType, Slots[n].Ptr, index.back()));
         };
-        if (d == 0) // the outermost loop is split among GPU threads
+        auto *staticExtent = llvm::dyn_cast<llvm::ConstantInt>(extents[d]);
+        if (d == 0) { // the outermost loop is split among GPU threads
           parallelFor(extents[d], body);
-        else
+        } else if (d + 1 == loops && staticExtent &&
+                   staticExtent->getSExtValue() <= SmallRowWidth) {
+          // A row of a few elements (a loss over 3 classes times a value
+          // per row), written out as lowerRow writes its rows: the loop
+          // around it vectorizes across rows.
+          for (int64_t j = 0; j < staticExtent->getSExtValue(); ++j)
+            body(i64(j));
+        } else {
           forRange(i64(0), extents[d], body, /*rolled=*/d + 1 == loops);
+        }
       };
   nest(0, std::vector<Value *>(operands + 1, i64(0)));
 }
@@ -1973,7 +1982,7 @@ Value *GraphLowering::reluAndMask(Value *sum, bool relu, const Node *mask, Value
     sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
   if (mask) {
     Value *r = B.CreateLoad(sum->getType(), at(mask, index));
-    sum = B.CreateFMul(sum, B.CreateUIToFP(B.CreateFCmpOGT(r, zero), sum->getType()));
+    sum = timesIndicator(B, sum, B.CreateFCmpOGT(r, zero));
   }
   return sum;
 }

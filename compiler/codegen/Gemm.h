@@ -53,6 +53,10 @@ struct GemmShape {
   /// TransA; Accumulate, the leading dimensions, Bias, Relu and Mask apply
   /// as to the other kernels.
   bool DotProducts = false;
+  /// K when it is static and small (set by emitGemm), else 0 (K is
+  /// an argument): the loops along a few steps of K unroll, and the
+  /// addresses of a row block are constants apart.
+  int64_t K = 0;
 };
 
 /// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)

@@ -53,6 +53,11 @@ private:
   llvm::Type *Ty;
 };
 
+/// \p X times the indicator of \p Cond (1 where true, else 0), as a select
+/// of X or X * 0: the product exactly (NaN for an infinite X, -0 for a
+/// negative one) without converting the comparison to a number.
+llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *Cond);
+
 /// Defines `void nnc_math(const float *X, float *Y, int64_t N)` in \p Mod:
 /// Y[i] = op(X[i]) for the one-operand elementwise op named \p OpName,
 /// with the code the trainers use, for bench/math. False if there is no

@@ -392,9 +392,12 @@ void Model::restoreUndo() {
 }
 
 /// Whether Values[0, N) holds a NaN or an infinity: an exponent of all ones.
-/// Integer tests, so that the loop vectorizes without fast-math.
+/// Integer tests, so that the loop vectorizes without fast-math; a version
+/// per vector width, chosen when the trainer starts, as the trainer runs
+/// after every step (iris: 0.35 us of a 20 us step with SSE2 alone).
 template <typename Float, typename Bits, Bits ExponentMask>
-static bool anyNonFinite(const void *Values, size_t N) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) static bool
+anyNonFinite(const void *Values, size_t N) {
   const auto *P = static_cast<const Float *>(Values);
   Bits Found = 0;
   for (size_t I = 0; I < N; ++I) {
