@@ -6,8 +6,10 @@
 //   half of the L1 cache):
 //     for each panel of NR columns (the last may be narrower):
 //       pack op(B)[k0 : k0 + KC, panel] contiguous, zero-padded;
-//       for each block of MR rows: the micro-kernel;
-//       for each row left over: the micro-kernel with one row.
+//       for each block of MR rows (8, or 4 for panels of more than two
+//       vectors): the micro-kernel;
+//       the rows left over: a block of 4 (when MR is 8), then the
+//       micro-kernel with one row for each.
 //
 // The micro-kernel holds MR x (NR / VW) vector accumulators; per step of k
 // it loads NR / VW vectors of the panel, broadcasts MR values of A and
@@ -55,8 +57,6 @@ namespace {
 
 using llvm::Value;
 
-/// Rows per micro-kernel: with up to four vectors per row, 16 accumulators.
-constexpr int64_t MR = 4;
 /// The packed panel's target size: half of a 32-48 KiB L1 data cache.
 constexpr int64_t PanelBytes = 24 * 1024;
 /// Products of fewer multiply-adds run on the calling thread: below this,
@@ -70,6 +70,8 @@ struct Blocking {
   int64_t KC;         ///< Depth of a packed block.
   int64_t FullPanels; ///< Panels of MaxVectors vectors.
   int64_t TailColumns;
+  /// Rows per micro-kernel (MR), for the widest panel of the shape.
+  int64_t Rows;
 };
 
 Blocking blockingFor(const GemmShape &S) {
@@ -83,6 +85,13 @@ Blocking blockingFor(const GemmShape &S) {
   L.KC = std::max<int64_t>(16, PanelBytes / (panelWidth * elemBytes));
   L.FullPanels = S.N / panelWidth;
   L.TailColumns = S.N % panelWidth;
+  // Up to 24 accumulators of AVX-512's 32 registers, the rest for the
+  // panel's vectors and the broadcast value: 6 rows of 4 vectors, 8 of 2
+  // or fewer (a block of 8 rows loads each panel vector for 8 multiply-adds
+  // rather than 4, and a 120-row product is 15 blocks rather than 30). With
+  // 16 registers, 4 rows of at most 2 vectors.
+  int64_t vectors = L.FullPanels > 0 ? L.MaxVectors : (L.TailColumns + L.Lanes - 1) / L.Lanes;
+  L.Rows = S.VectorBits >= 512 && vectors <= 2 ? 8 : 4;
   return L;
 }
 
@@ -160,7 +169,8 @@ std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
          (S.TransA ? ".t" : ".n") + (S.TransB ? "t" : "n") +
          (S.Accumulate ? ".acc" : "") + (S.Bias ? ".bias" : "") + (S.Relu ? ".relu" : "") +
          (S.Mask ? ".mask" : "") +
-         ".n" + std::to_string(S.N) + (S.K ? ".k" + std::to_string(S.K) : "") + ".v" + std::to_string(S.VectorBits) +
+         (S.M ? ".m" + std::to_string(S.M) : "") + ".n" + std::to_string(S.N) +
+         (S.K ? ".k" + std::to_string(S.K) : "") + ".v" + std::to_string(S.VectorBits) +
          (S.LdA || S.LdB || S.LdC
               ? ".ld" + std::to_string(S.LdA) + "." + std::to_string(S.LdB) +
                     "." + std::to_string(S.LdC)
@@ -195,7 +205,7 @@ public:
     A = field(0, B.getPtrTy());
     BM = field(1, B.getPtrTy());
     C = field(2, B.getPtrTy());
-    M = field(3, B.getInt64Ty());
+    M = S.M ? static_cast<Value *>(B.getInt64(S.M)) : field(3, B.getInt64Ty());
     K = S.K ? static_cast<Value *>(B.getInt64(S.K)) : field(4, B.getInt64Ty());
     Bias = field(5, B.getPtrTy());
     Mask = field(6, B.getPtrTy());
@@ -207,7 +217,7 @@ public:
     LdC = leading(S.LdC, B.getInt64(S.N));
     int64_t blockRows = dotProducts(S)   ? dotBlockingFor(S).Rows
                         : ColumnVectors ? ColumnVectors * L.Lanes
-                                        : MR;
+                                        : L.Rows;
     RowBegin = B.CreateMul(F->getArg(1), B.getInt64(blockRows));
     RowEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::smin,
                                      B.CreateMul(F->getArg(2), B.getInt64(blockRows)), M);
@@ -303,13 +313,32 @@ private:
         });
       });
 
-    Value *span = B.CreateSub(RowEnd, RowBegin);
-    Value *blockedEnd = B.CreateAdd(
-        RowBegin, B.CreateMul(B.CreateSDiv(span, B.getInt64(MR)), B.getInt64(MR)));
-    loop(RowBegin, blockedEnd, MR, [&](Value *i0) {
-      microKernel(i0, MR, k0, depth, first, last, j0, vectors, columns);
-    });
-    loop(blockedEnd, RowEnd, 1, [&](Value *i0) {
+    // Blocks of L.Rows rows, then of 4 (when L.Rows is more), then single
+    // rows.
+    // Blocks of L.Rows rows. With M static, the rows left over (in the last
+    // thread's range) are one block; otherwise a block of 4 (when L.Rows is
+    // more), then single rows.
+    std::vector<int64_t> blockRows{L.Rows};
+    if (L.Rows > 4 && !S.M)
+      blockRows.push_back(4);
+    Value *begin = RowBegin;
+    for (int64_t rows : blockRows) {
+      Value *span = B.CreateSub(RowEnd, begin);
+      Value *blockedEnd = B.CreateAdd(
+          begin, B.CreateMul(B.CreateSDiv(span, B.getInt64(rows)), B.getInt64(rows)));
+      loop(begin, blockedEnd, rows, [&](Value *i0) {
+        microKernel(i0, rows, k0, depth, first, last, j0, vectors, columns);
+      });
+      begin = blockedEnd;
+    }
+    if (S.M) {
+      if (int64_t left = S.M % L.Rows)
+        loop(begin, RowEnd, left, [&](Value *i0) {
+          microKernel(i0, left, k0, depth, first, last, j0, vectors, columns);
+        });
+      return;
+    }
+    loop(begin, RowEnd, 1, [&](Value *i0) {
       microKernel(i0, 1, k0, depth, first, last, j0, vectors, columns);
     });
   }
@@ -865,17 +894,19 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A,
   // peak with K an argument, 77% with K = 4 compiled in).
   if (auto *depth = llvm::dyn_cast<llvm::ConstantInt>(K); depth && depth->getSExtValue() <= 64)
     Shape.K = depth->getSExtValue();
+  auto *staticRows = llvm::dyn_cast<llvm::ConstantInt>(M);
+  if (staticRows)
+    Shape.M = staticRows->getSExtValue();
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();
-  auto *staticRows = llvm::dyn_cast<llvm::ConstantInt>(M);
   int64_t columnVectorsPerBlock =
       dotProducts(Shape) ? 0
                          : columnVectors(Shape, staticRows ? staticRows->getSExtValue() : 0);
   llvm::Function *fn = gemmFunction(Mod, Shape, columnVectorsPerBlock);
   int64_t blockRows = dotProducts(Shape)     ? dotBlockingFor(Shape).Rows
                       : columnVectorsPerBlock ? columnVectorsPerBlock * blockingFor(Shape).Lanes
-                                              : MR;
+                                              : blockingFor(Shape).Rows;
 
   llvm::StructType *ctxTy = contextType(Ctx);
   llvm::AllocaInst *ctx;
@@ -921,7 +952,8 @@ void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
                                    "nnc_gemm", Mod);
   F->addFnAttr(llvm::Attribute::NoUnwind);
   llvm::IRBuilder<> B(llvm::BasicBlock::Create(Ctx, "entry", F));
-  emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2), F->getArg(3),
+  emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2),
+           Shape.M ? static_cast<Value *>(B.getInt64(Shape.M)) : F->getArg(3),
            Shape.K ? static_cast<Value *>(B.getInt64(Shape.K)) : F->getArg(4), Shape.Bias ? F->getArg(5) : nullptr, false,
            Shape.Mask ? F->getArg(6) : nullptr);
   B.CreateRetVoid();

@@ -57,6 +57,10 @@ struct GemmShape {
   /// an argument): the loops along a few steps of K unroll, and the
   /// addresses of a row block are constants apart.
   int64_t K = 0;
+  /// M when it is static (set by emitGemm; a weight's gradient has as many
+  /// rows as the layer has outputs), else 0: the rows left over after the
+  /// blocks of MR are one block of their own.
+  int64_t M = 0;
 };
 
 /// Emits, at \p B's insertion point, `for (i = Begin; i < End; i += Step)

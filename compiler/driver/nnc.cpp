@@ -94,12 +94,12 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("runtime-lib", po::value(&opts.RuntimeLib),
        "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
       ("gemm-kernel", po::value(&opts.GemmKernel),
-       "N[,ta][,tb][,bias][,relu][,mask][,dot][,kK]: instead of a spec, emit "
+       "N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM]: instead of a spec, emit "
        "(--emit=llvm, asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask) "
        "computing C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0), for "
-       "bench/gemm; dot (with tb, without ta): by dot products along K; kK: with the "
-       "depth K compiled in, as the trainers have a static K of at most 64 (the "
-       "argument K is then ignored)")
+       "bench/gemm; dot (with tb, without ta): by dot products along K; kK, mM: with "
+       "the depth K or the row count M compiled in, as the trainers have them when "
+       "static (K at most 64; the argument is then ignored)")
       ("math-kernel", po::value(&opts.MathKernel),
        "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
        "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
@@ -357,21 +357,23 @@ int compileGemmKernel(const DriverOptions &opts) {
     if (used != field.size() || shape.N < 1)
       throw std::invalid_argument(field);
   } catch (const std::exception &) {
-    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot][,kK] with N >= 1, "
+    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM] with N >= 1, "
                 "got '" + opts.GemmKernel + "'");
   }
   while (std::getline(fields, field, ',')) {
-    if (field.size() > 1 && field.size() < 10 && field[0] == 'k' &&
+    if (field.size() > 1 && field.size() < 10 && (field[0] == 'k' || field[0] == 'm') &&
         field.find_first_not_of("0123456789", 1) == std::string::npos) {
-      shape.K = std::stoll(field.substr(1));
-      if (shape.K < 1)
-        return fail("--gemm-kernel: the static depth " + field + " must be at least 1");
+      (field[0] == 'k' ? shape.K : shape.M) = std::stoll(field.substr(1));
+      if (std::stoll(field.substr(1)) < 1)
+        return fail("--gemm-kernel: the static " +
+                    std::string(field[0] == 'k' ? "depth " : "row count ") + field +
+                    " must be at least 1");
       continue;
     }
     if (field != "ta" && field != "tb" && field != "bias" && field != "relu" &&
         field != "mask" && field != "dot")
       return fail("--gemm-kernel: unknown flag '" + field +
-                  "'; expected ta, tb, bias, relu, mask, dot or kK (K a number)");
+                  "'; expected ta, tb, bias, relu, mask, dot, kK or mM (K, M numbers)");
     (field == "ta"     ? shape.TransA
      : field == "tb"   ? shape.TransB
      : field == "bias" ? shape.Bias
