@@ -34,12 +34,16 @@ struct Op {
 
 double sigmoid(double X) { return 1 / (1 + std::exp(-X)); }
 float sigmoidf(float X) { return 1 / (1 + std::exp(-X)); }
+/// PyTorch's relu on the CPU: NaN and -0 come through.
+double relu(double X) { return 0 > X ? 0 : X; }
+float reluf(float X) { return 0 > X ? 0 : X; }
 
 const Op Ops[] = {
     {"exp", [](double X) { return std::exp(X); }, [](float X) { return std::exp(X); }, 2},
     {"log", [](double X) { return std::log(X); }, [](float X) { return std::log(X); }, 2},
     {"tanh", [](double X) { return std::tanh(X); }, [](float X) { return std::tanh(X); }, 3},
     {"sigmoid", sigmoid, sigmoidf, 3},
+    {"relu", relu, reluf, 0},
 };
 
 /// The error of Y against the exact value R, in units in the last place

@@ -1979,7 +1979,7 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
 Value *GraphLowering::reluAndMask(Value *sum, bool relu, const Node *mask, Value *index) {
   Value *zero = llvm::ConstantFP::get(sum->getType(), 0);
   if (relu)
-    sum = B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum, zero);
+    sum = reluOf(B, sum);
   if (mask) {
     Value *r = B.CreateLoad(sum->getType(), at(mask, index));
     sum = timesIndicator(B, sum, B.CreateFCmpOGT(r, zero));

@@ -686,11 +686,7 @@ private:
     return timesIndicator(B, sum, B.CreateFCmpOGT(r, llvm::ConstantFP::get(r->getType(), 0)));
   }
 
-  /// max(sum, 0), NaN-propagating as PyTorch's relu.
-  Value *relu(Value *sum) {
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, sum,
-                                   llvm::ConstantFP::get(sum->getType(), 0));
-  }
+  Value *relu(Value *sum) { return reluOf(B, sum); }
 
   /// The mask of the lanes l < \p count (none when count <= 0, all when
   /// count >= lanes).

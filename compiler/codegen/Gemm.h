@@ -40,7 +40,7 @@ struct GemmShape {
   /// layer's bias, added where the sums start rather than in a pass of its
   /// own). Not with Accumulate.
   bool Bias = false;
-  /// C = max(..., 0) (llvm.maximum: NaN stays NaN): a dense layer's relu,
+  /// C = relu(...) (reluOf: NaN stays NaN): a dense layer's relu,
   /// applied as the finished sums are stored. Not with Accumulate.
   bool Relu = false;
   /// C = (...) * (R > 0), R a matrix laid out as C: the adjoint of a relu's

@@ -136,6 +136,7 @@ SV LLVMScalarBuilder::max(SV a, SV b) {
   // llvm.maximum propagates NaN, as PyTorch's relu and max do.
   return B.CreateBinaryIntrinsic(llvm::Intrinsic::maximum, v(a), v(b));
 }
+SV LLVMScalarBuilder::relu(SV a) { return reluOf(B, v(a)); }
 SV LLVMScalarBuilder::neg(SV a) { return B.CreateFNeg(v(a)); }
 SV LLVMScalarBuilder::exp(SV a) {
   if (Ty->isFloatTy())
@@ -160,6 +161,11 @@ SV LLVMScalarBuilder::pow(SV a, SV b) {
 }
 SV LLVMScalarBuilder::greater(SV a, SV b) {
   return B.CreateUIToFP(B.CreateFCmpOGT(v(a), v(b)), Ty);
+}
+
+llvm::Value *reluOf(llvm::IRBuilder<> &B, llvm::Value *X) {
+  llvm::Value *zero = llvm::ConstantFP::get(X->getType(), 0);
+  return B.CreateSelect(B.CreateFCmpOGT(zero, X), zero, X);
 }
 
 llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *Cond) {

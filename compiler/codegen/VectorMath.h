@@ -37,6 +37,7 @@ public:
   Value mul(Value a, Value b) override;
   Value div(Value a, Value b) override;
   Value max(Value a, Value b) override;
+  Value relu(Value a) override;
   Value neg(Value a) override;
   Value exp(Value a) override;
   Value log(Value a) override;
@@ -52,6 +53,12 @@ private:
   llvm::IRBuilder<> &B;
   llvm::Type *Ty;
 };
+
+/// relu(\p X): X unless 0 > X, which keeps NaN and -0 as they are, as
+/// PyTorch's relu on the CPU (clamp_min, a vector max whose second operand
+/// is X). It is one x86 max instruction, where llvm.maximum's ordering of
+/// -0 below +0 takes three.
+llvm::Value *reluOf(llvm::IRBuilder<> &B, llvm::Value *X);
 
 /// \p X times the indicator of \p Cond (1 where true, else 0), as a select
 /// of X or X * 0: the product exactly (NaN for an infinite X, -0 for a

@@ -551,9 +551,7 @@ static SV scalarSigmoid(ScalarBuilder &b, const SV *x) {
   // 1 / (1 + exp(-x)): exp overflows to inf for very negative x, giving 0.
   return b.div(b.constant(1), b.add(b.constant(1), b.exp(b.neg(x[0]))));
 }
-static SV scalarRelu(ScalarBuilder &b, const SV *x) {
-  return b.max(x[0], b.constant(0));
-}
+static SV scalarRelu(ScalarBuilder &b, const SV *x) { return b.relu(x[0]); }
 static SV scalarAdd(ScalarBuilder &b, const SV *x) { return b.add(x[0], x[1]); }
 static SV scalarSub(ScalarBuilder &b, const SV *x) { return b.sub(x[0], x[1]); }
 static SV scalarMul(ScalarBuilder &b, const SV *x) { return b.mul(x[0], x[1]); }
@@ -596,7 +594,7 @@ static const OpInfo Table[] = {
     {"sigmoid", 1, OpCategory::Elementwise, elementwiseType, gradSigmoid,
      scalarSigmoid, "1 / (1 + e^-x)"},
     {"relu", 1, OpCategory::Elementwise, elementwiseType, gradRelu, scalarRelu,
-     "max(x, 0)"},
+     "max(x, 0), NaN and -0 kept"},
     {"add", 2, OpCategory::Elementwise, elementwiseType, gradAdd, scalarAdd,
      "a + b"},
     {"sub", 2, OpCategory::Elementwise, elementwiseType, gradSub, scalarSub,

@@ -39,6 +39,8 @@ public:
   virtual Value mul(Value a, Value b) = 0;
   virtual Value div(Value a, Value b) = 0;
   virtual Value max(Value a, Value b) = 0;
+  /// max(a, 0) with NaN kept, as PyTorch's relu.
+  virtual Value relu(Value a) = 0;
   virtual Value neg(Value a) = 0;
   virtual Value exp(Value a) = 0;
   virtual Value log(Value a) = 0;
