@@ -83,6 +83,12 @@ enum class FileKind { Assembly, Object };
 /// Emits the module as assembly or an object file; returns "" or an error.
 std::string emitFile(llvm::Module &module, llvm::TargetMachine &machine,
                      FileKind kind, const std::string &path);
+/// Emits the (optimized) module as one object file per path, its
+/// functions split among them and compiled on as many threads, each with a
+/// target machine made from \p options; returns "" or an error. The module
+/// is left split.
+std::string emitObjects(llvm::Module &module, const TargetOptions &options,
+                        const std::vector<std::string> &paths);
 
 } // namespace nnc
 

@@ -2,6 +2,9 @@
 
 #include "codegen/Codegen.h"
 
+#include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/Bitcode/BitcodeWriter.h"
+#include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/MCSubtargetInfo.h"
@@ -12,15 +15,23 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/Transforms/Utils/SplitModule.h"
+
+#include <algorithm>
+#include <mutex>
+#include <thread>
 
 namespace nnc {
 
 std::unique_ptr<llvm::TargetMachine>
 createTargetMachine(const TargetOptions &options, std::string &error) {
-  LLVMInitializeX86TargetInfo();
-  LLVMInitializeX86Target();
-  LLVMInitializeX86TargetMC();
-  LLVMInitializeX86AsmPrinter();
+  static std::once_flag initialized; // emitObjects creates machines on several threads
+  std::call_once(initialized, [] {
+    LLVMInitializeX86TargetInfo();
+    LLVMInitializeX86Target();
+    LLVMInitializeX86TargetMC();
+    LLVMInitializeX86AsmPrinter();
+  });
 
   std::string triple = llvm::sys::getDefaultTargetTriple();
   const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
@@ -110,6 +121,50 @@ std::string emitFile(llvm::Module &module, llvm::TargetMachine &machine,
   out.flush();
   if (out.has_error())
     return "cannot write '" + path + "'";
+  return "";
+}
+
+std::string emitObjects(llvm::Module &module, const TargetOptions &options,
+                        const std::vector<std::string> &paths) {
+  // The functions are dealt out largest first, in turn (round robin in
+  // this order), so that the parts take about as long; each part goes to a
+  // context of its own, as bitcode: a context is not safe to use from two
+  // threads.
+  std::vector<std::pair<size_t, llvm::Function *>> bySize;
+  for (llvm::Function &f : module)
+    if (!f.isDeclaration())
+      bySize.push_back({f.getInstructionCount(), &f});
+  std::stable_sort(bySize.begin(), bySize.end(),
+                   [](const auto &a, const auto &b) { return a.first > b.first; });
+  for (auto &[size, f] : bySize) {
+    f->removeFromParent();
+    module.getFunctionList().push_back(f);
+  }
+  std::vector<llvm::SmallString<0>> parts;
+  llvm::SplitModule(module, unsigned(paths.size()), [&](std::unique_ptr<llvm::Module> part) {
+    llvm::raw_svector_ostream out(parts.emplace_back());
+    llvm::WriteBitcodeToFile(*part, out);
+  }, /*PreserveLocals=*/false, /*RoundRobin=*/true);
+  std::vector<std::string> errors(parts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < parts.size(); ++i)
+    threads.emplace_back([&, i] {
+      llvm::LLVMContext context;
+      llvm::Expected<std::unique_ptr<llvm::Module>> part = llvm::parseBitcodeFile(
+          llvm::MemoryBufferRef(parts[i].str(), "part"), context);
+      if (!part) {
+        errors[i] = "internal error: " + llvm::toString(part.takeError());
+        return;
+      }
+      std::unique_ptr<llvm::TargetMachine> machine = createTargetMachine(options, errors[i]);
+      if (machine)
+        errors[i] = emitFile(**part, *machine, FileKind::Object, paths[i]);
+    });
+  for (std::thread &thread : threads)
+    thread.join();
+  for (const std::string &error : errors)
+    if (!error.empty())
+      return error;
   return "";
 }
 

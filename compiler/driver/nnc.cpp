@@ -28,11 +28,13 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 namespace po = boost::program_options;
 
@@ -189,8 +191,8 @@ std::string findRuntimeLib(const DriverOptions &opts) {
   return std::string(path);
 }
 
-/// Links `object` with the runtime into the executable `output`.
-int link(const DriverOptions &opts, const std::string &object,
+/// Links `objects` with the runtime into the executable `output`.
+int link(const DriverOptions &opts, const std::vector<std::string> &objects,
          const std::string &output) {
   std::string runtime = findRuntimeLib(opts);
   if (!llvm::sys::fs::exists(runtime))
@@ -200,9 +202,13 @@ int link(const DriverOptions &opts, const std::string &object,
     return fail("no C++ compiler driver 'c++' on PATH to link with");
   // zlib (the runtime's gzip reader) is linked statically, so that the
   // trainer needs nothing beyond libc and libstdc++.
-  std::vector<llvm::StringRef> args = {
-      *cxx, object, runtime, "-o", output, "-Wl,-Bstatic", "-lz",
-      "-Wl,-Bdynamic", "-lm", "-pthread"};
+  std::vector<llvm::StringRef> args = {*cxx};
+  args.insert(args.end(), objects.begin(), objects.end());
+  for (llvm::StringRef arg : {llvm::StringRef(runtime), llvm::StringRef("-o"),
+                              llvm::StringRef(output), llvm::StringRef("-Wl,-Bstatic"),
+                              llvm::StringRef("-lz"), llvm::StringRef("-Wl,-Bdynamic"),
+                              llvm::StringRef("-lm"), llvm::StringRef("-pthread")})
+    args.push_back(arg);
   // A runtime built with sanitizers (scripts/sanitize.sh) needs their
   // libraries in the trainer too; CMake's NNC_TRAINER_LINK_FLAGS says which.
   llvm::SmallVector<llvm::StringRef, 4> extra;
@@ -262,13 +268,25 @@ int writeOutput(const DriverOptions &opts, llvm::Module &module,
     return error.empty() ? 0 : fail(error);
   }
 
+  // A trainer's code is compiled on every core (up to 4), in parts that
+  // the linker joins: machine code generation is most of nnc's time.
   std::string output = opts.Output.empty() ? defaultOutput(opts, "") : opts.Output;
-  llvm::SmallString<128> object;
-  if (llvm::sys::fs::createTemporaryFile("nnc", "o", object))
-    return fail("cannot create a temporary object file");
-  error = emitFile(module, machine, FileKind::Object, std::string(object));
-  int status = error.empty() ? link(opts, std::string(object), output) : fail(error);
-  llvm::sys::fs::remove(object);
+  unsigned cores = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  std::vector<std::string> objects;
+  for (unsigned i = 0; i < cores; ++i) {
+    llvm::SmallString<128> object;
+    if (llvm::sys::fs::createTemporaryFile("nnc", "o", object))
+      error = "cannot create a temporary object file";
+    else
+      objects.push_back(std::string(object));
+  }
+  if (error.empty())
+    error = objects.size() == 1
+                ? emitFile(module, machine, FileKind::Object, objects[0])
+                : emitObjects(module, opts.Target, objects);
+  int status = error.empty() ? link(opts, objects, output) : fail(error);
+  for (const std::string &object : objects)
+    llvm::sys::fs::remove(object);
   return status;
 }
 
