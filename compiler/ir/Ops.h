@@ -39,7 +39,7 @@ public:
   virtual Value mul(Value a, Value b) = 0;
   virtual Value div(Value a, Value b) = 0;
   virtual Value max(Value a, Value b) = 0;
-  /// max(a, 0) with NaN kept, as PyTorch's relu.
+  /// max(a, 0) with NaN and -0 kept, as PyTorch's relu on the CPU.
   virtual Value relu(Value a) = 0;
   virtual Value neg(Value a) = 0;
   virtual Value exp(Value a) = 0;
