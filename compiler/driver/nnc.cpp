@@ -204,11 +204,8 @@ int link(const DriverOptions &opts, const std::vector<std::string> &objects,
   // trainer needs nothing beyond libc and libstdc++.
   std::vector<llvm::StringRef> args = {*cxx};
   args.insert(args.end(), objects.begin(), objects.end());
-  for (llvm::StringRef arg : {llvm::StringRef(runtime), llvm::StringRef("-o"),
-                              llvm::StringRef(output), llvm::StringRef("-Wl,-Bstatic"),
-                              llvm::StringRef("-lz"), llvm::StringRef("-Wl,-Bdynamic"),
-                              llvm::StringRef("-lm"), llvm::StringRef("-pthread")})
-    args.push_back(arg);
+  args.insert(args.end(), {runtime, "-o", output, "-Wl,-Bstatic", "-lz", "-Wl,-Bdynamic",
+                           "-lm", "-pthread"});
   // A runtime built with sanitizers (scripts/sanitize.sh) needs their
   // libraries in the trainer too; CMake's NNC_TRAINER_LINK_FLAGS says which.
   llvm::SmallVector<llvm::StringRef, 4> extra;
@@ -375,17 +372,18 @@ int compileGemmKernel(const DriverOptions &opts) {
     if (used != field.size() || shape.N < 1)
       throw std::invalid_argument(field);
   } catch (const std::exception &) {
-    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM] with N >= 1, "
-                "got '" + opts.GemmKernel + "'");
+    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM] "
+                "with N >= 1, got '" + opts.GemmKernel + "'");
   }
   while (std::getline(fields, field, ',')) {
     if (field.size() > 1 && field.size() < 10 && (field[0] == 'k' || field[0] == 'm') &&
         field.find_first_not_of("0123456789", 1) == std::string::npos) {
-      (field[0] == 'k' ? shape.K : shape.M) = std::stoll(field.substr(1));
-      if (std::stoll(field.substr(1)) < 1)
+      int64_t value = std::stoll(field.substr(1));
+      if (value < 1)
         return fail("--gemm-kernel: the static " +
                     std::string(field[0] == 'k' ? "depth " : "row count ") + field +
                     " must be at least 1");
+      (field[0] == 'k' ? shape.K : shape.M) = value;
       continue;
     }
     if (field != "ta" && field != "tb" && field != "bias" && field != "relu" &&
