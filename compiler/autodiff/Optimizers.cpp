@@ -28,6 +28,10 @@ public:
   Node *mul(Node *a, Node *b) { return G.binary(OpCode::Mul, a, b); }
   Node *div(Node *a, Node *b) { return G.binary(OpCode::Div, a, b); }
   Node *sqrt(Node *a) { return G.unary(OpCode::Sqrt, a); }
+  /// p - s * (a / d), one op: its CPU code keeps subnormal a as fast.
+  Node *quotientStep(Node *p, Node *s, Node *a, Node *d) {
+    return G.create(OpCode::QuotientStep, {p, s, a, d});
+  }
   Node *pow(Node *a, Node *b) { return G.binary(OpCode::Pow, a, b); }
   Node *scalar(OpCode op) {
     ir::Attrs attrs;
@@ -115,7 +119,7 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
       Node *denom = b.add(b.mul(b.sqrt(newV), inverseCorrection2), b.c(eps));
       b.storeState(m, newM);
       b.storeState(v, newV);
-      b.storeParam(params[i], b.sub(p, b.mul(stepSize, b.div(newM, denom))));
+      b.storeParam(params[i], b.quotientStep(p, stepSize, newM, denom));
     }
     return b.StateElements;
   }
@@ -136,12 +140,14 @@ int64_t addOptimizerUpdate(ir::Graph &g, const OptimizerSpec &optimizer,
         b.storeState(avg, newAvg);
         variance = b.sub(newV, b.mul(newAvg, newAvg));
       }
-      Node *scaled = b.div(grad, b.add(b.sqrt(variance), b.c(eps)));
-      if (momentum != 0) {
-        Node *buf = b.state(params[i], "momentum_buffer");
-        scaled = b.add(b.mul(b.c(momentum), buf), scaled);
-        b.storeState(buf, scaled);
+      Node *denom = b.add(b.sqrt(variance), b.c(eps));
+      if (momentum == 0) {
+        b.storeParam(params[i], b.quotientStep(p, lr, grad, denom));
+        continue;
       }
+      Node *buf = b.state(params[i], "momentum_buffer");
+      Node *scaled = b.add(b.mul(b.c(momentum), buf), b.div(grad, denom));
+      b.storeState(buf, scaled);
       b.storeParam(params[i], b.sub(p, b.mul(lr, scaled)));
     }
     return b.StateElements;

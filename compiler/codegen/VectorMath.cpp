@@ -2,7 +2,11 @@
 
 #include "codegen/VectorMath.h"
 
+#include "codegen/Gemm.h"
+
 #include "llvm/IR/Module.h"
+
+#include <limits>
 
 namespace nnc {
 
@@ -176,13 +180,63 @@ llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *C
 }
 
 llvm::Value *LLVMScalarBuilder::apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value *> Args) {
-  SV handles[2] = {nullptr, nullptr};
-  for (size_t k = 0; k < Args.size() && k < 2; ++k)
+  SV handles[4] = {nullptr, nullptr, nullptr, nullptr};
+  for (size_t k = 0; k < Args.size() && k < 4; ++k)
     handles[k] = Args[k];
   return v(ir::opInfo(Op).Scalar(*this, handles));
 }
 
+llvm::Value *quotientStep(llvm::IRBuilder<> &B, Value *P, Value *S, Value *A, Value *D) {
+  llvm::Type *ty = P->getType();
+  auto c = [&](double value) { return llvm::ConstantFP::get(ty, value); };
+  auto fabs = [&](Value *x) { return B.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x); };
+  // The term S * (A / D) is negligible when |A| < 2^-100, 2^-100 <= |P| <
+  // inf and |S| <= |P| |D| 2^70 (S finite): rounding to nearest at most doubles
+  // |A / D| (in the subnormals) and adds 2^-24 relative to each product, so
+  // the term, rounded as the formula rounds it, is below |P| 2^-28 and
+  // P - term rounds to P, as P - S * (0 / D) does. |P| |D| is multiplied
+  // first, then by 2^70: an overflow there means a bound past the floats
+  // (any finite S is below it), and an underflow at most doubles the bound
+  // it rounds up to. NaN anywhere fails a comparison: the formula as is.
+  // Numerators that small also keep S * (A / D) from underflowing, which
+  // costs a multiplication twice its time.
+  Value *absS = fabs(S), *absP = fabs(P);
+  Value *bound = B.CreateFMul(B.CreateFMul(absP, fabs(D)), c(0x1p70));
+  Value *infinity = c(std::numeric_limits<double>::infinity());
+  Value *finiteP = B.CreateAnd(B.CreateFCmpOGE(absP, c(0x1p-100)), B.CreateFCmpOLT(absP, infinity));
+  Value *small = B.CreateAnd(B.CreateFCmpOLT(fabs(A), c(0x1p-100)), finiteP);
+  Value *negligible = B.CreateAnd(B.CreateAnd(small, B.CreateFCmpOLT(absS, infinity)),
+                                  B.CreateFCmpOLE(absS, bound));
+  Value *numerator = B.CreateSelect(negligible, c(0), A);
+  return B.CreateFSub(P, B.CreateFMul(S, B.CreateFDiv(numerator, D)));
+}
+
 bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
+  if (OpName == "quotient_step") {
+    // void nnc_quotient_step(float *P, float S, const float *A, const float *D, int64_t N),
+    // a loop that the optimizer vectorizes, as the trainers' steps.
+    llvm::LLVMContext &ctx = Mod.getContext();
+    llvm::IRBuilder<> b(ctx);
+    auto *ptr = b.getPtrTy();
+    llvm::Type *f = b.getFloatTy();
+    auto *fnType = llvm::FunctionType::get(b.getVoidTy(), {ptr, f, ptr, ptr, b.getInt64Ty()},
+                                           false);
+    auto *fn = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage,
+                                      "nnc_quotient_step", Mod);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    for (unsigned arg : {0u, 2u, 3u})
+      fn->addParamAttr(arg, llvm::Attribute::NoAlias);
+    b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+    emitLoop(b, b.getInt64(0), fn->getArg(4), b.getInt64(1), [&](Value *i) {
+      auto at = [&](unsigned arg) { return b.CreateInBoundsGEP(f, fn->getArg(arg), i); };
+      Value *p = b.CreateLoad(f, at(0));
+      b.CreateStore(quotientStep(b, p, fn->getArg(1), b.CreateLoad(f, at(2)),
+                                 b.CreateLoad(f, at(3))),
+                    at(0));
+    });
+    b.CreateRetVoid();
+    return true;
+  }
   static const ir::OpCode AllOps[] = {
 #define NNC_OP(Enum, Name, Arity, Category) ir::OpCode::Enum,
 #include "ir/Ops.def"

@@ -65,10 +65,24 @@ llvm::Value *reluOf(llvm::IRBuilder<> &B, llvm::Value *X);
 /// negative one) without converting the comparison to a number.
 llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *Cond);
 
+/// P - S * (A / D) in f32, scalars or vectors (S splat), exactly as that
+/// formula rounds: the lowering of quotient_step, an optimizer's step of a
+/// parameter. x86 cores divide a subnormal numerator several times slower
+/// than a normal one, and Adam's first moments end in the subnormals (0.9
+/// times 4 units of the smallest subnormal rounds back to 4 units). Where
+/// such a numerator's term provably rounds away against P, the division
+/// takes 0 instead, which gives the same result at full speed; elsewhere
+/// the formula is computed as written.
+llvm::Value *quotientStep(llvm::IRBuilder<> &B, llvm::Value *P, llvm::Value *S,
+                          llvm::Value *A, llvm::Value *D);
+
 /// Defines `void nnc_math(const float *X, float *Y, int64_t N)` in \p Mod:
 /// Y[i] = op(X[i]) for the one-operand elementwise op named \p OpName,
-/// with the code the trainers use, for bench/math. False if there is no
-/// such op.
+/// with the code the trainers use, for bench/math. For quotient_step,
+/// `void nnc_quotient_step(float *P, float S, const float *A, const float
+/// *D, int64_t N)`: P[i] = quotient_step(P[i], S, A[i], D[i]), as the
+/// trainers' optimizer steps, for bench/math/step_bench. False if there is
+/// no such op.
 bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName);
 
 } // namespace nnc

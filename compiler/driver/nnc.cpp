@@ -105,7 +105,9 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("math-kernel", po::value(&opts.MathKernel),
        "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
        "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
-       "(OP: exp, log, tanh, sigmoid, ...)");
+       "(OP: exp, log, tanh, sigmoid, ...); quotient_step: the function "
+       "nnc_quotient_step(P, S, A, D, N) computing P[i] -= S * (A[i] / D[i]), for "
+       "bench/math/step_bench");
   po::options_description hidden;
   hidden.add_options()("input", po::value(&opts.Input));
   po::options_description all;
@@ -414,7 +416,7 @@ int compileMathKernel(const DriverOptions &opts) {
   return compileKernel(opts, "--math-kernel", [&](llvm::Module &module, unsigned) {
     if (emitMathEntryPoint(module, opts.MathKernel))
       return std::string();
-    return "'" + opts.MathKernel + "' is not an elementwise op of one operand";
+    return "'" + opts.MathKernel + "' is not an elementwise op of one operand or quotient_step";
   });
 }
 

@@ -561,6 +561,9 @@ static SV scalarPow(ScalarBuilder &b, const SV *x) { return b.pow(x[0], x[1]); }
 static SV scalarGreater(ScalarBuilder &b, const SV *x) {
   return b.greater(x[0], x[1]);
 }
+static SV scalarQuotientStep(ScalarBuilder &b, const SV *x) {
+  return b.sub(x[0], b.mul(x[1], b.div(x[2], x[3])));
+}
 
 //===----------------------------------------------------------------------===//
 // The table
@@ -609,6 +612,9 @@ static const OpInfo Table[] = {
      "a^b"},
     {"greater", 2, OpCategory::Elementwise, elementwiseType, gradGreater,
      scalarGreater, "1 where a > b, else 0"},
+    {"quotient_step", 4, OpCategory::Elementwise, elementwiseType, nullptr,
+     scalarQuotientStep,
+     "p - s * (a / b): an optimizer's step of parameter p (operands p, s, a, b)"},
     {"matmul", 2, OpCategory::MatMul, matmulType, gradMatMul, nullptr,
      "matrix product op(A) op(B) (attributes: transA, transB)"},
     {"reduce_sum", 1, OpCategory::Reduce, reduceSumType, gradReduceSum, nullptr,
