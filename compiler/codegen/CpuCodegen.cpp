@@ -817,13 +817,6 @@ static bool isFlat(const Node *n) {
   });
 }
 
-/// Whether n is a parameter's step (quotient_step) in f32 on the CPU, which
-/// quotientStep computes: as fast with the subnormal moments of a long
-/// training as with normal ones.
-static bool stepsSubnormalsFast(const Node *n, bool gpu) {
-  return n->Op == OpCode::QuotientStep && !gpu && n->Ty.Elem == ir::DType::F32;
-}
-
 /// The depth of matrix product n, or -1 when it depends on the batch size.
 static int64_t productDepth(const Node *n) {
   const ir::Type &a = n->Operands[0]->Ty;
@@ -1721,10 +1714,6 @@ void GraphLowering::lower(const Node *n) {
                          ReluEpilogues.count(n) > 0,
                          mask == MaskEpilogues.end() ? nullptr : mask->second);
     }
-    if (stepsSubnormalsFast(n, Gpu))
-      return lowerMap(n, [&](std::vector<Value *> &args) {
-        return quotientStep(B, args[0], args[1], args[2], args[3]);
-      });
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
     return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
@@ -1922,9 +1911,7 @@ void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &membe
       std::vector<Value *> args;
       for (const Node *operand : n->Operands)
         args.push_back(load(operand, i));
-      Value *value = stepsSubnormalsFast(n, Gpu)
-                         ? quotientStep(B, args[0], args[1], args[2], args[3])
-                         : sb.apply(n->Op, args);
+      Value *value = sb.apply(n->Op, args);
       B.CreateStore(value, at(n, i));
       Computed[{n, i, B.GetInsertBlock()}] = value;
     }

@@ -167,6 +167,12 @@ SV LLVMScalarBuilder::greater(SV a, SV b) {
   return B.CreateUIToFP(B.CreateFCmpOGT(v(a), v(b)), Ty);
 }
 
+SV LLVMScalarBuilder::quotientStep(SV p, SV s, SV a, SV d) {
+  if (Ty->getScalarType()->isFloatTy())
+    return nnc::quotientStep(B, v(p), v(s), v(a), v(d));
+  return ScalarBuilder::quotientStep(p, s, a, d);
+}
+
 llvm::Value *reluOf(llvm::IRBuilder<> &B, llvm::Value *X) {
   llvm::Value *zero = llvm::ConstantFP::get(X->getType(), 0);
   return B.CreateSelect(B.CreateFCmpOGT(zero, X), zero, X);
@@ -228,12 +234,12 @@ bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
     for (unsigned arg : {0u, 2u, 3u})
       fn->addParamAttr(arg, llvm::Attribute::NoAlias);
     b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+    LLVMScalarBuilder sb(b, f);
     emitLoop(b, b.getInt64(0), fn->getArg(4), b.getInt64(1), [&](Value *i) {
       auto at = [&](unsigned arg) { return b.CreateInBoundsGEP(f, fn->getArg(arg), i); };
-      Value *p = b.CreateLoad(f, at(0));
-      b.CreateStore(quotientStep(b, p, fn->getArg(1), b.CreateLoad(f, at(2)),
-                                 b.CreateLoad(f, at(3))),
-                    at(0));
+      Value *args[] = {b.CreateLoad(f, at(0)), fn->getArg(1), b.CreateLoad(f, at(2)),
+                       b.CreateLoad(f, at(3))};
+      b.CreateStore(sb.apply(ir::OpCode::QuotientStep, args), at(0));
     });
     b.CreateRetVoid();
     return true;
@@ -259,23 +265,13 @@ bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
   fn->addFnAttr(llvm::Attribute::NoUnwind);
   fn->addParamAttr(0, llvm::Attribute::NoAlias);
   fn->addParamAttr(1, llvm::Attribute::NoAlias);
-  auto *entry = llvm::BasicBlock::Create(ctx, "entry", fn);
-  auto *loop = llvm::BasicBlock::Create(ctx, "loop", fn);
-  auto *exit = llvm::BasicBlock::Create(ctx, "exit", fn);
-  b.SetInsertPoint(entry);
-  Value *n = fn->getArg(2);
-  b.CreateCondBr(b.CreateICmpSGT(n, b.getInt64(0)), loop, exit);
-  b.SetInsertPoint(loop);
-  llvm::PHINode *i = b.CreatePHI(b.getInt64Ty(), 2);
-  i->addIncoming(b.getInt64(0), entry);
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
   llvm::Type *f = b.getFloatTy();
-  Value *x = b.CreateLoad(f, b.CreateInBoundsGEP(f, fn->getArg(0), i));
   LLVMScalarBuilder sb(b, f);
-  b.CreateStore(sb.apply(*op, {x}), b.CreateInBoundsGEP(f, fn->getArg(1), i));
-  Value *next = b.CreateAdd(i, b.getInt64(1), "", true, true);
-  i->addIncoming(next, loop);
-  b.CreateCondBr(b.CreateICmpSLT(next, n), loop, exit);
-  b.SetInsertPoint(exit);
+  emitLoop(b, b.getInt64(0), fn->getArg(2), b.getInt64(1), [&](Value *i) {
+    Value *x = b.CreateLoad(f, b.CreateInBoundsGEP(f, fn->getArg(0), i));
+    b.CreateStore(sb.apply(*op, {x}), b.CreateInBoundsGEP(f, fn->getArg(1), i));
+  });
   b.CreateRetVoid();
   return true;
 }

@@ -45,6 +45,8 @@ public:
   Value tanh(Value a) override;
   Value pow(Value a, Value b) override;
   Value greater(Value a, Value b) override;
+  /// In f32, nnc::quotientStep.
+  Value quotientStep(Value p, Value s, Value a, Value d) override;
 
   /// The formula of elementwise op \p Op applied to \p Args.
   llvm::Value *apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value *> Args);

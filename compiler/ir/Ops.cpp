@@ -562,7 +562,7 @@ static SV scalarGreater(ScalarBuilder &b, const SV *x) {
   return b.greater(x[0], x[1]);
 }
 static SV scalarQuotientStep(ScalarBuilder &b, const SV *x) {
-  return b.sub(x[0], b.mul(x[1], b.div(x[2], x[3])));
+  return b.quotientStep(x[0], x[1], x[2], x[3]);
 }
 
 //===----------------------------------------------------------------------===//

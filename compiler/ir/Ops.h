@@ -49,6 +49,11 @@ public:
   virtual Value pow(Value a, Value b) = 0;
   /// 1.0 where a > b, else 0.0.
   virtual Value greater(Value a, Value b) = 0;
+  /// p - s * (a / d), an optimizer's step; a target may compute it another
+  /// way that gives the same result.
+  virtual Value quotientStep(Value p, Value s, Value a, Value d) {
+    return sub(p, mul(s, div(a, d)));
+  }
 };
 
 /// The adjoints of a node's operands, given the node and its adjoint `dOut`.
