@@ -8,7 +8,8 @@
 // here in single precision, on every 7th subnormal numerator of both signs,
 // on random mixes of zeros, subnormals, tiny and huge numbers, infinities
 // and NaN in every operand, and on random operands around the bounds of the
-// generated code's shortcut for numerators below 2^-100. The exit status is 1 on any
+// generated code's shortcut for numerators below 2^-100 and of its
+// threshold's floor, special values among them. The exit status is 1 on any
 // difference (any NaN matches any NaN).
 // time: nanoseconds per element of the generated step and of the formula as
 // a loop compiled here (with -O3, so that it is vectorized too: see
@@ -16,6 +17,7 @@
 // numerators and with one in eight subnormal (where Adam's first moments
 // end: a few units of the smallest subnormal).
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -137,6 +139,34 @@ int check() {
       C.A.push_back(I % 5 == 0 ? subnormal() : scaled(-126, -96));
     }
     Wrong += compare(C, "near the bounds");
+    Values += C.P.size();
+  }
+  // Around the threshold's floor and through the special values: step sizes
+  // below 2^-56 (|S| 2^-70 under the smallest normal), normal, huge,
+  // infinite and NaN; |P D| within a few powers of two of the threshold,
+  // or D zero, subnormal, infinite or NaN; P also infinite, zero or NaN.
+  const std::vector<float> Specials = {0.0f, -0.0f, 0x1p-149f, -0x1.8p-140f, Inf, -Inf, NaN};
+  auto special = [&] { return Specials[Rng() % Specials.size()]; };
+  for (int Round = 0; Round < 200; ++Round) {
+    Case C{{}, {}, {}, 0};
+    switch (Round % 5) {
+    case 0: C.S = scaled(-149, -57); break;
+    case 1: C.S = scaled(-56, 60); break;
+    case 2: C.S = scaled(100, 127); break;
+    case 3: C.S = Round % 2 ? Inf : -Inf; break;
+    default: C.S = Round % 2 ? NaN : scaled(-149, 127);
+    }
+    float Threshold = std::max(std::fabs(C.S) * 0x1p-70f, 0x1p-126f);
+    for (int I = 0; I < 4099; ++I) {
+      float P = I % 16 == 0 ? special() : scaled(-100, 127);
+      float D = Threshold / std::fabs(P) * std::ldexp(1.0f, int(Rng() % 7) - 3);
+      if (I % 8 == 1 || !std::isfinite(D) || D == 0)
+        D = I % 3 ? special() : scaled(-149, 127);
+      C.P.push_back(P);
+      C.D.push_back(Rng() % 2 ? -D : D);
+      C.A.push_back(I % 4 == 0 ? subnormal() : I % 4 == 1 ? special() : scaled(-126, -96));
+    }
+    Wrong += compare(C, "near the floor, special values");
     Values += C.P.size();
   }
   std::printf("quotient_step: %zu values, %zu different from the formula: %s\n", Values, Wrong,

@@ -6,6 +6,7 @@
 
 #include "llvm/IR/Module.h"
 
+#include <cassert>
 #include <limits>
 
 namespace nnc {
@@ -194,26 +195,47 @@ llvm::Value *LLVMScalarBuilder::apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value 
 
 llvm::Value *quotientStep(llvm::IRBuilder<> &B, Value *P, Value *S, Value *A, Value *D) {
   llvm::Type *ty = P->getType();
+  assert(ty->getScalarType()->isFloatTy() && "the shortcut's bounds are single precision's");
   auto c = [&](double value) { return llvm::ConstantFP::get(ty, value); };
   auto fabs = [&](Value *x) { return B.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x); };
+  const float inf = std::numeric_limits<float>::infinity();
   // The term S * (A / D) is negligible when |A| < 2^-100, 2^-100 <= |P| <
-  // inf and |S| <= |P| |D| 2^70 (S finite): rounding to nearest at most doubles
-  // |A / D| (in the subnormals) and adds 2^-24 relative to each product, so
-  // the term, rounded as the formula rounds it, is below |P| 2^-28 and
-  // P - term rounds to P, as P - S * (0 / D) does. |P| |D| is multiplied
-  // first, then by 2^70: an overflow there means a bound past the floats
-  // (any finite S is below it), and an underflow at most doubles the bound
-  // it rounds up to. NaN anywhere fails a comparison: the formula as is.
+  // inf, S is finite and |P D| >= T = max(|S| 2^-70, 2^-126), P D rounded:
+  //  - |P D| >= 2^-126 makes D nonzero and not NaN. D infinite makes A / D
+  //    and 0 / D both zeros, and P minus a zero is P (P is not zero).
+  //  - Otherwise P D rounds to a normal number or to infinity, so
+  //    |P| |D| >= T (1 - 2^-24) and |S| <= |P| |D| 2^70 (1 + 2^-23).
+  //    Rounding to nearest at most doubles |A / D| (in the subnormals) and
+  //    |S (A / D)|, so the term, rounded as the formula rounds it, is
+  //    below 4 |S| 2^-100 / |D| < |P| 2^-27, P normal: P - term rounds to
+  //    P, as P - S * (0 / D) does.
+  // |S| 2^-70 is exact unless it is below 2^-126, where the floor replaces
+  // it: T stays at least |S| 2^-70, and never 0. For S infinite or NaN,
+  // T is NaN: the comparison fails, the formula as is. So does NaN in P or
+  // D. The magnitudes of A and P are compared as integers, and T is
+  // computed once: 10 vector operations per step where the bound
+  // |S| <= (|P| |D|) 2^70 with float comparisons took 14, and they compete
+  // with Adam's own for the cycles the divider leaves (iris: 1-2% faster).
   // Numerators that small, not only subnormal ones, also keep S * (A / D)
   // from underflowing: a product of normal numbers that underflows takes
   // twice as long on Zen 4.
-  Value *absS = fabs(S), *absP = fabs(P);
-  Value *bound = B.CreateFMul(B.CreateFMul(absP, fabs(D)), c(0x1p70));
-  Value *infinity = c(std::numeric_limits<double>::infinity());
-  Value *finiteP = B.CreateAnd(B.CreateFCmpOGE(absP, c(0x1p-100)), B.CreateFCmpOLT(absP, infinity));
-  Value *small = B.CreateAnd(B.CreateFCmpOLT(fabs(A), c(0x1p-100)), finiteP);
-  Value *negligible = B.CreateAnd(B.CreateAnd(small, B.CreateFCmpOLT(absS, infinity)),
-                                  B.CreateFCmpOLE(absS, bound));
+  llvm::Type *intTy = ty->getWithNewType(B.getInt32Ty());
+  auto magnitude = [&](Value *x) {
+    return B.CreateAnd(B.CreateBitCast(x, intTy), llvm::ConstantInt::get(intTy, 0x7fffffff));
+  };
+  auto bits = [&](float value) { return llvm::bit_cast<uint32_t>(value); };
+  auto integer = [&](uint32_t value) { return llvm::ConstantInt::get(intTy, value); };
+  Value *small = B.CreateICmpULT(magnitude(A), integer(bits(0x1p-100f)));
+  // 2^-100 <= |P| < inf as one unsigned comparison.
+  Value *normalP = B.CreateICmpULT(B.CreateSub(magnitude(P), integer(bits(0x1p-100f))),
+                                   integer(bits(inf) - bits(0x1p-100f)));
+  // With S loop-invariant, as in the optimizers, T is computed once.
+  Value *absS = fabs(S), *scaledS = B.CreateFMul(absS, c(0x1p-70));
+  Value *floored = B.CreateSelect(B.CreateFCmpOLT(scaledS, c(0x1p-126)), c(0x1p-126), scaledS);
+  Value *threshold = B.CreateSelect(B.CreateFCmpOLT(absS, c(inf)), floored,
+                                       c(std::numeric_limits<float>::quiet_NaN()));
+  Value *negligible = B.CreateAnd(B.CreateAnd(small, normalP),
+                                  B.CreateFCmpOGE(fabs(B.CreateFMul(P, D)), threshold));
   Value *numerator = B.CreateSelect(negligible, c(0), A);
   return B.CreateFSub(P, B.CreateFMul(S, B.CreateFDiv(numerator, D)));
 }
