@@ -3,11 +3,14 @@
 // peak of this core, measured by a loop of independent fused multiply-adds
 // at the same vector width.
 //
-// usage: gemm_bench M N K [ta] [tb] [bias] [relu] [mask] [check]
+// usage: gemm_bench M N K [ta] [tb] [bias] [relu] [mask] [sums] [check]
 // Prints the peak, the product's GFLOP/s, its share of the peak and its
 // largest difference from a double-precision reference; with `check`, only
 // compares every element with the reference (tests/codegen/gemm.test).
-// The exit status is 1 when an element is off by more than rounding.
+// With `sums`, the product also sums C's columns, each in row order from
+// 0: they must equal, bit for bit, those sums of the C it stored.
+// The exit status is 1 when an element is off by more than rounding, or a
+// column sum differs.
 
 #include <immintrin.h>
 
@@ -22,7 +25,7 @@
 #include <vector>
 
 extern "C" void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
-                         int64_t K, const void *Bias, const void *Mask);
+                         int64_t K, const void *Bias, const void *Mask, void *Sums);
 
 // The generated code splits large products over the runtime's threads; here
 // they all run on the calling thread.
@@ -96,24 +99,27 @@ double peakGflops() {
 
 int main(int Argc, char **Argv) {
   if (Argc < 4) {
-    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [relu] [mask] [check]\n", Argv[0]);
+    std::fprintf(stderr, "usage: %s M N K [ta] [tb] [bias] [relu] [mask] [sums] [check]\n",
+                 Argv[0]);
     return 2;
   }
   int64_t M = std::atoll(Argv[1]), N = std::atoll(Argv[2]),
           K = std::atoll(Argv[3]);
   bool TransA = false, TransB = false, HasBias = false, Relu = false, Masked = false,
-       CheckOnly = false;
+       Summed = false, CheckOnly = false;
   for (int I = 4; I < Argc; ++I) {
     TransA |= std::strcmp(Argv[I], "ta") == 0;
     TransB |= std::strcmp(Argv[I], "tb") == 0;
     HasBias |= std::strcmp(Argv[I], "bias") == 0;
     Relu |= std::strcmp(Argv[I], "relu") == 0;
     Masked |= std::strcmp(Argv[I], "mask") == 0;
+    Summed |= std::strcmp(Argv[I], "sums") == 0;
     CheckOnly |= std::strcmp(Argv[I], "check") == 0;
   }
   std::mt19937 Gen(1);
   std::uniform_real_distribution<float> Dist(-1, 1);
-  std::vector<float> A(M * K), B(K * N), C(M * N), Bias(N, 0.0f), Mask(M * N, 1.0f);
+  std::vector<float> A(M * K), B(K * N), C(M * N), Bias(N, 0.0f), Mask(M * N, 1.0f),
+      Sums(N, NAN);
   for (float &V : A)
     V = Dist(Gen);
   for (float &V : B)
@@ -128,7 +134,14 @@ int main(int Argc, char **Argv) {
   // Correctness first: the largest difference from a double reference, on
   // a C that starts as NaN, so that an element never written shows.
   std::fill(C.begin(), C.end(), NAN);
-  nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data());
+  nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data(), Sums.data());
+  int64_t WrongSums = 0;
+  for (int64_t J = 0; Summed && J < N; ++J) {
+    float Sum = 0;
+    for (int64_t I = 0; I < M; ++I)
+      Sum += C[I * N + J];
+    WrongSums += std::memcmp(&Sum, &Sums[J], sizeof Sum) != 0;
+  }
   double WorstError = 0;
   int64_t RowStep = CheckOnly ? 1 : std::max<int64_t>(1, M / 17);
   for (int64_t I = 0; I < M; I += RowStep)
@@ -144,12 +157,14 @@ int main(int Argc, char **Argv) {
       double Error = std::fabs(Sum - C[I * N + J]);
       WorstError = std::isnan(Error) ? INFINITY : std::max(WorstError, Error);
     }
-  bool Right = WorstError < 1e-5 * std::sqrt(double(K));
+  bool Right = WorstError < 1e-5 * std::sqrt(double(K)) && WrongSums == 0;
   if (CheckOnly) {
-    std::printf("gemm %lldx%lldx%lld%s%s%s%s%s: max error %.2g, %s\n", (long long)M,
-                (long long)N, (long long)K, TransA ? " ta" : "", TransB ? " tb" : "",
-                HasBias ? " bias" : "", Relu ? " relu" : "", Masked ? " mask" : "", WorstError,
-                Right ? "right" : "WRONG");
+    std::printf("gemm %lldx%lldx%lld%s%s%s%s%s: max error %.2g", (long long)M, (long long)N,
+                (long long)K, TransA ? " ta" : "", TransB ? " tb" : "", HasBias ? " bias" : "",
+                Relu ? " relu" : "", Masked ? " mask" : "", WorstError);
+    if (Summed)
+      std::printf(", %lld of %lld column sums wrong", (long long)WrongSums, (long long)N);
+    std::printf(", %s\n", Right ? "right" : "WRONG");
     return Right ? 0 : 1;
   }
 
@@ -159,7 +174,7 @@ int main(int Argc, char **Argv) {
   for (int Trial = 0; Trial < 5; ++Trial) {
     double Start = seconds();
     for (int R = 0; R < Reps; ++R)
-      nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data());
+      nnc_gemm(A.data(), B.data(), C.data(), M, K, Bias.data(), Mask.data(), Sums.data());
     Best = std::min(Best, (seconds() - Start) / Reps);
   }
   double Peak = peakGflops(), Gflops = Flops / Best / 1e9;

@@ -269,9 +269,11 @@ private:
   /// Stores value at ptr: from one thread, in a kernel's uniform code.
   void storeOnce(Value *value, Value *ptr);
   /// C (+)= op(A) op(B) (+ bias): the CPU's micro-kernels (Gemm.cpp), or
-  /// the GPU's tiled product (Gpu.cpp).
-  void gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
-            Value *bias = nullptr, Value *mask = nullptr);
+  /// the GPU's tiled product (Gpu.cpp). With `columnSums` (CPU), also C's
+  /// column sums where they can be: returns whether they were (see
+  /// emitGemm), or null.
+  Value *gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
+              Value *bias = nullptr, Value *mask = nullptr, Value *columnSums = nullptr);
   /// Stores zeros into `bytes` bytes at ptr, aligned to `align` bytes.
   void zeroBytes(Value *ptr, int64_t bytes, int64_t align = Alignment);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
@@ -324,8 +326,14 @@ private:
                 const std::function<Value *(std::vector<Value *> &)> &formula);
   /// Matrix product n into `dest`, plus `bias` (a row vector) if not null,
   /// then max(..., 0) if `relu`, then times (mask > 0) if `mask` is not null.
-  void lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false,
-                   const Node *mask = nullptr);
+  /// With `columnSums`, also the result's column sums where the product
+  /// can sum them: returns whether it did (an i1), or null.
+  Value *lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false,
+                     const Node *mask = nullptr, Value *columnSums = nullptr);
+  /// A product's node (x) or its epilogue's: the product, its sums too
+  /// when a reduce_sum over its rows is summed by it.
+  void lowerProduct(const Node *x, const Node *product, const Node *bias, bool relu,
+                    const Node *mask);
   void lowerReduceSum(const Node *n);
   /// reduce_sum n over the rows of a matrix of `columns` (a constant)
   /// columns, when they fit in a few vector registers.
@@ -516,6 +524,13 @@ private:
   std::unordered_set<const Node *> ReluEpilogues;
   /// The masked products among them: the relu output that masks each.
   std::unordered_map<const Node *, const Node *> MaskEpilogues;
+  /// Column sums (reduce_sum over the rows: a bias's gradient) that the
+  /// product computing their operand sums as it stores it: the reduce_sum
+  /// of each such operand.
+  std::unordered_map<const Node *, const Node *> SummedBy;
+  /// Each of those reduce_sums: whether its product summed it (an i1 of
+  /// the code after the product); where not, its own pass sums it.
+  std::unordered_map<const Node *, Value *> SummedByProduct;
   /// Workspace offsets: fixed bytes, or bytes per row for batched buffers.
   std::unordered_map<const Node *, std::pair<bool, int64_t>> Offsets;
   /// Fixed workspace offsets of the convolutions' column matrices.
@@ -687,10 +702,10 @@ void GraphLowering::storeOnce(Value *value, Value *ptr) {
   Gpu->barrier(B);
 }
 
-void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
-                         Value *k, Value *bias, Value *mask) {
+Value *GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
+                           Value *k, Value *bias, Value *mask, Value *columnSums) {
   if (!Gpu)
-    return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker, mask);
+    return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker, mask, columnSums);
   ++Pieces;
   if (shape.Relu || shape.Mask) // planFusion keeps relus apart on the GPU
     throw std::logic_error("internal error: a relu epilogue in a GPU product");
@@ -698,6 +713,7 @@ void GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, V
                         shape.Elem, shape.LdA, shape.LdB, shape.LdC};
   emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias);
   Gpu->barrier(B);
+  return nullptr;
 }
 
 void GraphLowering::zeroBytes(Value *ptr, int64_t bytes, int64_t align) {
@@ -1039,6 +1055,24 @@ void GraphLowering::planFusion() {
       FusedInto[positive] = n;
       break;
     }
+  }
+  // The sums over the rows of a product of whole vectors of columns (a
+  // bias's gradient, from the product that gives the layer's adjoint),
+  // summed by the product as it stores them. Each column is added in row
+  // order from 0, as lowerColumnSums adds columns of whole vectors, so
+  // that the sums are the same wherever the product cannot sum them.
+  for (const auto &node : G.nodes()) {
+    const Node *n = node.get();
+    if (Gpu || n->Op != OpCode::ReduceSum || n->A.Axis != 0 || Inlined.count(n))
+      continue;
+    const Node *x = n->Operands[0];
+    int64_t lanes = VectorBits / (8 * ir::byteSize(x->Ty.Elem));
+    bool product = ProductEpilogues.count(x) ||
+                   (x->Op == OpCode::MatMul && !FusedInto.count(x) && !isScaling(x));
+    if (!product || Inlined.count(x) || SummedBy.count(x) || x->Ty.Dims.size() != 2 ||
+        x->Ty.Dims[1] == ir::N || x->Ty.Dims[1] % lanes != 0)
+      continue;
+    SummedBy[x] = n;
   }
 
   // Elementwise nodes of one shape that need buffers share one loop when
@@ -1401,6 +1435,13 @@ void GraphLowering::planWorkspace() {
   for (const auto &node : nodes) {
     const Node *n = node.get();
     auto [at, chainEnd] = ChainSpan[Position.at(n)];
+    // Column sums that a product sums are written where it runs.
+    if (n->Op == OpCode::ReduceSum) {
+      const Node *x = n->Operands[0];
+      auto sums = SummedBy.find(x);
+      if (sums != SummedBy.end() && sums->second == n)
+        at = std::min(at, ChainSpan[Position.at(leaderOf(computedBy(x)))].first);
+    }
     const ir::OpInfo &info = ir::opInfo(n->Op);
     if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
         n->Op != OpCode::MaxPool2DGrad) {
@@ -1710,18 +1751,23 @@ void GraphLowering::lower(const Node *n) {
     auto epilogue = ProductEpilogues.find(n);
     if (epilogue != ProductEpilogues.end()) {
       auto mask = MaskEpilogues.find(n);
-      return lowerMatMul(epilogue->second.first, Slots[n].Ptr, epilogue->second.second,
-                         ReluEpilogues.count(n) > 0,
-                         mask == MaskEpilogues.end() ? nullptr : mask->second);
+      return lowerProduct(n, epilogue->second.first, epilogue->second.second,
+                          ReluEpilogues.count(n) > 0,
+                          mask == MaskEpilogues.end() ? nullptr : mask->second);
     }
     LLVMScalarBuilder sb(B, elemType(n->Ty.Elem));
     return lowerMap(n, [&](std::vector<Value *> &args) { return sb.apply(n->Op, args); });
   }
   case ir::OpCategory::MatMul:
-    return lowerMatMul(n, Slots[n].Ptr, nullptr);
+    return lowerProduct(n, n, nullptr, false, nullptr);
   case ir::OpCategory::Reduce:
     if (n->Op == OpCode::SumAll || n->Ty.Dims.empty())
       return lowerSumAll(n);
+    if (auto summed = SummedByProduct.find(n); summed != SummedByProduct.end()) {
+      if (summed->second != B.getTrue())
+        ifThen(B.CreateNot(summed->second), [&] { lowerReduceSum(n); });
+      return;
+    }
     return lowerReduceSum(n);
   case ir::OpCategory::Row:
     return lowerRow(n);
@@ -1918,14 +1964,32 @@ void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &membe
   });
 }
 
-void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu,
-                                const Node *mask) {
+void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node *bias,
+                                 bool relu, const Node *mask) {
+  auto sums = SummedBy.find(x);
+  if (sums == SummedBy.end()) {
+    lowerMatMul(product, Slots[x].Ptr, bias, relu, mask);
+    return;
+  }
+  // The sums' buffer, ahead of their node (planWorkspace has it live from
+  // here).
+  if (!Slots.count(sums->second))
+    materialize(sums->second);
+  Value *summed =
+      lowerMatMul(product, Slots[x].Ptr, bias, relu, mask, Slots.at(sums->second).Ptr);
+  SummedByProduct[sums->second] = summed ? summed : B.getFalse();
+}
+
+Value *GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu,
+                                  const Node *mask, Value *columnSums) {
   const Node *a = n->Operands[0], *b = n->Operands[1];
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
   size_t rank = n->Ty.Dims.size(), aRank = a->Ty.Dims.size();
-  if (n->Ty.Dims.back() == ir::N)
-    return lowerColumnsProduct(n, dest, bias, relu, mask);
+  if (n->Ty.Dims.back() == ir::N) {
+    lowerColumnsProduct(n, dest, bias, relu, mask);
+    return nullptr;
+  }
   GemmShape shape;
   shape.TransA = n->A.TransA;
   shape.TransB = n->A.TransB;
@@ -1963,17 +2027,17 @@ void GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bo
                       B.CreateInBoundsGEP(ft, dest, B.CreateAdd(B.CreateMul(m, i64(shape.N)), j)));
       });
     });
-    return;
+    return nullptr;
   }
   if (rows == i64(1) && shape.N == 1) {
     Value *sum = reduce(depth, llvm::ConstantFP::get(ft, 0), [&](Value *k) {
       return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
     storeOnce(finish(sum, i64(0), i64(0)), dest);
-    return;
+    return nullptr;
   }
-  gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
-       bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr);
+  return gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
+              bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, columnSums);
 }
 
 Value *GraphLowering::reluAndMask(Value *sum, bool relu, const Node *mask, Value *index) {

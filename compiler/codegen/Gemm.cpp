@@ -176,14 +176,15 @@ std::string functionName(const GemmShape &S, int64_t ColumnVectors) {
                     "." + std::to_string(S.LdC)
               : "") +
          (ColumnVectors ? ".cols" + std::to_string(ColumnVectors) : "") +
-         (dotProducts(S) ? ".dot" : "");
+         (dotProducts(S) ? ".dot" : "") + (S.ColumnSums ? ".sums" : "");
 }
 
-/// The context a call passes: {A, B, C, M, K, bias or null, mask or null}.
+/// The context a call passes: {A, B, C, M, K, bias or null, mask or null,
+/// column sums or null}.
 llvm::StructType *contextType(llvm::LLVMContext &Ctx) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
-  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64, ptr, ptr});
+  return llvm::StructType::get(Ctx, {ptr, ptr, ptr, i64, i64, ptr, ptr, ptr});
 }
 
 /// Builds the body of one GEMM function.
@@ -212,6 +213,7 @@ public:
     K = staticOr(S.K, 4);
     Bias = field(5, B.getPtrTy());
     Mask = field(6, B.getPtrTy());
+    Sums = field(7, B.getPtrTy());
     auto leading = [&](int64_t Static, Value *Contiguous) {
       return Static ? B.getInt64(Static) : Contiguous;
     };
@@ -808,6 +810,7 @@ private:
       }
     });
 
+    std::vector<Value *> stored(rows * vectors);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t v = 0; v < vectors; ++v) {
         Value *sum = B.CreateLoad(VecTy, acc[r * vectors + v]);
@@ -825,7 +828,40 @@ private:
           B.CreateMaskedStore(sum, cPtr(r, v), elemAlign, lastMask);
         else
           B.CreateAlignedStore(sum, cPtr(r, v), elemAlign);
+        stored[r * vectors + v] = sum;
       }
+    if (S.ColumnSums)
+      addToColumnSums(stored, rows, last, j0, vectors, masked ? lastMask : nullptr);
+  }
+
+  /// After the last depth block, when the call passes column sums: adds the
+  /// block's \p rows rows of C, \p Stored (row-major, \p vectors per row),
+  /// to the sums of their columns from \p j0, one row after the other (the
+  /// blocks run in row order). \p LastMask: the lanes of the last vector
+  /// inside C, or null when all are.
+  void addToColumnSums(const std::vector<Value *> &Stored, int64_t rows, Value *last, Value *j0,
+                       int64_t vectors, llvm::Constant *LastMask) {
+    llvm::Align elemAlign(elemBytes());
+    llvm::Function *fn = B.GetInsertBlock()->getParent();
+    auto *add = llvm::BasicBlock::Create(B.getContext(), "sums.add", fn);
+    auto *done = llvm::BasicBlock::Create(B.getContext(), "sums.done", fn);
+    B.CreateCondBr(B.CreateAnd(last, B.CreateIsNotNull(Sums)), add, done);
+    B.SetInsertPoint(add);
+    for (int64_t v = 0; v < vectors; ++v) {
+      Value *at = B.CreateInBoundsGEP(S.Elem, Sums, B.CreateAdd(j0, B.getInt64(v * L.Lanes)));
+      llvm::Constant *mask = v == vectors - 1 ? LastMask : nullptr;
+      Value *sum = mask ? static_cast<Value *>(B.CreateMaskedLoad(
+                              VecTy, at, elemAlign, mask, llvm::ConstantFP::get(VecTy, 0)))
+                        : B.CreateAlignedLoad(VecTy, at, elemAlign);
+      for (int64_t r = 0; r < rows; ++r)
+        sum = B.CreateFAdd(sum, Stored[r * vectors + v]);
+      if (mask)
+        B.CreateMaskedStore(sum, at, elemAlign, mask);
+      else
+        B.CreateAlignedStore(sum, at, elemAlign);
+    }
+    B.CreateBr(done);
+    B.SetInsertPoint(done);
   }
 
   llvm::Function *F;
@@ -836,7 +872,7 @@ private:
   llvm::Type *VecTy;
   llvm::BasicBlock *Entry = nullptr;
   Value *A = nullptr, *BM = nullptr, *C = nullptr, *M = nullptr, *K = nullptr,
-        *Bias = nullptr, *Mask = nullptr;
+        *Bias = nullptr, *Mask = nullptr, *Sums = nullptr;
   Value *LdA = nullptr, *LdB = nullptr, *LdC = nullptr;
   Value *RowBegin = nullptr, *RowEnd = nullptr;
   llvm::AllocaInst *Pack = nullptr;
@@ -881,9 +917,9 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, Value *Begin, Value *End, Value
   return latch;
 }
 
-void emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A,
-              Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias, bool OnWorker,
-              Value *Mask) {
+Value *emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A, Value *BMatrix,
+               Value *C, Value *M, Value *K, Value *Bias, bool OnWorker, Value *Mask,
+               Value *ColumnSums) {
   GemmShape Shape = StaticShape;
   // A static depth of a few steps is compiled in: with K = 4, a row block
   // of 120x64x4 is 64 multiply-adds, and the depth loop's and the
@@ -900,6 +936,8 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A,
   int64_t columnVectorsPerBlock =
       dotProducts(Shape) ? 0
                          : columnVectors(Shape, staticRows ? staticRows->getSExtValue() : 0);
+  Shape.ColumnSums = ColumnSums && !dotProducts(Shape) && !columnVectorsPerBlock &&
+                     !Shape.Accumulate;
   llvm::Function *fn = gemmFunction(Mod, Shape, columnVectorsPerBlock);
   int64_t blockRows = dotProducts(Shape)     ? dotBlockingFor(Shape).Rows
                       : columnVectorsPerBlock ? columnVectorsPerBlock * blockingFor(Shape).Lanes
@@ -913,15 +951,26 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A,
     ctx = atEntry.CreateAlloca(ctxTy);
   }
   Value *null = llvm::ConstantPointerNull::get(B.getPtrTy());
-  Value *fields[] = {A, BMatrix, C, M, K, Bias ? Bias : null, Mask ? Mask : null};
-  for (unsigned I = 0; I < 7; ++I)
+  Value *fields[] = {A, BMatrix, C, M, K, Bias ? Bias : null, Mask ? Mask : null, null};
+  for (unsigned I = 0; I < 8; ++I)
     B.CreateStore(fields[I], B.CreateStructGEP(ctxTy, ctx, I));
   Value *blocks =
       B.CreateSDiv(B.CreateAdd(M, B.getInt64(blockRows - 1)), B.getInt64(blockRows));
+  // On one thread, the sums start from 0 and the blocks add their rows in
+  // order.
+  auto callOnThisThread = [&] {
+    if (Shape.ColumnSums) {
+      int64_t bytes = Shape.N * int64_t(Shape.Elem->getPrimitiveSizeInBits() / 8);
+      B.CreateMemSet(ColumnSums, B.getInt8(0), B.getInt64(bytes), llvm::MaybeAlign());
+      B.CreateStore(ColumnSums, B.CreateStructGEP(ctxTy, ctx, 7));
+    }
+    B.CreateCall(fn, {ctx, B.getInt64(0), blocks});
+  };
+  Value *summed = ColumnSums ? B.getInt1(Shape.ColumnSums) : nullptr;
 
   if (OnWorker) {
-    B.CreateCall(fn, {ctx, B.getInt64(0), blocks});
-    return;
+    callOnThisThread();
+    return summed;
   }
   llvm::FunctionCallee parallelFor = Mod.getOrInsertFunction(
       "nnc_parallel_for", B.getVoidTy(), B.getInt64Ty(), B.getPtrTy(), B.getPtrTy());
@@ -929,22 +978,24 @@ void emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A,
   auto *parallel = llvm::BasicBlock::Create(Ctx, "gemm.parallel", caller);
   auto *serial = llvm::BasicBlock::Create(Ctx, "gemm.serial", caller);
   auto *done = llvm::BasicBlock::Create(Ctx, "gemm.done", caller);
-  B.CreateCondBr(B.CreateICmpSGE(work, B.getInt64(ParallelWork)), parallel, serial);
+  Value *split = B.CreateICmpSGE(work, B.getInt64(ParallelWork));
+  B.CreateCondBr(split, parallel, serial);
   B.SetInsertPoint(parallel);
   B.CreateCall(parallelFor, {blocks, fn, ctx});
   B.CreateBr(done);
   B.SetInsertPoint(serial);
-  B.CreateCall(fn, {ctx, B.getInt64(0), blocks});
+  callOnThisThread();
   B.CreateBr(done);
   B.SetInsertPoint(done);
+  return Shape.ColumnSums ? B.CreateNot(split) : summed;
 }
 
-void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
+std::string emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
   llvm::LLVMContext &Ctx = Mod.getContext();
   llvm::Type *ptr = llvm::PointerType::getUnqual(Ctx);
   llvm::Type *i64 = llvm::Type::getInt64Ty(Ctx);
   auto *type = llvm::FunctionType::get(llvm::Type::getVoidTy(Ctx),
-                                       {ptr, ptr, ptr, i64, i64, ptr, ptr}, false);
+                                       {ptr, ptr, ptr, i64, i64, ptr, ptr, ptr}, false);
   auto *F = llvm::Function::Create(type, llvm::Function::ExternalLinkage,
                                    "nnc_gemm", Mod);
   F->addFnAttr(llvm::Attribute::NoUnwind);
@@ -952,10 +1003,16 @@ void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape) {
   auto staticOr = [&](int64_t Static, Value *Argument) {
     return Static ? static_cast<Value *>(B.getInt64(Static)) : Argument;
   };
-  emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2), staticOr(Shape.M, F->getArg(3)),
-           staticOr(Shape.K, F->getArg(4)), Shape.Bias ? F->getArg(5) : nullptr, false,
-           Shape.Mask ? F->getArg(6) : nullptr);
+  Value *summed = emitGemm(B, Shape, F->getArg(0), F->getArg(1), F->getArg(2),
+                           staticOr(Shape.M, F->getArg(3)), staticOr(Shape.K, F->getArg(4)),
+                           Shape.Bias ? F->getArg(5) : nullptr, Shape.ColumnSums,
+                           Shape.Mask ? F->getArg(6) : nullptr,
+                           Shape.ColumnSums ? F->getArg(7) : nullptr);
   B.CreateRetVoid();
+  if (summed && summed != B.getTrue())
+    return "sums: only the panel kernel sums columns (not the column kernel of a few columns, "
+           "nor dot)";
+  return "";
 }
 
 } // namespace nnc

@@ -22,6 +22,7 @@
 #include "llvm/IR/IRBuilder.h"
 
 #include <functional>
+#include <string>
 
 namespace nnc {
 
@@ -53,6 +54,13 @@ struct GemmShape {
   /// TransA; Accumulate, the leading dimensions, Bias, Relu and Mask apply
   /// as to the other kernels.
   bool DotProducts = false;
+  /// Also the sums of C's columns over its rows, as stored (after bias,
+  /// relu and mask), into a vector of N: a bias's gradient from the
+  /// product that gives its layer's adjoint, summed as the last depth
+  /// block's sums are stored rather than in a pass of its own. Each column
+  /// is added in row order from 0, as a separate pass adds it. Only the
+  /// panel kernel sums, and only on one thread (see emitGemm).
+  bool ColumnSums = false;
   /// K when it is static and small (set by emitGemm), else 0 (K is
   /// an argument): the loops along a few steps of K unroll, and the
   /// addresses of a row block are constants apart.
@@ -71,20 +79,27 @@ llvm::BranchInst *emitLoop(llvm::IRBuilder<> &B, llvm::Value *Begin, llvm::Value
                            const llvm::Twine &Name = "loop");
 
 /// Emits, at \p B's insertion point, C (+)= op(A) op(B) (+ bias) for \p M
-/// rows and depth \p K (i64 values), masked by \p Mask (Shape.Mask). Large products run on the runtime's
-/// threads (nnc_parallel_for), small ones on the calling thread; all on
-/// the calling thread when it is one of those threads already
-/// (\p OnWorker: nnc_parallel_for does not nest).
-void emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
-              llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-              llvm::Value *K, llvm::Value *Bias = nullptr, bool OnWorker = false,
-              llvm::Value *Mask = nullptr);
+/// rows and depth \p K (i64 values), masked by \p Mask (Shape.Mask). Large
+/// products run on the runtime's threads (nnc_parallel_for), small ones on
+/// the calling thread; all on the calling thread when it is one of those
+/// threads already (\p OnWorker: nnc_parallel_for does not nest).
+/// With \p ColumnSums, also the sums of C's columns there (see
+/// GemmShape::ColumnSums) where the product runs on one thread in the
+/// panel kernel; returns whether it did (an i1), or null without
+/// \p ColumnSums. Where it did not, the caller sums C itself, in the same
+/// order: the results do not depend on which.
+llvm::Value *emitGemm(llvm::IRBuilder<> &B, const GemmShape &Shape, llvm::Value *A,
+                      llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M, llvm::Value *K,
+                      llvm::Value *Bias = nullptr, bool OnWorker = false,
+                      llvm::Value *Mask = nullptr, llvm::Value *ColumnSums = nullptr);
 
 /// Defines `void nnc_gemm(const void *A, const void *B, void *C, int64_t M,
-/// int64_t K, const void *Bias, const void *Mask)` in \p Mod: the product
-/// of \p Shape as a function of its own, for bench/gemm to time against
-/// the machine's peak (Bias and Mask are read only when Shape says so).
-void emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape);
+/// int64_t K, const void *Bias, const void *Mask, void *Sums)` in \p Mod:
+/// the product of \p Shape as a function of its own, for bench/gemm to
+/// time against the machine's peak (Bias, Mask and Sums are used only when
+/// Shape says so; with ColumnSums, on the calling thread). Returns an
+/// error message, or an empty string.
+std::string emitGemmEntryPoint(llvm::Module &Mod, const GemmShape &Shape);
 
 } // namespace nnc
 

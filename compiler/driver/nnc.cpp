@@ -96,10 +96,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("runtime-lib", po::value(&opts.RuntimeLib),
        "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
       ("gemm-kernel", po::value(&opts.GemmKernel),
-       "N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM]: instead of a spec, emit "
-       "(--emit=llvm, asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask) "
-       "computing C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0), for "
-       "bench/gemm; dot (with tb, without ta): by dot products along K; kK, mM: with "
+       "N[,ta][,tb][,bias][,relu][,mask][,sums][,dot][,kK][,mM]: instead of a spec, "
+       "emit (--emit=llvm, asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask, "
+       "sums) computing C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0) "
+       "(and C's column sums), for bench/gemm; dot (with tb, without ta): by dot products along K; kK, mM: with "
        "the depth K or the row count M compiled in, as the trainers have them when "
        "static (K at most 64; the argument is then ignored)")
       ("math-kernel", po::value(&opts.MathKernel),
@@ -374,7 +374,7 @@ int compileGemmKernel(const DriverOptions &opts) {
     if (used != field.size() || shape.N < 1)
       throw std::invalid_argument(field);
   } catch (const std::exception &) {
-    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,dot][,kK][,mM] "
+    return fail("--gemm-kernel: expected N[,ta][,tb][,bias][,relu][,mask][,sums][,dot][,kK][,mM] "
                 "with N >= 1, got '" + opts.GemmKernel + "'");
   }
   while (std::getline(fields, field, ',')) {
@@ -389,14 +389,15 @@ int compileGemmKernel(const DriverOptions &opts) {
       continue;
     }
     if (field != "ta" && field != "tb" && field != "bias" && field != "relu" &&
-        field != "mask" && field != "dot")
+        field != "mask" && field != "sums" && field != "dot")
       return fail("--gemm-kernel: unknown flag '" + field +
-                  "'; expected ta, tb, bias, relu, mask, dot, kK or mM (K, M numbers)");
+                  "'; expected ta, tb, bias, relu, mask, sums, dot, kK or mM (K, M numbers)");
     (field == "ta"     ? shape.TransA
      : field == "tb"   ? shape.TransB
      : field == "bias" ? shape.Bias
      : field == "relu" ? shape.Relu
      : field == "mask" ? shape.Mask
+     : field == "sums" ? shape.ColumnSums
                        : shape.DotProducts) = true;
   }
   if (shape.DotProducts && (!shape.TransB || shape.TransA))
@@ -406,8 +407,7 @@ int compileGemmKernel(const DriverOptions &opts) {
     shape.Elem = opts.FloatType == ir::DType::F64 ? llvm::Type::getDoubleTy(context)
                                                   : llvm::Type::getFloatTy(context);
     shape.VectorBits = bits;
-    emitGemmEntryPoint(module, shape);
-    return std::string();
+    return emitGemmEntryPoint(module, shape);
   });
 }
 
