@@ -29,16 +29,20 @@
 // same chain of multiply-adds, in the same order, as in the panel kernel.
 //
 // A TransB product of a few rows and columns over a long K (the gradient of
-// a weight over a batch, batch-minor: GemmShape::DotProducts) runs the
-// dot-product kernel (dotKernel): rows of A and of B both lie contiguous
-// along K, so C[m, n] is a dot product of two rows, vectorized along K with
-// nothing packed. A block of a few rows of A and of B (dotBlockingFor)
-// keeps one vector accumulator per pair for the whole depth; per step of k
-// it loads one vector of each row and issues a multiply-add per pair, the
-// last vector of K masked. Each accumulator is then summed across its lanes
-// by the same fixed tree of halvings, so every element of C is the same
-// chain of operations whatever the block it falls in and the thread that
-// runs it.
+// a weight over a batch, batch-minor: GemmShape::DotProducts), or of a few
+// columns over more than a vector of static depth (a dense layer of a few
+// outputs: dotProductsWin), runs the dot-product kernel (dotKernel): rows
+// of A and of B both lie contiguous along K, so C[m, n] is a dot product of
+// two rows, vectorized along K with nothing packed. A block of a few rows
+// of A and of B (dotBlockingFor) keeps one vector accumulator per pair for
+// the whole depth; per step of k it loads one vector of each row and
+// issues a multiply-add per pair, the last vector of K masked. Each
+// accumulator is then summed across its lanes by the same fixed tree of
+// halvings, so every element of C is the same chain of operations whatever
+// the block it falls in and the thread that runs it. Where the block holds
+// all N columns, its elements of C are contiguous: its accumulators are
+// summed together, a vector of sums at a time (sumLanesOfEach), by the
+// same tree.
 //
 //===----------------------------------------------------------------------===//
 
@@ -155,6 +159,21 @@ DotBlocking dotBlockingFor(const GemmShape &S) {
     }
   }
   return best;
+}
+
+/// Whether a TransB product of static depth \p K that its caller did not
+/// ask for by dot products runs faster by them: when one block of the
+/// dot-product kernel holds all N columns (its sums are then reduced
+/// together and stored whole vectors at a time) and K is more than a
+/// vector deep, or N is 1. Measured with bench/gemm, 120 rows, nnc's
+/// GFLOP/s as the column kernel / as dot products: N = 3, K = 32:
+/// 38 / 49 (iris's logits); N = 3, K = 64: 38 / 84; N = 5, K = 16: 33 / 41;
+/// N = 1, K = 12: 16 / 26; but N = 3, K = 12: 35 / 28.
+bool dotProductsWin(const GemmShape &S, int64_t K) {
+  if (!S.TransB || S.TransA || S.Accumulate || S.LdA || S.LdB || S.LdC || K == 0 ||
+      S.N > blockingFor(S).Lanes || dotBlockingFor(S).Columns != S.N)
+    return false;
+  return S.N == 1 || K > blockingFor(S).Lanes;
 }
 
 /// Whether \p S runs the dot-product kernel.
@@ -620,6 +639,15 @@ private:
     // The masked vector: a loop that runs once when K is not whole vectors.
     loop(whole, K, L.Lanes, [&](Value *k) { step(k, tailMask); });
 
+    if (columns == S.N && S.N <= L.Lanes && !S.LdC) {
+      // The block's elements of C are contiguous: its sums are reduced
+      // together, whole vectors of them stored at once.
+      std::vector<Value *> sums(rows * columns);
+      for (size_t q = 0; q < sums.size(); ++q)
+        sums[q] = B.CreateLoad(VecTy, acc[q]);
+      storeContiguousSums(i0, sums);
+      return;
+    }
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = 0; j < columns; ++j) {
         Value *index = B.CreateAdd(B.CreateMul(B.CreateAdd(i0, B.getInt64(r)), LdC),
@@ -637,6 +665,81 @@ private:
           sum = maskedBy(sum, B.CreateLoad(S.Elem, B.CreateInBoundsGEP(S.Elem, Mask, index)));
         B.CreateStore(sum, at);
       }
+  }
+
+  /// The sums of the lanes of \p Sums, each by sumLanes' tree, as vectors:
+  /// lane l of the result's vector g is the sum of Sums[g * Lanes + l]'s
+  /// lanes. Each step halves the lanes that hold each sum: pairs of
+  /// vectors become one of the low halves of each sum's lanes, plus one of
+  /// the high halves. Vectors past the end are poison.
+  std::vector<Value *> sumLanesOfEach(std::vector<Value *> Sums) {
+    int64_t lanes = L.Lanes;
+    while (Sums.size() % lanes)
+      Sums.push_back(llvm::PoisonValue::get(VecTy));
+    for (int64_t width = lanes, segments = 1; width > 1; width /= 2, segments *= 2) {
+      // Each vector: `segments` sums of `width` lanes; the result of a
+      // pair, 2 * segments sums of width / 2 lanes, a's then b's.
+      std::vector<int> low(lanes), high(lanes);
+      for (int64_t p = 0; p < lanes; ++p) {
+        int64_t segment = p / (width / 2), t = p % (width / 2);
+        int64_t source = segment < segments ? segment * width + t
+                                            : lanes + (segment - segments) * width + t;
+        low[p] = int(source);
+        high[p] = int(source + width / 2);
+      }
+      std::vector<Value *> next;
+      for (size_t v = 0; v < Sums.size(); v += 2)
+        next.push_back(B.CreateFAdd(B.CreateShuffleVector(Sums[v], Sums[v + 1], low),
+                                    B.CreateShuffleVector(Sums[v], Sums[v + 1], high)));
+      Sums = next;
+    }
+    return Sums;
+  }
+
+  /// The dot-product kernel's epilogue for a block of rows from \p i0 and
+  /// all N columns, whose elements of C are contiguous: \p Sums, row by
+  /// row, each a vector of partial sums, summed across its lanes and
+  /// stored with the other operations of the epilogue a vector at a time.
+  void storeContiguousSums(Value *i0, const std::vector<Value *> &Sums) {
+    llvm::Align elemAlign(elemBytes());
+    int64_t lanes = L.Lanes, count = int64_t(Sums.size());
+    Value *zero = llvm::ConstantFP::get(VecTy, 0);
+    Value *bias = nullptr;
+    if (S.Bias)
+      bias = B.CreateMaskedLoad(VecTy, Bias, elemAlign, laneMask(S.N), zero);
+    std::vector<Value *> reduced = sumLanesOfEach(Sums);
+    for (int64_t g = 0; g < int64_t(reduced.size()); ++g) {
+      Value *at = B.CreateInBoundsGEP(S.Elem, C,
+                                      B.CreateAdd(B.CreateMul(i0, B.getInt64(S.N)),
+                                                  B.getInt64(g * lanes)));
+      llvm::Constant *inside = laneMask(std::min(lanes, count - g * lanes));
+      Value *sum = reduced[g];
+      if (S.Accumulate)
+        sum = B.CreateFAdd(B.CreateMaskedLoad(VecTy, at, elemAlign, inside, zero), sum);
+      if (S.Bias) {
+        std::vector<int> column(lanes);
+        for (int64_t l = 0; l < lanes; ++l)
+          column[l] = int((g * lanes + l) % S.N);
+        sum = B.CreateFAdd(sum, B.CreateShuffleVector(bias, column));
+      }
+      if (S.Relu)
+        sum = relu(sum);
+      if (S.Mask) {
+        Value *maskAt = B.CreateInBoundsGEP(
+            S.Elem, Mask,
+            B.CreateAdd(B.CreateMul(i0, B.getInt64(S.N)), B.getInt64(g * lanes)));
+        sum = maskedBy(sum, B.CreateMaskedLoad(VecTy, maskAt, elemAlign, inside, zero));
+      }
+      B.CreateMaskedStore(sum, at, elemAlign, inside);
+    }
+  }
+
+  /// The constant mask of the first \p count lanes.
+  llvm::Constant *laneMask(int64_t count) {
+    std::vector<llvm::Constant *> bits;
+    for (int64_t l = 0; l < L.Lanes; ++l)
+      bits.push_back(B.getInt1(l < count));
+    return llvm::ConstantVector::get(bits);
   }
 
   /// The sum of \p V's lanes by a fixed tree: the low half plus the high
@@ -930,6 +1033,8 @@ Value *emitGemm(llvm::IRBuilder<> &B, const GemmShape &StaticShape, Value *A, Va
   auto *staticRows = llvm::dyn_cast<llvm::ConstantInt>(M);
   if (staticRows)
     Shape.M = staticRows->getSExtValue();
+  if (auto *depth = llvm::dyn_cast<llvm::ConstantInt>(K))
+    Shape.DotProducts |= dotProductsWin(Shape, depth->getSExtValue());
   llvm::Function *caller = B.GetInsertBlock()->getParent();
   llvm::Module &Mod = *caller->getParent();
   llvm::LLVMContext &Ctx = Mod.getContext();

@@ -52,7 +52,8 @@ struct GemmShape {
   /// TransB products of a few rows and columns and a long depth (a weight's
   /// gradient over a batch in batch-minor layout). Only with TransB and not
   /// TransA; Accumulate, the leading dimensions, Bias, Relu and Mask apply
-  /// as to the other kernels.
+  /// as to the other kernels. emitGemm also takes dot products where they
+  /// win, for a TransB product of a few columns and a static depth.
   bool DotProducts = false;
   /// Also the sums of C's columns over its rows, as stored (after bias,
   /// relu and mask), into a vector of N: a bias's gradient from the
