@@ -74,14 +74,6 @@ constexpr int64_t SmallRowWidth = 8;
 /// scratch, split among the threads. The count is fixed, not the threads',
 /// so that the order of the gradient's sums is too.
 constexpr int64_t ImageGroups = 16;
-/// The constant mask of the first \p valid of \p lanes lanes.
-llvm::Constant *firstLanes(llvm::IRBuilder<> &b, int64_t lanes, int64_t valid) {
-  std::vector<llvm::Constant *> bits;
-  for (int64_t l = 0; l < lanes; ++l)
-    bits.push_back(b.getInt1(l < valid));
-  return llvm::ConstantVector::get(bits);
-}
-
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.

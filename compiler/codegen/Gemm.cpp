@@ -706,13 +706,13 @@ private:
     Value *zero = llvm::ConstantFP::get(VecTy, 0);
     Value *bias = nullptr;
     if (S.Bias)
-      bias = B.CreateMaskedLoad(VecTy, Bias, elemAlign, laneMask(S.N), zero);
+      bias = B.CreateMaskedLoad(VecTy, Bias, elemAlign, firstLanes(B, L.Lanes, S.N), zero);
     std::vector<Value *> reduced = sumLanesOfEach(Sums);
     for (int64_t g = 0; g < int64_t(reduced.size()); ++g) {
       Value *at = B.CreateInBoundsGEP(S.Elem, C,
                                       B.CreateAdd(B.CreateMul(i0, B.getInt64(S.N)),
                                                   B.getInt64(g * lanes)));
-      llvm::Constant *inside = laneMask(std::min(lanes, count - g * lanes));
+      llvm::Constant *inside = firstLanes(B, L.Lanes, std::min(lanes, count - g * lanes));
       Value *sum = reduced[g];
       if (S.Accumulate)
         sum = B.CreateFAdd(B.CreateMaskedLoad(VecTy, at, elemAlign, inside, zero), sum);
@@ -732,14 +732,6 @@ private:
       }
       B.CreateMaskedStore(sum, at, elemAlign, inside);
     }
-  }
-
-  /// The constant mask of the first \p count lanes.
-  llvm::Constant *laneMask(int64_t count) {
-    std::vector<llvm::Constant *> bits;
-    for (int64_t l = 0; l < L.Lanes; ++l)
-      bits.push_back(B.getInt1(l < count));
-    return llvm::ConstantVector::get(bits);
   }
 
   /// The sum of \p V's lanes by a fixed tree: the low half plus the high
@@ -849,10 +841,7 @@ private:
     int64_t width = vectors * L.Lanes;
     int64_t lastLanes = columns - (vectors - 1) * L.Lanes;
     llvm::Constant *zero = llvm::ConstantFP::get(VecTy, 0);
-    std::vector<llvm::Constant *> maskBits;
-    for (int64_t l = 0; l < L.Lanes; ++l)
-      maskBits.push_back(B.getInt1(l < lastLanes));
-    llvm::Constant *lastMask = llvm::ConstantVector::get(maskBits);
+    llvm::Constant *lastMask = firstLanes(B, L.Lanes, lastLanes);
     llvm::Align elemAlign(S.Elem->getPrimitiveSizeInBits() / 8);
 
     auto cIndex = [&](int64_t r, int64_t v) {

@@ -186,6 +186,13 @@ llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *C
                         B.CreateFMul(X, llvm::ConstantFP::get(X->getType(), 0)), X);
 }
 
+llvm::Constant *firstLanes(llvm::IRBuilder<> &B, int64_t Lanes, int64_t Valid) {
+  std::vector<llvm::Constant *> bits;
+  for (int64_t l = 0; l < Lanes; ++l)
+    bits.push_back(B.getInt1(l < Valid));
+  return llvm::ConstantVector::get(bits);
+}
+
 llvm::Value *LLVMScalarBuilder::apply(ir::OpCode Op, llvm::ArrayRef<llvm::Value *> Args) {
   SV handles[4] = {nullptr, nullptr, nullptr, nullptr};
   for (size_t k = 0; k < Args.size() && k < 4; ++k)

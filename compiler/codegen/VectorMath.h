@@ -67,6 +67,9 @@ llvm::Value *reluOf(llvm::IRBuilder<> &B, llvm::Value *X);
 /// negative one) without converting the comparison to a number.
 llvm::Value *timesIndicator(llvm::IRBuilder<> &B, llvm::Value *X, llvm::Value *Cond);
 
+/// The constant mask of the first \p Valid of \p Lanes lanes.
+llvm::Constant *firstLanes(llvm::IRBuilder<> &B, int64_t Lanes, int64_t Valid);
+
 /// P - S * (A / D) in f32, scalars or vectors (S splat), exactly as that
 /// formula rounds: the lowering of quotient_step, an optimizer's step of a
 /// parameter. Zen 4 divides a subnormal numerator about three times slower
