@@ -708,10 +708,10 @@ private:
     if (S.Bias)
       bias = B.CreateMaskedLoad(VecTy, Bias, elemAlign, firstLanes(B, L.Lanes, S.N), zero);
     std::vector<Value *> reduced = sumLanesOfEach(Sums);
+    Value *first = B.CreateMul(i0, B.getInt64(S.N)); // The block's first element of C.
     for (int64_t g = 0; g < int64_t(reduced.size()); ++g) {
-      Value *at = B.CreateInBoundsGEP(S.Elem, C,
-                                      B.CreateAdd(B.CreateMul(i0, B.getInt64(S.N)),
-                                                  B.getInt64(g * lanes)));
+      Value *index = B.CreateAdd(first, B.getInt64(g * lanes));
+      Value *at = B.CreateInBoundsGEP(S.Elem, C, index);
       llvm::Constant *inside = firstLanes(B, L.Lanes, std::min(lanes, count - g * lanes));
       Value *sum = reduced[g];
       if (S.Accumulate)
@@ -725,9 +725,7 @@ private:
       if (S.Relu)
         sum = relu(sum);
       if (S.Mask) {
-        Value *maskAt = B.CreateInBoundsGEP(
-            S.Elem, Mask,
-            B.CreateAdd(B.CreateMul(i0, B.getInt64(S.N)), B.getInt64(g * lanes)));
+        Value *maskAt = B.CreateInBoundsGEP(S.Elem, Mask, index);
         sum = maskedBy(sum, B.CreateMaskedLoad(VecTy, maskAt, elemAlign, inside, zero));
       }
       B.CreateMaskedStore(sum, at, elemAlign, inside);

@@ -7,6 +7,7 @@
 #include "llvm/IR/Module.h"
 
 #include <cassert>
+#include <functional>
 #include <limits>
 
 namespace nnc {
@@ -247,30 +248,45 @@ llvm::Value *quotientStep(llvm::IRBuilder<> &B, Value *P, Value *S, Value *A, Va
   return B.CreateFSub(P, B.CreateFMul(S, B.CreateFDiv(numerator, D)));
 }
 
-bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
-  if (OpName == "quotient_step") {
-    // void nnc_quotient_step(float *P, float S, const float *A, const float *D, int64_t N),
-    // a loop that the optimizer vectorizes, as the trainers' steps.
-    llvm::LLVMContext &ctx = Mod.getContext();
-    llvm::IRBuilder<> b(ctx);
-    auto *ptr = b.getPtrTy();
-    llvm::Type *f = b.getFloatTy();
-    auto *fnType = llvm::FunctionType::get(b.getVoidTy(), {ptr, f, ptr, ptr, b.getInt64Ty()},
-                                           false);
-    auto *fn = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage,
-                                      "nnc_quotient_step", Mod);
-    fn->addFnAttr(llvm::Attribute::NoUnwind);
-    for (unsigned arg : {0u, 2u, 3u})
+/// Defines `void Name(Params..., int64_t N)` in \p Mod, its pointers not
+/// aliasing one another: a loop over i in [0, N), in single precision,
+/// whose body \p Body emits; the optimizer vectorizes it, as the trainers'
+/// loops.
+static void defineElementLoop(
+    llvm::Module &Mod, const char *Name, std::vector<llvm::Type *> Params,
+    const std::function<void(llvm::IRBuilder<> &, LLVMScalarBuilder &, llvm::Function *, Value *)>
+        &Body) {
+  llvm::LLVMContext &ctx = Mod.getContext();
+  llvm::IRBuilder<> b(ctx);
+  Params.push_back(b.getInt64Ty());
+  auto *fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), Params, false),
+                                    llvm::Function::ExternalLinkage, Name, Mod);
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  for (unsigned arg = 0; arg < Params.size(); ++arg)
+    if (Params[arg]->isPointerTy())
       fn->addParamAttr(arg, llvm::Attribute::NoAlias);
-    b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
-    LLVMScalarBuilder sb(b, f);
-    emitLoop(b, b.getInt64(0), fn->getArg(4), b.getInt64(1), [&](Value *i) {
-      auto at = [&](unsigned arg) { return b.CreateInBoundsGEP(f, fn->getArg(arg), i); };
-      Value *args[] = {b.CreateLoad(f, at(0)), fn->getArg(1), b.CreateLoad(f, at(2)),
-                       b.CreateLoad(f, at(3))};
-      b.CreateStore(sb.apply(ir::OpCode::QuotientStep, args), at(0));
-    });
-    b.CreateRetVoid();
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+  LLVMScalarBuilder sb(b, b.getFloatTy());
+  emitLoop(b, b.getInt64(0), fn->getArg(unsigned(Params.size() - 1)), b.getInt64(1),
+           [&](Value *i) { Body(b, sb, fn, i); });
+  b.CreateRetVoid();
+}
+
+bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
+  llvm::Type *ptr = llvm::PointerType::getUnqual(Mod.getContext());
+  llvm::Type *f = llvm::Type::getFloatTy(Mod.getContext());
+  if (OpName == "quotient_step") {
+    // void nnc_quotient_step(float *P, float S, const float *A, const float *D, int64_t N).
+    defineElementLoop(Mod, "nnc_quotient_step", {ptr, f, ptr, ptr},
+                      [&](llvm::IRBuilder<> &b, LLVMScalarBuilder &sb, llvm::Function *fn,
+                          Value *i) {
+                        auto at = [&](unsigned arg) {
+                          return b.CreateInBoundsGEP(f, fn->getArg(arg), i);
+                        };
+                        Value *args[] = {b.CreateLoad(f, at(0)), fn->getArg(1),
+                                         b.CreateLoad(f, at(2)), b.CreateLoad(f, at(3))};
+                        b.CreateStore(sb.apply(ir::OpCode::QuotientStep, args), at(0));
+                      });
     return true;
   }
   static const ir::OpCode AllOps[] = {
@@ -286,22 +302,14 @@ bool emitMathEntryPoint(llvm::Module &Mod, const std::string &OpName) {
   }
   if (!op)
     return false;
-  llvm::LLVMContext &ctx = Mod.getContext();
-  llvm::IRBuilder<> b(ctx);
-  auto *ptr = b.getPtrTy();
-  auto *fnType = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, b.getInt64Ty()}, false);
-  auto *fn = llvm::Function::Create(fnType, llvm::Function::ExternalLinkage, "nnc_math", Mod);
-  fn->addFnAttr(llvm::Attribute::NoUnwind);
-  fn->addParamAttr(0, llvm::Attribute::NoAlias);
-  fn->addParamAttr(1, llvm::Attribute::NoAlias);
-  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
-  llvm::Type *f = b.getFloatTy();
-  LLVMScalarBuilder sb(b, f);
-  emitLoop(b, b.getInt64(0), fn->getArg(2), b.getInt64(1), [&](Value *i) {
-    Value *x = b.CreateLoad(f, b.CreateInBoundsGEP(f, fn->getArg(0), i));
-    b.CreateStore(sb.apply(*op, {x}), b.CreateInBoundsGEP(f, fn->getArg(1), i));
-  });
-  b.CreateRetVoid();
+  // void nnc_math(const float *X, float *Y, int64_t N).
+  defineElementLoop(Mod, "nnc_math", {ptr, ptr},
+                    [&](llvm::IRBuilder<> &b, LLVMScalarBuilder &sb, llvm::Function *fn,
+                        Value *i) {
+                      Value *x = b.CreateLoad(f, b.CreateInBoundsGEP(f, fn->getArg(0), i));
+                      b.CreateStore(sb.apply(*op, {x}),
+                                    b.CreateInBoundsGEP(f, fn->getArg(1), i));
+                    });
   return true;
 }
 
