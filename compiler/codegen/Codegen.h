@@ -50,10 +50,12 @@ struct GpuOutput {
 /// blocked for vector registers of `vectorBits` bits. With `gpu`, the
 /// graphs are also lowered as GPU kernels with their launch schedules
 /// (filling `gpuOutput` if given); null with `error` set when that fails.
+/// With `skipDeadUnits`, the CPU products of a relu layer's gradient skip
+/// the units that no row of the batch activates (the same results).
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
                                           llvm::LLVMContext &context,
-                                          unsigned vectorBits,
+                                          unsigned vectorBits, bool skipDeadUnits,
                                           const GpuOptions &gpu, std::string &error,
                                           GpuOutput *gpuOutput = nullptr);
 

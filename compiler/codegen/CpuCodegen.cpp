@@ -28,6 +28,7 @@
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/IntrinsicInst.h"
 #include "llvm/IR/Intrinsics.h"
+#include "llvm/IR/IntrinsicsX86.h"
 #include "llvm/IR/MDBuilder.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
@@ -81,10 +82,14 @@ class GraphLowering {
 public:
   /// With \p gpu, lowers the graph for it, as kernels (see runGpu): one
   /// per node, or with \p wholeGraph one for the graph.
+  /// With \p skipDeadUnits (CPU), the products of a relu's masked adjoint
+  /// may skip its zero columns (see ColumnSkip).
   GraphLowering(llvm::Module &module, const ir::Graph &graph,
-                unsigned vectorBits, GpuTarget *gpu = nullptr, bool wholeGraph = false)
+                unsigned vectorBits, GpuTarget *gpu = nullptr, bool wholeGraph = false,
+                bool skipDeadUnits = false)
       : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
-        VectorBits(vectorBits), Gpu(gpu), WholeGraph(wholeGraph) {}
+        VectorBits(vectorBits), Gpu(gpu), WholeGraph(wholeGraph),
+        SkipDeadUnits(skipDeadUnits) {}
 
   WorkspaceSize run();
 
@@ -322,6 +327,18 @@ private:
   /// can sum them: returns whether it did (an i1), or null.
   Value *lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false,
                      const Node *mask = nullptr, Value *columnSums = nullptr);
+  /// Which products skip the zero columns of a relu's masked adjoint
+  /// (see ColumnSkip), after planFusion and planImageChains.
+  void planColumnSkips();
+  /// Matrix product n (as lowerMatMul) of masked adjoint d, which it reads
+  /// as its A along d's columns, over d's columns that hold a nonzero only,
+  /// when some but not all do; the whole product otherwise.
+  Value *lowerSkippingZeroColumns(const Node *n, const Node *d, const GemmShape &shape,
+                                  Value *dest, Value *rows, Value *depth, Value *bias,
+                                  Value *mask, Value *columnSums);
+  /// Finds d's columns that hold a nonzero, and when some but not all do,
+  /// copies them, row after row, into d's per-row scratch (see ColumnSkip).
+  void compactColumns(const Node *d);
   /// A product's node (x) or its epilogue's: the product, its sums too
   /// when a reduce_sum over its rows is summed by it.
   void lowerProduct(const Node *x, const Node *product, const Node *bias, bool relu,
@@ -458,6 +475,7 @@ private:
   Value *ImageRow = nullptr, *ImageGroup = nullptr;
   llvm::BasicBlock *SlotBlock = nullptr;
   bool WholeGraph = false;  ///< GPU: the graph as one kernel.
+  bool SkipDeadUnits = false; ///< CPU: see ColumnSkip.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
   bool PerThread = false;
@@ -529,6 +547,25 @@ private:
   std::unordered_map<const Node *, int64_t> Scratch;
   /// Per-row workspace offsets of lstm_grad's carried adjoints.
   std::unordered_map<const Node *, int64_t> RowScratch;
+  /// A relu's masked adjoint D [rows, C] (MaskEpilogues) has a column of
+  /// zeros for each unit that no row of the batch activates (a dead unit:
+  /// 3 to 7 of the 32 of iris's second layer over its training). The
+  /// products that read D along its columns add nothing for those: D B
+  /// (the layer input's adjoint, summing along them) and D^T X (the
+  /// weight's gradient, a row per column). CPU, with AVX-512 (compress
+  /// stores). Per such D: its products, and its scratch, live from the
+  /// first of them to the last: fixed, the count of live columns (i64),
+  /// their indices (i64 each), then the live rows of a product's B; per
+  /// row, D's live columns.
+  struct ColumnSkip {
+    std::vector<const Node *> Products;
+    int64_t LiveRowBytes = 0; ///< The most bytes of a product's B's live rows.
+    int64_t Fixed = 0, PerRow = 0; ///< Workspace offsets (PerRow: per row).
+    bool Compacted = false;        ///< Whether the code that finds them is emitted.
+  };
+  std::unordered_map<const Node *, ColumnSkip> ColumnSkips;
+  /// The products that skip zero columns: the adjoint each reads.
+  std::unordered_map<const Node *, const Node *> SkipsColumnsOf;
   WorkspaceSize Size;
 };
 
@@ -1458,8 +1495,24 @@ void GraphLowering::planWorkspace() {
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
                      at, last);
   }
+  std::unordered_map<const Node *, std::pair<Interval *, Interval *>> skipScratch;
+  for (auto &[d, skip] : ColumnSkips) {
+    int64_t first = int64_t(nodes.size()), last = 0;
+    for (const Node *p : skip.Products) {
+      auto [begin, end] = ChainSpan[Position.at(leaderOf(computedBy(p)))];
+      first = std::min(first, begin);
+      last = std::max(last, end);
+    }
+    int64_t columns = d->Ty.Dims[1];
+    skipScratch[d] = {add(false, 8 * (1 + columns) + skip.LiveRowBytes, first, last),
+                      add(true, columns * ir::byteSize(d->Ty.Elem), first, last)};
+  }
   Size.Fixed = placeIntervals(fixed);
   Size.PerRow = placeIntervals(perRow);
+  for (auto &[d, x] : skipScratch) {
+    ColumnSkips[d].Fixed = x.first->Offset;
+    ColumnSkips[d].PerRow = x.second->Offset;
+  }
   for (auto &[n, x] : buffers)
     Offsets[n] = {n->Ty.isBatched(), x->Offset};
   for (auto &[n, x] : scratch)
@@ -1581,6 +1634,7 @@ WorkspaceSize GraphLowering::run() {
   beginFunction(M, "nnc_" + G.name());
   planFusion();
   planImageChains();
+  planColumnSkips();
   planWorkspace();
   for (const Node *n : Order) {
     if (FusedInto.count(n) || GroupedInto.count(n))
@@ -2028,8 +2082,215 @@ Value *GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, 
     storeOnce(finish(sum, i64(0), i64(0)), dest);
     return nullptr;
   }
-  return gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth,
-              bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, columnSums);
+  Value *biasPtr = bias ? slotOf(bias).Ptr : nullptr, *maskPtr = mask ? slotOf(mask).Ptr : nullptr;
+  // On the function's own thread, at its top level (see
+  // lowerSkippingZeroColumns).
+  if (auto skip = SkipsColumnsOf.find(n); skip != SkipsColumnsOf.end() && !OnWorker && !ImageRow)
+    return lowerSkippingZeroColumns(n, skip->second, shape, dest, rows, depth, biasPtr, maskPtr,
+                                    columnSums);
+  return gemm(shape, slotOf(a).Ptr, slotOf(b).Ptr, dest, rows, depth, biasPtr, maskPtr,
+              columnSums);
+}
+
+void GraphLowering::planColumnSkips() {
+  if (!SkipDeadUnits || VectorBits < 512)
+    return;
+  for (const auto &node : G.nodes()) {
+    const Node *p = node.get();
+    if (p->Op != OpCode::MatMul || p->A.TransB || InImageChain.count(p) ||
+        p->Ty.Dims.size() != 2)
+      continue;
+    const Node *d = p->Operands[0], *b = p->Operands[1];
+    if (!MaskEpilogues.count(d) || d->Ty.Dims.size() != 2 || d->Ty.Dims[0] != ir::N ||
+        b->Ty.Dims.size() != 2 || p->Ty.Dims[1] == ir::N)
+      continue;
+    int64_t columns = d->Ty.Dims[1], elemBytes = ir::byteSize(d->Ty.Elem);
+    int64_t lanes = VectorBits / (8 * elemBytes);
+    // The live columns are found a vector at a time, in registers.
+    if (columns % lanes || columns / lanes > 8)
+      continue;
+    int64_t liveRowBytes = 0;
+    if (!p->A.TransA) {
+      // D B, B a weight [C, width]: its live rows are copied, in order.
+      if (b->Ty.isBatched())
+        continue;
+      liveRowBytes = columns * p->Ty.Dims[1] * elemBytes;
+    } else if (p->Ty.isBatched() || computedBy(p) != p || SummedBy.count(p)) {
+      // D^T X, a weight's gradient [C, width], computed in place with no
+      // epilogue: its live rows, then spread to their places.
+      continue;
+    }
+    ColumnSkip &skip = ColumnSkips[d];
+    skip.Products.push_back(p);
+    skip.LiveRowBytes = std::max(skip.LiveRowBytes, liveRowBytes);
+  }
+  // Copying D's live columns costs a few operations per element of D; a
+  // dead column saves its products a multiply-add per element of D and
+  // column of their results. Below 64 columns in all, the copy costs more
+  // than a few dead columns save (iris's first layer: 4, for the gradient
+  // of its weight only).
+  for (auto it = ColumnSkips.begin(); it != ColumnSkips.end();) {
+    int64_t width = 0;
+    for (const Node *p : it->second.Products)
+      width += p->Ty.Dims[1];
+    if (width < 64) {
+      it = ColumnSkips.erase(it);
+      continue;
+    }
+    for (const Node *p : it->second.Products)
+      SkipsColumnsOf[p] = it->first;
+    ++it;
+  }
+}
+
+void GraphLowering::compactColumns(const Node *d) {
+  ColumnSkip &skip = ColumnSkips.at(d);
+  llvm::Type *ft = elemType(d->Ty.Elem);
+  unsigned bits = ft->getPrimitiveSizeInBits();
+  int64_t columns = d->Ty.Dims[1], lanes = VectorBits / bits, vectors = columns / lanes;
+  auto *vectorTy = llvm::FixedVectorType::get(ft, unsigned(lanes));
+  auto *intsTy = llvm::FixedVectorType::get(B.getIntNTy(bits), unsigned(lanes));
+  llvm::Align align(bits / 8);
+  Value *rows = extent(d->Ty.Dims[0]), *data = slotOf(d).Ptr;
+  auto rowVector = [&](Value *row, int64_t v) {
+    Value *index = B.CreateAdd(B.CreateMul(row, i64(columns)), i64(v * lanes));
+    return B.CreateAlignedLoad(vectorTy, elementAt(ft, data, index), align);
+  };
+  // A column holds a nonzero (or NaN) when the OR of its elements' bits,
+  // less the sign, is not 0: -0 counts as zero.
+  Value *zeros = llvm::Constant::getNullValue(intsTy);
+  Value *magnitudeBits = llvm::ConstantInt::get(intsTy, llvm::APInt::getSignedMaxValue(bits));
+  std::vector<llvm::AllocaInst *> seen(vectors);
+  for (auto &slot : seen) {
+    slot = entryAlloca(intsTy);
+    B.CreateStore(zeros, slot);
+  }
+  forRange(rows, [&](Value *i) {
+    for (int64_t v = 0; v < vectors; ++v) {
+      Value *magnitude = B.CreateAnd(B.CreateBitCast(rowVector(i, v), intsTy), magnitudeBits);
+      B.CreateStore(B.CreateOr(B.CreateLoad(intsTy, seen[v]), magnitude), seen[v]);
+    }
+  });
+  // The live columns' indices, ascending, and their count.
+  Value *fixed = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(skip.Fixed));
+  Value *indices = B.CreateInBoundsGEP(B.getInt64Ty(), fixed, i64(1));
+  std::vector<Value *> live(vectors), counts(vectors), firsts(vectors);
+  Value *count = i64(0);
+  for (int64_t v = 0; v < vectors; ++v) {
+    live[v] = B.CreateICmpNE(B.CreateLoad(intsTy, seen[v]), zeros);
+    for (int64_t l = 0; l < lanes; ++l) {
+      B.CreateStore(i64(v * lanes + l), B.CreateInBoundsGEP(B.getInt64Ty(), indices, count));
+      count = B.CreateAdd(count, B.CreateZExt(B.CreateExtractElement(live[v], l), B.getInt64Ty()));
+    }
+    Value *liveCount = B.CreateUnaryIntrinsic(
+        llvm::Intrinsic::ctpop, B.CreateBitCast(live[v], B.getIntNTy(unsigned(lanes))));
+    counts[v] = B.CreateZExt(liveCount, B.getInt64Ty());
+    // The first liveCount lanes, where the compressed vector is stored.
+    Value *prefix = B.CreateSub(B.CreateShl(i64(1), counts[v]), i64(1));
+    firsts[v] = B.CreateBitCast(B.CreateTrunc(prefix, B.getIntNTy(unsigned(lanes))),
+                                live[v]->getType());
+  }
+  B.CreateStore(count, fixed);
+  Value *partial = B.CreateAnd(B.CreateICmpSGT(count, i64(0)),
+                               B.CreateICmpSLT(count, i64(columns)));
+  ifThen(partial, [&] {
+    Value *packed = B.CreateInBoundsGEP(
+        B.getInt8Ty(), Workspace, B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(skip.PerRow), Batch)));
+    // Rolled: unrolled, the loop holds more masks and offsets than there
+    // are registers.
+    forRange(i64(0), rows, [&](Value *i) {
+      Value *at = B.CreateMul(i, count);
+      for (int64_t v = 0; v < vectors; ++v) {
+        // Compressed in a register, then stored: a compress to memory
+        // takes a hundred cycles on Zen 4.
+        Value *compressed =
+            B.CreateIntrinsic(llvm::Intrinsic::x86_avx512_mask_compress, {vectorTy},
+                              {rowVector(i, v), llvm::Constant::getNullValue(vectorTy), live[v]});
+        B.CreateMaskedStore(compressed, elementAt(ft, packed, at), align, firsts[v]);
+        at = B.CreateAdd(at, counts[v]);
+      }
+    }, true);
+  });
+  skip.Compacted = true;
+}
+
+Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
+                                               const GemmShape &shape, Value *dest, Value *rows,
+                                               Value *depth, Value *bias, Value *mask,
+                                               Value *columnSums) {
+  const ColumnSkip &skip = ColumnSkips.at(d);
+  // The first product finds the live columns for both; the code of either
+  // runs at the top level of the function, so the second's runs after it.
+  if (!skip.Compacted)
+    compactColumns(d);
+  const Node *b = n->Operands[1];
+  int64_t columns = d->Ty.Dims[1], rowBytes = shape.N * ir::byteSize(n->Ty.Elem);
+  llvm::Align align(ir::byteSize(n->Ty.Elem));
+  Value *fixed = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(skip.Fixed));
+  Value *indices = B.CreateInBoundsGEP(B.getInt64Ty(), fixed, i64(1));
+  Value *live = B.CreateLoad(B.getInt64Ty(), fixed);
+  auto liveIndex = [&](Value *t) {
+    return B.CreateLoad(B.getInt64Ty(), B.CreateInBoundsGEP(B.getInt64Ty(), indices, t));
+  };
+  auto row = [&](Value *matrix, Value *r) {
+    return B.CreateInBoundsGEP(B.getInt8Ty(), matrix, B.CreateMul(r, i64(rowBytes)));
+  };
+  Value *packed = B.CreateInBoundsGEP(
+      B.getInt8Ty(), Workspace, B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(skip.PerRow), Batch)));
+
+  auto *skipping = llvm::BasicBlock::Create(Ctx, "skip.columns", F);
+  auto *whole = llvm::BasicBlock::Create(Ctx, "skip.none", F);
+  auto *done = llvm::BasicBlock::Create(Ctx, "skip.done", F);
+  B.CreateCondBr(B.CreateAnd(B.CreateICmpSGT(live, i64(0)), B.CreateICmpSLT(live, i64(columns))),
+                 skipping, whole);
+  B.SetInsertPoint(whole);
+  Value *wholeSummed =
+      gemm(shape, slotOf(d).Ptr, slotOf(b).Ptr, dest, rows, depth, bias, mask, columnSums);
+  llvm::BasicBlock *wholeEnd = B.GetInsertBlock();
+  B.CreateBr(done);
+
+  B.SetInsertPoint(skipping);
+  Value *skippingSummed = nullptr;
+  if (!shape.TransA) {
+    // D' B': the depth is the live columns, B's rows copied after the
+    // indices. Each element's chain of multiply-adds is the whole
+    // product's less the terms of zeros (which add a zero: the sums are
+    // the same, but for the sign of a zero sum).
+    Value *liveRows = B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(8 * (1 + columns)));
+    forRange(live, [&](Value *t) {
+      B.CreateMemCpy(row(liveRows, t), align, row(slotOf(b).Ptr, liveIndex(t)), align, rowBytes);
+    });
+    skippingSummed = gemm(shape, packed, liveRows, dest, rows, live, bias, mask, columnSums);
+  } else {
+    // D'^T X into the first rows of C, then each to its column's row, the
+    // last first (a live column's index is at least its place), with zeros
+    // in the rows of the others.
+    gemm(shape, packed, slotOf(b).Ptr, dest, live, depth, nullptr, nullptr, nullptr);
+    llvm::AllocaInst *next = entryAlloca(B.getInt64Ty());
+    B.CreateStore(B.CreateSub(live, i64(1)), next);
+    forRange(i64(columns), [&](Value *u) {
+      Value *j = B.CreateSub(i64(columns - 1), u), *t = B.CreateLoad(B.getInt64Ty(), next);
+      Value *isLive = B.CreateAnd(
+          B.CreateICmpSGE(t, i64(0)),
+          B.CreateICmpEQ(liveIndex(B.CreateBinaryIntrinsic(llvm::Intrinsic::smax, t, i64(0))), j));
+      ifThen(isLive, [&] {
+        ifThen(B.CreateICmpNE(t, j),
+               [&] { B.CreateMemCpy(row(dest, j), align, row(dest, t), align, rowBytes); });
+        B.CreateStore(B.CreateSub(t, i64(1)), next);
+      });
+      ifThen(B.CreateNot(isLive),
+             [&] { B.CreateMemSet(row(dest, j), B.getInt8(0), rowBytes, align); });
+    });
+  }
+  llvm::BasicBlock *skippingEnd = B.GetInsertBlock();
+  B.CreateBr(done);
+  B.SetInsertPoint(done);
+  if (!wholeSummed)
+    return nullptr;
+  llvm::PHINode *summed = B.CreatePHI(B.getInt1Ty(), 2);
+  summed->addIncoming(wholeSummed, wholeEnd);
+  summed->addIncoming(skippingSummed, skippingEnd);
+  return summed;
 }
 
 Value *GraphLowering::reluAndMask(Value *sum, bool relu, const Node *mask, Value *index) {
@@ -3402,13 +3663,14 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
 std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
                                           const Program &program,
                                           llvm::LLVMContext &context,
-                                          unsigned vectorBits,
+                                          unsigned vectorBits, bool skipDeadUnits,
                                           const GpuOptions &gpu, std::string &error,
                                           GpuOutput *gpuOutput) {
   auto module = std::make_unique<llvm::Module>(model.Name, context);
   WorkspaceSize workspace;
   for (const ir::Graph *graph : program.graphs()) {
-    WorkspaceSize size = GraphLowering(*module, *graph, vectorBits).run();
+    WorkspaceSize size =
+        GraphLowering(*module, *graph, vectorBits, nullptr, false, skipDeadUnits).run();
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
   }

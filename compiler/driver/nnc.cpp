@@ -54,6 +54,7 @@ struct DriverOptions {
   std::string Argv0;
   std::string GemmKernel; ///< --gemm-kernel's value.
   std::string MathKernel; ///< --math-kernel's value.
+  bool SkipDeadUnits = true; ///< --skip-dead-units's value.
   /// Whether a kernel for bench/ is asked for rather than a spec compiled.
   bool kernel() const { return !GemmKernel.empty() || !MathKernel.empty(); }
 };
@@ -68,7 +69,7 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
   po::options_description visible(
       "Usage: nnc SPEC.nn [-o OUTPUT] [options]\n\n"
       "Compiles a model spec into a standalone trainer.\n\nOptions");
-  std::string emit = "exe", dtype = "f32", target = "cpu", fuse = "auto";
+  std::string emit = "exe", dtype = "f32", target = "cpu", fuse = "auto", skipDead = "on";
   unsigned optLevel = 2;
   visible.add_options()
       ("help,h", "print this help and exit")
@@ -93,6 +94,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
        "auto (graph for models of at most 16384 parameters)")
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
+      ("skip-dead-units", po::value(&skipDead)->default_value("on"),
+       "on: the CPU products of a relu layer's gradient skip the units that no row "
+       "of the batch activates, whose gradient is zero (with AVX-512; the results "
+       "are the same); off: they compute them, for comparisons")
       ("runtime-lib", po::value(&opts.RuntimeLib),
        "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
       ("gemm-kernel", po::value(&opts.GemmKernel),
@@ -162,6 +167,9 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Fuse = GpuOptions::Fusion::Graph;
   else if (fuse != "auto")
     return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node or graph");
+  if (skipDead != "on" && skipDead != "off")
+    return fail("unknown --skip-dead-units '" + skipDead + "'; expected on or off");
+  opts.SkipDeadUnits = skipDead == "on";
   if (!isKnownGpuArch(opts.Gpu.Arch))
     return fail("unknown --gpu-arch '" + opts.Gpu.Arch +
                 "'; expected sm_80, sm_86, sm_87, sm_89 or sm_90");
@@ -332,7 +340,8 @@ int compile(const DriverOptions &opts) {
   llvm::LLVMContext context;
   GpuOutput gpu;
   std::unique_ptr<llvm::Module> module =
-      lowerToLLVM(*model, program, context, vectorBits(*machine), opts.Gpu, error, &gpu);
+      lowerToLLVM(*model, program, context, vectorBits(*machine), opts.SkipDeadUnits, opts.Gpu,
+                  error, &gpu);
   if (!module)
     return fail(error);
   if (opts.EmitKind == Emit::Ptx || opts.EmitKind == Emit::GpuLlvm)
