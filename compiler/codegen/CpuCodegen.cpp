@@ -339,6 +339,10 @@ private:
   /// Finds d's columns that hold a nonzero, and when some but not all do,
   /// copies them, row after row, into d's per-row scratch (see ColumnSkip).
   void compactColumns(const Node *d);
+  /// d's fixed scratch (the count of live columns first) and its copy of
+  /// the live columns (see ColumnSkip).
+  Value *columnSkipFixed(const Node *d);
+  Value *columnSkipCopy(const Node *d);
   /// A product's node (x) or its epilogue's: the product, its sums too
   /// when a reduce_sum over its rows is summed by it.
   void lowerProduct(const Node *x, const Node *product, const Node *bias, bool relu,
@@ -556,7 +560,7 @@ private:
   /// stores). Per such D: its products, and its scratch, live from the
   /// first of them to the last: fixed, the count of live columns (i64),
   /// their indices (i64 each), then the live rows of a product's B; per
-  /// row, D's live columns.
+  /// row, D's live columns, first in rows of C (aligned, as D's).
   struct ColumnSkip {
     std::vector<const Node *> Products;
     int64_t LiveRowBytes = 0; ///< The most bytes of a product's B's live rows.
@@ -2143,6 +2147,16 @@ void GraphLowering::planColumnSkips() {
   }
 }
 
+Value *GraphLowering::columnSkipFixed(const Node *d) {
+  return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(ColumnSkips.at(d).Fixed));
+}
+
+Value *GraphLowering::columnSkipCopy(const Node *d) {
+  return B.CreateInBoundsGEP(
+      B.getInt8Ty(), Workspace,
+      B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(ColumnSkips.at(d).PerRow), Batch)));
+}
+
 void GraphLowering::compactColumns(const Node *d) {
   ColumnSkip &skip = ColumnSkips.at(d);
   llvm::Type *ft = elemType(d->Ty.Elem);
@@ -2172,7 +2186,7 @@ void GraphLowering::compactColumns(const Node *d) {
     }
   });
   // The live columns' indices, ascending, and their count.
-  Value *fixed = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(skip.Fixed));
+  Value *fixed = columnSkipFixed(d);
   Value *indices = B.CreateInBoundsGEP(B.getInt64Ty(), fixed, i64(1));
   std::vector<Value *> live(vectors), counts(vectors), firsts(vectors);
   Value *count = i64(0);
@@ -2194,15 +2208,14 @@ void GraphLowering::compactColumns(const Node *d) {
   Value *partial = B.CreateAnd(B.CreateICmpSGT(count, i64(0)),
                                B.CreateICmpSLT(count, i64(columns)));
   ifThen(partial, [&] {
-    Value *packed = B.CreateInBoundsGEP(
-        B.getInt8Ty(), Workspace, B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(skip.PerRow), Batch)));
+    Value *packed = columnSkipCopy(d);
     // Rolled: unrolled, the loop holds more masks and offsets than there
     // are registers.
     forRange(i64(0), rows, [&](Value *i) {
-      Value *at = B.CreateMul(i, count);
+      Value *at = B.CreateMul(i, i64(columns));
       for (int64_t v = 0; v < vectors; ++v) {
-        // Compressed in a register, then stored: a compress to memory
-        // takes a hundred cycles on Zen 4.
+        // Compressed in a register, then stored: compressing to memory is
+        // microcoded on Zen 4 (iris's step took 1.7 times as long).
         Value *compressed =
             B.CreateIntrinsic(llvm::Intrinsic::x86_avx512_mask_compress, {vectorTy},
                               {rowVector(i, v), llvm::Constant::getNullValue(vectorTy), live[v]});
@@ -2226,7 +2239,7 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
   const Node *b = n->Operands[1];
   int64_t columns = d->Ty.Dims[1], rowBytes = shape.N * ir::byteSize(n->Ty.Elem);
   llvm::Align align(ir::byteSize(n->Ty.Elem));
-  Value *fixed = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(skip.Fixed));
+  Value *fixed = columnSkipFixed(d);
   Value *indices = B.CreateInBoundsGEP(B.getInt64Ty(), fixed, i64(1));
   Value *live = B.CreateLoad(B.getInt64Ty(), fixed);
   auto liveIndex = [&](Value *t) {
@@ -2235,8 +2248,7 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
   auto row = [&](Value *matrix, Value *r) {
     return B.CreateInBoundsGEP(B.getInt8Ty(), matrix, B.CreateMul(r, i64(rowBytes)));
   };
-  Value *packed = B.CreateInBoundsGEP(
-      B.getInt8Ty(), Workspace, B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(skip.PerRow), Batch)));
+  Value *packed = columnSkipCopy(d);
 
   auto *skipping = llvm::BasicBlock::Create(Ctx, "skip.columns", F);
   auto *whole = llvm::BasicBlock::Create(Ctx, "skip.none", F);
@@ -2246,6 +2258,9 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
   B.SetInsertPoint(whole);
   Value *wholeSummed =
       gemm(shape, slotOf(d).Ptr, slotOf(b).Ptr, dest, rows, depth, bias, mask, columnSums);
+  // The live columns are the first of rows of C.
+  GemmShape packedShape = shape;
+  packedShape.LdA = columns;
   llvm::BasicBlock *wholeEnd = B.GetInsertBlock();
   B.CreateBr(done);
 
@@ -2260,12 +2275,13 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
     forRange(live, [&](Value *t) {
       B.CreateMemCpy(row(liveRows, t), align, row(slotOf(b).Ptr, liveIndex(t)), align, rowBytes);
     });
-    skippingSummed = gemm(shape, packed, liveRows, dest, rows, live, bias, mask, columnSums);
+    skippingSummed =
+        gemm(packedShape, packed, liveRows, dest, rows, live, bias, mask, columnSums);
   } else {
     // D'^T X into the first rows of C, then each to its column's row, the
     // last first (a live column's index is at least its place), with zeros
     // in the rows of the others.
-    gemm(shape, packed, slotOf(b).Ptr, dest, live, depth, nullptr, nullptr, nullptr);
+    gemm(packedShape, packed, slotOf(b).Ptr, dest, live, depth, nullptr, nullptr, nullptr);
     llvm::AllocaInst *next = entryAlloca(B.getInt64Ty());
     B.CreateStore(B.CreateSub(live, i64(1)), next);
     forRange(i64(columns), [&](Value *u) {
