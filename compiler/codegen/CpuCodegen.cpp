@@ -2120,8 +2120,8 @@ void GraphLowering::planColumnSkips() {
         continue;
       liveRowBytes = columns * p->Ty.Dims[1] * elemBytes;
     } else if (p->Ty.isBatched() || computedBy(p) != p || SummedBy.count(p)) {
-      // D^T X, a weight's gradient [C, width], computed in place with no
-      // epilogue: its live rows, then spread to their places.
+      // D^T X must be a weight's gradient [C, width] with no epilogue: its
+      // live rows are computed, then spread to their places.
       continue;
     }
     ColumnSkip &skip = ColumnSkips[d];
@@ -2249,6 +2249,9 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
     return B.CreateInBoundsGEP(B.getInt8Ty(), matrix, B.CreateMul(r, i64(rowBytes)));
   };
   Value *packed = columnSkipCopy(d);
+  // The live columns are the first of rows of C.
+  GemmShape packedShape = shape;
+  packedShape.LdA = columns;
 
   auto *skipping = llvm::BasicBlock::Create(Ctx, "skip.columns", F);
   auto *whole = llvm::BasicBlock::Create(Ctx, "skip.none", F);
@@ -2258,9 +2261,6 @@ Value *GraphLowering::lowerSkippingZeroColumns(const Node *n, const Node *d,
   B.SetInsertPoint(whole);
   Value *wholeSummed =
       gemm(shape, slotOf(d).Ptr, slotOf(b).Ptr, dest, rows, depth, bias, mask, columnSums);
-  // The live columns are the first of rows of C.
-  GemmShape packedShape = shape;
-  packedShape.LdA = columns;
   llvm::BasicBlock *wholeEnd = B.GetInsertBlock();
   B.CreateBr(done);
 
