@@ -332,12 +332,13 @@ private:
   void planColumnSkips();
   /// Matrix product n (as lowerMatMul) of masked adjoint d, which it reads
   /// as its A along d's columns, over d's columns that hold a nonzero only,
-  /// when some but not all do; the whole product otherwise.
+  /// when skipping the others pays; the whole product otherwise.
   Value *lowerSkippingZeroColumns(const Node *n, const Node *d, const GemmShape &shape,
                                   Value *dest, Value *rows, Value *depth, Value *bias,
                                   Value *mask, Value *columnSums);
-  /// Finds d's columns that hold a nonzero, and when some but not all do,
-  /// copies them, row after row, into d's per-row scratch (see ColumnSkip).
+  /// Finds d's columns that hold a nonzero, and when skipping the others
+  /// pays, copies them, row after row, into d's per-row scratch (see
+  /// ColumnSkip).
   void compactColumns(const Node *d);
   /// d's fixed scratch (the count of live columns first) and its copy of
   /// the live columns (see ColumnSkip).
@@ -564,6 +565,10 @@ private:
   struct ColumnSkip {
     std::vector<const Node *> Products;
     int64_t LiveRowBytes = 0; ///< The most bytes of a product's B's live rows.
+    /// The widths (result columns) of its products of each kind, D B
+    /// (whose B's live rows are copied) and D^T X (whose result's rows are
+    /// spread): what the copies cost (see compactColumns).
+    int64_t CopiedWidth = 0, SpreadWidth = 0;
     int64_t Fixed = 0, PerRow = 0; ///< Workspace offsets (PerRow: per row).
     bool Compacted = false;        ///< Whether the code that finds them is emitted.
   };
@@ -2127,17 +2132,15 @@ void GraphLowering::planColumnSkips() {
     ColumnSkip &skip = ColumnSkips[d];
     skip.Products.push_back(p);
     skip.LiveRowBytes = std::max(skip.LiveRowBytes, liveRowBytes);
+    (p->A.TransA ? skip.SpreadWidth : skip.CopiedWidth) += p->Ty.Dims[1];
   }
-  // Copying D's live columns costs a few operations per element of D; a
-  // dead column saves its products a multiply-add per element of D and
-  // column of their results. Below 64 columns in all, the copy costs more
-  // than a few dead columns save (iris's first layer: 4, for the gradient
-  // of its weight only).
+  // A dead column saves its products a multiply-add per row and column of
+  // their results; the copies cost about a vector operation per vector of
+  // D (see compactColumns). Below 64 columns of results in all, they cost
+  // more than a few dead columns save (iris's first layer: 4, for the
+  // gradient of its weight only), and no code is made for them.
   for (auto it = ColumnSkips.begin(); it != ColumnSkips.end();) {
-    int64_t width = 0;
-    for (const Node *p : it->second.Products)
-      width += p->Ty.Dims[1];
-    if (width < 64) {
+    if (it->second.CopiedWidth + it->second.SpreadWidth < 64) {
       it = ColumnSkips.erase(it);
       continue;
     }
@@ -2204,9 +2207,23 @@ void GraphLowering::compactColumns(const Node *d) {
     firsts[v] = B.CreateBitCast(B.CreateTrunc(prefix, B.getIntNTy(unsigned(lanes))),
                                 live[v]->getType());
   }
-  B.CreateStore(count, fixed);
-  Value *partial = B.CreateAnd(B.CreateICmpSGT(count, i64(0)),
-                               B.CreateICmpSLT(count, i64(columns)));
+  // Skipping pays when the dead columns' multiply-adds (16 a cycle) take
+  // longer than the copies: of D's live columns (a compress and a store
+  // per vector, about 4 cycles), of a D B's B's live rows (a cycle per
+  // vector) and of a D^T X's rows to their places (about 2 cycles per
+  // vector, moved or zeroed). In 16ths of a cycle:
+  //   dead rows (copied + spread) > 4 rows C + live copied + 2 C spread.
+  // Otherwise the count stored is C, and the products run whole (with 64
+  // rows, mnist_mlp's first layer would need 5 dead units of its 128, for
+  // its weight's gradient of 784 columns, 400 KB to spread).
+  int64_t width = skip.CopiedWidth + skip.SpreadWidth;
+  Value *dead = B.CreateSub(i64(columns), count);
+  Value *saved = B.CreateMul(B.CreateMul(dead, rows), i64(width));
+  Value *cost = B.CreateAdd(
+      B.CreateMul(rows, i64(4 * columns)),
+      B.CreateAdd(B.CreateMul(count, i64(skip.CopiedWidth)), i64(2 * columns * skip.SpreadWidth)));
+  Value *partial = B.CreateAnd(B.CreateICmpSGT(count, i64(0)), B.CreateICmpSGT(saved, cost));
+  B.CreateStore(B.CreateSelect(partial, count, i64(columns)), fixed);
   ifThen(partial, [&] {
     Value *packed = columnSkipCopy(d);
     // Rolled: unrolled, the loop holds more masks and offsets than there
