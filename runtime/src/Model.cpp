@@ -398,14 +398,18 @@ void Model::restoreUndo() {
 template <typename Float, typename Bits, Bits ExponentMask>
 __attribute__((target_clones("avx512f", "avx2", "default"))) static bool
 anyNonFinite(const void *Values, size_t N) {
+  // A value is infinite or NaN when its exponent bits are all ones: the
+  // largest that `bits & ExponentMask` can be. So the largest of those is
+  // ExponentMask exactly when one is (a max a vector, not a compare and
+  // an OR of widened flags).
   const auto *P = static_cast<const Float *>(Values);
-  Bits Found = 0;
+  Bits Largest = 0;
   for (size_t I = 0; I < N; ++I) {
     Bits B;
     std::memcpy(&B, &P[I], sizeof(B));
-    Found |= (B & ExponentMask) == ExponentMask;
+    Largest = std::max<Bits>(Largest, B & ExponentMask);
   }
-  return Found != 0;
+  return Largest == ExponentMask;
 }
 
 static bool anyNonFinite(DType Type, const void *Values, size_t N) {
