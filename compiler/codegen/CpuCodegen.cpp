@@ -75,6 +75,11 @@ constexpr int64_t SmallRowWidth = 8;
 /// scratch, split among the threads. The count is fixed, not the threads',
 /// so that the order of the gradient's sums is too.
 constexpr int64_t ImageGroups = 16;
+/// GPU: a filter's gradient sums the batch's images in this many groups,
+/// every (group, filter element) pair a thread, then adds the groups' sums
+/// in order: enough threads to fill the device for the smallest filters,
+/// and the same order whatever the device.
+constexpr int64_t GpuFilterGroups = 32;
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -234,22 +239,19 @@ private:
   /// elements, and reads none that another writes): on the GPU, split
   /// among the threads of all blocks.
   void parallelFor(Value *count, const std::function<void(Value *)> &body);
-  /// A loop of steps that depend on each other (an LSTM's time steps, a
-  /// convolution's images through one column buffer) whose bodies hold
-  /// parallel work: on the GPU, every thread of one block runs every step.
+  /// A loop of steps that depend on each other (an LSTM's time steps)
+  /// whose bodies hold parallel work: on the GPU, every thread of one block runs every step.
   void stepsFor(Value *begin, Value *end, const std::function<void(Value *)> &body);
   /// CPU: `for (i = 0; i < count; ++i) body(i)` with independent
   /// iterations, split among the runtime's threads. The body is emitted
   /// into a worker function of its own (see OnWorker).
   void threadedFor(int64_t count, const std::function<void(Value *)> &body);
-  /// Runs body(img, group) for every image of a batch of `images` (a
-  /// dimension) for a convolution: on the CPU, the images are cut into
-  /// imageGroups() runs, one per scratch buffer, split among the threads
-  /// (groupStart(group) first, when given); on the GPU, one after another,
-  /// in group 0.
+  /// CPU: runs body(img, group) for every image of a batch of `images` (a
+  /// dimension) for a convolution or a pooling: the images are cut into
+  /// ImageGroups runs, one per scratch buffer, split among the threads
+  /// (groupStart(group) first, when given).
   void forImages(int64_t images, const std::function<void(Value *, Value *)> &body,
                  const std::function<void(Value *)> &groupStart = nullptr);
-  int64_t imageGroups() const { return Gpu ? 1 : ImageGroups; }
 
   // GPU kernels. Code outside parallelFor loops is uniform: every thread
   // runs it alike. What it writes, one thread writes; the threads meet at
@@ -263,6 +265,17 @@ private:
   /// Runs body on thread 0 of the block, then a barrier; the kernel is
   /// then launched on one block.
   void onOneThread(const std::function<void()> &body);
+  /// GPU, between two pieces of a node's work where the second reads what
+  /// the first wrote: with a kernel per node, the next kernel starts here,
+  /// so that both pieces may run on many blocks (with the whole graph in
+  /// one kernel, the first piece's barrier orders them). No value computed
+  /// before it may be used after it.
+  void nextKernel() {
+    if (Gpu && !WholeGraph) {
+      endKernel();
+      beginKernel(KernelWork);
+    }
+  }
   /// Stores value at ptr: from one thread, in a kernel's uniform code.
   void storeOnce(Value *value, Value *ptr);
   /// C (+)= op(A) op(B) (+ bias): the CPU's micro-kernels (Gemm.cpp), or
@@ -280,7 +293,9 @@ private:
   void beginFunction(llvm::Module &module, const std::string &name);
   /// Loads the call's buffers and batch size, at the insertion point.
   void loadCall();
-  void beginKernel();
+  /// Starts the next kernel, named after its \p work when it has one node's
+  /// (or one store's).
+  void beginKernel(const std::string &work = "");
   void endKernel();
   /// An accumulator in the entry block, so that loops can sum into it.
   llvm::AllocaInst *entryAlloca(llvm::Type *type) {
@@ -369,6 +384,13 @@ private:
   void lowerConv2D(const Node *n);
   void lowerConv2DGradInput(const Node *n);
   void lowerConv2DGradFilter(const Node *n);
+  /// GPU: the convolutions as direct sums, a thread per element of the
+  /// result, with no column matrix: each is one parallel loop (the
+  /// filter's gradient two, see gpuFilterGrad), so that each runs on all
+  /// the blocks of the device.
+  void gpuConv2D(const Node *n);
+  void gpuConv2DGradInput(const Node *n);
+  void gpuConv2DGradFilter(const Node *n);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
@@ -489,6 +511,7 @@ private:
   /// run on one block (its pieces depend on each other through barriers).
   int Pieces = 0;
   bool OneBlock = false;
+  std::string KernelWork; ///< What the kernel computes, for its name.
   std::vector<Kernel> Kernels;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
@@ -704,11 +727,6 @@ void GraphLowering::forImages(int64_t images,
       groupStart(ImageGroup);
     return body(i64(0), ImageGroup);
   }
-  if (Gpu) {
-    if (groupStart)
-      groupStart(i64(0));
-    return stepsFor(i64(0), extent(images), [&](Value *img) { body(img, i64(0)); });
-  }
   threadedFor(ImageGroups, [&](Value *group) {
     if (groupStart)
       groupStart(group);
@@ -834,23 +852,23 @@ static bool usesWinograd(const Node *n, bool gpu) {
   return s.In >= 16 && s.Out >= 16 && s.OW <= 64 && s.W <= 64;
 }
 
-/// Bytes between the scratch of consecutive image groups: a column matrix;
-/// with Winograd, the transformed tiles [16, In, tiles] and their products
-/// [16, Out, tiles] (for a filter's gradient: the input's tiles and the
-/// output gradient's).
-static int64_t columnBytes(const Node *conv, bool gpu) {
+/// CPU: bytes between the scratch of consecutive image groups: a column
+/// matrix; with Winograd, the transformed tiles [16, In, tiles] and their
+/// products [16, Out, tiles] (for a filter's gradient: the input's tiles
+/// and the output gradient's).
+static int64_t columnBytes(const Node *conv) {
   int64_t size = ir::byteSize(conv->Ty.Elem);
-  if (!usesWinograd(conv, gpu))
+  if (!usesWinograd(conv, false))
     return alignUp(columnElements(conv) * size);
   WinogradShape s = winogradShape(conv);
   return alignUp(16 * s.In * s.tiles() * size) + alignUp(16 * s.Out * s.tiles() * size);
 }
 
-/// Bytes of an image group's partial sum of a filter's gradient (on the
-/// CPU): the filter's shape, or with Winograd its 16 transformed matrices.
-static int64_t partialBytes(const Node *gradFilter) {
+/// Bytes of an image group's partial sum of a filter's gradient: the
+/// filter's shape, or with Winograd (CPU) its 16 transformed matrices.
+static int64_t partialBytes(const Node *gradFilter, bool gpu) {
   int64_t elements = gradFilter->Ty.staticElements();
-  if (usesWinograd(gradFilter, false)) {
+  if (usesWinograd(gradFilter, gpu)) {
     WinogradShape s = winogradShape(gradFilter);
     elements = 16 * s.Out * s.In;
   }
@@ -1405,7 +1423,7 @@ void GraphLowering::planImageChains() {
 
 void GraphLowering::lowerImageChain(const std::vector<const Node *> &units) {
   for (const Node *unit : units)
-    if (usesWinograd(unit, Gpu))
+    if (usesWinograd(unit, false))
       winogradFilter(unit);
   forImages(ir::N, [&](Value *img, Value *group) {
     // The image's slots are found in a block of their own, first in the
@@ -1483,16 +1501,22 @@ void GraphLowering::planWorkspace() {
     const ir::OpInfo &info = ir::opInfo(n->Op);
     if (info.Category == ir::OpCategory::Window && n->Op != OpCode::MaxPool2D &&
         n->Op != OpCode::MaxPool2DGrad) {
-      // Per image group: a column matrix; a filter's gradient on the CPU
-      // also sums each group's images apart (lowerConv2DGradFilter).
-      int64_t bytes = columnBytes(n, Gpu), fixedBytes = 0;
-      if (n->Op == OpCode::Conv2DGradFilter && !Gpu)
-        bytes += partialBytes(n);
-      else if (usesWinograd(n, Gpu)) {
-        WinogradShape s = winogradShape(n);
-        fixedBytes = alignUp(16 * s.Out * s.In * ir::byteSize(n->Ty.Elem));
+      // CPU: per image group, a column matrix; a filter's gradient also
+      // sums each group's images apart (lowerConv2DGradFilter). GPU: a
+      // filter's gradient's group sums (gpuConv2DGradFilter).
+      if (Gpu) {
+        if (n->Op == OpCode::Conv2DGradFilter)
+          scratch[n] = add(false, GpuFilterGroups * partialBytes(n, true), at, chainEnd);
+      } else {
+        int64_t bytes = columnBytes(n), fixedBytes = 0;
+        if (n->Op == OpCode::Conv2DGradFilter)
+          bytes += partialBytes(n, false);
+        else if (usesWinograd(n, false)) {
+          WinogradShape s = winogradShape(n);
+          fixedBytes = alignUp(16 * s.Out * s.In * ir::byteSize(n->Ty.Elem));
+        }
+        scratch[n] = add(false, ImageGroups * bytes + fixedBytes, at, chainEnd);
       }
-      scratch[n] = add(false, imageGroups() * bytes + fixedBytes, at, chainEnd);
     }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
@@ -1573,9 +1597,12 @@ void GraphLowering::loadCall() {
   Workspace = buffer(CallWorkspace);
 }
 
-void GraphLowering::beginKernel() {
-  beginFunction(Gpu->kernelModule(),
-                "nnc_" + G.name() + "_k" + std::to_string(Kernels.size()));
+void GraphLowering::beginKernel(const std::string &work) {
+  // The name says what the kernel computes, for profilers and --emit=ptx:
+  // nnc_train_step_k3_conv2d.
+  KernelWork = work;
+  beginFunction(Gpu->kernelModule(), "nnc_" + G.name() + "_k" + std::to_string(Kernels.size()) +
+                                         (work.empty() ? "" : "_" + work));
   // The entry block ends in a branch, before which materialize() finds
   // the kernel's slots.
   auto *body = llvm::BasicBlock::Create(Ctx, "body", F);
@@ -1613,7 +1640,7 @@ void GraphLowering::runGpu() {
         ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape)
       continue;
     if (!WholeGraph)
-      beginKernel();
+      beginKernel(ir::opInfo(n->Op).Name);
     lower(n);
     if (!WholeGraph)
       endKernel();
@@ -1623,7 +1650,7 @@ void GraphLowering::runGpu() {
     if (inPlace != InPlace.end() && inPlace->second == &store)
       continue;
     if (!WholeGraph)
-      beginKernel();
+      beginKernel("store");
     lowerStore(store);
     if (!WholeGraph)
       endKernel();
@@ -1865,9 +1892,10 @@ void GraphLowering::lower(const Node *n) {
     return lowerMap(n, [](std::vector<Value *> &args) { return args[0]; });
   case ir::OpCategory::Window:
     switch (n->Op) {
-    case OpCode::Conv2D: return lowerConv2D(n);
-    case OpCode::Conv2DGradInput: return lowerConv2DGradInput(n);
-    case OpCode::Conv2DGradFilter: return lowerConv2DGradFilter(n);
+    case OpCode::Conv2D: return Gpu ? gpuConv2D(n) : lowerConv2D(n);
+    case OpCode::Conv2DGradInput: return Gpu ? gpuConv2DGradInput(n) : lowerConv2DGradInput(n);
+    case OpCode::Conv2DGradFilter:
+      return Gpu ? gpuConv2DGradFilter(n) : lowerConv2DGradFilter(n);
     case OpCode::MaxPool2D: return lowerMaxPool2D(n, false);
     case OpCode::MaxPool2DGrad: return lowerMaxPool2D(n, true);
     default: break;
@@ -2828,7 +2856,7 @@ void GraphLowering::columnsOf(const Node *conv, const std::vector<int64_t> &in,
 }
 
 Value *GraphLowering::columnBuffer(const Node *n, Value *group) {
-  Value *start = B.CreateAdd(i64(Scratch.at(n)), B.CreateMul(group, i64(columnBytes(n, Gpu))));
+  Value *start = B.CreateAdd(i64(Scratch.at(n)), B.CreateMul(group, i64(columnBytes(n))));
   return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
 }
 
@@ -2847,7 +2875,7 @@ void GraphLowering::fillColumns(const Node *n, const Node *x,
 
 Value *GraphLowering::winogradFilterBuffer(const Node *n) {
   return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace,
-                             i64(Scratch.at(n) + ImageGroups * columnBytes(n, Gpu)));
+                             i64(Scratch.at(n) + ImageGroups * columnBytes(n)));
 }
 
 void GraphLowering::winogradFilter(const Node *n) {
@@ -3092,7 +3120,7 @@ void GraphLowering::lowerConv2D(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
-  if (usesWinograd(n, Gpu)) {
+  if (usesWinograd(n, false)) {
     if (!ImageRow) // in an image chain, done before it
       winogradFilter(n);
     return forImages(in[0], [&](Value *img, Value *group) { winogradImage(n, img, group); });
@@ -3115,7 +3143,7 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
   const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   int64_t imageElements = in[1] * in[2] * in[3];
-  if (usesWinograd(n, Gpu)) {
+  if (usesWinograd(n, false)) {
     if (!ImageRow)
       winogradFilter(n);
     return forImages(in[0], [&](Value *img, Value *group) { winogradImage(n, img, group); });
@@ -3139,23 +3167,21 @@ void GraphLowering::lowerConv2DGradInput(const Node *n) {
 }
 
 void GraphLowering::lowerConv2DGradFilter(const Node *n) {
-  // dw[O, C*KH*KW] = sum over images of dy[O, OH*OW] col^T. On the CPU,
-  // each image group sums its images in order into a partial sum of its
-  // own, and the groups' sums are added in order after: the same order
-  // whatever the thread count. On the GPU, the images in order into dw.
+  // dw[O, C*KH*KW] = sum over images of dy[O, OH*OW] col^T. Each image
+  // group sums its images in order into a partial sum of its own, and the
+  // groups' sums are added in order after: the same order whatever the
+  // thread count.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   int64_t filterElements = n->Ty.staticElements();
-  int64_t filterBytes = Gpu ? 0 : partialBytes(n);
-  bool winograd = usesWinograd(n, Gpu);
+  int64_t filterBytes = partialBytes(n, false);
+  bool winograd = usesWinograd(n, false);
   GemmShape shape{false, true, true, taps, ft, VectorBits};
   // Group g's partial sum, after the groups' column matrices.
   auto partial = [&](Value *group) {
-    if (Gpu)
-      return slotOf(n).Ptr;
-    Value *start = B.CreateAdd(i64(Scratch.at(n) + ImageGroups * columnBytes(n, Gpu)),
+    Value *start = B.CreateAdd(i64(Scratch.at(n) + ImageGroups * columnBytes(n)),
                                B.CreateMul(group, i64(filterBytes)));
     return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start);
   };
@@ -3171,8 +3197,6 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
         gemm(shape, adjoint, col, partial(group), i64(out[1]), i64(positions));
       },
       [&](Value *group) { zeroBytes(partial(group), filterBytes); });
-  if (Gpu)
-    return;
   Value *first = partial(i64(0));
   if (winograd)
     return winogradFilterGradSum(n, first, filterBytes);
@@ -3183,6 +3207,171 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
       sum = B.CreateFAdd(sum, B.CreateLoad(ft, B.CreateInBoundsGEP(ft, group, i)));
     }
     B.CreateStore(sum, B.CreateInBoundsGEP(ft, slotOf(n).Ptr, i));
+  });
+}
+
+void GraphLowering::gpuConv2D(const Node *n) {
+  // out[b, o, oh, ow] = sum over c, kh, kw of x[b, c, ih, iw] w[o, c, kh, kw]
+  // with ih = oh s + kh - pad, iw = ow s + kw - pad: a thread per output
+  // element. Neighbouring threads take neighbouring ow: they read
+  // neighbouring pixels and the same weight.
+  const Node *x = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
+  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
+  int64_t KH = a.KernelH, KW = a.KernelW;
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
+    Value *ow = B.CreateURem(i, i64(OW)), *rest = B.CreateUDiv(i, i64(OW));
+    Value *oh = B.CreateURem(rest, i64(OH));
+    rest = B.CreateUDiv(rest, i64(OH));
+    Value *o = B.CreateURem(rest, i64(O)), *img = B.CreateUDiv(rest, i64(O));
+    Value *image = B.CreateMul(img, i64(C * H * W));
+    // Loops over the channels and the kernel's rows, each row's taps
+    // unrolled: no division in the loops.
+    Value *sum = reduce(i64(C), zero, [&](Value *c) {
+      return reduce(i64(KH), zero, [&](Value *kh) {
+        Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+        Value *row =
+            B.CreateAdd(image, B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(H)), ih), i64(W)));
+        Value *filterRow = B.CreateMul(
+            B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(KH)), kh), i64(KW));
+        Value *terms = nullptr;
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw)), i64(a.Pad));
+          Value *index = B.CreateAdd(row, iw);
+          Value *pixel;
+          if (a.Pad == 0) {
+            pixel = load(x, index);
+          } else {
+            // In the padding: read the image's first element instead (always
+            // valid memory), and take zero. Negative positions are large
+            // unsigned numbers.
+            Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
+            pixel = B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, image)), zero);
+          }
+          Value *term = B.CreateFMul(pixel, load(w, B.CreateAdd(filterRow, i64(kw))));
+          terms = terms ? B.CreateFAdd(terms, term) : term;
+        }
+        return terms;
+      });
+    });
+    B.CreateStore(sum, at(n, i));
+  });
+}
+
+void GraphLowering::gpuConv2DGradInput(const Node *n) {
+  // dx[b, c, ih, iw] = sum over o, kh, kw of dy[b, o, oh, ow] w[o, c, kh, kw]
+  // over the outputs whose window read (ih, iw): oh s = ih + pad - kh,
+  // ow s = iw + pad - kw. A thread per input element, so each element is
+  // written once, by a sum in a fixed order (no atomic additions).
+  const Node *dy = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
+  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
+  int64_t KH = a.KernelH, KW = a.KernelW, S = a.Stride;
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  // Whether t = pos + pad - k is a window's start: t = o s for an output o
+  // in [0, extent). A negative t is a large unsigned number.
+  auto start = [&](Value *t, int64_t extent) {
+    Value *inside = B.CreateICmpULT(t, i64(extent * S));
+    return S == 1 ? inside : B.CreateAnd(inside, B.CreateICmpEQ(B.CreateURem(t, i64(S)), i64(0)));
+  };
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
+    Value *iw = B.CreateURem(i, i64(W)), *rest = B.CreateUDiv(i, i64(W));
+    Value *ih = B.CreateURem(rest, i64(H));
+    rest = B.CreateUDiv(rest, i64(H));
+    Value *c = B.CreateURem(rest, i64(C)), *img = B.CreateUDiv(rest, i64(C));
+    Value *image = B.CreateMul(img, i64(O * OH * OW));
+    // Loops over the output channels and the kernel's rows, each row's taps
+    // unrolled.
+    Value *sum = reduce(i64(O), zero, [&](Value *o) {
+      return reduce(i64(KH), zero, [&](Value *kh) {
+        Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
+        Value *rowInside = start(th, OH);
+        Value *oh = B.CreateUDiv(th, i64(S));
+        Value *row =
+            B.CreateAdd(image, B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(OH)), oh), i64(OW)));
+        Value *filterRow = B.CreateMul(
+            B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(KH)), kh), i64(KW));
+        Value *terms = nullptr;
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), i64(kw));
+          Value *inside = B.CreateAnd(rowInside, start(tw, OW));
+          Value *index = B.CreateSelect(inside, B.CreateAdd(row, B.CreateUDiv(tw, i64(S))), image);
+          Value *adjoint = B.CreateSelect(inside, load(dy, index), zero);
+          Value *term = B.CreateFMul(adjoint, load(w, B.CreateAdd(filterRow, i64(kw))));
+          terms = terms ? B.CreateFAdd(terms, term) : term;
+        }
+        return terms;
+      });
+    });
+    B.CreateStore(sum, at(n, i));
+  });
+}
+
+void GraphLowering::gpuConv2DGradFilter(const Node *n) {
+  // dw[o, c, kh, kw] = sum over b, oh, ow of dy[b, o, oh, ow] x[b, c, ih, iw]
+  // (ih = oh s + kh - pad, iw = ow s + kw - pad). A filter has too few
+  // elements to fill the device, so the batch's images are cut into
+  // GpuFilterGroups runs, as the CPU cuts them: a thread per (group,
+  // element) sums its run's images into the group's partial sum; then a
+  // thread per element adds the groups' sums in order.
+  const Node *x = n->Operands[0], *dy = n->Operands[1];
+  const ir::Attrs &a = n->A;
+  const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
+  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
+  int64_t KH = a.KernelH, KW = a.KernelW, filter = n->Ty.staticElements();
+  int64_t groupBytes = partialBytes(n, true);
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *zero = llvm::ConstantFP::get(ft, 0);
+  auto partials = [&] { return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n))); };
+  auto partial = [&](Value *group, Value *element) {
+    Value *start =
+        B.CreateInBoundsGEP(B.getInt8Ty(), partials(), B.CreateMul(group, i64(groupBytes)));
+    return B.CreateInBoundsGEP(ft, start, element);
+  };
+  parallelFor(i64(GpuFilterGroups * filter), [&](Value *i) {
+    Value *group = B.CreateUDiv(i, i64(filter)), *element = B.CreateURem(i, i64(filter));
+    Value *kw = B.CreateURem(element, i64(KW)), *rest = B.CreateUDiv(element, i64(KW));
+    Value *kh = B.CreateURem(rest, i64(KH));
+    rest = B.CreateUDiv(rest, i64(KH));
+    Value *c = B.CreateURem(rest, i64(C)), *o = B.CreateUDiv(rest, i64(C));
+    // Group g takes images [g * n / G, (g + 1) * n / G).
+    Value *images = extent(in[0]);
+    Value *begin = B.CreateUDiv(B.CreateMul(group, images), i64(GpuFilterGroups));
+    Value *end =
+        B.CreateUDiv(B.CreateMul(B.CreateAdd(group, i64(1)), images), i64(GpuFilterGroups));
+    // The outputs whose window reads inside the image at this tap.
+    auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
+    auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
+    llvm::AllocaInst *sum = entryAlloca(ft);
+    B.CreateStore(zero, sum);
+    forRange(begin, end, [&](Value *img) {
+      Value *adjointPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH));
+      Value *plane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H));
+      forRange(ohBegin, ohEnd, [&](Value *oh) {
+        Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+        Value *adjointRow = B.CreateMul(B.CreateAdd(adjointPlane, oh), i64(OW));
+        Value *row =
+            B.CreateSub(B.CreateAdd(B.CreateMul(B.CreateAdd(plane, ih), i64(W)), kw), i64(a.Pad));
+        forRange(owBegin, owEnd, [&](Value *ow) {
+          Value *term = B.CreateFMul(load(dy, B.CreateAdd(adjointRow, ow)),
+                                     load(x, B.CreateAdd(row, B.CreateMul(ow, i64(a.Stride)))));
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), term), sum);
+        });
+      });
+    });
+    B.CreateStore(B.CreateLoad(ft, sum), partial(group, element));
+  });
+  nextKernel();
+  parallelFor(i64(filter), [&](Value *element) {
+    Value *total = B.CreateLoad(ft, partial(i64(0), element));
+    for (int64_t g = 1; g < GpuFilterGroups; ++g)
+      total = B.CreateFAdd(total, B.CreateLoad(ft, partial(i64(g), element)));
+    B.CreateStore(total, at(n, element));
   });
 }
 
@@ -3314,8 +3503,10 @@ void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
   };
   if (!Gpu)
     return forImages(x->Ty.Dims[0], [&](Value *img, Value *) { planes(img); });
-  if (grad && !covered)
+  if (grad && !covered) {
     zeroFill(n);
+    nextKernel();
+  }
   parallelFor(B.CreateMul(extent(x->Ty.Dims[0]), i64(C)), window);
 }
 
