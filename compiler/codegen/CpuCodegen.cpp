@@ -270,6 +270,16 @@ private:
   /// so that both pieces may run on many blocks (with the whole graph in
   /// one kernel, the first piece's barrier orders them). No value computed
   /// before it may be used after it.
+  /// GPU: a scalar elementwise node (a loss's scaling by the batch, Adam's
+  /// bias corrections) has no buffer and no kernel of its own. It is a few
+  /// operations in the uniform code of each kernel that reads it
+  /// (materialize), or of the graph's one kernel where it is lowered: a
+  /// launch or a barrier would cost more.
+  bool scalarInRegisters(const Node *n) const {
+    return Gpu && n->Ty.Dims.empty() &&
+           ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise && !GroupedInto.count(n) &&
+           !Groups.count(n) && !ProductEpilogues.count(n);
+  }
   void nextKernel() {
     if (Gpu && !WholeGraph) {
       endKernel();
@@ -1472,13 +1482,18 @@ void GraphLowering::planWorkspace() {
   };
   const auto &nodes = G.nodes();
   std::unordered_map<const Node *, int64_t> lastRead;
-  for (const auto &node : nodes)
-    for (const Node *operand : node->Operands) {
-      int64_t &last = lastRead[storageOf(operand)];
-      last = std::max(last, evaluatedAt(node.get()));
-    }
   for (const ir::Store &store : G.stores())
     lastRead[storageOf(store.Value)] = int64_t(nodes.size());
+  // A scalar in registers reads its operands where its readers run: the
+  // last of them, seen first when walking backwards.
+  for (auto node = nodes.rbegin(); node != nodes.rend(); ++node) {
+    const Node *n = node->get();
+    int64_t at = scalarInRegisters(n) ? lastRead[n] : evaluatedAt(n);
+    for (const Node *operand : n->Operands) {
+      int64_t &last = lastRead[storageOf(operand)];
+      last = std::max(last, at);
+    }
+  }
 
   std::vector<std::unique_ptr<Interval>> all;
   std::vector<Interval *> fixed, perRow;
@@ -1522,7 +1537,8 @@ void GraphLowering::planWorkspace() {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
     }
-    if (!needsWorkspace(n, Gpu) || FusedInto.count(n) || InPlace.count(n))
+    if (!needsWorkspace(n, Gpu) || scalarInRegisters(n) || FusedInto.count(n) ||
+        InPlace.count(n))
       continue;
     int64_t last = lastRead.count(n) ? std::max(lastRead[n], chainEnd) : chainEnd;
     buffers[n] = add(n->Ty.isBatched(), n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
@@ -1560,12 +1576,20 @@ void GraphLowering::materialize(const Node *n) {
   llvm::IRBuilderBase::InsertPointGuard guard(B);
   B.SetInsertPoint((SlotBlock ? SlotBlock : Entry)->getTerminator());
   bool perThread = PerThread;
-  if (ir::opInfo(n->Op).Category == ir::OpCategory::Leaf)
+  if (ir::opInfo(n->Op).Category == ir::OpCategory::Leaf) {
     lowerLeaf(n);
-  else if (n->Op == OpCode::Reshape)
+  } else if (scalarInRegisters(n) && !WholeGraph) {
+    // Its operands are in memory, from kernels before this one, or
+    // computed here likewise.
+    std::vector<Value *> args;
+    for (const Node *operand : n->Operands)
+      args.push_back(scalarOf(operand));
+    Slots[n].Scalar = LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
+  } else if (n->Op == OpCode::Reshape) {
     lower(n);
-  else
+  } else {
     placeInWorkspace(n);
+  }
   PerThread = perThread;
   if (!Slots.count(n))
     throw std::logic_error("internal error: a kernel reads a value that has no storage");
@@ -1637,7 +1661,8 @@ void GraphLowering::runGpu() {
   for (const Node *n : Order) {
     // Leaves and reshapes compute nothing: kernels find them (materialize).
     if (FusedInto.count(n) || GroupedInto.count(n) ||
-        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape)
+        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
+        (scalarInRegisters(n) && !WholeGraph))
       continue;
     if (!WholeGraph)
       beginKernel(ir::opInfo(n->Op).Name);
@@ -1955,7 +1980,7 @@ void GraphLowering::lowerMap(
     for (size_t k = 0; k < args.size(); ++k)
       args[k] = scalarOf(n->Operands[k]);
     Slots[n].Scalar = formula(args);
-    if (Gpu) // for the kernels after this one
+    if (Gpu && !scalarInRegisters(n)) // for the kernels after this one
       storeOnce(Slots[n].Scalar, Slots[n].Ptr);
     return;
   }
@@ -2709,6 +2734,16 @@ void GraphLowering::lowerOneHot(const Node *n) {
   const Node *labels = n->Operands[0];
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *classes = i64(n->A.Axis);
+  if (Gpu) {
+    // One piece of work, so that the kernel is wide: each element is 1 or
+    // 0 by itself (0 across the row of an out-of-range label).
+    parallelFor(elementCount(n->Ty), [&](Value *i) {
+      Value *label = B.CreateSExt(load(labels, B.CreateUDiv(i, classes)), B.getInt64Ty());
+      Value *hot = B.CreateICmpEQ(label, B.CreateURem(i, classes));
+      B.CreateStore(B.CreateUIToFP(hot, ft), B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+    });
+    return;
+  }
   zeroFill(n);
   parallelFor(elementCount(labels->Ty), [&](Value *r) {
     Value *label = B.CreateSExt(load(labels, r), B.getInt64Ty());
