@@ -401,6 +401,12 @@ private:
   void gpuConv2D(const Node *n);
   void gpuConv2DGradInput(const Node *n);
   void gpuConv2DGradFilter(const Node *n);
+  /// GPU: the indices [b, c, y, x] of element i of a value of shape dims.
+  std::array<Value *, 4> imageIndices(Value *i, const std::vector<int64_t> &dims);
+  /// GPU, in a thread's share: the sum over `channels` channels and
+  /// convolution n's kernel taps of tap(channel, kh, kw).
+  Value *tapSum(const Node *n, int64_t channels,
+                const std::function<Value *(Value *, Value *, int64_t)> &tap);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
@@ -3245,6 +3251,30 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   });
 }
 
+std::array<Value *, 4> GraphLowering::imageIndices(Value *i, const std::vector<int64_t> &dims) {
+  Value *x = B.CreateURem(i, i64(dims[3])), *rest = B.CreateUDiv(i, i64(dims[3]));
+  Value *y = B.CreateURem(rest, i64(dims[2]));
+  rest = B.CreateUDiv(rest, i64(dims[2]));
+  return {B.CreateUDiv(rest, i64(dims[1])), B.CreateURem(rest, i64(dims[1])), y, x};
+}
+
+Value *GraphLowering::tapSum(const Node *n, int64_t channels,
+                             const std::function<Value *(Value *, Value *, int64_t)> &tap) {
+  // Loops over the channels and the kernel's rows, each row's taps
+  // unrolled: no division in the loops.
+  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
+  return reduce(i64(channels), zero, [&](Value *c) {
+    return reduce(i64(n->A.KernelH), zero, [&](Value *kh) {
+      Value *terms = nullptr;
+      for (int64_t kw = 0; kw < n->A.KernelW; ++kw) {
+        Value *term = tap(c, kh, kw);
+        terms = terms ? B.CreateFAdd(terms, term) : term;
+      }
+      return terms;
+    });
+  });
+}
+
 void GraphLowering::gpuConv2D(const Node *n) {
   // out[b, o, oh, ow] = sum over c, kh, kw of x[b, c, ih, iw] w[o, c, kh, kw]
   // with ih = oh s + kh - pad, iw = ow s + kw - pad: a thread per output
@@ -3252,45 +3282,30 @@ void GraphLowering::gpuConv2D(const Node *n) {
   // neighbouring pixels and the same weight.
   const Node *x = n->Operands[0], *w = n->Operands[1];
   const ir::Attrs &a = n->A;
-  const std::vector<int64_t> &in = x->Ty.Dims, &out = n->Ty.Dims;
-  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
-  int64_t KH = a.KernelH, KW = a.KernelW;
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *zero = llvm::ConstantFP::get(ft, 0);
+  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
   parallelFor(elementCount(n->Ty), [&](Value *i) {
-    Value *ow = B.CreateURem(i, i64(OW)), *rest = B.CreateUDiv(i, i64(OW));
-    Value *oh = B.CreateURem(rest, i64(OH));
-    rest = B.CreateUDiv(rest, i64(OH));
-    Value *o = B.CreateURem(rest, i64(O)), *img = B.CreateUDiv(rest, i64(O));
+    auto [img, o, oh, ow] = imageIndices(i, n->Ty.Dims);
     Value *image = B.CreateMul(img, i64(C * H * W));
-    // Loops over the channels and the kernel's rows, each row's taps
-    // unrolled: no division in the loops.
-    Value *sum = reduce(i64(C), zero, [&](Value *c) {
-      return reduce(i64(KH), zero, [&](Value *kh) {
-        Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-        Value *row =
-            B.CreateAdd(image, B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(H)), ih), i64(W)));
-        Value *filterRow = B.CreateMul(
-            B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(KH)), kh), i64(KW));
-        Value *terms = nullptr;
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw)), i64(a.Pad));
-          Value *index = B.CreateAdd(row, iw);
-          Value *pixel;
-          if (a.Pad == 0) {
-            pixel = load(x, index);
-          } else {
-            // In the padding: read the image's first element instead (always
-            // valid memory), and take zero. Negative positions are large
-            // unsigned numbers.
-            Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
-            pixel = B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, image)), zero);
-          }
-          Value *term = B.CreateFMul(pixel, load(w, B.CreateAdd(filterRow, i64(kw))));
-          terms = terms ? B.CreateFAdd(terms, term) : term;
-        }
-        return terms;
-      });
+    Value *sum = tapSum(n, C, [&](Value *c, Value *kh, int64_t kw) {
+      Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
+      Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw)), i64(a.Pad));
+      Value *index = B.CreateAdd(
+          image, B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(H)), ih), i64(W)), iw));
+      Value *pixel;
+      if (a.Pad == 0) {
+        pixel = load(x, index);
+      } else {
+        // In the padding: read the image's first element instead (always
+        // valid memory), and take zero. Negative positions are large
+        // unsigned numbers.
+        Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
+        pixel = B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, image)), zero);
+      }
+      Value *filter =
+          B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(a.KernelH)), kh);
+      return B.CreateFMul(pixel,
+                          load(w, B.CreateAdd(B.CreateMul(filter, i64(a.KernelW)), i64(kw))));
     });
     B.CreateStore(sum, at(n, i));
   });
@@ -3303,11 +3318,9 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
   // written once, by a sum in a fixed order (no atomic additions).
   const Node *dy = n->Operands[0], *w = n->Operands[1];
   const ir::Attrs &a = n->A;
-  const std::vector<int64_t> &in = n->Ty.Dims, &out = dy->Ty.Dims;
-  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
-  int64_t KH = a.KernelH, KW = a.KernelW, S = a.Stride;
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *zero = llvm::ConstantFP::get(ft, 0);
+  int64_t C = n->Ty.Dims[1], O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
+  int64_t S = a.Stride;
+  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
   // Whether t = pos + pad - k is a window's start: t = o s for an output o
   // in [0, extent). A negative t is a large unsigned number.
   auto start = [&](Value *t, int64_t extent) {
@@ -3315,33 +3328,20 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
     return S == 1 ? inside : B.CreateAnd(inside, B.CreateICmpEQ(B.CreateURem(t, i64(S)), i64(0)));
   };
   parallelFor(elementCount(n->Ty), [&](Value *i) {
-    Value *iw = B.CreateURem(i, i64(W)), *rest = B.CreateUDiv(i, i64(W));
-    Value *ih = B.CreateURem(rest, i64(H));
-    rest = B.CreateUDiv(rest, i64(H));
-    Value *c = B.CreateURem(rest, i64(C)), *img = B.CreateUDiv(rest, i64(C));
+    auto [img, c, ih, iw] = imageIndices(i, n->Ty.Dims);
     Value *image = B.CreateMul(img, i64(O * OH * OW));
-    // Loops over the output channels and the kernel's rows, each row's taps
-    // unrolled.
-    Value *sum = reduce(i64(O), zero, [&](Value *o) {
-      return reduce(i64(KH), zero, [&](Value *kh) {
-        Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
-        Value *rowInside = start(th, OH);
-        Value *oh = B.CreateUDiv(th, i64(S));
-        Value *row =
-            B.CreateAdd(image, B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(OH)), oh), i64(OW)));
-        Value *filterRow = B.CreateMul(
-            B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(KH)), kh), i64(KW));
-        Value *terms = nullptr;
-        for (int64_t kw = 0; kw < KW; ++kw) {
-          Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), i64(kw));
-          Value *inside = B.CreateAnd(rowInside, start(tw, OW));
-          Value *index = B.CreateSelect(inside, B.CreateAdd(row, B.CreateUDiv(tw, i64(S))), image);
-          Value *adjoint = B.CreateSelect(inside, load(dy, index), zero);
-          Value *term = B.CreateFMul(adjoint, load(w, B.CreateAdd(filterRow, i64(kw))));
-          terms = terms ? B.CreateFAdd(terms, term) : term;
-        }
-        return terms;
-      });
+    Value *sum = tapSum(n, O, [&](Value *o, Value *kh, int64_t kw) {
+      Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
+      Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), i64(kw));
+      Value *inside = B.CreateAnd(start(th, OH), start(tw, OW));
+      Value *row = B.CreateAdd(B.CreateMul(o, i64(OH)), B.CreateUDiv(th, i64(S)));
+      Value *index =
+          B.CreateAdd(image, B.CreateAdd(B.CreateMul(row, i64(OW)), B.CreateUDiv(tw, i64(S))));
+      Value *adjoint = B.CreateSelect(inside, load(dy, B.CreateSelect(inside, index, image)), zero);
+      Value *filter =
+          B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(a.KernelH)), kh);
+      return B.CreateFMul(adjoint,
+                          load(w, B.CreateAdd(B.CreateMul(filter, i64(a.KernelW)), i64(kw))));
     });
     B.CreateStore(sum, at(n, i));
   });
@@ -3358,7 +3358,7 @@ void GraphLowering::gpuConv2DGradFilter(const Node *n) {
   const ir::Attrs &a = n->A;
   const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
   int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
-  int64_t KH = a.KernelH, KW = a.KernelW, filter = n->Ty.staticElements();
+  int64_t filter = n->Ty.staticElements();
   int64_t groupBytes = partialBytes(n, true);
   llvm::Type *ft = elemType(n->Ty.Elem);
   Value *zero = llvm::ConstantFP::get(ft, 0);
@@ -3370,10 +3370,7 @@ void GraphLowering::gpuConv2DGradFilter(const Node *n) {
   };
   parallelFor(i64(GpuFilterGroups * filter), [&](Value *i) {
     Value *group = B.CreateUDiv(i, i64(filter)), *element = B.CreateURem(i, i64(filter));
-    Value *kw = B.CreateURem(element, i64(KW)), *rest = B.CreateUDiv(element, i64(KW));
-    Value *kh = B.CreateURem(rest, i64(KH));
-    rest = B.CreateUDiv(rest, i64(KH));
-    Value *c = B.CreateURem(rest, i64(C)), *o = B.CreateUDiv(rest, i64(C));
+    auto [o, c, kh, kw] = imageIndices(element, n->Ty.Dims);
     // Group g takes images [g * n / G, (g + 1) * n / G).
     Value *images = extent(in[0]);
     Value *begin = B.CreateUDiv(B.CreateMul(group, images), i64(GpuFilterGroups));
