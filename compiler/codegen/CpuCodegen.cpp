@@ -1898,6 +1898,7 @@ void GraphLowering::lower(const Node *n) {
     if (n->Op == OpCode::Concat) {
       int64_t split = n->Operands[0]->Ty.Dims.back();
       copyColumns(n->Operands[0], 0, n, 0, split);
+      nextKernel();
       copyColumns(n->Operands[1], 0, n, split, n->Operands[1]->Ty.Dims.back());
       return;
     }
@@ -1905,6 +1906,7 @@ void GraphLowering::lower(const Node *n) {
       return copyColumns(n->Operands[0], n->A.Offset, n, 0, n->Ty.Dims.back());
     if (n->Op == OpCode::Unslice) {
       zeroFill(n);
+      nextKernel();
       return copyColumns(n->Operands[0], 0, n, n->A.Offset,
                          n->Operands[0]->Ty.Dims.back());
     }
@@ -3607,7 +3609,21 @@ void GraphLowering::lowerScatterAdd(const Node *n) {
   llvm::Type *ft = elemType(n->Ty.Elem);
   zeroFill(n);
   // Rows of one index add into the same row: on the CPU one after another,
-  // on the GPU with atomic additions (in no fixed order).
+  // on the GPU with atomic additions (in no fixed order), a thread per
+  // element.
+  if (Gpu) {
+    nextKernel();
+    parallelFor(B.CreateMul(elementCount(indices->Ty), i64(width)), [&](Value *e) {
+      Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
+      Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
+      ifThen(inBounds(index, rows), [&] {
+        Value *out = at(n, B.CreateAdd(B.CreateMul(index, i64(width)), j));
+        B.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, out, load(values, e), llvm::MaybeAlign(),
+                          llvm::AtomicOrdering::Monotonic);
+      });
+    });
+    return;
+  }
   parallelFor(elementCount(indices->Ty), [&](Value *r) {
     Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
     ifThen(inBounds(index, rows), [&] {
@@ -3616,11 +3632,7 @@ void GraphLowering::lowerScatterAdd(const Node *n) {
       forRow(width, [&](Value *j, unsigned lanes) {
         Value *out = B.CreateInBoundsGEP(ft, Slots[n].Ptr, B.CreateAdd(dst, j));
         Value *v = lanes ? loadVector(values, src, lanes) : load(values, B.CreateAdd(src, j));
-        if (Gpu)
-          B.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, out, v, llvm::MaybeAlign(),
-                            llvm::AtomicOrdering::Monotonic);
-        else
-          storeLanes(B.CreateFAdd(loadLanes(ft, out, lanes), v), out);
+        storeLanes(B.CreateFAdd(loadLanes(ft, out, lanes), v), out);
       });
     });
   });
@@ -3637,7 +3649,7 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
     Value *dst = B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
     forRow(width, [&](Value *j, unsigned lanes) {
       storeLanes(lanes ? loadVector(from, src, lanes) : load(from, B.CreateAdd(src, j)),
-                 B.CreateInBoundsGEP(ft, Slots[to].Ptr, B.CreateAdd(dst, j)));
+                 B.CreateInBoundsGEP(ft, slotOf(to).Ptr, B.CreateAdd(dst, j)));
     });
   });
 }
