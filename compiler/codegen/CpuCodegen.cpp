@@ -240,7 +240,8 @@ private:
   /// among the threads of all blocks.
   void parallelFor(Value *count, const std::function<void(Value *)> &body);
   /// A loop of steps that depend on each other (an LSTM's time steps)
-  /// whose bodies hold parallel work: on the GPU, every thread of one block runs every step.
+  /// whose bodies hold parallel work: on the GPU, every thread of one
+  /// block runs every step.
   void stepsFor(Value *begin, Value *end, const std::function<void(Value *)> &body);
   /// CPU: `for (i = 0; i < count; ++i) body(i)` with independent
   /// iterations, split among the runtime's threads. The body is emitted
@@ -265,11 +266,6 @@ private:
   /// Runs body on thread 0 of the block, then a barrier; the kernel is
   /// then launched on one block.
   void onOneThread(const std::function<void()> &body);
-  /// GPU, between two pieces of a node's work where the second reads what
-  /// the first wrote: with a kernel per node, the next kernel starts here,
-  /// so that both pieces may run on many blocks (with the whole graph in
-  /// one kernel, the first piece's barrier orders them). No value computed
-  /// before it may be used after it.
   /// GPU: a scalar elementwise node (a loss's scaling by the batch, Adam's
   /// bias corrections) has no buffer and no kernel of its own. It is a few
   /// operations in the uniform code of each kernel that reads it
@@ -280,6 +276,11 @@ private:
            ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise && !GroupedInto.count(n) &&
            !Groups.count(n) && !ProductEpilogues.count(n);
   }
+  /// GPU, between two pieces of a node's work (the second may read what
+  /// the first wrote): with a kernel per node, the next kernel starts here,
+  /// so that both pieces may run on many blocks (with the whole graph in
+  /// one kernel, the first piece's barrier orders them). No value computed
+  /// before it may be used after it.
   void nextKernel() {
     if (Gpu && !WholeGraph) {
       endKernel();
@@ -396,7 +397,7 @@ private:
   void lowerConv2DGradFilter(const Node *n);
   /// GPU: the convolutions as direct sums, a thread per element of the
   /// result, with no column matrix: each is one parallel loop (the
-  /// filter's gradient two, see gpuFilterGrad), so that each runs on all
+  /// filter's gradient two, see gpuConv2DGradFilter), so that each runs on all
   /// the blocks of the device.
   void gpuConv2D(const Node *n);
   void gpuConv2DGradInput(const Node *n);
