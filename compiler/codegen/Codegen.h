@@ -33,10 +33,12 @@ struct GpuOptions {
   unsigned OptLevel = 2;      ///< for the kernels
   /// Kernels per graph: one per node (or group of nodes), or the whole
   /// graph as one kernel on one block, which saves the launches that
-  /// dominate a small model's step; Auto: the whole graph for models of at
-  /// most WholeGraphParams parameters.
+  /// dominate a small model's step; Auto: for models of at most
+  /// WholeGraphParams parameters, both, the whole graph for calls of at
+  /// most GraphLimit rows times parameters.
   enum class Fusion { Auto, Node, Graph } Fuse = Fusion::Auto;
   static constexpr int64_t WholeGraphParams = 16384;
+  int64_t GraphLimit = int64_t(1) << 24;
 };
 
 /// What lowering made for the GPU, for --emit to show.

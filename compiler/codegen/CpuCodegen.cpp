@@ -3869,28 +3869,51 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
   llvm::IRBuilder<> b(context);
   llvm::FunctionCallee launch = module.getOrInsertFunction(
       "nnc_gpu_launch", b.getVoidTy(), b.getPtrTy(), b.getInt32Ty(), b.getInt32Ty());
+  llvm::FunctionCallee batchRows =
+      module.getOrInsertFunction("nnc_gpu_rows", b.getInt64Ty(), b.getPtrTy());
   std::vector<llvm::Constant *> names, kernels;
   WorkspaceSize workspace;
-  bool wholeGraph = options.Fuse == GpuOptions::Fusion::Graph ||
-                    (options.Fuse == GpuOptions::Fusion::Auto &&
-                     model.ParamElements <= GpuOptions::WholeGraphParams);
+  // Auto: a small model gets both schedules, and runs the whole graph as
+  // one kernel on one block only while the call's rows times its
+  // parameters (about a third of a step's multiply-adds) are at most
+  // options.GraphLimit; a bigger batch needs the whole device.
+  bool autoFuse = options.Fuse == GpuOptions::Fusion::Auto;
+  bool graphSchedule = options.Fuse == GpuOptions::Fusion::Graph ||
+                       (autoFuse && model.ParamElements <= GpuOptions::WholeGraphParams);
+  bool nodeSchedule = options.Fuse == GpuOptions::Fusion::Node || autoFuse;
   for (const ir::Graph *graph : program.graphs()) {
-    GraphLowering lowering(module, *graph, vectorBits, gpu.get(), wholeGraph);
-    WorkspaceSize size = lowering.run();
-    workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
-    workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
-    // The schedule: one launch per kernel, in order.
     auto *schedule = llvm::Function::Create(
         llvm::FunctionType::get(b.getVoidTy(), {b.getPtrTy()}, false),
         llvm::Function::ExternalLinkage, "nnc_gpu_" + graph->name(), module);
-    b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", schedule));
-    for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
-      b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
-                            b.getInt32(kernel.Wide)});
-      names.push_back(b.CreateGlobalStringPtr(kernel.Fn->getName(), "", 0, &module));
-      kernels.push_back(kernel.Fn);
+    // One launch per kernel, in order.
+    auto launchAll = [&](bool wholeGraph) {
+      GraphLowering lowering(module, *graph, vectorBits, gpu.get(), wholeGraph);
+      WorkspaceSize size = lowering.run();
+      workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
+      workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
+      for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
+        b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
+                              b.getInt32(kernel.Wide)});
+        names.push_back(b.CreateGlobalStringPtr(kernel.Fn->getName(), "", 0, &module));
+        kernels.push_back(kernel.Fn);
+      }
+      b.CreateRetVoid();
+    };
+    auto *entry = llvm::BasicBlock::Create(context, "entry", schedule);
+    b.SetInsertPoint(entry);
+    if (graphSchedule && nodeSchedule) {
+      auto *whole = llvm::BasicBlock::Create(context, "graph", schedule);
+      auto *nodes = llvm::BasicBlock::Create(context, "nodes", schedule);
+      llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
+      int64_t maxRows = options.GraphLimit / std::max<int64_t>(model.ParamElements, 1);
+      b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), whole, nodes);
+      b.SetInsertPoint(whole);
+      launchAll(true);
+      b.SetInsertPoint(nodes);
+      launchAll(false);
+    } else {
+      launchAll(graphSchedule);
     }
-    b.CreateRetVoid();
   }
   names.push_back(llvm::ConstantPointerNull::get(b.getPtrTy()));
   addPointerArray(module, names, "nnc_gpu_kernels");

@@ -91,7 +91,11 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       ("gpu-fuse", po::value(&fuse)->default_value("auto"),
        "GPU kernels: node (one per node, or fused group of nodes), graph (the "
        "whole step as one kernel on one block: no launches between layers), or "
-       "auto (graph for models of at most 16384 parameters)")
+       "auto (for models of at most 16384 parameters, graph while the batch's "
+       "rows times the parameters are at most --gpu-graph-limit, else node)")
+      ("gpu-graph-limit", po::value(&opts.Gpu.GraphLimit)->default_value(opts.Gpu.GraphLimit),
+       "with --gpu-fuse=auto, the most rows times parameters that a call runs "
+       "as one kernel on one block")
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
       ("skip-dead-units", po::value(&skipDead)->default_value("on"),
@@ -167,6 +171,8 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Fuse = GpuOptions::Fusion::Graph;
   else if (fuse != "auto")
     return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node or graph");
+  if (opts.Gpu.GraphLimit < 0)
+    return fail("--gpu-graph-limit must be at least 0");
   if (skipDead != "on" && skipDead != "off")
     return fail("unknown --skip-dead-units '" + skipDead + "'; expected on or off");
   opts.SkipDeadUnits = skipDead == "on";

@@ -45,8 +45,10 @@ size_t GpuProgram::kernelCount() const {
   return N;
 }
 
-void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg) {
+void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
+                 int64_t CallRows) {
   Call = CallArg;
+  Rows = CallRows;
   Failure.clear();
   S(this);
   Call = nullptr;
@@ -123,4 +125,8 @@ std::unique_ptr<Device> nnc::openGpu(const GpuProgram &P, std::string &Why) {
 
 extern "C" void nnc_gpu_launch(void *Dev, int32_t Kernel, int32_t Wide) {
   static_cast<Device *>(Dev)->launch(Kernel, Wide);
+}
+
+extern "C" int64_t nnc_gpu_rows(void *Dev) {
+  return static_cast<Device *>(Dev)->rows();
 }

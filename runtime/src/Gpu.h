@@ -85,9 +85,11 @@ public:
   virtual void copy(void *To, const void *From, size_t Bytes) = 0;
 
   /// Runs the launch schedule \p S (named \p Name, for messages), whose
-  /// kernels all take \p Call (an nnc_call in device memory), and waits for
-  /// its last kernel.
-  void run(GpuProgram::Schedule S, const char *Name, void *Call);
+  /// kernels all take \p Call (an nnc_call in device memory, of \p Rows
+  /// rows), and waits for its last kernel.
+  void run(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows);
+  /// nnc_gpu_rows: the rows of the call under way.
+  int64_t rows() const { return Rows; }
 
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it
@@ -103,6 +105,7 @@ protected:
 private:
   GpuProgram Program;
   void *Call = nullptr;  ///< The argument of the schedule under way.
+  int64_t Rows = 0;      ///< Its rows.
   std::string Failure;   ///< The first launch that failed in it.
 };
 

@@ -209,7 +209,7 @@ double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
   DeviceCall.step = Call.step;
   DeviceCall.seed = Call.seed;
   Dev->upload(CallCopy.get(), &DeviceCall, sizeof(DeviceCall));
-  Dev->run(Gpu, GpuName, CallCopy.get());
+  Dev->run(Gpu, GpuName, CallCopy.get(), Call.batch);
   Dev->download(&Call.loss,
                 static_cast<char *>(CallCopy.get()) + offsetof(nnc_call, loss),
                 sizeof(Call.loss));

@@ -98,6 +98,9 @@ void gridNarrowThenWide(void *D) {
 }
 void sum(void *D) { nnc_gpu_launch(D, 2, 0); }
 void squares(void *D) { nnc_gpu_launch(D, 3, 0); }
+/// What nnc_gpu_rows said to the schedule below.
+int64_t RowsSeen = -1;
+void recordRows(void *D) { RowsSeen = nnc_gpu_rows(D); }
 /// A launch of a kernel that does not exist, then one that must not run.
 void badLaunch(void *D) {
   nnc_gpu_launch(D, 99, 0);
@@ -168,7 +171,7 @@ void testNeighbours(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, Block * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(neighbourNarrow, "neighbourNarrow", Call.Memory.get());
+  D.run(neighbourNarrow, "neighbourNarrow", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
   bool Right = true;
   for (int T = 0; T < Block; ++T)
@@ -176,7 +179,7 @@ void testNeighbours(Device &D) {
   CHECK(Right);
   // Wide: four blocks, one after another, each with the shared memory and
   // barrier of its own threads.
-  D.run(neighbourWide, "neighbourWide", Call.Memory.get());
+  D.run(neighbourWide, "neighbourWide", Call.Memory.get(), 1);
   V = downloadInts(D, Out, Block);
   Right = true;
   for (int T = 0; T < Block; ++T)
@@ -188,7 +191,7 @@ void testGrid(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, GridElements + 4);
   // Each element once by the one block, then once by block I / 256 % 4.
   bool Right = true;
@@ -204,7 +207,7 @@ void testBarriers(Device &D) {
   // 255 * 256 / 2, scaled: exact in double.
   for (int Round = 1; Round <= 40; ++Round) {
     DeviceCall Call(D, Out.get(), Round);
-    D.run(sum, "sum", Call.Memory.get());
+    D.run(sum, "sum", Call.Memory.get(), 1);
     double Loss = Call.loss(D);
     CHECK(Loss == 32640.0 * Round);
     if (Loss != 32640.0 * Round)
@@ -216,12 +219,22 @@ void testNoBarrier(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, Block * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  D.run(squares, "squares", Call.Memory.get());
+  D.run(squares, "squares", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
   bool Right = true;
   for (int T = 0; T < Block; ++T)
     Right &= V[size_t(T)] == T * T;
   CHECK(Right);
+}
+
+void testRows(Device &D) {
+  // A schedule reads the rows of the call it runs for (to choose between
+  // the whole graph on one block and a kernel per node).
+  DeviceBuffer Out;
+  Out.allocate(D, sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(recordRows, "recordRows", Call.Memory.get(), 37);
+  CHECK(RowsSeen == 37);
 }
 
 void testBadLaunch(Device &D) {
@@ -230,7 +243,7 @@ void testBadLaunch(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   std::string Message;
   try {
-    D.run(badLaunch, "badLaunch", Call.Memory.get());
+    D.run(badLaunch, "badLaunch", Call.Memory.get(), 1);
   } catch (const DeviceError &E) {
     Message = E.what();
   }
@@ -239,7 +252,7 @@ void testBadLaunch(Device &D) {
   // The launch after the failed one did not run.
   CHECK(downloadInts(D, Out, 1)[0] == 0);
   // The device is usable again for the next schedule.
-  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get());
+  D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get(), 1);
   CHECK(downloadInts(D, Out, 1)[0] == 2);
 }
 
@@ -276,6 +289,7 @@ int main(int Argc, char **Argv) {
   testGrid(*D);
   testBarriers(*D);
   testNoBarrier(*D);
+  testRows(*D);
   testBadLaunch(*D);
   if (Failures) {
     std::fprintf(stderr, "%d check(s) failed\n", Failures);

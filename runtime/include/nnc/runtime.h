@@ -104,6 +104,9 @@ extern void (*const nnc_sim_kernels[])(nnc_call *call); /* by kernel index */
  * when `wide` is 1 (every thread works on its own elements; grid-stride
  * loops make any block count correct). */
 void nnc_gpu_launch(void *device, int32_t kernel, int32_t wide);
+/* The rows of the call whose schedule is under way: a schedule may choose
+ * its kernels by the batch's size. */
+int64_t nnc_gpu_rows(void *device);
 
 /* For --target=cuda-sim kernels: the calling thread's index in its block,
  * its block's index in the grid, the grid's size in blocks; a barrier of
