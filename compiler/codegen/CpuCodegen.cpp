@@ -404,10 +404,19 @@ private:
   void gpuConv2DGradFilter(const Node *n);
   /// GPU: the indices [b, c, y, x] of element i of a value of shape dims.
   std::array<Value *, 4> imageIndices(Value *i, const std::vector<int64_t> &dims);
-  /// GPU, in a thread's share: the sum over `channels` channels and
-  /// convolution n's kernel taps of tap(channel, kh, kw).
-  Value *tapSum(const Node *n, int64_t channels,
-                const std::function<Value *(Value *, Value *, int64_t)> &tap);
+  /// GPU, in a thread's share, for conv2d or conv2d_grad_input n (filter
+  /// w [O, C, KH, KW]): the sum over `channels` channels and the kernel's
+  /// taps of value(channel, kh, kw) times the filter's tap: w[fixed,
+  /// channel] for conv2d (fixed: an output channel), w[channel, fixed] for
+  /// the input's gradient (an input channel).
+  Value *tapSum(const Node *n, int64_t channels, Value *fixed,
+                const std::function<Value *(Value *, Value *, int64_t)> &value);
+  /// GPU: x's element `index` where `inside`, else zero (reading `safe`,
+  /// a valid index, instead).
+  Value *loadInside(const Node *x, Value *inside, Value *index, Value *safe) {
+    Value *zero = llvm::ConstantFP::get(elemType(x->Ty.Elem), 0);
+    return B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, safe)), zero);
+  }
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
@@ -3261,16 +3270,22 @@ std::array<Value *, 4> GraphLowering::imageIndices(Value *i, const std::vector<i
   return {B.CreateUDiv(rest, i64(dims[1])), B.CreateURem(rest, i64(dims[1])), y, x};
 }
 
-Value *GraphLowering::tapSum(const Node *n, int64_t channels,
-                             const std::function<Value *(Value *, Value *, int64_t)> &tap) {
+Value *GraphLowering::tapSum(const Node *n, int64_t channels, Value *fixed,
+                             const std::function<Value *(Value *, Value *, int64_t)> &value) {
   // Loops over the channels and the kernel's rows, each row's taps
   // unrolled: no division in the loops.
+  const Node *w = n->Operands[1];
+  int64_t filterChannels = w->Ty.Dims[1], KH = n->A.KernelH, KW = n->A.KernelW;
+  bool gradInput = n->Op == OpCode::Conv2DGradInput;
   Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
-  return reduce(i64(channels), zero, [&](Value *c) {
-    return reduce(i64(n->A.KernelH), zero, [&](Value *kh) {
+  return reduce(i64(channels), zero, [&](Value *channel) {
+    Value *pair = gradInput ? B.CreateAdd(B.CreateMul(channel, i64(filterChannels)), fixed)
+                            : B.CreateAdd(B.CreateMul(fixed, i64(filterChannels)), channel);
+    return reduce(i64(KH), zero, [&](Value *kh) {
+      Value *row = B.CreateMul(B.CreateAdd(B.CreateMul(pair, i64(KH)), kh), i64(KW));
       Value *terms = nullptr;
-      for (int64_t kw = 0; kw < n->A.KernelW; ++kw) {
-        Value *term = tap(c, kh, kw);
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        Value *term = B.CreateFMul(value(channel, kh, kw), load(w, B.CreateAdd(row, i64(kw))));
         terms = terms ? B.CreateFAdd(terms, term) : term;
       }
       return terms;
@@ -3283,32 +3298,22 @@ void GraphLowering::gpuConv2D(const Node *n) {
   // with ih = oh s + kh - pad, iw = ow s + kw - pad: a thread per output
   // element. Neighbouring threads take neighbouring ow: they read
   // neighbouring pixels and the same weight.
-  const Node *x = n->Operands[0], *w = n->Operands[1];
+  const Node *x = n->Operands[0];
   const ir::Attrs &a = n->A;
   int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
   parallelFor(elementCount(n->Ty), [&](Value *i) {
     auto [img, o, oh, ow] = imageIndices(i, n->Ty.Dims);
     Value *image = B.CreateMul(img, i64(C * H * W));
-    Value *sum = tapSum(n, C, [&](Value *c, Value *kh, int64_t kw) {
+    Value *sum = tapSum(n, C, o, [&](Value *c, Value *kh, int64_t kw) {
       Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
       Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw)), i64(a.Pad));
       Value *index = B.CreateAdd(
           image, B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(H)), ih), i64(W)), iw));
-      Value *pixel;
-      if (a.Pad == 0) {
-        pixel = load(x, index);
-      } else {
-        // In the padding: read the image's first element instead (always
-        // valid memory), and take zero. Negative positions are large
-        // unsigned numbers.
-        Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
-        pixel = B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, image)), zero);
-      }
-      Value *filter =
-          B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(a.KernelH)), kh);
-      return B.CreateFMul(pixel,
-                          load(w, B.CreateAdd(B.CreateMul(filter, i64(a.KernelW)), i64(kw))));
+      if (a.Pad == 0)
+        return load(x, index);
+      // In the padding: zero. Negative positions are large unsigned numbers.
+      Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
+      return loadInside(x, inside, index, image);
     });
     B.CreateStore(sum, at(n, i));
   });
@@ -3319,11 +3324,10 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
   // over the outputs whose window read (ih, iw): oh s = ih + pad - kh,
   // ow s = iw + pad - kw. A thread per input element, so each element is
   // written once, by a sum in a fixed order (no atomic additions).
-  const Node *dy = n->Operands[0], *w = n->Operands[1];
+  const Node *dy = n->Operands[0];
   const ir::Attrs &a = n->A;
-  int64_t C = n->Ty.Dims[1], O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
+  int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
   int64_t S = a.Stride;
-  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
   // Whether t = pos + pad - k is a window's start: t = o s for an output o
   // in [0, extent). A negative t is a large unsigned number.
   auto start = [&](Value *t, int64_t extent) {
@@ -3333,18 +3337,14 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
   parallelFor(elementCount(n->Ty), [&](Value *i) {
     auto [img, c, ih, iw] = imageIndices(i, n->Ty.Dims);
     Value *image = B.CreateMul(img, i64(O * OH * OW));
-    Value *sum = tapSum(n, O, [&](Value *o, Value *kh, int64_t kw) {
+    Value *sum = tapSum(n, O, c, [&](Value *o, Value *kh, int64_t kw) {
       Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
       Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), i64(kw));
       Value *inside = B.CreateAnd(start(th, OH), start(tw, OW));
       Value *row = B.CreateAdd(B.CreateMul(o, i64(OH)), B.CreateUDiv(th, i64(S)));
       Value *index =
           B.CreateAdd(image, B.CreateAdd(B.CreateMul(row, i64(OW)), B.CreateUDiv(tw, i64(S))));
-      Value *adjoint = B.CreateSelect(inside, load(dy, B.CreateSelect(inside, index, image)), zero);
-      Value *filter =
-          B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(o, i64(C)), c), i64(a.KernelH)), kh);
-      return B.CreateFMul(adjoint,
-                          load(w, B.CreateAdd(B.CreateMul(filter, i64(a.KernelW)), i64(kw))));
+      return loadInside(dy, inside, index, image);
     });
     B.CreateStore(sum, at(n, i));
   });
