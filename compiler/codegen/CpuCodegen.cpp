@@ -80,6 +80,51 @@ constexpr int64_t ImageGroups = 16;
 /// in order: enough threads to fill the device for the smallest filters,
 /// and the same order whatever the device.
 constexpr int64_t GpuFilterGroups = 32;
+/// GPU, a kernel per node: a product of few 64 x 64 tiles and a long depth
+/// (a weight's gradient summed over a big batch, a wide layer at a small
+/// one) cuts its depth into runs at least GpuRunDepth deep, up to
+/// GpuProductUnits (tile, run) pairs: enough to fill the device (4 blocks
+/// on each of an H100's 132 multiprocessors). A second kernel adds the
+/// runs' partial products in order (lowerSplitProduct), so a run must save
+/// more than a launch costs: a product of depth below 2 x GpuRunDepth is
+/// not cut.
+constexpr int64_t GpuProductUnits = 512;
+constexpr int64_t GpuRunDepth = 128;
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// How GPU product n's depth is cut into runs at a call of `batch` rows:
+/// the runs (1: not cut) and their depth, i64 values. As many runs as make
+/// GpuProductUnits units with the call's tiles, at least GpuRunDepth deep
+/// and a multiple of 16 (the product's slices). The product's kernels and
+/// the host's schedule compute it alike.
+std::pair<Value *, Value *> productSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
+  auto i64 = [&](int64_t v) { return B.getInt64(v); };
+  auto extents = [&](const std::vector<int64_t> &dims, size_t begin, size_t end) {
+    Value *p = i64(1);
+    for (size_t d = begin; d < end; ++d)
+      p = B.CreateMul(p, dims[d] == ir::N ? batch : i64(dims[d]));
+    return p;
+  };
+  auto ceilDivBy = [&](Value *x, Value *d) {
+    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
+  };
+  auto umax = [&](Value *x, int64_t y) {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
+  };
+  const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
+  Value *rows = extents(dims, 0, dims.size() - 1);
+  Value *depth = n->A.TransA ? extents(aDims, 0, aDims.size() - 1)
+                             : extents(aDims, aDims.size() - 1, aDims.size());
+  Value *tiles = B.CreateMul(umax(ceilDivBy(rows, i64(GpuGemmTile)), 1),
+                             i64(ceilDiv(dims.back(), GpuGemmTile)));
+  Value *runs = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                             B.CreateUDiv(i64(GpuProductUnits), tiles),
+                                             B.CreateUDiv(depth, i64(GpuRunDepth))),
+                     1);
+  Value *runDepth = umax(B.CreateMul(ceilDivBy(ceilDivBy(depth, runs), i64(16)), i64(16)), 16);
+  return {umax(ceilDivBy(depth, runDepth), 1), runDepth};
+}
+
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -99,9 +144,12 @@ public:
   WorkspaceSize run();
 
   /// A GPU kernel, in launch order, and whether it may run on many blocks.
+  /// A kernel that sums the runs of a product (lowerSplitProduct) is
+  /// launched only when the call's rows cut the product's depth.
   struct Kernel {
     llvm::Function *Fn;
     bool Wide;
+    const Node *SumsRunsOf;
   };
   const std::vector<Kernel> &kernels() const { return Kernels; }
 
@@ -281,10 +329,10 @@ private:
   /// so that both pieces may run on many blocks (with the whole graph in
   /// one kernel, the first piece's barrier orders them). No value computed
   /// before it may be used after it.
-  void nextKernel() {
+  void nextKernel(const std::string &work = "") {
     if (Gpu && !WholeGraph) {
       endKernel();
-      beginKernel(KernelWork);
+      beginKernel(work.empty() ? KernelWork : work);
     }
   }
   /// Stores value at ptr: from one thread, in a kernel's uniform code.
@@ -294,7 +342,8 @@ private:
   /// column sums where they can be: returns whether they were (see
   /// emitGemm), or null.
   Value *gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m, Value *k,
-              Value *bias = nullptr, Value *mask = nullptr, Value *columnSums = nullptr);
+              Value *bias = nullptr, Value *mask = nullptr, Value *columnSums = nullptr,
+              const GpuGemmSplit *split = nullptr);
   /// Stores zeros into `bytes` bytes at ptr, aligned to `align` bytes.
   void zeroBytes(Value *ptr, int64_t bytes, int64_t align = Alignment);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
@@ -347,12 +396,24 @@ private:
   void lowerLeaf(const Node *n);
   void lowerMap(const Node *n,
                 const std::function<Value *(std::vector<Value *> &)> &formula);
-  /// Matrix product n into `dest`, plus `bias` (a row vector) if not null,
-  /// then max(..., 0) if `relu`, then times (mask > 0) if `mask` is not null.
-  /// With `columnSums`, also the result's column sums where the product
-  /// can sum them: returns whether it did (an i1), or null.
-  Value *lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu = false,
+  /// Matrix product n into `into`'s buffer, plus `bias` (a row vector) if
+  /// not null, then max(..., 0) if `relu`, then times (mask > 0) if `mask`
+  /// is not null. With `columnSums`, also the result's column sums where
+  /// the product can sum them: returns whether it did (an i1), or null.
+  Value *lowerMatMul(const Node *n, const Node *into, const Node *bias, bool relu = false,
                      const Node *mask = nullptr, Value *columnSums = nullptr);
+  /// A product's rows (M) and depth (K), for this call.
+  std::pair<Value *, Value *> productExtents(const Node *n);
+  /// GPU: the most runs that product n's depth is cut into (see
+  /// GpuProductUnits); 1 when it is not.
+  int64_t productRuns(const Node *n) const;
+  /// The bytes of product n's runs' partial products, at most.
+  int64_t productRunBytes(const Node *n) const;
+  /// GPU: product n (as lowerMatMul, with no relu or mask) with its depth
+  /// cut into runs, for this call's rows, then their partial products
+  /// summed in order by a kernel of its own.
+  void lowerSplitProduct(const Node *n, const Node *into, const GemmShape &shape,
+                         const Node *bias);
   /// Which products skip the zero columns of a relu's masked adjoint
   /// (see ColumnSkip), after planFusion and planImageChains.
   void planColumnSkips();
@@ -540,6 +601,8 @@ private:
   std::string KernelWork; ///< What the kernel computes, for its name.
   std::vector<Kernel> Kernels;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
+  /// GPU: the product whose runs the current kernel sums, if it does.
+  const Node *SumsRunsOf = nullptr;
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
   /// CPU: the workspace buffers by their start, and the memory accesses of
@@ -785,7 +848,8 @@ void GraphLowering::storeOnce(Value *value, Value *ptr) {
 }
 
 Value *GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c, Value *m,
-                           Value *k, Value *bias, Value *mask, Value *columnSums) {
+                           Value *k, Value *bias, Value *mask, Value *columnSums,
+                           const GpuGemmSplit *split) {
   if (!Gpu)
     return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker, mask, columnSums);
   ++Pieces;
@@ -793,7 +857,7 @@ Value *GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c,
     throw std::logic_error("internal error: a relu epilogue in a GPU product");
   GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
                         shape.Elem, shape.LdA, shape.LdB, shape.LdC};
-  emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias);
+  emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias, split);
   Gpu->barrier(B);
   return nullptr;
 }
@@ -1549,6 +1613,8 @@ void GraphLowering::planWorkspace() {
         scratch[n] = add(false, ImageGroups * bytes + fixedBytes, at, chainEnd);
       }
     }
+    if (productRuns(n) > 1)
+      scratch[n] = add(false, productRunBytes(n), at, chainEnd);
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
@@ -1650,6 +1716,7 @@ void GraphLowering::beginKernel(const std::string &work) {
   B.SetInsertPoint(body);
   Slots.clear();
   Computed.clear();
+  SumsRunsOf = nullptr;
   PerThread = false;
   Pieces = 0;
   OneBlock = false;
@@ -1661,7 +1728,7 @@ void GraphLowering::endKernel() {
   Gpu->finishKernel(*F);
   // A kernel with one piece of work that needs no barrier between its
   // threads' parts runs on as many blocks as the device wants.
-  Kernels.push_back({F, Pieces == 1 && !OneBlock});
+  Kernels.push_back({F, Pieces == 1 && !OneBlock, SumsRunsOf});
 }
 
 void GraphLowering::runGpu() {
@@ -2094,7 +2161,7 @@ void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node 
                                  bool relu, const Node *mask) {
   auto sums = SummedBy.find(x);
   if (sums == SummedBy.end()) {
-    lowerMatMul(product, Slots[x].Ptr, bias, relu, mask);
+    lowerMatMul(product, x, bias, relu, mask);
     return;
   }
   // The sums' buffer, ahead of their node (planWorkspace has it live from
@@ -2102,15 +2169,95 @@ void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node 
   if (!Slots.count(sums->second))
     materialize(sums->second);
   Value *summed =
-      lowerMatMul(product, Slots[x].Ptr, bias, relu, mask, Slots.at(sums->second).Ptr);
+      lowerMatMul(product, x, bias, relu, mask, Slots.at(sums->second).Ptr);
   SummedByProduct[sums->second] = summed ? summed : B.getFalse();
 }
 
-Value *GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, bool relu,
-                                  const Node *mask, Value *columnSums) {
-  const Node *a = n->Operands[0], *b = n->Operands[1];
+std::pair<Value *, Value *> GraphLowering::productExtents(const Node *n) {
   // Operands of rank above 2 are matrices whose leading dimensions make the
   // rows (see matmul's shape rule).
+  const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
+  Value *rows = product(dims, 0, dims.size() - 1);
+  Value *depth = n->A.TransA ? product(aDims, 0, aDims.size() - 1) : extent(aDims.back());
+  return {rows, depth};
+}
+
+int64_t GraphLowering::productRuns(const Node *n) const {
+  if (!Gpu || WholeGraph || n->Op != OpCode::MatMul || n->Ty.Dims.back() == ir::N)
+    return 1;
+  // Static extents; 0 where one is the batch's.
+  auto extents = [](auto begin, auto end) {
+    int64_t p = 1;
+    for (auto d = begin; d != end; ++d)
+      p = *d == ir::N ? 0 : p * *d;
+    return p;
+  };
+  const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
+  int64_t rows = extents(dims.begin(), dims.end() - 1), columns = dims.back();
+  int64_t depth = n->A.TransA ? extents(aDims.begin(), aDims.end() - 1)
+                              : extents(aDims.end() - 1, aDims.end());
+  if (depth == 1 || (rows == 1 && columns == 1)) // lowerMatMul's loops
+    return 1;
+  int64_t tiles = std::max<int64_t>(ceilDiv(rows, GpuGemmTile), 1) * ceilDiv(columns, GpuGemmTile);
+  int64_t runs = GpuProductUnits / tiles;
+  if (depth)
+    runs = std::min(runs, depth / GpuRunDepth);
+  return std::max<int64_t>(runs, 1);
+}
+
+int64_t GraphLowering::productRunBytes(const Node *n) const {
+  // The runs times the tiles are at most GpuProductUnits (see
+  // lowerSplitProduct), whatever the batch.
+  int64_t elements = GpuProductUnits * GpuGemmTile * GpuGemmTile;
+  if (!n->Ty.isBatched())
+    elements = std::min(elements, productRuns(n) * n->Ty.staticElements());
+  return elements * ir::byteSize(n->Ty.Elem);
+}
+
+void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const GemmShape &shape,
+                                      const Node *bias) {
+  if (shape.Accumulate || shape.Relu || shape.Mask || shape.LdA || shape.LdB || shape.LdC)
+    throw std::logic_error("internal error: a split product with an epilogue or strides");
+  auto split = [&] {
+    auto [runs, runDepth] = productSplit(B, n, Batch);
+    Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+    return GpuGemmSplit{runs, runDepth, partials};
+  };
+  Value *rows, *depth;
+  std::tie(rows, depth) = productExtents(n);
+  GpuGemmSplit runs = split();
+  gemm(shape, slotOf(n->Operands[0]).Ptr, slotOf(n->Operands[1]).Ptr, slotOf(into).Ptr, rows,
+       depth, bias ? slotOf(bias).Ptr : nullptr, nullptr, nullptr, &runs);
+
+  nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
+  SumsRunsOf = n;
+  std::tie(rows, depth) = productExtents(n);
+  runs = split();
+  llvm::Type *ft = shape.Elem;
+  ifThen(B.CreateICmpUGT(runs.Count, i64(1)), [&] {
+    Value *stride = B.CreateMul(rows, i64(shape.N));
+    llvm::AllocaInst *sum = entryAlloca(ft);
+    parallelFor(stride, [&](Value *i) {
+      auto partial = [&](Value *run) {
+        return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, runs.Partials,
+                                                    B.CreateAdd(B.CreateMul(run, stride), i)));
+      };
+      B.CreateStore(partial(i64(0)), sum);
+      forRange(i64(1), runs.Count, [&](Value *run) {
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), partial(run)), sum);
+      });
+      Value *total = B.CreateLoad(ft, sum);
+      if (bias)
+        total = B.CreateFAdd(total, load(bias, B.CreateURem(i, i64(shape.N))));
+      B.CreateStore(total, at(into, i));
+    });
+  });
+}
+
+Value *GraphLowering::lowerMatMul(const Node *n, const Node *into, const Node *bias, bool relu,
+                                  const Node *mask, Value *columnSums) {
+  Value *dest = slotOf(into).Ptr;
+  const Node *a = n->Operands[0], *b = n->Operands[1];
   size_t rank = n->Ty.Dims.size(), aRank = a->Ty.Dims.size();
   if (n->Ty.Dims.back() == ir::N) {
     lowerColumnsProduct(n, dest, bias, relu, mask);
@@ -2129,9 +2276,8 @@ Value *GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, 
   shape.N = n->Ty.Dims.back();
   shape.Elem = elemType(n->Ty.Elem);
   shape.VectorBits = VectorBits;
-  Value *rows = product(n->Ty.Dims, 0, rank - 1);
-  Value *depth = shape.TransA ? product(a->Ty.Dims, 0, aRank - 1)
-                              : extent(a->Ty.Dims.back());
+  Value *rows, *depth;
+  std::tie(rows, depth) = productExtents(n);
   // Shapes the micro-kernel has nothing to block in (a dense layer of one
   // input, or of one input and one output: linreg). Whatever the
   // transposes, op(A)[m, k] is A[m] when K = 1 and A[k] when M = 1, and
@@ -2160,6 +2306,10 @@ Value *GraphLowering::lowerMatMul(const Node *n, Value *dest, const Node *bias, 
       return B.CreateFMul(load(a, k), load(b, k)); // operands may be inlined
     });
     storeOnce(finish(sum, i64(0), i64(0)), dest);
+    return nullptr;
+  }
+  if (productRuns(n) > 1 && !PerThread && !ImageRow) {
+    lowerSplitProduct(n, into, shape, bias);
     return nullptr;
   }
   Value *biasPtr = bias ? slotOf(bias).Ptr : nullptr, *maskPtr = mask ? slotOf(mask).Ptr : nullptr;
@@ -3892,8 +4042,22 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
       workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
       for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
+        // Blocks in launch order, for the IR's readers.
+        auto *sum = kernel.SumsRunsOf ? llvm::BasicBlock::Create(context, "runs", schedule)
+                                      : nullptr;
+        auto *skip = sum ? llvm::BasicBlock::Create(context, "", schedule) : nullptr;
+        if (skip) {
+          llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
+          llvm::Value *runs = productSplit(b, kernel.SumsRunsOf, rows).first;
+          b.CreateCondBr(b.CreateICmpUGT(runs, b.getInt64(1)), sum, skip);
+          b.SetInsertPoint(sum);
+        }
         b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
                               b.getInt32(kernel.Wide)});
+        if (skip) {
+          b.CreateBr(skip);
+          b.SetInsertPoint(skip);
+        }
         names.push_back(b.CreateGlobalStringPtr(kernel.Fn->getName(), "", 0, &module));
         kernels.push_back(kernel.Fn);
       }

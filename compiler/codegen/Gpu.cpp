@@ -142,8 +142,10 @@ std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule) {
 }
 
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
-                 Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias) {
-  constexpr int64_t Tile = 64, Depth = 16, Side = 16, Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
+                 Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias,
+                 const GpuGemmSplit *Split) {
+  constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16,
+                    Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
   static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
                 "each thread stages 4 elements of A and of B per slice");
   llvm::Type *ft = Shape.Elem;
@@ -158,6 +160,10 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   Value *bs = B.CreateInBoundsGEP(ft, as, i64(Tile * Depth));
   Value *tilesN = i64((Shape.N + Tile - 1) / Tile);
   Value *tiles = B.CreateMul(B.CreateUDiv(B.CreateAdd(M, i64(Tile - 1)), i64(Tile)), tilesN);
+  if (Split && Shape.Accumulate)
+    throw std::logic_error("internal error: a split product that accumulates");
+  Value *runs = Split ? Split->Count : i64(1), *runDepth = Split ? Split->Depth : K;
+  Value *split = B.CreateICmpUGT(runs, i64(1));
 
   llvm::BasicBlock &entry = B.GetInsertBlock()->getParent()->getEntryBlock();
   llvm::IRBuilder<> allocas(&entry, entry.begin());
@@ -169,13 +175,23 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
     return B.CreateInBoundsGEP(ft, base, index);
   };
 
-  emitLoop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), tiles,
-       B.CreateZExt(Gpu.blocks(B), B.getInt64Ty()), [&](Value *t) {
+  // Unit u is tile u mod tiles over run u / tiles of the depth.
+  emitLoop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), B.CreateMul(tiles, runs),
+       B.CreateZExt(Gpu.blocks(B), B.getInt64Ty()), [&](Value *u) {
+         Value *t = B.CreateURem(u, tiles), *run = B.CreateUDiv(u, tiles);
          Value *m0 = B.CreateMul(B.CreateUDiv(t, tilesN), i64(Tile));
          Value *n0 = B.CreateMul(B.CreateURem(t, tilesN), i64(Tile));
+         Value *kBegin = B.CreateMul(run, runDepth);
+         Value *kEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, K,
+                                               B.CreateAdd(kBegin, runDepth));
+         Value *out = C;
+         if (Split)
+           out = B.CreateSelect(split,
+                                element(Split->Partials, B.CreateMul(run, B.CreateMul(M, ldc))),
+                                C);
          for (llvm::AllocaInst *a : acc)
            B.CreateStore(zero, a);
-         emitLoop(B, i64(0), K, i64(Depth), [&](Value *k0) {
+         emitLoop(B, kBegin, kEnd, i64(Depth), [&](Value *k0) {
            // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
            // n0 .. +64] as [k][n]; zeros outside the matrices.
            for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
@@ -185,7 +201,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
              auto stage = [&](Value *from, Value *row, Value *limit, Value *ld, bool rowMajor,
                               Value *to) {
                // rowMajor: the stored matrix is [row][k]; else [k][row].
-               Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, K));
+               Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, kEnd));
                Value *index = rowMajor ? B.CreateAdd(B.CreateMul(row, ld), k)
                                        : B.CreateAdd(B.CreateMul(k, ld), row);
                Value *v = B.CreateLoad(ft, element(from, B.CreateSelect(valid, index, i64(0))));
@@ -222,13 +238,14 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
              B.CreateCondBr(B.CreateAnd(B.CreateICmpULT(m, M), B.CreateICmpULT(n, N)), store,
                             done);
              B.SetInsertPoint(store);
-             Value *out = element(C, B.CreateAdd(B.CreateMul(m, ldc), n));
+             Value *to = element(out, B.CreateAdd(B.CreateMul(m, ldc), n));
              Value *v = B.CreateLoad(ft, acc[r * Per + c]);
              if (Shape.Accumulate)
-               v = B.CreateFAdd(B.CreateLoad(ft, out), v);
-             if (Shape.Bias)
-               v = B.CreateFAdd(v, B.CreateLoad(ft, element(Bias, n)));
-             B.CreateStore(v, out);
+               v = B.CreateFAdd(B.CreateLoad(ft, to), v);
+             if (Shape.Bias) // a run's partial product has none
+               v = B.CreateFAdd(
+                   v, B.CreateSelect(split, zero, B.CreateLoad(ft, element(Bias, n))));
+             B.CreateStore(v, to);
              B.CreateBr(done);
              B.SetInsertPoint(done);
            }

@@ -63,14 +63,29 @@ struct GpuGemmShape {
   int64_t LdA = 0, LdB = 0, LdC = 0;
 };
 
+/// The side of the square tiles of C that a block computes.
+constexpr int64_t GpuGemmTile = 64;
+
+/// A product's depth cut into runs (split-K), so that a product of few
+/// tiles and a long depth fills the device: each (tile, run) pair is a unit
+/// of work. i64 values, uniform in the kernel: Count runs (at least 1) of
+/// Depth each (a multiple of 16; the last may be shorter). With Count > 1,
+/// run s writes its partial product to Partials + s * M * ldc, without
+/// bias, for a kernel after it to sum in order; with Count = 1, the product
+/// goes to C as without a split.
+struct GpuGemmSplit {
+  llvm::Value *Count, *Depth, *Partials;
+};
+
 /// Emits, at B's insertion point in a kernel, C (+)= op(A) op(B) (+ bias)
 /// computed by all the threads of each block together: 64 x 64 tiles of C,
 /// one after another per block (the tiles split among the blocks), each
 /// thread summing a 4 x 4 part of a tile from 16-deep slices of A and B
 /// staged in shared memory. Every thread of the block must reach it.
+/// With \p Split, the depth's runs too are split among the blocks.
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  llvm::Value *A, llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-                 llvm::Value *K, llvm::Value *Bias);
+                 llvm::Value *K, llvm::Value *Bias, const GpuGemmSplit *Split = nullptr);
 
 /// Rewrites the math library calls of NVPTX kernels, which have no libm:
 /// f32 pow as exp(y log x); f64's transcendental functions from CUDA's
