@@ -6,6 +6,8 @@
 
 #include "Gpu.h"
 
+#include <cstdio>
+
 // A CPU-only trainer defines none of the GPU symbols, and must link all the
 // same: every reference to them is weak, and they read as null. This is the
 // only file that names them, so that no strong reference elsewhere undoes
@@ -78,6 +80,8 @@ void Device::launch(int32_t Kernel, int32_t Wide) noexcept {
               ")";
     return;
   }
+  if (Trace)
+    std::fprintf(stderr, "gpu: %s %s\n", Program.Kernels[Kernel], Wide ? "wide" : "block");
   try {
     launchKernel(Kernel, Wide != 0, Call);
   } catch (const DeviceError &E) {

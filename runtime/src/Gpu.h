@@ -90,6 +90,9 @@ public:
   void run(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows);
   /// nnc_gpu_rows: the rows of the call under way.
   int64_t rows() const { return Rows; }
+  /// --gpu-trace: each launch prints a line to stderr, the kernel's name
+  /// and whether it runs on many blocks.
+  void traceLaunches(bool On) { Trace = On; }
 
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it
@@ -107,6 +110,7 @@ private:
   void *Call = nullptr;  ///< The argument of the schedule under way.
   int64_t Rows = 0;      ///< Its rows.
   std::string Failure;   ///< The first launch that failed in it.
+  bool Trace = false;
 };
 
 /// Device memory that frees itself.

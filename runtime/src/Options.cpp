@@ -140,7 +140,7 @@ const char *const ValueOptions[] = {
     "threads",    "log-json",   "checkpoint", "checkpoint-every", "resume",
     "on-nan",     "device"};
 const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
-                                   "quiet"};
+                                   "quiet", "gpu-trace"};
 /// The predict command's options: the data options say how the training
 /// split was made, which fixes the standardization and the vocabulary.
 const char *const PredictValueOptions[] = {"weights",    "input",   "output",
@@ -199,6 +199,7 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
        : Name == "summary" ? O.Summary
        : Name == "speed"   ? O.Speed
        : Name == "quiet"   ? O.Quiet
+       : Name == "gpu-trace" ? O.GpuTrace
                            : O.GradCheck) = true;
       continue;
     }
@@ -304,6 +305,8 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                                    "--target=cuda-sim)"
                                  : "(this trainer: CUDA kernels and CPU "
                                    "code)");
+  std::fprintf(Out, "  --gpu-trace           print each GPU kernel's launch "
+                    "to stderr\n");
   std::fprintf(Out, "  --speed               print the rows per second of the "
                     "training steps\n");
   std::fprintf(Out, "  --quiet               print no progress and no epoch "

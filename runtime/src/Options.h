@@ -50,6 +50,7 @@ struct Options {
   /// step and go on with the next batch.
   enum class NanAction { Stop, SkipBatch } OnNan = NanAction::Stop;
   DeviceChoice Device = DeviceChoice::Auto;
+  bool GpuTrace = false; ///< Print each GPU kernel launch.
 
   /// `predict`: the trainer's second command.
   bool Predict = false;

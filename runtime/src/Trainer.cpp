@@ -823,8 +823,10 @@ int selectDevice(const Options &O, std::unique_ptr<Device> &Dev) {
   }
   std::string Why;
   Dev = openGpu(P, Why);
-  if (Dev)
+  if (Dev) {
+    Dev->traceLaunches(O.GpuTrace);
     return ExitSuccess;
+  }
   // The reason's first line goes in the message; the PTX compiler's log, if
   // any, follows it.
   size_t LineEnd = std::min(Why.find('\n'), Why.size());
