@@ -8,8 +8,7 @@
 /// A trainer built with `nnc --target=cuda` (or `--target=cuda-sim`) carries,
 /// beside its CPU code, kernels and the launch schedules that call them
 /// (runtime.h, "GPU trainers"). A Device runs them: a GPU through the CUDA
-/// driver (CudaDevice.cpp), or the simulator, on host threads
-/// (SimDevice.cpp). Both address device memory with `void *`: the values
+/// driver (CudaDevice.cpp), or the simulator, on the host (SimDevice.cpp). Both address device memory with `void *`: the values
 /// that go into the device's nnc_call.
 ///
 /// A device operation that fails throws DeviceError. main() catches it, so

@@ -93,8 +93,8 @@ extern const char nnc_cuda_ptx[];
 
 /* --target=cuda-sim: the same kernels compiled for the host, for testing
  * the GPU code generator where there is no GPU. The runtime runs each block
- * as NNC_GPU_BLOCK host threads, which read their indices and meet at
- * barriers through the nnc_sim_* functions below. */
+ * as NNC_GPU_BLOCK fibers on one host thread, which read their indices and
+ * meet at barriers through the nnc_sim_* functions below. */
 extern void (*const nnc_sim_kernels[])(nnc_call *call); /* by kernel index */
 
 /* Provided by the runtime. Launches kernel `kernel` (an index into
