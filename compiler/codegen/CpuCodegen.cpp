@@ -356,6 +356,9 @@ private:
   /// Starts the next kernel, named after its \p work when it has one node's
   /// (or one store's).
   void beginKernel(const std::string &work = "");
+  /// What node n's kernel computes, for its name: its op's name, but for a
+  /// product with an epilogue (matmul_bias_relu, matmul_mask).
+  std::string kernelWork(const Node *n) const;
   void endKernel();
   /// An accumulator in the entry block, so that loops can sum into it.
   llvm::AllocaInst *entryAlloca(llvm::Type *type) {
@@ -409,11 +412,11 @@ private:
   int64_t productRuns(const Node *n) const;
   /// The bytes of product n's runs' partial products, at most.
   int64_t productRunBytes(const Node *n) const;
-  /// GPU: product n (as lowerMatMul, with no relu or mask) with its depth
-  /// cut into runs, for this call's rows, then their partial products
-  /// summed in order by a kernel of its own.
+  /// GPU: product n (as lowerMatMul) with its depth cut into runs, for
+  /// this call's rows, then their partial products summed in order, and
+  /// the epilogue applied, by a kernel of its own.
   void lowerSplitProduct(const Node *n, const Node *into, const GemmShape &shape,
-                         const Node *bias);
+                         const Node *bias, const Node *mask);
   /// Which products skip the zero columns of a relu's masked adjoint
   /// (see ColumnSkip), after planFusion and planImageChains.
   void planColumnSkips();
@@ -643,9 +646,9 @@ private:
   /// Stored values computed in their destination: the store.
   std::unordered_map<const Node *, const ir::Store *> InPlace;
   /// Elementwise nodes computed as a product's epilogue, in one GEMM: adds
-  /// of a product and a bias vector, and (CPU) relus of a product or of
-  /// such an add, and products masked by a relu's output; the product and
-  /// the bias (or null).
+  /// of a product and a bias vector, relus of a product or of such an add,
+  /// and products masked by a relu's output; the product and the bias (or
+  /// null).
   std::unordered_map<const Node *, std::pair<const Node *, const Node *>> ProductEpilogues;
   /// The relus among them.
   std::unordered_set<const Node *> ReluEpilogues;
@@ -853,11 +856,9 @@ Value *GraphLowering::gemm(const GemmShape &shape, Value *a, Value *b, Value *c,
   if (!Gpu)
     return emitGemm(B, shape, a, b, c, m, k, bias, OnWorker, mask, columnSums);
   ++Pieces;
-  if (shape.Relu || shape.Mask) // planFusion keeps relus apart on the GPU
-    throw std::logic_error("internal error: a relu epilogue in a GPU product");
-  GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.N,
-                        shape.Elem, shape.LdA, shape.LdB, shape.LdC};
-  emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias, split);
+  GpuGemmShape gpuShape{shape.TransA, shape.TransB, shape.Accumulate, shape.Bias, shape.Relu,
+                        shape.Mask, shape.N, shape.Elem, shape.LdA, shape.LdB, shape.LdC};
+  emitGpuGemm(B, *Gpu, gpuShape, a, b, c, m, k, bias, mask, split);
   Gpu->barrier(B);
   return nullptr;
 }
@@ -1163,7 +1164,7 @@ void GraphLowering::planFusion() {
   // reads the relu, not its operand).
   for (const auto &node : G.nodes()) {
     const Node *n = node.get();
-    if (Gpu || n->Op != OpCode::Relu || Inlined.count(n))
+    if (n->Op != OpCode::Relu || Inlined.count(n))
       continue;
     const Node *operand = n->Operands[0];
     if (users[operand].size() != 1 || Inlined.count(operand))
@@ -1185,7 +1186,7 @@ void GraphLowering::planFusion() {
   // they are stored.
   for (const auto &node : G.nodes()) {
     const Node *n = node.get();
-    if (Gpu || n->Op != OpCode::Mul || Inlined.count(n))
+    if (n->Op != OpCode::Mul || Inlined.count(n))
       continue;
     for (int k = 0; k < 2; ++k) {
       const Node *product = n->Operands[k], *positive = n->Operands[1 - k];
@@ -1722,6 +1723,14 @@ void GraphLowering::beginKernel(const std::string &work) {
   OneBlock = false;
 }
 
+std::string GraphLowering::kernelWork(const Node *n) const {
+  auto epilogue = ProductEpilogues.find(n);
+  if (epilogue == ProductEpilogues.end())
+    return ir::opInfo(n->Op).Name;
+  return std::string("matmul") + (epilogue->second.second ? "_bias" : "") +
+         (ReluEpilogues.count(n) ? "_relu" : "") + (MaskEpilogues.count(n) ? "_mask" : "");
+}
+
 void GraphLowering::endKernel() {
   B.CreateRetVoid();
   addBufferScopes();
@@ -1748,7 +1757,7 @@ void GraphLowering::runGpu() {
         (scalarInRegisters(n) && !WholeGraph))
       continue;
     if (!WholeGraph)
-      beginKernel(ir::opInfo(n->Op).Name);
+      beginKernel(kernelWork(n));
     lower(n);
     if (!WholeGraph)
       endKernel();
@@ -2215,9 +2224,9 @@ int64_t GraphLowering::productRunBytes(const Node *n) const {
 }
 
 void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const GemmShape &shape,
-                                      const Node *bias) {
-  if (shape.Accumulate || shape.Relu || shape.Mask || shape.LdA || shape.LdB || shape.LdC)
-    throw std::logic_error("internal error: a split product with an epilogue or strides");
+                                      const Node *bias, const Node *mask) {
+  if (shape.Accumulate || shape.LdA || shape.LdB || shape.LdC)
+    throw std::logic_error("internal error: a split product that accumulates or has strides");
   auto split = [&] {
     auto [runs, runDepth] = productSplit(B, n, Batch);
     Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
@@ -2227,7 +2236,8 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
   std::tie(rows, depth) = productExtents(n);
   GpuGemmSplit runs = split();
   gemm(shape, slotOf(n->Operands[0]).Ptr, slotOf(n->Operands[1]).Ptr, slotOf(into).Ptr, rows,
-       depth, bias ? slotOf(bias).Ptr : nullptr, nullptr, nullptr, &runs);
+       depth, bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, nullptr,
+       &runs);
 
   nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
   SumsRunsOf = n;
@@ -2249,7 +2259,7 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
       Value *total = B.CreateLoad(ft, sum);
       if (bias)
         total = B.CreateFAdd(total, load(bias, B.CreateURem(i, i64(shape.N))));
-      B.CreateStore(total, at(into, i));
+      B.CreateStore(reluAndMask(total, shape.Relu, mask, i), at(into, i));
     });
   });
 }
@@ -2309,7 +2319,7 @@ Value *GraphLowering::lowerMatMul(const Node *n, const Node *into, const Node *b
     return nullptr;
   }
   if (productRuns(n) > 1 && !PerThread && !ImageRow) {
-    lowerSplitProduct(n, into, shape, bias);
+    lowerSplitProduct(n, into, shape, bias, mask);
     return nullptr;
   }
   Value *biasPtr = bias ? slotOf(bias).Ptr : nullptr, *maskPtr = mask ? slotOf(mask).Ptr : nullptr;

@@ -143,7 +143,7 @@ std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule) {
 
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias,
-                 const GpuGemmSplit *Split) {
+                 Value *Mask, const GpuGemmSplit *Split) {
   constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16,
                     Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
   static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
@@ -238,14 +238,19 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
              B.CreateCondBr(B.CreateAnd(B.CreateICmpULT(m, M), B.CreateICmpULT(n, N)), store,
                             done);
              B.SetInsertPoint(store);
-             Value *to = element(out, B.CreateAdd(B.CreateMul(m, ldc), n));
+             Value *index = B.CreateAdd(B.CreateMul(m, ldc), n);
              Value *v = B.CreateLoad(ft, acc[r * Per + c]);
              if (Shape.Accumulate)
-               v = B.CreateFAdd(B.CreateLoad(ft, to), v);
-             if (Shape.Bias) // a run's partial product has none
-               v = B.CreateFAdd(
-                   v, B.CreateSelect(split, zero, B.CreateLoad(ft, element(Bias, n))));
-             B.CreateStore(v, to);
+               v = B.CreateFAdd(B.CreateLoad(ft, element(out, index)), v);
+             // The epilogue, but for a run's partial product.
+             Value *e = v;
+             if (Shape.Bias)
+               e = B.CreateFAdd(e, B.CreateLoad(ft, element(Bias, n)));
+             if (Shape.Relu)
+               e = reluOf(B, e);
+             if (Shape.Mask)
+               e = timesIndicator(B, e, B.CreateFCmpOGT(B.CreateLoad(ft, element(Mask, index)), zero));
+             B.CreateStore(Split ? B.CreateSelect(split, v, e) : e, element(out, index));
              B.CreateBr(done);
              B.SetInsertPoint(done);
            }

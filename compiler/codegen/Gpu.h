@@ -57,7 +57,8 @@ std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule);
 
 /// The settings of one matrix product on the GPU: as GemmShape (Gemm.h).
 struct GpuGemmShape {
-  bool TransA = false, TransB = false, Accumulate = false, Bias = false;
+  bool TransA = false, TransB = false, Accumulate = false, Bias = false, Relu = false,
+       Mask = false;
   int64_t N = 0;
   llvm::Type *Elem = nullptr;
   int64_t LdA = 0, LdB = 0, LdC = 0;
@@ -77,15 +78,18 @@ struct GpuGemmSplit {
   llvm::Value *Count, *Depth, *Partials;
 };
 
-/// Emits, at B's insertion point in a kernel, C (+)= op(A) op(B) (+ bias)
-/// computed by all the threads of each block together: 64 x 64 tiles of C,
+/// Emits, at B's insertion point in a kernel, C (+)= op(A) op(B) (+ bias),
+/// then max(..., 0) with Relu, then times (mask > 0) with Mask (\p Mask
+/// laid out as C), computed by all the threads of each block together: 64 x 64 tiles of C,
 /// one after another per block (the tiles split among the blocks), each
 /// thread summing a 4 x 4 part of a tile from 16-deep slices of A and B
 /// staged in shared memory. Every thread of the block must reach it.
-/// With \p Split, the depth's runs too are split among the blocks.
+/// With \p Split, the depth's runs too are split among the blocks (a run's
+/// partial product has no epilogue).
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  llvm::Value *A, llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
-                 llvm::Value *K, llvm::Value *Bias, const GpuGemmSplit *Split = nullptr);
+                 llvm::Value *K, llvm::Value *Bias, llvm::Value *Mask = nullptr,
+                 const GpuGemmSplit *Split = nullptr);
 
 /// Rewrites the math library calls of NVPTX kernels, which have no libm:
 /// f32 pow as exp(y log x); f64's transcendental functions from CUDA's
