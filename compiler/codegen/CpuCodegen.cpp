@@ -90,7 +90,38 @@ constexpr int64_t GpuFilterGroups = 32;
 /// not cut.
 constexpr int64_t GpuProductUnits = 512;
 constexpr int64_t GpuRunDepth = 128;
+/// GPU, a kernel per node: a sum over the batch's rows of a few columns
+/// (a bias's gradient) sums runs of at least GpuRunRows rows, a thread per
+/// (run, column), up to GpuSumThreads threads; a second kernel adds each
+/// column's runs in order (lowerSplitColumnSums).
+constexpr int64_t GpuSumThreads = 65536;
+constexpr int64_t GpuRunRows = 128;
+/// GPU, a kernel per node: a sum of all the terms of a batched value (a
+/// loss's) sums chunks of at least GpuChunkTerms terms, a block per chunk,
+/// up to GpuSumChunks chunks; a one-block kernel adds the chunks' sums.
+constexpr int64_t GpuSumChunks = 1024;
+constexpr int64_t GpuChunkTerms = 4096;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// How GPU column sum n (a reduce_sum over the batch's rows) cuts its rows
+/// into runs at a call of `batch` rows: the runs (1: not cut) and their
+/// rows, i64 values. Its kernels and the host's schedule compute it alike.
+std::pair<Value *, Value *> columnSumSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
+  auto i64 = [&](int64_t v) { return B.getInt64(v); };
+  auto umax = [&](Value *x, int64_t y) {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
+  };
+  auto ceilDivBy = [&](Value *x, Value *d) {
+    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
+  };
+  int64_t columns = n->Ty.staticElements();
+  Value *runs = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                             B.CreateUDiv(batch, i64(GpuRunRows)),
+                                             i64(GpuSumThreads / columns)),
+                     1);
+  Value *runRows = umax(ceilDivBy(batch, runs), 1);
+  return {umax(ceilDivBy(batch, runRows), 1), runRows};
+}
 
 /// How GPU product n's depth is cut into runs at a call of `batch` rows:
 /// the runs (1: not cut) and their depth, i64 values. As many runs as make
@@ -125,6 +156,33 @@ std::pair<Value *, Value *> productSplit(llvm::IRBuilder<> &B, const Node *n, Va
   return {umax(ceilDivBy(depth, runDepth), 1), runDepth};
 }
 
+/// How a GPU full sum of `count` terms is cut into chunks: the chunks (1:
+/// not cut) and their terms, i64 values.
+std::pair<Value *, Value *> fullSumSplit(llvm::IRBuilder<> &B, Value *count) {
+  auto i64 = [&](int64_t v) { return B.getInt64(v); };
+  auto umax = [&](Value *x, int64_t y) {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
+  };
+  auto ceilDivBy = [&](Value *x, Value *d) {
+    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
+  };
+  Value *chunks = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                               B.CreateUDiv(count, i64(GpuChunkTerms)),
+                                               i64(GpuSumChunks)),
+                       1);
+  Value *terms = umax(ceilDivBy(count, chunks), 1);
+  return {umax(ceilDivBy(count, terms), 1), terms};
+}
+
+/// The terms of full sum `sums` (its first member's operand) at a call of
+/// `batch` rows.
+Value *fullSumTerms(llvm::IRBuilder<> &B, const std::vector<const Node *> &sums, Value *batch) {
+  Value *count = B.getInt64(1);
+  for (int64_t d : sums.front()->Operands[0]->Ty.Dims)
+    count = B.CreateMul(count, d == ir::N ? batch : B.getInt64(d));
+  return count;
+}
+
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
 /// Lowers one graph to one function.
@@ -143,13 +201,17 @@ public:
 
   WorkspaceSize run();
 
+  /// Emits, in the host's schedule, whether to launch a kernel at a call
+  /// of `rows` rows (an i1).
+  using LaunchCondition = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
   /// A GPU kernel, in launch order, and whether it may run on many blocks.
-  /// A kernel that sums the runs of a product (lowerSplitProduct) is
-  /// launched only when the call's rows cut the product's depth.
+  /// A kernel that adds the runs of a sum cut into runs (a product's,
+  /// lowerSplitProduct; a column sum's, lowerSplitColumnSums; a full sum's,
+  /// lowerSplitFullSums) is launched only when the call's rows cut it.
   struct Kernel {
     llvm::Function *Fn;
     bool Wide;
-    const Node *SumsRunsOf;
+    LaunchCondition LaunchIf; ///< Empty: always.
   };
   const std::vector<Kernel> &kernels() const { return Kernels; }
 
@@ -412,6 +474,12 @@ private:
   int64_t productRuns(const Node *n) const;
   /// The bytes of product n's runs' partial products, at most.
   int64_t productRunBytes(const Node *n) const;
+  /// GPU: the most runs that column sum n's rows are cut into (see
+  /// GpuSumThreads); 1 when they are not.
+  int64_t columnSumRuns(const Node *n) const;
+  /// GPU: column sum n with its rows cut into runs, for this call's rows,
+  /// then each column's runs added in order by a kernel of its own.
+  void lowerSplitColumnSums(const Node *n);
   /// GPU: product n (as lowerMatMul) with its depth cut into runs, for
   /// this call's rows, then their partial products summed in order, and
   /// the epilogue applied, by a kernel of its own.
@@ -446,6 +514,20 @@ private:
   /// Sums over every element (sum_all, reduce_sum to one element, dot
   /// products) of operands of one length, in one loop.
   void lowerFullSums(const std::vector<const Node *> &sums);
+  /// GPU: whether full sum `sums` is cut into chunks (see GpuSumChunks).
+  bool fullSumChunks(const std::vector<const Node *> &sums) const {
+    return Gpu && !WholeGraph && sums.front()->Operands[0]->Ty.isBatched();
+  }
+  /// GPU: full sum `sums` (as lowerFullSums) cut into chunks of terms, a
+  /// block per chunk, for this call's rows, then the chunks' sums added by
+  /// a kernel of its own on one block.
+  void lowerSplitFullSums(const std::vector<const Node *> &sums,
+                          const std::vector<Value *> &zeros,
+                          const std::function<std::vector<Value *>(Value *)> &termsAt);
+  /// GPU: adds each sum's partial sums of the block's threads pairwise in
+  /// shared memory; every thread gets the totals. Every thread of the
+  /// block must reach it.
+  std::vector<Value *> blockTotals(const std::vector<Value *> &partials);
   /// Elementwise nodes of one shape, in one loop.
   void lowerElementwiseGroup(const std::vector<const Node *> &members);
   void lowerRow(const Node *n);
@@ -604,8 +686,8 @@ private:
   std::string KernelWork; ///< What the kernel computes, for its name.
   std::vector<Kernel> Kernels;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
-  /// GPU: the product whose runs the current kernel sums, if it does.
-  const Node *SumsRunsOf = nullptr;
+  /// GPU: when the current kernel is to be launched (see Kernel).
+  LaunchCondition LaunchIf;
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
   /// CPU: the workspace buffers by their start, and the memory accesses of
@@ -667,6 +749,9 @@ private:
   std::unordered_map<const Node *, int64_t> Scratch;
   /// Per-row workspace offsets of lstm_grad's carried adjoints.
   std::unordered_map<const Node *, int64_t> RowScratch;
+  /// GPU: the chunks' sums of full sums cut into chunks, by their first
+  /// member (lowerSplitFullSums).
+  std::unordered_map<const Node *, int64_t> ChunkScratch;
   /// A relu's masked adjoint D [rows, C] (MaskEpilogues) has a column of
   /// zeros for each unit that no row of the batch activates (a dead unit:
   /// 3 to 7 of the 32 of iris's second layer over its training). The
@@ -1583,7 +1668,7 @@ void GraphLowering::planWorkspace() {
     (batched ? perRow : fixed).push_back(all.back().get());
     return all.back().get();
   };
-  std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch;
+  std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch, chunkScratch;
   for (const auto &node : nodes) {
     const Node *n = node.get();
     auto [at, chainEnd] = ChainSpan[Position.at(n)];
@@ -1616,6 +1701,18 @@ void GraphLowering::planWorkspace() {
     }
     if (productRuns(n) > 1)
       scratch[n] = add(false, productRunBytes(n), at, chainEnd);
+    if (int64_t runs = columnSumRuns(n); runs > 1)
+      scratch[n] = add(false, runs * n->Ty.staticElements() * ir::byteSize(n->Ty.Elem), at,
+                       chainEnd);
+    // A full sum's chunks: a group's (by its leader), or a sum_all's.
+    if (auto group = Groups.find(n); group != Groups.end() &&
+        ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise) {
+      if (fullSumChunks(group->second))
+        chunkScratch[group->second.front()] =
+            add(false, GpuSumChunks * int64_t(group->second.size()) * 8, at, chainEnd);
+    } else if (n->Op == OpCode::SumAll && !GroupedInto.count(n) && fullSumChunks({n})) {
+      chunkScratch[n] = add(false, GpuSumChunks * 8, at, chainEnd);
+    }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
       rowScratch[n] = add(true, 2 * hidden * ir::byteSize(n->Ty.Elem), at, at);
@@ -1651,6 +1748,8 @@ void GraphLowering::planWorkspace() {
     Scratch[n] = x->Offset;
   for (auto &[n, x] : rowScratch)
     RowScratch[n] = x->Offset;
+  for (auto &[n, x] : chunkScratch)
+    ChunkScratch[n] = x->Offset;
 }
 
 void GraphLowering::materialize(const Node *n) {
@@ -1717,7 +1816,7 @@ void GraphLowering::beginKernel(const std::string &work) {
   B.SetInsertPoint(body);
   Slots.clear();
   Computed.clear();
-  SumsRunsOf = nullptr;
+  LaunchIf = nullptr;
   PerThread = false;
   Pieces = 0;
   OneBlock = false;
@@ -1737,7 +1836,7 @@ void GraphLowering::endKernel() {
   Gpu->finishKernel(*F);
   // A kernel with one piece of work that needs no barrier between its
   // threads' parts runs on as many blocks as the device wants.
-  Kernels.push_back({F, Pieces == 1 && !OneBlock, SumsRunsOf});
+  Kernels.push_back({F, Pieces == 1 && !OneBlock, LaunchIf});
 }
 
 void GraphLowering::runGpu() {
@@ -2240,7 +2339,9 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
        &runs);
 
   nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
-  SumsRunsOf = n;
+  LaunchIf = [n](llvm::IRBuilder<> &b, Value *rows) {
+    return b.CreateICmpUGT(productSplit(b, n, rows).first, b.getInt64(1));
+  };
   std::tie(rows, depth) = productExtents(n);
   runs = split();
   llvm::Type *ft = shape.Elem;
@@ -2613,6 +2714,8 @@ void GraphLowering::lowerReduceSum(const Node *n) {
   Value *length = extent(dims[axis]);
   Value *inner = product(dims, axis + 1, dims.size());
   llvm::Type *ft = elemType(n->Ty.Elem);
+  if (columnSumRuns(n) > 1 && !PerThread)
+    return lowerSplitColumnSums(n);
   if (inner == i64(1)) {
     // Contiguous sums (the bias of a one-output layer): in registers.
     parallelFor(outer, [&](Value *o) {
@@ -2653,6 +2756,59 @@ void GraphLowering::lowerReduceSum(const Node *n) {
         Value *sum = B.CreateFAdd(B.CreateLoad(ft, out), load(x, B.CreateAdd(inBase, j)));
         B.CreateStore(sum, out);
       });
+    });
+  });
+}
+
+int64_t GraphLowering::columnSumRuns(const Node *n) const {
+  if (!Gpu || WholeGraph || n->Op != OpCode::ReduceSum || n->A.Axis != 0 ||
+      n->Operands[0]->Ty.Dims[0] != ir::N || n->Ty.isBatched())
+    return 1;
+  return std::max<int64_t>(GpuSumThreads / n->Ty.staticElements(), 1);
+}
+
+void GraphLowering::lowerSplitColumnSums(const Node *n) {
+  // Run r sums rows [r R, (r + 1) R) of each column, in order, into its
+  // partial sums; with one run, into the sums.
+  const Node *x = n->Operands[0];
+  int64_t columns = n->Ty.staticElements();
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  auto partials = [&] {
+    return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+  };
+  auto [runs, runRows] = columnSumSplit(B, n, Batch);
+  Value *cut = B.CreateICmpUGT(runs, i64(1));
+  parallelFor(B.CreateMul(runs, i64(columns)), [&](Value *i) {
+    Value *run = B.CreateUDiv(i, i64(columns)), *column = B.CreateURem(i, i64(columns));
+    Value *begin = B.CreateMul(run, runRows);
+    Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, Batch,
+                                         B.CreateAdd(begin, runRows));
+    llvm::AllocaInst *sum = entryAlloca(ft);
+    B.CreateStore(llvm::ConstantFP::get(ft, 0), sum);
+    forRange(begin, end, [&](Value *row) {
+      Value *term = load(x, B.CreateAdd(B.CreateMul(row, i64(columns)), column));
+      B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), term), sum);
+    });
+    Value *to = B.CreateSelect(cut, B.CreateInBoundsGEP(ft, partials(), i), at(n, column));
+    B.CreateStore(B.CreateLoad(ft, sum), to);
+  });
+
+  nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
+  LaunchIf = [n](llvm::IRBuilder<> &b, Value *rows) {
+    return b.CreateICmpUGT(columnSumSplit(b, n, rows).first, b.getInt64(1));
+  };
+  runs = columnSumSplit(B, n, Batch).first;
+  ifThen(B.CreateICmpUGT(runs, i64(1)), [&] {
+    llvm::AllocaInst *sum = entryAlloca(ft);
+    parallelFor(i64(columns), [&](Value *column) {
+      B.CreateStore(llvm::ConstantFP::get(ft, 0), sum);
+      forRange(runs, [&](Value *run) {
+        Value *partial = B.CreateLoad(
+            ft, B.CreateInBoundsGEP(ft, partials(),
+                                    B.CreateAdd(B.CreateMul(run, i64(columns)), column)));
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), partial), sum);
+      });
+      B.CreateStore(B.CreateLoad(ft, sum), at(n, column));
     });
   });
 }
@@ -2786,11 +2942,19 @@ GraphLowering::reduce(Value *count, const std::vector<Value *> &zeros,
   PerThread = true;
   loopRange(thread, count, i64(GpuBlock), accumulate, false);
   PerThread = false;
-  for (size_t k = 0; k < accs.size(); ++k) {
-    llvm::Type *type = zeros[k]->getType();
+  for (size_t k = 0; k < accs.size(); ++k)
+    sums.push_back(B.CreateLoad(zeros[k]->getType(), accs[k]));
+  return blockTotals(sums);
+}
+
+std::vector<Value *> GraphLowering::blockTotals(const std::vector<Value *> &partials) {
+  Value *thread = B.CreateZExt(Gpu->thread(B), B.getInt64Ty());
+  std::vector<Value *> sums;
+  for (Value *partial : partials) {
+    llvm::Type *type = partial->getType();
     Value *shared = Gpu->shared(B);
     auto cell = [&](Value *index) { return B.CreateInBoundsGEP(type, shared, index); };
-    B.CreateStore(B.CreateLoad(type, accs[k]), cell(thread));
+    B.CreateStore(partial, cell(thread));
     Gpu->barrier(B);
     for (int64_t half = GpuBlock / 2; half >= 1; half /= 2) {
       ifThen(B.CreateICmpULT(thread, i64(half)), [&] {
@@ -2820,7 +2984,7 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
     zeros.push_back(llvm::ConstantFP::get(
         n->Op == OpCode::SumAll ? B.getDoubleTy() : elemType(n->Ty.Elem), 0));
   Value *count = elementCount(sums[0]->Operands[0]->Ty);
-  std::vector<Value *> totals = reduce(count, zeros, [&](Value *i) {
+  auto termsAt = [&](Value *i) {
     std::vector<Value *> terms;
     for (const Node *n : sums) {
       Value *x = load(n->Operands[0], i);
@@ -2832,7 +2996,10 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
         terms.push_back(x);
     }
     return terms;
-  });
+  };
+  if (fullSumChunks(sums) && !PerThread)
+    return lowerSplitFullSums(sums, zeros, termsAt);
+  std::vector<Value *> totals = reduce(count, zeros, termsAt);
   for (size_t k = 0; k < sums.size(); ++k) {
     const Node *n = sums[k];
     if (n->Ty.Dims.empty())
@@ -2840,6 +3007,88 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
     if (!n->Ty.Dims.empty() || Gpu) // on the GPU, for the kernels after this one
       storeOnce(B.CreateFPCast(totals[k], elemType(n->Ty.Elem)), Slots.at(n).Ptr);
   }
+}
+
+void GraphLowering::lowerSplitFullSums(
+    const std::vector<const Node *> &sums, const std::vector<Value *> &zeros,
+    const std::function<std::vector<Value *>(Value *)> &termsAt) {
+  // Chunk c's terms are summed by a block as reduce() sums a block's: each
+  // thread every GpuBlock-th term, then pairwise. Its sums go to the
+  // workspace, 8 bytes each; with one chunk, they are the totals.
+  size_t width = sums.size();
+  auto partial = [&](Value *chunk, size_t k) {
+    Value *slot = B.CreateAdd(B.CreateMul(chunk, i64(int64_t(width))), i64(int64_t(k)));
+    return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace,
+                               B.CreateAdd(i64(ChunkScratch.at(sums.front())),
+                                           B.CreateMul(slot, i64(8))));
+  };
+  auto store = [&](const std::vector<Value *> &totals) {
+    for (size_t k = 0; k < width; ++k)
+      B.CreateStore(B.CreateFPCast(totals[k], elemType(sums[k]->Ty.Elem)), slotOf(sums[k]).Ptr);
+  };
+  Value *count = fullSumTerms(B, sums, Batch);
+  auto [chunks, terms] = fullSumSplit(B, count);
+  Value *cut = B.CreateICmpUGT(chunks, i64(1));
+  Value *thread = B.CreateZExt(Gpu->thread(B), B.getInt64Ty());
+  ++Pieces;
+  loopRange(B.CreateZExt(Gpu->block(B), B.getInt64Ty()), chunks,
+            B.CreateZExt(Gpu->blocks(B), B.getInt64Ty()), [&](Value *chunk) {
+              Value *begin = B.CreateMul(chunk, terms);
+              Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, count,
+                                                   B.CreateAdd(begin, terms));
+              std::vector<llvm::AllocaInst *> accs;
+              for (Value *zero : zeros) {
+                accs.push_back(entryAlloca(zero->getType()));
+                B.CreateStore(zero, accs.back());
+              }
+              PerThread = true;
+              loopRange(B.CreateAdd(begin, thread), end, i64(GpuBlock), [&](Value *i) {
+                std::vector<Value *> values = termsAt(i);
+                for (size_t k = 0; k < width; ++k)
+                  B.CreateStore(B.CreateFAdd(B.CreateLoad(zeros[k]->getType(), accs[k]),
+                                             values[k]),
+                                accs[k]);
+              }, false);
+              PerThread = false;
+              std::vector<Value *> partials;
+              for (size_t k = 0; k < width; ++k)
+                partials.push_back(B.CreateLoad(zeros[k]->getType(), accs[k]));
+              std::vector<Value *> totals = blockTotals(partials);
+              ifThen(B.CreateICmpEQ(thread, i64(0)), [&] {
+                PerThread = true;
+                auto *toPartials = llvm::BasicBlock::Create(Ctx, "chunk.partial", F);
+                auto *toTotals = llvm::BasicBlock::Create(Ctx, "chunk.total", F);
+                auto *stored = llvm::BasicBlock::Create(Ctx, "chunk.stored", F);
+                B.CreateCondBr(cut, toPartials, toTotals);
+                B.SetInsertPoint(toPartials);
+                for (size_t k = 0; k < width; ++k)
+                  B.CreateStore(totals[k], partial(chunk, k));
+                B.CreateBr(stored);
+                B.SetInsertPoint(toTotals);
+                store(totals);
+                B.CreateBr(stored);
+                B.SetInsertPoint(stored);
+                PerThread = false;
+              });
+            }, false);
+  Gpu->barrier(B);
+
+  nextKernel(std::string(ir::opInfo(sums.front()->Op).Name) + "_runs");
+  LaunchIf = [sums](llvm::IRBuilder<> &b, Value *rows) {
+    return b.CreateICmpUGT(fullSumSplit(b, fullSumTerms(b, sums, rows)).first, b.getInt64(1));
+  };
+  chunks = fullSumSplit(B, fullSumTerms(B, sums, Batch)).first;
+  ifThen(B.CreateICmpUGT(chunks, i64(1)), [&] {
+    std::vector<Value *> totals = reduce(chunks, zeros, [&](Value *chunk) {
+      std::vector<Value *> values;
+      for (size_t k = 0; k < width; ++k)
+        values.push_back(B.CreateLoad(zeros[k]->getType(), partial(chunk, k)));
+      return values;
+    });
+    ifThen(B.CreateICmpEQ(B.CreateZExt(Gpu->thread(B), B.getInt64Ty()), i64(0)),
+           [&] { store(totals); });
+    Gpu->barrier(B);
+  });
 }
 
 void GraphLowering::lowerRow(const Node *n) {
@@ -4053,13 +4302,12 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
       for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
         // Blocks in launch order, for the IR's readers.
-        auto *sum = kernel.SumsRunsOf ? llvm::BasicBlock::Create(context, "runs", schedule)
-                                      : nullptr;
+        auto *sum = kernel.LaunchIf ? llvm::BasicBlock::Create(context, "runs", schedule)
+                                    : nullptr;
         auto *skip = sum ? llvm::BasicBlock::Create(context, "", schedule) : nullptr;
         if (skip) {
           llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
-          llvm::Value *runs = productSplit(b, kernel.SumsRunsOf, rows).first;
-          b.CreateCondBr(b.CreateICmpUGT(runs, b.getInt64(1)), sum, skip);
+          b.CreateCondBr(kernel.LaunchIf(b, rows), sum, skip);
           b.SetInsertPoint(sum);
         }
         b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
