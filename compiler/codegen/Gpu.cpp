@@ -146,6 +146,10 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
                  Value *Mask, const GpuGemmSplit *Split) {
   constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16,
                     Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
+  // A staged slice is [k][m] (or [k][n]) with rows of Stride elements: one
+  // more than the tile, so that the 16 threads that store one m's 16 k
+  // (see stage) hit 16 banks of shared memory.
+  constexpr int64_t Stride = Tile + 1;
   static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
                 "each thread stages 4 elements of A and of B per slice");
   llvm::Type *ft = Shape.Elem;
@@ -157,7 +161,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   Value *tid = B.CreateZExt(Gpu.thread(B), B.getInt64Ty());
   Value *tx = B.CreateURem(tid, i64(Side)), *ty = B.CreateUDiv(tid, i64(Side));
   Value *as = Gpu.shared(B);
-  Value *bs = B.CreateInBoundsGEP(ft, as, i64(Tile * Depth));
+  Value *bs = B.CreateInBoundsGEP(ft, as, i64(Depth * Stride));
   Value *tilesN = i64((Shape.N + Tile - 1) / Tile);
   Value *tiles = B.CreateMul(B.CreateUDiv(B.CreateAdd(M, i64(Tile - 1)), i64(Tile)), tilesN);
   if (Split && Shape.Accumulate)
@@ -193,26 +197,30 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
            B.CreateStore(zero, a);
          emitLoop(B, kBegin, kEnd, i64(Depth), [&](Value *k0) {
            // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
-           // n0 .. +64] as [k][n]; zeros outside the matrices.
+           // n0 .. +64] as [k][n]; zeros outside the matrices. Consecutive
+           // threads load consecutive elements of the stored matrix, so that
+           // a warp's loads coalesce: along k where it is [row][k] (rowMajor),
+           // along the rows where it is [k][row].
            for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
              Value *e = B.CreateAdd(tid, i64(q * GpuBlock));
-             Value *k = B.CreateAdd(k0, B.CreateUDiv(e, i64(Tile)));
-             Value *inner = B.CreateURem(e, i64(Tile));
-             auto stage = [&](Value *from, Value *row, Value *limit, Value *ld, bool rowMajor,
+             auto stage = [&](Value *from, Value *first, Value *limit, Value *ld, bool rowMajor,
                               Value *to) {
-               // rowMajor: the stored matrix is [row][k]; else [k][row].
+               Value *slice = rowMajor ? B.CreateURem(e, i64(Depth)) : B.CreateUDiv(e, i64(Tile));
+               Value *inner = rowMajor ? B.CreateUDiv(e, i64(Depth)) : B.CreateURem(e, i64(Tile));
+               Value *k = B.CreateAdd(k0, slice), *row = B.CreateAdd(first, inner);
                Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, kEnd));
                Value *index = rowMajor ? B.CreateAdd(B.CreateMul(row, ld), k)
                                        : B.CreateAdd(B.CreateMul(k, ld), row);
                Value *v = B.CreateLoad(ft, element(from, B.CreateSelect(valid, index, i64(0))));
-               B.CreateStore(B.CreateSelect(valid, v, zero), element(to, e));
+               B.CreateStore(B.CreateSelect(valid, v, zero),
+                             element(to, B.CreateAdd(B.CreateMul(slice, i64(Stride)), inner)));
              };
-             stage(A, B.CreateAdd(m0, inner), M, lda, !Shape.TransA, as);
-             stage(BMatrix, B.CreateAdd(n0, inner), N, ldb, Shape.TransB, bs);
+             stage(A, m0, M, lda, !Shape.TransA, as);
+             stage(BMatrix, n0, N, ldb, Shape.TransB, bs);
            }
            Gpu.barrier(B);
            emitLoop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
-             Value *row = B.CreateMul(kk, i64(Tile));
+             Value *row = B.CreateMul(kk, i64(Stride));
              Value *a[Per], *b[Per];
              for (int64_t r = 0; r < Per; ++r) {
                a[r] = B.CreateLoad(ft, element(as, B.CreateAdd(row, B.CreateAdd(ty, i64(Side * r)))));
