@@ -103,84 +103,69 @@ constexpr int64_t GpuSumChunks = 1024;
 constexpr int64_t GpuChunkTerms = 4096;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/// How GPU column sum n (a reduce_sum over the batch's rows) cuts its rows
-/// into runs at a call of `batch` rows: the runs (1: not cut) and their
-/// rows, i64 values. Its kernels and the host's schedule compute it alike.
-std::pair<Value *, Value *> columnSumSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
-  auto i64 = [&](int64_t v) { return B.getInt64(v); };
-  auto umax = [&](Value *x, int64_t y) {
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
-  };
-  auto ceilDivBy = [&](Value *x, Value *d) {
-    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
-  };
-  int64_t columns = n->Ty.staticElements();
-  Value *runs = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                             B.CreateUDiv(batch, i64(GpuRunRows)),
-                                             i64(GpuSumThreads / columns)),
-                     1);
-  Value *runRows = umax(ceilDivBy(batch, runs), 1);
-  return {umax(ceilDivBy(batch, runRows), 1), runRows};
+/// The product of dims[begin, end), with `batch` for the batch's extent.
+Value *extentsOf(llvm::IRBuilder<> &B, const std::vector<int64_t> &dims, size_t begin,
+                 size_t end, Value *batch) {
+  Value *p = B.getInt64(1);
+  for (size_t d = begin; d < end; ++d)
+    p = B.CreateMul(p, dims[d] == ir::N ? batch : B.getInt64(dims[d]));
+  return p;
 }
 
-/// How GPU product n's depth is cut into runs at a call of `batch` rows:
-/// the runs (1: not cut) and their depth, i64 values. As many runs as make
-/// GpuProductUnits units with the call's tiles, at least GpuRunDepth deep
-/// and a multiple of 16 (the product's slices). The product's kernels and
-/// the host's schedule compute it alike.
+/// `total` (an i64 value) cut into runs of even length: at most maxRuns,
+/// each at least minLength long (one run where total is shorter) and a
+/// multiple of `align`. Returns the runs and their length (the last may be
+/// shorter), i64 values.
+std::pair<Value *, Value *> evenRuns(llvm::IRBuilder<> &B, Value *total, Value *maxRuns,
+                                     int64_t minLength, int64_t align) {
+  auto atLeast = [&](Value *x, int64_t y) {
+    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, B.getInt64(y));
+  };
+  auto ceilDivide = [&](Value *x, Value *d) {
+    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, B.getInt64(1))), d);
+  };
+  Value *runs = atLeast(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, maxRuns,
+                                                B.CreateUDiv(total, B.getInt64(minLength))),
+                        1);
+  Value *length = B.CreateMul(ceilDivide(ceilDivide(total, runs), B.getInt64(align)),
+                              B.getInt64(align));
+  length = atLeast(length, align);
+  return {atLeast(ceilDivide(total, length), 1), length};
+}
+
+/// How GPU product n's depth is cut into runs at a call of `batch` rows
+/// (see GpuProductUnits): the runs (1: not cut) and their depth, a multiple
+/// of 16 (the product's slices). The product's kernels and the host's
+/// schedule compute it alike.
 std::pair<Value *, Value *> productSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
-  auto i64 = [&](int64_t v) { return B.getInt64(v); };
-  auto extents = [&](const std::vector<int64_t> &dims, size_t begin, size_t end) {
-    Value *p = i64(1);
-    for (size_t d = begin; d < end; ++d)
-      p = B.CreateMul(p, dims[d] == ir::N ? batch : i64(dims[d]));
-    return p;
-  };
-  auto ceilDivBy = [&](Value *x, Value *d) {
-    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
-  };
-  auto umax = [&](Value *x, int64_t y) {
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
-  };
   const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
-  Value *rows = extents(dims, 0, dims.size() - 1);
-  Value *depth = n->A.TransA ? extents(aDims, 0, aDims.size() - 1)
-                             : extents(aDims, aDims.size() - 1, aDims.size());
-  Value *tiles = B.CreateMul(umax(ceilDivBy(rows, i64(GpuGemmTile)), 1),
-                             i64(ceilDiv(dims.back(), GpuGemmTile)));
-  Value *runs = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                             B.CreateUDiv(i64(GpuProductUnits), tiles),
-                                             B.CreateUDiv(depth, i64(GpuRunDepth))),
-                     1);
-  Value *runDepth = umax(B.CreateMul(ceilDivBy(ceilDivBy(depth, runs), i64(16)), i64(16)), 16);
-  return {umax(ceilDivBy(depth, runDepth), 1), runDepth};
+  Value *rows = extentsOf(B, dims, 0, dims.size() - 1, batch);
+  Value *depth = n->A.TransA ? extentsOf(B, aDims, 0, aDims.size() - 1, batch)
+                             : extentsOf(B, aDims, aDims.size() - 1, aDims.size(), batch);
+  Value *tileRows = B.CreateUDiv(B.CreateAdd(rows, B.getInt64(GpuGemmTile - 1)),
+                                 B.getInt64(GpuGemmTile));
+  Value *tiles = B.CreateMul(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, tileRows, B.getInt64(1)),
+                             B.getInt64(ceilDiv(dims.back(), GpuGemmTile)));
+  return evenRuns(B, depth, B.CreateUDiv(B.getInt64(GpuProductUnits), tiles), GpuRunDepth, 16);
 }
 
-/// How a GPU full sum of `count` terms is cut into chunks: the chunks (1:
-/// not cut) and their terms, i64 values.
-std::pair<Value *, Value *> fullSumSplit(llvm::IRBuilder<> &B, Value *count) {
-  auto i64 = [&](int64_t v) { return B.getInt64(v); };
-  auto umax = [&](Value *x, int64_t y) {
-    return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, x, i64(y));
-  };
-  auto ceilDivBy = [&](Value *x, Value *d) {
-    return B.CreateUDiv(B.CreateAdd(x, B.CreateSub(d, i64(1))), d);
-  };
-  Value *chunks = umax(B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                               B.CreateUDiv(count, i64(GpuChunkTerms)),
-                                               i64(GpuSumChunks)),
-                       1);
-  Value *terms = umax(ceilDivBy(count, chunks), 1);
-  return {umax(ceilDivBy(count, terms), 1), terms};
+/// How GPU column sum n (a reduce_sum over the batch's rows) cuts the
+/// rows into runs at a call of `batch` rows (see GpuSumThreads).
+std::pair<Value *, Value *> columnSumSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
+  return evenRuns(B, batch, B.getInt64(GpuSumThreads / n->Ty.staticElements()), GpuRunRows, 1);
 }
 
 /// The terms of full sum `sums` (its first member's operand) at a call of
 /// `batch` rows.
 Value *fullSumTerms(llvm::IRBuilder<> &B, const std::vector<const Node *> &sums, Value *batch) {
-  Value *count = B.getInt64(1);
-  for (int64_t d : sums.front()->Operands[0]->Ty.Dims)
-    count = B.CreateMul(count, d == ir::N ? batch : B.getInt64(d));
-  return count;
+  const std::vector<int64_t> &dims = sums.front()->Operands[0]->Ty.Dims;
+  return extentsOf(B, dims, 0, dims.size(), batch);
+}
+
+/// How a GPU full sum of `count` terms is cut into chunks (see
+/// GpuSumChunks).
+std::pair<Value *, Value *> fullSumSplit(llvm::IRBuilder<> &B, Value *count) {
+  return evenRuns(B, count, B.getInt64(GpuSumChunks), GpuChunkTerms, 1);
 }
 
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
@@ -688,6 +673,18 @@ private:
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
   /// GPU: when the current kernel is to be launched (see Kernel).
   LaunchCondition LaunchIf;
+  /// Emits the runs of a sum cut into runs at a call of `rows` rows.
+  using RunsAt = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
+  /// GPU: after the runs of node n's sum, starts the kernel that adds them,
+  /// launched only when runsAt a call's rows is above 1. Returns the runs
+  /// of this call.
+  Value *beginRunsKernel(const Node *n, const RunsAt &runsAt) {
+    nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
+    LaunchIf = [runsAt](llvm::IRBuilder<> &b, Value *rows) {
+      return b.CreateICmpUGT(runsAt(b, rows), b.getInt64(1));
+    };
+    return runsAt(B, Batch);
+  }
   std::unordered_map<int, Value *> Buffers; ///< By CallField.
   std::unordered_map<const Node *, Slot> Slots;
   /// CPU: the workspace buffers by their start, and the memory accesses of
@@ -2338,10 +2335,9 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
        depth, bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, nullptr,
        &runs);
 
-  nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
-  LaunchIf = [n](llvm::IRBuilder<> &b, Value *rows) {
-    return b.CreateICmpUGT(productSplit(b, n, rows).first, b.getInt64(1));
-  };
+  beginRunsKernel(n, [n](llvm::IRBuilder<> &b, Value *rows) {
+    return productSplit(b, n, rows).first;
+  });
   std::tie(rows, depth) = productExtents(n);
   runs = split();
   llvm::Type *ft = shape.Elem;
@@ -2793,11 +2789,9 @@ void GraphLowering::lowerSplitColumnSums(const Node *n) {
     B.CreateStore(B.CreateLoad(ft, sum), to);
   });
 
-  nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
-  LaunchIf = [n](llvm::IRBuilder<> &b, Value *rows) {
-    return b.CreateICmpUGT(columnSumSplit(b, n, rows).first, b.getInt64(1));
-  };
-  runs = columnSumSplit(B, n, Batch).first;
+  runs = beginRunsKernel(n, [n](llvm::IRBuilder<> &b, Value *rows) {
+    return columnSumSplit(b, n, rows).first;
+  });
   ifThen(B.CreateICmpUGT(runs, i64(1)), [&] {
     llvm::AllocaInst *sum = entryAlloca(ft);
     parallelFor(i64(columns), [&](Value *column) {
@@ -3073,11 +3067,9 @@ void GraphLowering::lowerSplitFullSums(
             }, false);
   Gpu->barrier(B);
 
-  nextKernel(std::string(ir::opInfo(sums.front()->Op).Name) + "_runs");
-  LaunchIf = [sums](llvm::IRBuilder<> &b, Value *rows) {
-    return b.CreateICmpUGT(fullSumSplit(b, fullSumTerms(b, sums, rows)).first, b.getInt64(1));
-  };
-  chunks = fullSumSplit(B, fullSumTerms(B, sums, Batch)).first;
+  chunks = beginRunsKernel(sums.front(), [sums](llvm::IRBuilder<> &b, Value *rows) {
+    return fullSumSplit(b, fullSumTerms(b, sums, rows)).first;
+  });
   ifThen(B.CreateICmpUGT(chunks, i64(1)), [&] {
     std::vector<Value *> totals = reduce(chunks, zeros, [&](Value *chunk) {
       std::vector<Value *> values;
