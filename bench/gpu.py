@@ -184,6 +184,7 @@ def run_nnc(trainer: Path, bench: Bench, batch: str, epochs: int, args: argparse
             str(args.threads), "--speed", "--quiet", "--save", str(workdir / "bench.weights")]
     if args.device == "cuda":
         argv += ["--device", "cuda"]
+    argv += shlex.split(args.trainer_flags)
     if data_path(bench, args):
         argv += ["--data", str(data_path(bench, args))]
     try:
@@ -434,6 +435,8 @@ def parse_args() -> argparse.Namespace:
                              "runs on any recent x86-64 machine)")
     parser.add_argument("--nnc-flags", default="",
                         help="more nnc options for every trainer, e.g. '--gpu-arch sm_90'")
+    parser.add_argument("--trainer-flags", default="",
+                        help="more options for every run of a trainer, e.g. '--cuda-graphs'")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cuda (the default); cpu: a check of this script without a GPU, "
                              "with CPU trainers (nnc --target=cpu) and PyTorch on the CPU")

@@ -35,6 +35,8 @@ using CUcontext = struct CUctx_st *;
 using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
+using CUgraph = struct CUgraph_st *;
+using CUgraphExec = struct CUgraphExec_st *;
 using CUjit_option = int;
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
@@ -42,6 +44,8 @@ constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+constexpr unsigned CU_STREAM_DEFAULT = 0;
+constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
 /// Names of the errors that a driver may be unable to name itself: the
 /// stub library that the CUDA toolkit ships for linking answers every
@@ -86,6 +90,17 @@ struct Driver {
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
+  // CUDA graphs (--cuda-graphs), of CUDA 11.4 on: null where the driver is
+  // older, which only --cuda-graphs needs.
+  CUresult (*cuStreamCreate)(CUstream *, unsigned);
+  CUresult (*cuStreamDestroy_v2)(CUstream);
+  CUresult (*cuStreamBeginCapture_v2)(CUstream, int);
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+  CUresult (*cuGraphInstantiateWithFlags)(CUgraphExec *, CUgraph,
+                                          unsigned long long);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  CUresult (*cuGraphDestroy)(CUgraph);
 
   /// Opens libcuda.so.1 and finds every function; false with Why.
   bool load(std::string &Why);
@@ -139,6 +154,20 @@ bool Driver::load(std::string &Why) {
   NNC_FIND(cuMemsetD8_v2);
   NNC_FIND(cuLaunchKernel);
 #undef NNC_FIND
+  auto FindOptional = [&](auto &Fn, const char *Name) {
+    Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(
+        dlsym(Lib, Name));
+  };
+#define NNC_FIND_OPTIONAL(Name) FindOptional(Name, #Name)
+  NNC_FIND_OPTIONAL(cuStreamCreate);
+  NNC_FIND_OPTIONAL(cuStreamDestroy_v2);
+  NNC_FIND_OPTIONAL(cuStreamBeginCapture_v2);
+  NNC_FIND_OPTIONAL(cuStreamEndCapture);
+  NNC_FIND_OPTIONAL(cuGraphInstantiateWithFlags);
+  NNC_FIND_OPTIONAL(cuGraphLaunch);
+  NNC_FIND_OPTIONAL(cuGraphExecDestroy);
+  NNC_FIND_OPTIONAL(cuGraphDestroy);
+#undef NNC_FIND_OPTIONAL
   return Ok;
 }
 
@@ -192,8 +221,24 @@ protected:
   void synchronize() override {
     Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
   }
+  // A recording is a CUDA graph, captured from the launches into a stream
+  // of its own. The stream is a blocking one, so that a graph's launch
+  // waits for the copies before it, as the default stream's launches do.
+  void beginRecord() override;
+  std::unique_ptr<Record> endRecord() override;
+  void replay(Record &R) override {
+    Cu.check(Cu.cuGraphLaunch(static_cast<Graph &>(R).Exec, Stream),
+             "cuGraphLaunch");
+  }
 
 private:
+  struct Graph final : Record {
+    Graph(const Driver &Cu, CUgraphExec Exec) : Cu(Cu), Exec(Exec) {}
+    ~Graph() override { Cu.cuGraphExecDestroy(Exec); }
+    const Driver &Cu;
+    CUgraphExec Exec;
+  };
+
   Driver Cu;
   CUdevice Dev = 0;
   CUcontext Context = nullptr;
@@ -201,9 +246,14 @@ private:
   std::vector<CUfunction> Functions;
   unsigned WideBlocks = 1;
   std::string Name;
+  CUstream Stream = nullptr; ///< For graphs, made by the first capture.
+  bool Capturing = false;
 };
 
 CudaDevice::~CudaDevice() {
+  dropRecords();
+  if (Stream)
+    Cu.cuStreamDestroy_v2(Stream);
   if (Module)
     Cu.cuModuleUnload(Module);
   if (Context)
@@ -280,9 +330,35 @@ void CudaDevice::launchKernel(int32_t Kernel, bool Wide, void *Call) {
   CUdeviceptr Arg = devicePtr(Call);
   void *Params[] = {&Arg};
   Cu.check(Cu.cuLaunchKernel(Functions[size_t(Kernel)], Wide ? WideBlocks : 1,
-                             1, 1, NNC_GPU_BLOCK, 1, 1, 0, nullptr, Params,
-                             nullptr),
+                             1, 1, NNC_GPU_BLOCK, 1, 1, 0,
+                             Capturing ? Stream : nullptr, Params, nullptr),
            "cuLaunchKernel");
+}
+
+void CudaDevice::beginRecord() {
+  if (!Cu.cuStreamCreate || !Cu.cuStreamDestroy_v2 ||
+      !Cu.cuStreamBeginCapture_v2 || !Cu.cuStreamEndCapture ||
+      !Cu.cuGraphInstantiateWithFlags || !Cu.cuGraphLaunch ||
+      !Cu.cuGraphExecDestroy || !Cu.cuGraphDestroy)
+    throw DeviceError("--cuda-graphs: the driver has no CUDA graphs "
+                      "(cuGraphInstantiateWithFlags: CUDA 11.4 or later)");
+  if (!Stream)
+    Cu.check(Cu.cuStreamCreate(&Stream, CU_STREAM_DEFAULT), "cuStreamCreate");
+  Cu.check(Cu.cuStreamBeginCapture_v2(Stream,
+                                      CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+           "cuStreamBeginCapture_v2");
+  Capturing = true;
+}
+
+std::unique_ptr<Device::Record> CudaDevice::endRecord() {
+  Capturing = false;
+  CUgraph Captured = nullptr;
+  Cu.check(Cu.cuStreamEndCapture(Stream, &Captured), "cuStreamEndCapture");
+  CUgraphExec Exec = nullptr;
+  CUresult R = Cu.cuGraphInstantiateWithFlags(&Exec, Captured, 0);
+  Cu.cuGraphDestroy(Captured);
+  Cu.check(R, "cuGraphInstantiateWithFlags");
+  return std::make_unique<Graph>(Cu, Exec);
 }
 
 } // namespace

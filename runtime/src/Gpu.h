@@ -8,8 +8,9 @@
 /// A trainer built with `nnc --target=cuda` (or `--target=cuda-sim`) carries,
 /// beside its CPU code, kernels and the launch schedules that call them
 /// (runtime.h, "GPU trainers"). A Device runs them: a GPU through the CUDA
-/// driver (CudaDevice.cpp), or the simulator, on the host (SimDevice.cpp). Both address device memory with `void *`: the values
-/// that go into the device's nnc_call.
+/// driver (CudaDevice.cpp), or the simulator, on the host (SimDevice.cpp).
+/// Both address device memory with `void *`: the values that go into the
+/// device's nnc_call.
 ///
 /// A device operation that fails throws DeviceError. main() catches it, so
 /// that a GPU failing in the middle of a run (a kernel fault, memory
@@ -27,6 +28,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace nnc {
 
@@ -92,6 +94,11 @@ public:
   /// --gpu-trace: each launch prints a line to stderr, the kernel's name
   /// and whether it runs on many blocks.
   void traceLaunches(bool On) { Trace = On; }
+  /// --cuda-graphs: the first call of a schedule on given arguments (the
+  /// call and its rows) records its launches, and every call replays the
+  /// recording as one launch (a CUDA graph), which saves the driver's work
+  /// per kernel. A schedule's launches depend on nothing else.
+  void recordSchedules(bool On) { Recording = On; }
 
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it
@@ -104,12 +111,35 @@ protected:
   /// Waits for every launch so far; throws what went wrong in them.
   virtual void synchronize() = 0;
 
+  /// A schedule's launches, recorded to be replayed.
+  class Record {
+  public:
+    virtual ~Record() = default;
+  };
+  /// Launches from now on are recorded, not run, until endRecord.
+  virtual void beginRecord() = 0;
+  /// The launches since beginRecord, ready to replay.
+  virtual std::unique_ptr<Record> endRecord() = 0;
+  /// Runs the launches of \p R, in order.
+  virtual void replay(Record &R) = 0;
+  /// Frees the recordings, while the device that made them is open.
+  void dropRecords() { Records.clear(); }
+
 private:
   GpuProgram Program;
   void *Call = nullptr;  ///< The argument of the schedule under way.
   int64_t Rows = 0;      ///< Its rows.
   std::string Failure;   ///< The first launch that failed in it.
   bool Trace = false;
+  bool Recording = false;
+  /// Recordings by what a schedule's launches depend on, the newest last.
+  struct Recorded {
+    GpuProgram::Schedule S;
+    void *Call;
+    int64_t Rows;
+    std::unique_ptr<Record> Launches;
+  };
+  std::vector<Recorded> Records;
 };
 
 /// Device memory that frees itself.

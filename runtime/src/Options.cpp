@@ -140,7 +140,7 @@ const char *const ValueOptions[] = {
     "threads",    "log-json",   "checkpoint", "checkpoint-every", "resume",
     "on-nan",     "device"};
 const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
-                                   "quiet", "gpu-trace"};
+                                   "quiet", "gpu-trace", "cuda-graphs"};
 /// The predict command's options: the data options say how the training
 /// split was made, which fixes the standardization and the vocabulary.
 const char *const PredictValueOptions[] = {"weights",    "input",   "output",
@@ -200,6 +200,7 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
        : Name == "speed"   ? O.Speed
        : Name == "quiet"   ? O.Quiet
        : Name == "gpu-trace" ? O.GpuTrace
+       : Name == "cuda-graphs" ? O.CudaGraphs
                            : O.GradCheck) = true;
       continue;
     }
@@ -307,6 +308,10 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                                    "code)");
   std::fprintf(Out, "  --gpu-trace           print each GPU kernel's launch "
                     "to stderr\n");
+  std::fprintf(Out, "  --cuda-graphs         record each launch schedule once "
+                    "(per batch size) and\n"
+                    "                        replay it as a CUDA graph, one "
+                    "launch a step\n");
   std::fprintf(Out, "  --speed               print the rows per second of the "
                     "training steps\n");
   std::fprintf(Out, "  --quiet               print no progress and no epoch "

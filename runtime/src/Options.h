@@ -51,6 +51,7 @@ struct Options {
   enum class NanAction { Stop, SkipBatch } OnNan = NanAction::Stop;
   DeviceChoice Device = DeviceChoice::Auto;
   bool GpuTrace = false; ///< Print each GPU kernel launch.
+  bool CudaGraphs = false; ///< Replay each schedule as a CUDA graph.
 
   /// `predict`: the trainer's second command.
   bool Predict = false;

@@ -189,8 +189,25 @@ protected:
   void launchKernel(int32_t Kernel, bool Wide, void *Call) override;
   /// A launch returns when its blocks are done.
   void synchronize() override {}
+  void beginRecord() override { Recorder = std::make_unique<Launches>(); }
+  std::unique_ptr<Record> endRecord() override { return std::move(Recorder); }
+  void replay(Record &R) override {
+    auto &L = static_cast<Launches &>(R);
+    for (const Launch &Each : L.Order)
+      runKernel(Each.Kernel, Each.Wide, Each.Call);
+  }
 
 private:
+  struct Launch {
+    int32_t Kernel;
+    bool Wide;
+    void *Call;
+  };
+  struct Launches final : Record {
+    std::vector<Launch> Order;
+  };
+  /// Runs a kernel's blocks to their end.
+  void runKernel(int32_t Kernel, bool Wide, void *Call);
   /// Runs one block of the kernel to its end.
   void runBlock();
   /// Switches from the launcher to fiber T until it reaches a barrier or
@@ -198,6 +215,8 @@ private:
   void resume(int32_t T);
   static void fiberMain();
 
+  /// While a schedule is recorded, its launches.
+  std::unique_ptr<Launches> Recorder;
   std::vector<Fiber> Threads;
   char *Stacks = nullptr;
   size_t MappedBytes = 0;
@@ -265,6 +284,13 @@ void *SimDevice::allocate(size_t Bytes) {
 }
 
 void SimDevice::launchKernel(int32_t Index, bool Wide, void *CallArg) {
+  if (Recorder)
+    Recorder->Order.push_back({Index, Wide, CallArg});
+  else
+    runKernel(Index, Wide, CallArg);
+}
+
+void SimDevice::runKernel(int32_t Index, bool Wide, void *CallArg) {
   // As on a GPU, several blocks when the kernel says any count is right.
   Kernel = program().SimKernels[Index];
   Call = static_cast<nnc_call *>(CallArg);

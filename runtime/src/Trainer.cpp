@@ -825,6 +825,7 @@ int selectDevice(const Options &O, std::unique_ptr<Device> &Dev) {
   Dev = openGpu(P, Why);
   if (Dev) {
     Dev->traceLaunches(O.GpuTrace);
+    Dev->recordSchedules(O.CudaGraphs);
     return ExitSuccess;
   }
   // The reason's first line goes in the message; the PTX compiler's log, if
