@@ -57,9 +57,10 @@ void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
   if (!Recording) {
     S(this);
   } else {
-    auto Found = std::find_if(Records.begin(), Records.end(), [&](const Recorded &R) {
-      return R.S == S && R.Call == CallArg && R.Rows == CallRows;
-    });
+    auto Found =
+        std::find_if(Records.begin(), Records.end(), [&](const Recorded &R) {
+          return R.S == S && R.Call == CallArg && R.Rows == CallRows;
+        });
     if (Found == Records.end()) {
       beginRecord();
       S(this);
@@ -106,17 +107,17 @@ void Device::launch(int32_t Kernel, int32_t Wide) noexcept {
   }
   if (Kernel < 0 || size_t(Kernel) >= Count) {
     Failure = "nnc_gpu_launch: kernel " + std::to_string(Kernel) +
-              " does not exist (the trainer has " + std::to_string(Count) +
-              ")";
+              " does not exist (the trainer has " + std::to_string(Count) + ")";
     return;
   }
   if (Trace)
-    std::fprintf(stderr, "gpu: %s %s\n", Program.Kernels[Kernel], Wide ? "wide" : "block");
+    std::fprintf(stderr, "gpu: %s %s\n", Program.Kernels[Kernel],
+                 Wide ? "wide" : "block");
   try {
     launchKernel(Kernel, Wide != 0, Call);
   } catch (const DeviceError &E) {
-    Failure = std::string(E.what()) + " (kernel " + Program.Kernels[Kernel] +
-              ")";
+    Failure =
+        std::string(E.what()) + " (kernel " + Program.Kernels[Kernel] + ")";
   }
 }
 

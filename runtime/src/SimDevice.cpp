@@ -62,8 +62,8 @@ constexpr size_t SharedAlignment = 64;
 constexpr size_t StackBytes = 256 * 1024;
 
 void *alignedZeroed(size_t Alignment, size_t Bytes) {
-  size_t Rounded = (std::max<size_t>(Bytes, 1) + Alignment - 1) / Alignment *
-                   Alignment;
+  size_t Rounded =
+      (std::max<size_t>(Bytes, 1) + Alignment - 1) / Alignment * Alignment;
   void *P = Rounded >= Bytes ? std::aligned_alloc(Alignment, Rounded) : nullptr;
   if (P)
     std::memset(P, 0, Rounded);
@@ -141,7 +141,9 @@ struct Context {
   }
 };
 
-void switchContext(Context &From, Context &To) { swapcontext(&From.State, &To.State); }
+void switchContext(Context &From, Context &To) {
+  swapcontext(&From.State, &To.State);
+}
 #endif
 
 /// One simulated thread of the block under way.
@@ -325,9 +327,10 @@ void SimDevice::runBlock() {
     if (Ended > 0) {
       // The fibers at the barrier are left as they are: the next block
       // makes them anew.
-      throw DeviceError("simulated GPU: " + std::to_string(AtBarrier) + " of block " +
-                        std::to_string(BlockIndex) + "'s " + std::to_string(Count) +
-                        " threads wait at a barrier that the others ended without");
+      throw DeviceError(
+          "simulated GPU: " + std::to_string(AtBarrier) + " of block " +
+          std::to_string(BlockIndex) + "'s " + std::to_string(Count) +
+          " threads wait at a barrier that the others ended without");
     }
   }
 }
@@ -368,13 +371,19 @@ std::unique_ptr<Device> nnc::openSimulator(const GpuProgram &P) {
 
 extern "C" int32_t nnc_sim_thread(void) { return Running ? RunningThread : 0; }
 
-extern "C" int32_t nnc_sim_block(void) { return Running ? Running->block() : 0; }
+extern "C" int32_t nnc_sim_block(void) {
+  return Running ? Running->block() : 0;
+}
 
-extern "C" int32_t nnc_sim_blocks(void) { return Running ? Running->blocks() : 1; }
+extern "C" int32_t nnc_sim_blocks(void) {
+  return Running ? Running->blocks() : 1;
+}
 
 extern "C" void nnc_sim_barrier(void) {
   if (Running)
     Running->barrier();
 }
 
-extern "C" void *nnc_sim_shared(void) { return Running ? Running->shared() : nullptr; }
+extern "C" void *nnc_sim_shared(void) {
+  return Running ? Running->shared() : nullptr;
+}
