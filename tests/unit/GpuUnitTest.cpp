@@ -5,9 +5,10 @@
 //===----------------------------------------------------------------------===//
 //
 // The simulator of cuda-sim trainers, with kernels written by hand: thread
-// and block indices, wide launches, barriers (reused many times), shared
-// memory, separate device memory, nnc_gpu_launch, and a schedule's failed
-// launch. No framework: CHECK prints the failing condition and counts it;
+// and block indices, wide launches, barriers (reused many times, missing,
+// or not reached by every thread), shared memory, separate device memory,
+// nnc_gpu_launch, a schedule's failed launch, and recorded schedules
+// (--cuda-graphs). No framework: CHECK prints the failing condition and counts it;
 // the exit status is 1 when any check failed.
 //
 // usage: nnc-gpu-unittest             the simulator's tests
@@ -85,10 +86,29 @@ void squaresKernel(nnc_call *C) {
   ints(C)[T] = Aligned ? T * T : -1;
 }
 
-const char *const KernelNames[] = {"neighbour", "grid", "sum", "squares",
-                                   nullptr};
+/// neighbourKernel with its barrier left out (after one that clears shared
+/// memory): a thread reads its neighbour's slot before or after the
+/// neighbour writes it, as the simulator runs them.
+void raceKernel(nnc_call *C) {
+  auto *Shared = static_cast<int32_t *>(nnc_sim_shared());
+  int32_t T = nnc_sim_thread();
+  Shared[T] = 0;
+  nnc_sim_barrier();
+  Shared[T] = T + 1;
+  ints(C)[T] = Shared[(T + 1) % Block];
+}
+
+/// Thread 0 ends without the barrier that the others wait at.
+void strayKernel(nnc_call *) {
+  if (nnc_sim_thread() != 0)
+    nnc_sim_barrier();
+}
+
+const char *const KernelNames[] = {"neighbour", "grid",  "sum", "squares",
+                                   "race",      "stray", nullptr};
 const GpuProgram::SimKernel Kernels[] = {neighbourKernel, gridKernel,
-                                         sumKernel, squaresKernel};
+                                         sumKernel,       squaresKernel,
+                                         raceKernel,      strayKernel};
 
 void neighbourNarrow(void *D) { nnc_gpu_launch(D, 0, 0); }
 void neighbourWide(void *D) { nnc_gpu_launch(D, 0, 1); }
@@ -101,6 +121,14 @@ void squares(void *D) { nnc_gpu_launch(D, 3, 0); }
 /// What nnc_gpu_rows said to the schedule below.
 int64_t RowsSeen = -1;
 void recordRows(void *D) { RowsSeen = nnc_gpu_rows(D); }
+void race(void *D) { nnc_gpu_launch(D, 4, 0); }
+void stray(void *D) { nnc_gpu_launch(D, 5, 0); }
+/// How many times countedGrid ran.
+int ScheduleRuns = 0;
+void countedGrid(void *D) {
+  ++ScheduleRuns;
+  gridNarrowThenWide(D);
+}
 /// A launch of a kernel that does not exist, then one that must not run.
 void badLaunch(void *D) {
   nnc_gpu_launch(D, 99, 0);
@@ -144,7 +172,7 @@ void testProgramFromSymbols() {
   CHECK(!P.hasGpuCode());
   CHECK(P.kernelCount() == 0);
   CHECK(!P.Ptx && !P.SimKernels && !P.TrainStep && !P.Workspace);
-  CHECK(testProgram().kernelCount() == 4);
+  CHECK(testProgram().kernelCount() == 6);
 }
 
 void testMemory(Device &D) {
@@ -248,12 +276,62 @@ void testBadLaunch(Device &D) {
     Message = E.what();
   }
   CHECK(Message == "nnc_gpu_launch: kernel 99 does not exist (the trainer "
-                   "has 4) in badLaunch");
+                   "has 6) in badLaunch");
   // The launch after the failed one did not run.
   CHECK(downloadInts(D, Out, 1)[0] == 0);
   // The device is usable again for the next schedule.
   D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get(), 1);
   CHECK(downloadInts(D, Out, 1)[0] == 2);
+}
+
+void testMissingBarrier(Device &D) {
+  // Some thread reads its neighbour's slot at the wrong time: the
+  // simulator shows a missing barrier as wrong results.
+  DeviceBuffer Out;
+  Out.allocate(D, Block * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(race, "race", Call.Memory.get(), 1);
+  std::vector<int32_t> V = downloadInts(D, Out, Block);
+  bool Right = true;
+  for (int T = 0; T < Block; ++T)
+    Right &= V[size_t(T)] == (T + 1) % Block + 1;
+  CHECK(!Right);
+}
+
+void testStrayBarrier(Device &D) {
+  DeviceBuffer Out;
+  Out.allocate(D, sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  std::string Message;
+  try {
+    D.run(stray, "stray", Call.Memory.get(), 1);
+  } catch (const DeviceError &E) {
+    Message = E.what();
+  }
+  CHECK(Message == "simulated GPU: 255 of block 0's 256 threads wait at a "
+                   "barrier that the others ended without (kernel stray) in "
+                   "stray");
+}
+
+void testRecording(Device &D) {
+  // The first call on given arguments records the launches; the others
+  // replay them, without running the schedule. Each call adds 2 to
+  // element 0 (grid's narrow launch, then its wide one).
+  DeviceBuffer Out;
+  Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.recordSchedules(true);
+  for (int I = 0; I < 3; ++I)
+    D.run(countedGrid, "countedGrid", Call.Memory.get(), 5);
+  CHECK(ScheduleRuns == 1);
+  CHECK(downloadInts(D, Out, 1)[0] == 6);
+  // Other rows, another recording.
+  D.run(countedGrid, "countedGrid", Call.Memory.get(), 6);
+  CHECK(ScheduleRuns == 2);
+  CHECK(downloadInts(D, Out, 1)[0] == 8);
+  D.recordSchedules(false);
+  D.run(countedGrid, "countedGrid", Call.Memory.get(), 5);
+  CHECK(ScheduleRuns == 3);
 }
 
 int openCuda() {
@@ -291,6 +369,9 @@ int main(int Argc, char **Argv) {
   testNoBarrier(*D);
   testRows(*D);
   testBadLaunch(*D);
+  testMissingBarrier(*D);
+  testStrayBarrier(*D);
+  testRecording(*D);
   if (Failures) {
     std::fprintf(stderr, "%d check(s) failed\n", Failures);
     return 1;
