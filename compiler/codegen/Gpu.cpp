@@ -66,7 +66,7 @@ public:
                                       llvm::GlobalValue::InternalLinkage,
                                       llvm::UndefValue::get(bytes), "nnc_shared", nullptr,
                                       llvm::GlobalValue::NotThreadLocal, 3);
-    Shared->setAlignment(llvm::Align(16));
+    Shared->setAlignment(llvm::Align(64)); // as the simulator's (NNC_SIM_SHARED)
   }
   llvm::Module &kernelModule() override { return *Kernels; }
   Value *thread(llvm::IRBuilder<> &B) override {
@@ -144,12 +144,15 @@ std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule) {
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias,
                  Value *Mask, const GpuGemmSplit *Split) {
-  constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16,
-                    Per = Tile / Side; // 16 x 16 threads, 4 x 4 each
-  // A staged slice is [k][m] (or [k][n]) with rows of Stride elements: one
-  // more than the tile, so that the 16 threads that store one m's 16 k
-  // (see stage) hit 16 banks of shared memory.
-  constexpr int64_t Stride = Tile + 1;
+  // 16 x 16 threads, each summing 4 consecutive rows by 4 consecutive
+  // columns of the tile, which it reads from the staged slices as a vector
+  // of 4 each (one shared load for 4 multiply-adds, not one for 2).
+  constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16, Per = Tile / Side;
+  // A staged slice is [k][m] (or [k][n]) with rows of Stride elements: the
+  // tile and 4 more, so that rows stay aligned for the vector loads and the
+  // 16 threads that store one m's 16 k (see stage) hit 8 banks of shared
+  // memory rather than 1.
+  constexpr int64_t Stride = Tile + Per;
   static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
                 "each thread stages 4 elements of A and of B per slice");
   llvm::Type *ft = Shape.Elem;
@@ -221,10 +224,16 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
            Gpu.barrier(B);
            emitLoop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
              Value *row = B.CreateMul(kk, i64(Stride));
+             auto *vt = llvm::FixedVectorType::get(ft, unsigned(Per));
+             llvm::Align vectorAlign(Per * ft->getPrimitiveSizeInBits() / 8);
+             Value *av = B.CreateAlignedLoad(
+                 vt, element(as, B.CreateAdd(row, B.CreateMul(ty, i64(Per)))), vectorAlign);
+             Value *bv = B.CreateAlignedLoad(
+                 vt, element(bs, B.CreateAdd(row, B.CreateMul(tx, i64(Per)))), vectorAlign);
              Value *a[Per], *b[Per];
              for (int64_t r = 0; r < Per; ++r) {
-               a[r] = B.CreateLoad(ft, element(as, B.CreateAdd(row, B.CreateAdd(ty, i64(Side * r)))));
-               b[r] = B.CreateLoad(ft, element(bs, B.CreateAdd(row, B.CreateAdd(tx, i64(Side * r)))));
+               a[r] = B.CreateExtractElement(av, uint64_t(r));
+               b[r] = B.CreateExtractElement(bv, uint64_t(r));
              }
              for (int64_t r = 0; r < Per; ++r)
                for (int64_t c = 0; c < Per; ++c) {
@@ -238,8 +247,8 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
          });
          for (int64_t r = 0; r < Per; ++r)
            for (int64_t c = 0; c < Per; ++c) {
-             Value *m = B.CreateAdd(m0, B.CreateAdd(ty, i64(Side * r)));
-             Value *n = B.CreateAdd(n0, B.CreateAdd(tx, i64(Side * c)));
+             Value *m = B.CreateAdd(m0, B.CreateAdd(B.CreateMul(ty, i64(Per)), i64(r)));
+             Value *n = B.CreateAdd(n0, B.CreateAdd(B.CreateMul(tx, i64(Per)), i64(c)));
              llvm::Function *f = B.GetInsertBlock()->getParent();
              auto *store = llvm::BasicBlock::Create(B.getContext(), "gemm.store", f);
              auto *done = llvm::BasicBlock::Create(B.getContext(), "gemm.stored", f);
