@@ -515,6 +515,17 @@ private:
   std::vector<Value *> blockTotals(const std::vector<Value *> &partials);
   /// Elementwise nodes of one shape, in one loop.
   void lowerElementwiseGroup(const std::vector<const Node *> &members);
+  /// Element i of each of elementwise nodes `members` (of one shape).
+  void elementwiseAt(const std::vector<const Node *> &members, Value *i);
+  /// GPU, a kernel per node: the elementwise nodes (or groups) lowered as
+  /// node n, when they are one flat loop over a value of static size, not
+  /// batched (an optimizer's update of a parameter); else empty.
+  std::vector<const Node *> flatUpdate(const Node *n) const;
+  /// GPU, a kernel per node: flat updates (see flatUpdate) that read none
+  /// of each other's results, as one kernel: a parallel loop over all their
+  /// elements, each thread finding the update its element is of. A step
+  /// updates each parameter tensor with a loop of its own, a launch each.
+  void lowerFlatUpdates(const std::vector<std::vector<const Node *>> &updates);
   void lowerRow(const Node *n);
   void lowerOneHot(const Node *n);
   void lowerTranspose(const Node *n);
@@ -1846,18 +1857,49 @@ void GraphLowering::runGpu() {
   planWorkspace();
   if (WholeGraph)
     beginKernel();
+  // Flat updates in a row (see lowerFlatUpdates), and their results.
+  std::vector<std::vector<const Node *>> updates;
+  std::unordered_set<const Node *> updated;
+  auto flushUpdates = [&] {
+    if (updates.empty())
+      return;
+    beginKernel(kernelWork(updates[0].back()) +
+                (updates.size() > 1 ? "_x" + std::to_string(updates.size()) : ""));
+    lowerFlatUpdates(updates);
+    endKernel();
+    updates.clear();
+    updated.clear();
+  };
+  // Whether n's elements read a result of the updates so far: its
+  // operands, and theirs where they are computed where they are read.
+  std::function<bool(const Node *)> readsUpdated = [&](const Node *n) {
+    for (const Node *operand : n->Operands)
+      if (updated.count(operand) ||
+          ((Inlined.count(operand) || scalarInRegisters(operand)) && readsUpdated(operand)))
+        return true;
+    return false;
+  };
   for (const Node *n : Order) {
     // Leaves and reshapes compute nothing: kernels find them (materialize).
     if (FusedInto.count(n) || GroupedInto.count(n) ||
         ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
         (scalarInRegisters(n) && !WholeGraph))
       continue;
+    if (std::vector<const Node *> members = flatUpdate(n); !members.empty()) {
+      if (std::any_of(members.begin(), members.end(), readsUpdated))
+        flushUpdates();
+      updates.push_back(members);
+      updated.insert(members.begin(), members.end());
+      continue;
+    }
+    flushUpdates();
     if (!WholeGraph)
       beginKernel(kernelWork(n));
     lower(n);
     if (!WholeGraph)
       endKernel();
   }
+  flushUpdates();
   for (const ir::Store &store : G.stores()) {
     auto inPlace = InPlace.find(store.Value);
     if (inPlace != InPlace.end() && inPlace->second == &store)
@@ -2248,17 +2290,56 @@ void GraphLowering::lowerMap(
 }
 
 void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &members) {
-  llvm::Type *ft = elemType(members[0]->Ty.Elem);
-  LLVMScalarBuilder sb(B, ft);
-  parallelFor(elementCount(members[0]->Ty), [&](Value *i) {
-    for (const Node *n : members) {
-      std::vector<Value *> args;
-      for (const Node *operand : n->Operands)
-        args.push_back(load(operand, i));
-      Value *value = sb.apply(n->Op, args);
-      B.CreateStore(value, at(n, i));
-      Computed[{n, i, B.GetInsertBlock()}] = value;
+  parallelFor(elementCount(members[0]->Ty), [&](Value *i) { elementwiseAt(members, i); });
+}
+
+void GraphLowering::elementwiseAt(const std::vector<const Node *> &members, Value *i) {
+  LLVMScalarBuilder sb(B, elemType(members[0]->Ty.Elem));
+  for (const Node *n : members) {
+    std::vector<Value *> args;
+    for (const Node *operand : n->Operands)
+      args.push_back(load(operand, i));
+    Value *value = sb.apply(n->Op, args);
+    B.CreateStore(value, at(n, i));
+    Computed[{n, i, B.GetInsertBlock()}] = value;
+  }
+}
+
+std::vector<const Node *> GraphLowering::flatUpdate(const Node *n) const {
+  if (!Gpu || WholeGraph || n->Ty.isBatched() || ProductEpilogues.count(n) ||
+      ir::opInfo(n->Op).Category != ir::OpCategory::Elementwise)
+    return {};
+  auto group = Groups.find(n);
+  std::vector<const Node *> members =
+      group != Groups.end() ? group->second : std::vector<const Node *>{n};
+  for (const Node *member : members)
+    if (!isFlat(member) || member->Ty.Dims != n->Ty.Dims)
+      return {};
+  return members;
+}
+
+void GraphLowering::lowerFlatUpdates(const std::vector<std::vector<const Node *>> &updates) {
+  std::vector<int64_t> ends;
+  int64_t total = 0;
+  for (const std::vector<const Node *> &members : updates) {
+    for (const Node *member : members)
+      placeInWorkspace(member);
+    total += members[0]->Ty.staticElements();
+    ends.push_back(total);
+  }
+  parallelFor(i64(total), [&](Value *i) {
+    auto *done = llvm::BasicBlock::Create(Ctx, "update.done", F);
+    for (size_t u = 0; u < updates.size(); ++u) {
+      auto *in = llvm::BasicBlock::Create(Ctx, "update", F);
+      auto *next = llvm::BasicBlock::Create(Ctx, "update.next", F);
+      B.CreateCondBr(B.CreateICmpULT(i, i64(ends[u])), in, next);
+      B.SetInsertPoint(in);
+      elementwiseAt(updates[u], B.CreateSub(i, i64(u ? ends[u - 1] : 0)));
+      B.CreateBr(done);
+      B.SetInsertPoint(next);
     }
+    B.CreateBr(done);
+    B.SetInsertPoint(done);
   });
 }
 
