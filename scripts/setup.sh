@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build ccache python3
-  llvm-19-dev llvm-19-tools clang-19 lld-19 libzstd-dev zlib1g-dev libstb-dev
+  llvm-19-dev llvm-19-tools clang-19 lld-19 libclang-rt-19-dev libzstd-dev zlib1g-dev libstb-dev
   antlr4 libantlr4-runtime-dev libboost-program-options-dev
   curl ca-certificates
 )
