@@ -3058,7 +3058,6 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
   for (const Node *n : sums)
     zeros.push_back(llvm::ConstantFP::get(
         n->Op == OpCode::SumAll ? B.getDoubleTy() : elemType(n->Ty.Elem), 0));
-  Value *count = elementCount(sums[0]->Operands[0]->Ty);
   auto termsAt = [&](Value *i) {
     std::vector<Value *> terms;
     for (const Node *n : sums) {
@@ -3074,7 +3073,7 @@ void GraphLowering::lowerFullSums(const std::vector<const Node *> &sums) {
   };
   if (fullSumChunks(sums) && !PerThread)
     return lowerSplitFullSums(sums, zeros, termsAt);
-  std::vector<Value *> totals = reduce(count, zeros, termsAt);
+  std::vector<Value *> totals = reduce(elementCount(sums[0]->Operands[0]->Ty), zeros, termsAt);
   for (size_t k = 0; k < sums.size(); ++k) {
     const Node *n = sums[k];
     if (n->Ty.Dims.empty())
