@@ -31,12 +31,15 @@ struct GpuOptions {
   } Target = Kind::None;
   std::string Arch = "sm_80"; ///< PTX target architecture
   unsigned OptLevel = 2;      ///< for the kernels
-  /// Kernels per graph: one per node (or group of nodes), or the whole
-  /// graph as one kernel on one block, which saves the launches that
-  /// dominate a small model's step; Auto: for models of at most
-  /// WholeGraphParams parameters, both, the whole graph for calls of at
-  /// most GraphLimit rows times parameters.
-  enum class Fusion { Auto, Node, Graph } Fuse = Fusion::Auto;
+  /// Kernels per graph: one per node (or group of nodes); the whole graph
+  /// as one kernel on one block, which saves the launches that dominate a
+  /// small model's step; or (Rows) the graph's work on each row as one
+  /// kernel whose blocks take a run of rows each, then the sums over the
+  /// rows and what follows them (a graph of other ops gets a kernel per
+  /// node). Auto: for models of at most WholeGraphParams parameters, the
+  /// whole graph for calls of at most GraphLimit rows times parameters,
+  /// and Rows above that; for bigger models, a kernel per node.
+  enum class Fusion { Auto, Node, Graph, Rows } Fuse = Fusion::Auto;
   static constexpr int64_t WholeGraphParams = 16384;
   int64_t GraphLimit = int64_t(1) << 24;
 };

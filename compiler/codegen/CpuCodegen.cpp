@@ -168,35 +168,83 @@ std::pair<Value *, Value *> fullSumSplit(llvm::IRBuilder<> &B, Value *count) {
   return evenRuns(B, count, B.getInt64(GpuSumChunks), GpuChunkTerms, 1);
 }
 
+/// GPU, kernels over blocks of rows (--gpu-fuse rows, see runRowBlocks):
+/// the batch's rows are cut into runs of at least GpuBlockRows rows (a
+/// product's tile), up to GpuRowBlocks runs, a block each: enough to fill
+/// the device (4 blocks on each of an H100's 132 multiprocessors), and few
+/// enough that the runs' partial sums (a copy of the gradients each) cost
+/// less memory traffic than the rows' own values at big batches.
+constexpr int64_t GpuRowBlocks = 512;
+constexpr int64_t GpuBlockRows = 64;
+
+/// How the rows of a call of `batch` rows are cut into blocks' runs
+/// (GpuRowBlocks): the runs and their rows (the last may have fewer). The
+/// row kernel and the host's schedule compute it alike.
+std::pair<Value *, Value *> rowBlockSplit(llvm::IRBuilder<> &B, Value *batch) {
+  return evenRuns(B, batch, B.getInt64(GpuRowBlocks), GpuBlockRows, 1);
+}
+
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
+/// A GPU target whose kernels see a grid of one block: each block of a
+/// kernel over blocks of rows runs its rows' work as a one-block kernel
+/// runs the whole batch's (its products' tiles, its parallel loops and its
+/// reductions all among its own threads).
+class BlockLocalTarget final : public GpuTarget {
+public:
+  explicit BlockLocalTarget(GpuTarget &grid) : Grid(grid) {}
+  llvm::Module &kernelModule() override { return Grid.kernelModule(); }
+  Value *thread(llvm::IRBuilder<> &B) override { return Grid.thread(B); }
+  Value *block(llvm::IRBuilder<> &B) override { return B.getInt32(0); }
+  Value *blocks(llvm::IRBuilder<> &B) override { return B.getInt32(1); }
+  void barrier(llvm::IRBuilder<> &B) override { Grid.barrier(B); }
+  Value *shared(llvm::IRBuilder<> &B) override { return Grid.shared(B); }
+  void finishKernel(llvm::Function &F) override { Grid.finishKernel(F); }
+  bool device() const override { return Grid.device(); }
+
+private:
+  GpuTarget &Grid;
+};
+
 /// Lowers one graph to one function.
+/// How a graph is lowered for the GPU (GpuOptions::Fusion).
+enum class KernelPlan {
+  PerNode,    ///< a kernel per node or group (see runGpu)
+  WholeGraph, ///< the graph as one kernel on one block
+  RowBlocks,  ///< a kernel over blocks of rows, then the rest (see runRowBlocks)
+};
+
 class GraphLowering {
 public:
-  /// With \p gpu, lowers the graph for it, as kernels (see runGpu): one
-  /// per node, or with \p wholeGraph one for the graph.
+  /// With \p gpu, lowers the graph for it, as kernels planned by \p plan.
   /// With \p skipDeadUnits (CPU), the products of a relu's masked adjoint
   /// may skip its zero columns (see ColumnSkip).
   GraphLowering(llvm::Module &module, const ir::Graph &graph,
-                unsigned vectorBits, GpuTarget *gpu = nullptr, bool wholeGraph = false,
-                bool skipDeadUnits = false)
+                unsigned vectorBits, GpuTarget *gpu = nullptr,
+                KernelPlan plan = KernelPlan::PerNode, bool skipDeadUnits = false)
       : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
-        VectorBits(vectorBits), Gpu(gpu), WholeGraph(wholeGraph),
-        SkipDeadUnits(skipDeadUnits) {}
+        VectorBits(vectorBits), Gpu(gpu), WholeGraph(plan != KernelPlan::PerNode),
+        RowBlocks(plan == KernelPlan::RowBlocks), SkipDeadUnits(skipDeadUnits) {}
 
   WorkspaceSize run();
+  /// KernelPlan::RowBlocks: why the graph cannot be lowered so, after
+  /// run(), which then made no kernels; empty when it was.
+  const std::string &rowBlocksRefusal() const { return RowBlocksRefusal; }
 
-  /// Emits, in the host's schedule, whether to launch a kernel at a call
-  /// of `rows` rows (an i1).
-  using LaunchCondition = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
+  /// Emits, in the host's schedule, a value of a call of `rows` rows: the
+  /// condition to launch a kernel (an i1), or its blocks (an i64).
+  using OfRows = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
   /// A GPU kernel, in launch order, and whether it may run on many blocks.
   /// A kernel that adds the runs of a sum cut into runs (a product's,
   /// lowerSplitProduct; a column sum's, lowerSplitColumnSums; a full sum's,
-  /// lowerSplitFullSums) is launched only when the call's rows cut it.
+  /// lowerSplitFullSums; the row blocks', runRowBlocks) is launched only
+  /// when the call's rows cut it. A kernel over blocks of rows is launched
+  /// on as many blocks as the call's rows make.
   struct Kernel {
     llvm::Function *Fn;
     bool Wide;
-    LaunchCondition LaunchIf; ///< Empty: always.
+    OfRows LaunchIf; ///< Empty: always.
+    OfRows Blocks;   ///< Empty: Wide's (many) or one.
   };
   const std::vector<Kernel> &kernels() const { return Kernels; }
 
@@ -221,15 +269,17 @@ private:
   Value *extent(int64_t dim) {
     if (dim != ir::N)
       return i64(dim);
-    return ImageRow ? i64(1) : Batch;
+    return ImageRow ? i64(1) : RowCount ? RowCount : Batch;
   }
   /// Where batched value n's rows start: at ImageRow's while an image chain
-  /// is lowered, else at the first.
+  /// is lowered, at the block's first row in a kernel over blocks of rows,
+  /// else at the first.
   Value *rowStart(const Node *n, Value *ptr) {
-    if (!ImageRow || !n->Ty.isBatched())
+    Value *first = ImageRow ? ImageRow : RowBegin;
+    if (!first || !n->Ty.isBatched())
       return ptr;
     return B.CreateInBoundsGEP(elemType(n->Ty.Elem), ptr,
-                               B.CreateMul(ImageRow, i64(n->Ty.staticElements())));
+                               B.CreateMul(first, i64(n->Ty.staticElements())));
   }
   Value *product(const std::vector<int64_t> &dims, size_t begin, size_t end) {
     Value *result = i64(1);
@@ -395,6 +445,12 @@ private:
   void zeroBytes(Value *ptr, int64_t bytes, int64_t align = Alignment);
   /// Lowers the graph as GPU kernels, one per node or group, one per store.
   void runGpu();
+  /// KernelPlan::RowBlocks: which units run per row (and in which order),
+  /// and which sum over the rows (see runRowBlocks); why it cannot be, or
+  /// empty.
+  std::string planRowBlocks();
+  /// KernelPlan::RowBlocks: the kernels (see RowUnits).
+  void runRowBlocks();
   /// Starts function `name` of the call's ABI in `module`: its entry block
   /// loads the call's buffers and batch size.
   void beginFunction(llvm::Module &module, const std::string &name);
@@ -669,7 +725,21 @@ private:
   /// block at whose end the image's slots are found (see materialize).
   Value *ImageRow = nullptr, *ImageGroup = nullptr;
   llvm::BasicBlock *SlotBlock = nullptr;
-  bool WholeGraph = false;  ///< GPU: the graph as one kernel.
+  bool WholeGraph = false;  ///< GPU: the graph as one kernel (or RowBlocks' few).
+  /// GPU: the graph as a kernel over blocks of rows, then a kernel that
+  /// adds the blocks' sums, then one for the rest (see runRowBlocks).
+  bool RowBlocks = false;
+  std::string RowBlocksRefusal;
+  /// RowBlocks: Order's units before this position are the row kernel's.
+  int64_t RowUnits = 0;
+  /// RowBlocks: the row kernel's sums over the batch's rows, in order, and
+  /// the fixed workspace offsets of their blocks' partial sums
+  /// (GpuRowBlocks of each).
+  std::vector<const Node *> RowSums;
+  std::unordered_map<const Node *, int64_t> RowPartials;
+  /// While the row kernel is lowered: its block's index, first row and
+  /// rows, and the runs that the call's rows make (i64 values).
+  Value *RowBlock = nullptr, *RowBegin = nullptr, *RowCount = nullptr, *RowRuns = nullptr;
   bool SkipDeadUnits = false; ///< CPU: see ColumnSkip.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -682,8 +752,9 @@ private:
   std::string KernelWork; ///< What the kernel computes, for its name.
   std::vector<Kernel> Kernels;
   Value *Call = nullptr, *Batch = nullptr, *Workspace = nullptr;
-  /// GPU: when the current kernel is to be launched (see Kernel).
-  LaunchCondition LaunchIf;
+  /// GPU: when the current kernel is to be launched, and on how many
+  /// blocks (see Kernel).
+  OfRows LaunchIf, LaunchBlocks;
   /// Emits the runs of a sum cut into runs at a call of `rows` rows.
   using RunsAt = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
   /// GPU: after the runs of node n's sum, starts the kernel that adds them,
@@ -1676,7 +1747,15 @@ void GraphLowering::planWorkspace() {
     (batched ? perRow : fixed).push_back(all.back().get());
     return all.back().get();
   };
-  std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch, chunkScratch;
+  std::unordered_map<const Node *, Interval *> buffers, scratch, rowScratch, chunkScratch,
+      rowPartials;
+  // RowBlocks: the row kernel's sums are written after all its units (by
+  // the kernel that adds the blocks' partial sums), which live until then.
+  for (const Node *n : RowSums) {
+    rowPartials[n] = add(false, GpuRowBlocks * n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
+                         0, RowUnits);
+    lastRead[n] = std::max(lastRead[n], RowUnits);
+  }
   for (const auto &node : nodes) {
     const Node *n = node.get();
     auto [at, chainEnd] = ChainSpan[Position.at(n)];
@@ -1758,6 +1837,8 @@ void GraphLowering::planWorkspace() {
     RowScratch[n] = x->Offset;
   for (auto &[n, x] : chunkScratch)
     ChunkScratch[n] = x->Offset;
+  for (auto &[n, x] : rowPartials)
+    RowPartials[n] = x->Offset;
 }
 
 void GraphLowering::materialize(const Node *n) {
@@ -1768,7 +1849,7 @@ void GraphLowering::materialize(const Node *n) {
   bool perThread = PerThread;
   if (ir::opInfo(n->Op).Category == ir::OpCategory::Leaf) {
     lowerLeaf(n);
-  } else if (scalarInRegisters(n) && !WholeGraph) {
+  } else if (scalarInRegisters(n) && (!WholeGraph || RowBlocks)) {
     // Its operands are in memory, from kernels before this one, or
     // computed here likewise.
     std::vector<Value *> args;
@@ -1824,7 +1905,7 @@ void GraphLowering::beginKernel(const std::string &work) {
   B.SetInsertPoint(body);
   Slots.clear();
   Computed.clear();
-  LaunchIf = nullptr;
+  LaunchIf = LaunchBlocks = nullptr;
   PerThread = false;
   Pieces = 0;
   OneBlock = false;
@@ -1844,7 +1925,7 @@ void GraphLowering::endKernel() {
   Gpu->finishKernel(*F);
   // A kernel with one piece of work that needs no barrier between its
   // threads' parts runs on as many blocks as the device wants.
-  Kernels.push_back({F, Pieces == 1 && !OneBlock, LaunchIf});
+  Kernels.push_back({F, Pieces == 1 && !OneBlock, LaunchIf, LaunchBlocks});
 }
 
 void GraphLowering::runGpu() {
@@ -1853,8 +1934,15 @@ void GraphLowering::runGpu() {
   // results, as nodes in kernels launched one after another do.
   CallTy = getCallType(Ctx);
   planFusion();
+  if (RowBlocks) {
+    RowBlocksRefusal = planRowBlocks();
+    if (!RowBlocksRefusal.empty())
+      return;
+  }
   planImageChains();
   planWorkspace();
+  if (RowBlocks)
+    return runRowBlocks();
   if (WholeGraph)
     beginKernel();
   // Flat updates in a row (see lowerFlatUpdates), and their results.
@@ -1916,6 +2004,218 @@ void GraphLowering::runGpu() {
   }
 }
 
+std::string GraphLowering::planRowBlocks() {
+  // A unit runs per row when it computes a batched value from the same rows
+  // of its operands (or from values of no rows), so that each block can run
+  // it on its own run of rows; a sum over the rows (a weight's or a bias's
+  // gradient, a loss) runs per row too, each block summing its rows into a
+  // partial sum. Values of no rows that the rows' work reads must be
+  // scalars in registers (each kernel computes those afresh). What reads
+  // the sums (the loss's mean, the optimizer's update) comes after, in a
+  // kernel of its own on one block, and so must not be batched.
+  auto name = [](const Node *n) { return std::string(ir::opInfo(n->Op).Name); };
+  auto byRows = [](const Node *n) { return n->Ty.isBatched() && n->Ty.Dims[0] == ir::N; };
+  auto readsBatched = [](const Node *n) {
+    return std::any_of(n->Operands.begin(), n->Operands.end(),
+                       [](const Node *o) { return o->Ty.isBatched(); });
+  };
+  auto isLeaf = [](const Node *n) {
+    return ir::opInfo(n->Op).Category == ir::OpCategory::Leaf;
+  };
+  auto sumOverRows = [&](const Node *n) {
+    return !isLeaf(n) && !n->Ty.isBatched() && readsBatched(n);
+  };
+  const auto &nodes = G.nodes();
+  std::unordered_set<const Node *> perRow;
+  for (const ir::Store &store : G.stores())
+    if (store.Value->Ty.isBatched())
+      perRow.insert(store.Value);
+  for (auto node = nodes.rbegin(); node != nodes.rend(); ++node) {
+    const Node *n = node->get();
+    if (n->Ty.isBatched() || sumOverRows(n))
+      perRow.insert(n);
+    if (perRow.count(n))
+      perRow.insert(n->Operands.begin(), n->Operands.end());
+  }
+  std::unordered_set<const Node *> afterSums;
+  for (const auto &node : nodes)
+    for (const Node *operand : node->Operands)
+      if (sumOverRows(operand) || afterSums.count(operand))
+        afterSums.insert(node.get());
+  bool anyRows = false;
+  for (const auto &node : nodes) {
+    const Node *n = node.get();
+    if (!perRow.count(n) || isLeaf(n))
+      continue;
+    if (afterSums.count(n))
+      return name(n) + " reads a sum over the batch's rows";
+    if (sumOverRows(n)) {
+      bool rowsFirst = std::all_of(n->Operands.begin(), n->Operands.end(),
+                                   [&](const Node *o) { return byRows(o); });
+      bool ok = (n->Op == OpCode::MatMul && n->A.TransA && rowsFirst &&
+                 n->Operands[0]->Ty.Dims.size() == 2) ||
+                (n->Op == OpCode::ReduceSum && rowsFirst &&
+                 (n->A.Axis == 0 || n->Ty.Dims.empty())) ||
+                (n->Op == OpCode::SumAll && rowsFirst);
+      if (!ok)
+        return name(n) + " sums over the batch's rows in a way the row blocks do not";
+      anyRows = true;
+      continue;
+    }
+    if (!n->Ty.isBatched()) {
+      if (!scalarInRegisters(n) && n->Op != OpCode::Reshape)
+        return name(n) + " computes a value of no rows that the rows' work reads";
+      continue;
+    }
+    if (!byRows(n))
+      return name(n) + " has the batch in a dimension other than the first";
+    for (const Node *operand : n->Operands)
+      if (operand->Ty.isBatched() && !byRows(operand))
+        return name(n) + " reads a value with the batch in a dimension other than the first";
+    bool rowWise = false;
+    switch (ir::opInfo(n->Op).Category) {
+    case ir::OpCategory::Elementwise:
+    case ir::OpCategory::Row:
+      rowWise = true;
+      break;
+    case ir::OpCategory::MatMul:
+      rowWise = !n->Operands[1]->Ty.isBatched();
+      break;
+    case ir::OpCategory::Reduce:
+      rowWise = n->A.Axis != 0;
+      break;
+    case ir::OpCategory::Layout:
+      rowWise = n->Op != OpCode::Transpose;
+      break;
+    default:
+      break;
+    }
+    if (!rowWise)
+      return name(n) + " is not computed row by row";
+    anyRows = true;
+  }
+  if (!anyRows)
+    return "nothing in it is computed per row";
+  // The row kernel's units first, in their order, then the rest.
+  auto runsPerRow = [&](const Node *n) {
+    const Node *unit = leaderOf(computedBy(n));
+    return isLeaf(unit) || perRow.count(unit) > 0;
+  };
+  std::stable_partition(Order.begin(), Order.end(), runsPerRow);
+  RowUnits = std::count_if(Order.begin(), Order.end(), runsPerRow);
+  for (size_t i = 0; i < Order.size(); ++i)
+    Position[Order[i]] = int64_t(i);
+  for (const Node *n : Order)
+    if (sumOverRows(n) && !Inlined.count(n))
+      RowSums.push_back(n);
+  return "";
+}
+
+void GraphLowering::runRowBlocks() {
+  auto skipped = [&](const Node *n) {
+    return FusedInto.count(n) || GroupedInto.count(n) ||
+           ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
+           scalarInRegisters(n);
+  };
+  auto storedHere = [&](const ir::Store &store, bool batched) {
+    auto inPlace = InPlace.find(store.Value);
+    return store.Value->Ty.isBatched() == batched &&
+           (inPlace == InPlace.end() || inPlace->second != &store);
+  };
+  // The row kernel: block b runs every unit that runs per row on its run
+  // of rows [b R, b R + R), as a one-block kernel runs them on the whole
+  // batch. Its sums over the rows go to its partial sums (but for one
+  // block), so no block waits for another. Its rows of every per-row
+  // buffer are together (placeInWorkspace): buffers that share memory
+  // share only a block's own, so the blocks need not keep in step.
+  GpuTarget *grid = Gpu;
+  BlockLocalTarget blockLocal(*grid);
+  Gpu = &blockLocal;
+  beginKernel("rows");
+  {
+    llvm::IRBuilder<> entry(Entry->getTerminator());
+    auto [runs, rows] = rowBlockSplit(entry, Batch);
+    RowRuns = runs;
+    RowBlock = entry.CreateZExt(grid->block(entry), entry.getInt64Ty(), "row.block");
+    RowBegin = entry.CreateMul(RowBlock, rows, "row.begin");
+    RowCount = entry.CreateBinaryIntrinsic(llvm::Intrinsic::umin, rows,
+                                           entry.CreateSub(Batch, RowBegin), nullptr,
+                                           "row.count");
+  }
+  for (int64_t p = 0; p < RowUnits; ++p)
+    if (!skipped(Order[p]))
+      lower(Order[p]);
+  for (const ir::Store &store : G.stores())
+    if (storedHere(store, true))
+      lowerStore(store);
+  OneBlock = true;
+  LaunchBlocks = [](llvm::IRBuilder<> &b, Value *rows) { return rowBlockSplit(b, rows).first; };
+  endKernel();
+  Gpu = grid;
+  RowBlock = RowBegin = RowCount = RowRuns = nullptr;
+
+  // The blocks' partial sums, added in block order: a thread per element
+  // of every sum.
+  if (!RowSums.empty()) {
+    beginKernel("row_sums");
+    LaunchIf = [](llvm::IRBuilder<> &b, Value *rows) {
+      return b.CreateICmpUGT(rowBlockSplit(b, rows).first, b.getInt64(1));
+    };
+    Value *runs = rowBlockSplit(B, Batch).first;
+    std::vector<int64_t> ends;
+    int64_t total = 0;
+    for (const Node *n : RowSums)
+      ends.push_back(total += n->Ty.staticElements());
+    parallelFor(i64(total), [&](Value *i) {
+      auto *done = llvm::BasicBlock::Create(Ctx, "sum.done", F);
+      for (size_t k = 0; k < RowSums.size(); ++k) {
+        const Node *n = RowSums[k];
+        auto *in = llvm::BasicBlock::Create(Ctx, "sum", F);
+        auto *next = llvm::BasicBlock::Create(Ctx, "sum.next", F);
+        B.CreateCondBr(B.CreateICmpULT(i, i64(ends[k])), in, next);
+        B.SetInsertPoint(in);
+        // A loss's sum, of many terms of similar size, adds in double.
+        llvm::Type *ft = elemType(n->Ty.Elem);
+        llvm::Type *acc = n->Op == OpCode::SumAll ? B.getDoubleTy() : ft;
+        int64_t elements = n->Ty.staticElements();
+        Value *j = B.CreateSub(i, i64(k ? ends[k - 1] : 0));
+        Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(RowPartials.at(n)));
+        llvm::AllocaInst *sum = entryAlloca(acc);
+        B.CreateStore(llvm::ConstantFP::get(acc, 0), sum);
+        forRange(runs, [&](Value *run) {
+          Value *partial = B.CreateLoad(
+              ft, B.CreateInBoundsGEP(ft, partials, B.CreateAdd(B.CreateMul(run, i64(elements)), j)));
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(acc, sum), B.CreateFPCast(partial, acc)), sum);
+        });
+        B.CreateStore(B.CreateFPCast(B.CreateLoad(acc, sum), ft), at(n, j));
+        B.CreateBr(done);
+        B.SetInsertPoint(next);
+      }
+      B.CreateBr(done);
+      B.SetInsertPoint(done);
+    });
+    endKernel();
+  }
+
+  // What reads the sums, on one block (the same as the whole graph's
+  // kernel would), and the stores of values of no rows.
+  bool rest = std::any_of(Order.begin() + RowUnits, Order.end(),
+                          [&](const Node *n) { return !skipped(n); }) ||
+              std::any_of(G.stores().begin(), G.stores().end(),
+                          [&](const ir::Store &store) { return storedHere(store, false); });
+  if (!rest)
+    return;
+  beginKernel("finish");
+  for (int64_t p = RowUnits; p < int64_t(Order.size()); ++p)
+    if (!skipped(Order[p]))
+      lower(Order[p]);
+  for (const ir::Store &store : G.stores())
+    if (storedHere(store, false))
+      lowerStore(store);
+  OneBlock = true;
+  endKernel();
+}
+
 WorkspaceSize GraphLowering::run() {
   if (Gpu) {
     runGpu();
@@ -1954,12 +2254,24 @@ void GraphLowering::placeInWorkspace(const Node *n) {
     return;
   auto [batched, bytes] = offset->second;
   Value *start = i64(bytes);
-  if (batched)
+  if (batched && RowBlock) // the block's rows of all buffers, together
+    start = B.CreateAdd(i64(Size.Fixed), B.CreateAdd(B.CreateMul(RowBegin, i64(Size.PerRow)),
+                                                     B.CreateMul(i64(bytes), RowCount)));
+  else if (batched)
     start = B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(bytes), Batch));
-  Slots[n].Ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start,
-                                     "t" + std::to_string(n->Id));
-  WorkspaceBuffers[Slots[n].Ptr] = n;
-  Slots[n].Ptr = rowStart(n, Slots[n].Ptr);
+  Value *ptr = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, start, "t" + std::to_string(n->Id));
+  WorkspaceBuffers[ptr] = n;
+  if (auto partials = RowPartials.find(n); RowBlock && partials != RowPartials.end()) {
+    // The row kernel's block sums its rows into a partial sum of its own,
+    // unless the call's rows make one block.
+    Value *partial = B.CreateInBoundsGEP(
+        B.getInt8Ty(), Workspace,
+        B.CreateAdd(i64(partials->second),
+                    B.CreateMul(RowBlock, i64(n->Ty.staticElements() *
+                                              ir::byteSize(n->Ty.Elem)))));
+    ptr = B.CreateSelect(B.CreateICmpUGT(RowRuns, i64(1)), partial, ptr);
+  }
+  Slots[n].Ptr = RowBlock ? ptr : rowStart(n, ptr);
 }
 
 /// The address that \p inst loads from or stores to, if it is a memory access.
@@ -4303,7 +4615,7 @@ void GraphLowering::lowerStore(const ir::Store &store) {
   if (inPlace != InPlace.end() && inPlace->second == &store)
     return;
   llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *dest = destination(store);
+  Value *dest = rowStart(n, destination(store));
   Value *count = elementCount(n->Ty);
   const Slot &slot = slotOf(n);
   if (slot.Scalar) {
@@ -4354,24 +4666,30 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       module.getOrInsertFunction("nnc_gpu_rows", b.getInt64Ty(), b.getPtrTy());
   std::vector<llvm::Constant *> names, kernels;
   WorkspaceSize workspace;
-  // Auto: a small model gets both schedules, and runs the whole graph as
-  // one kernel on one block only while the call's rows times its
-  // parameters (about a third of a step's multiply-adds) are at most
-  // options.GraphLimit; a bigger batch needs the whole device.
-  bool autoFuse = options.Fuse == GpuOptions::Fusion::Auto;
-  bool graphSchedule = options.Fuse == GpuOptions::Fusion::Graph ||
-                       (autoFuse && model.ParamElements <= GpuOptions::WholeGraphParams);
-  bool nodeSchedule = options.Fuse == GpuOptions::Fusion::Node || autoFuse;
+  // Auto: a small model gets two schedules. It runs the whole graph as one
+  // kernel on one block while the call's rows times its parameters (about
+  // a third of a step's multiply-adds) are at most options.GraphLimit; a
+  // bigger batch needs the whole device: kernels over blocks of rows where
+  // the graph allows, a kernel per node elsewhere.
+  using Fusion = GpuOptions::Fusion;
+  bool autoFuse = options.Fuse == Fusion::Auto;
+  bool small = model.ParamElements <= GpuOptions::WholeGraphParams;
+  bool graphSchedule = options.Fuse == Fusion::Graph || (autoFuse && small);
+  bool rowsSchedule = options.Fuse == Fusion::Rows || (autoFuse && small);
+  bool nodeSchedule = options.Fuse != Fusion::Graph;
   for (const ir::Graph *graph : program.graphs()) {
     auto *schedule = llvm::Function::Create(
         llvm::FunctionType::get(b.getVoidTy(), {b.getPtrTy()}, false),
         llvm::Function::ExternalLinkage, "nnc_gpu_" + graph->name(), module);
-    // One launch per kernel, in order.
-    auto launchAll = [&](bool wholeGraph) {
-      GraphLowering lowering(module, *graph, vectorBits, gpu.get(), wholeGraph);
-      WorkspaceSize size = lowering.run();
+    auto lower = [&](KernelPlan plan) {
+      auto lowering = std::make_unique<GraphLowering>(module, *graph, vectorBits, gpu.get(), plan);
+      WorkspaceSize size = lowering->run();
       workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
       workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
+      return lowering;
+    };
+    // One launch per kernel, in order.
+    auto launchAll = [&](const GraphLowering &lowering) {
       for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
         // Blocks in launch order, for the IR's readers.
         auto *sum = kernel.LaunchIf ? llvm::BasicBlock::Create(context, "runs", schedule)
@@ -4382,8 +4700,12 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
           b.CreateCondBr(kernel.LaunchIf(b, rows), sum, skip);
           b.SetInsertPoint(sum);
         }
-        b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())),
-                              b.getInt32(kernel.Wide)});
+        // Blocks: 0 for as many as keep the device busy.
+        llvm::Value *blocks = b.getInt32(kernel.Wide ? 0 : 1);
+        if (kernel.Blocks)
+          blocks = b.CreateTrunc(
+              kernel.Blocks(b, b.CreateCall(batchRows, {schedule->getArg(0)})), b.getInt32Ty());
+        b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())), blocks});
         if (skip) {
           b.CreateBr(skip);
           b.SetInsertPoint(skip);
@@ -4393,20 +4715,38 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       }
       b.CreateRetVoid();
     };
+    std::unique_ptr<GraphLowering> whole, big;
+    if (graphSchedule)
+      whole = lower(KernelPlan::WholeGraph);
+    if (rowsSchedule) {
+      big = lower(KernelPlan::RowBlocks);
+      if (!big->rowBlocksRefusal().empty()) {
+        // Forced, the step must run so; the other graphs may fall back.
+        if (options.Fuse == Fusion::Rows && graph->name() == "train_step") {
+          error = "--gpu-fuse rows: the training step cannot run over blocks of rows: " +
+                  big->rowBlocksRefusal();
+          return false;
+        }
+        big.reset();
+      }
+    }
+    if (!big && nodeSchedule)
+      big = lower(KernelPlan::PerNode);
     auto *entry = llvm::BasicBlock::Create(context, "entry", schedule);
     b.SetInsertPoint(entry);
-    if (graphSchedule && nodeSchedule) {
-      auto *whole = llvm::BasicBlock::Create(context, "graph", schedule);
-      auto *nodes = llvm::BasicBlock::Create(context, "nodes", schedule);
+    if (whole && big) {
+      auto *wholeBlock = llvm::BasicBlock::Create(context, "graph", schedule);
+      auto *bigBlock = llvm::BasicBlock::Create(
+          context, big->rowBlocksRefusal().empty() && rowsSchedule ? "rows" : "nodes", schedule);
       llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
       int64_t maxRows = options.GraphLimit / std::max<int64_t>(model.ParamElements, 1);
-      b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), whole, nodes);
-      b.SetInsertPoint(whole);
-      launchAll(true);
-      b.SetInsertPoint(nodes);
-      launchAll(false);
+      b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), wholeBlock, bigBlock);
+      b.SetInsertPoint(wholeBlock);
+      launchAll(*whole);
+      b.SetInsertPoint(bigBlock);
+      launchAll(*big);
     } else {
-      launchAll(graphSchedule);
+      launchAll(whole ? *whole : *big);
     }
   }
   names.push_back(llvm::ConstantPointerNull::get(b.getPtrTy()));
@@ -4456,7 +4796,8 @@ std::unique_ptr<llvm::Module> lowerToLLVM(const Model &model,
   WorkspaceSize workspace;
   for (const ir::Graph *graph : program.graphs()) {
     WorkspaceSize size =
-        GraphLowering(*module, *graph, vectorBits, nullptr, false, skipDeadUnits).run();
+        GraphLowering(*module, *graph, vectorBits, nullptr, KernelPlan::PerNode, skipDeadUnits)
+            .run();
     workspace.Fixed = std::max(workspace.Fixed, size.Fixed);
     workspace.PerRow = std::max(workspace.PerRow, size.PerRow);
   }

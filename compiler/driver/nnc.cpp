@@ -90,9 +90,13 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
        "GPU architecture of the PTX: sm_80, sm_86, sm_87, sm_89 or sm_90")
       ("gpu-fuse", po::value(&fuse)->default_value("auto"),
        "GPU kernels: node (one per node, or fused group of nodes), graph (the "
-       "whole step as one kernel on one block: no launches between layers), or "
-       "auto (for models of at most 16384 parameters, graph while the batch's "
-       "rows times the parameters are at most --gpu-graph-limit, else node)")
+       "whole step as one kernel on one block: no launches between layers), "
+       "rows (each block runs the whole step on a run of the batch's rows, "
+       "then a kernel adds the runs' gradients and updates the parameters; "
+       "for graphs of row-wise ops, dense layers and losses), or auto (for "
+       "models of at most 16384 parameters, graph while the batch's rows times "
+       "the parameters are at most --gpu-graph-limit, else rows where it "
+       "applies; node for bigger models)")
       ("gpu-graph-limit", po::value(&opts.Gpu.GraphLimit)->default_value(opts.Gpu.GraphLimit),
        "with --gpu-fuse=auto, the most rows times parameters that a call runs "
        "as one kernel on one block")
@@ -169,8 +173,10 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Fuse = GpuOptions::Fusion::Node;
   else if (fuse == "graph")
     opts.Gpu.Fuse = GpuOptions::Fusion::Graph;
+  else if (fuse == "rows")
+    opts.Gpu.Fuse = GpuOptions::Fusion::Rows;
   else if (fuse != "auto")
-    return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node or graph");
+    return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node, graph or rows");
   if (opts.Gpu.GraphLimit < 0)
     return fail("--gpu-graph-limit must be at least 0");
   if (skipDead != "on" && skipDead != "off")

@@ -217,7 +217,7 @@ public:
   }
 
 protected:
-  void launchKernel(int32_t Kernel, bool Wide, void *Call) override;
+  void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) override;
   void synchronize() override {
     Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
   }
@@ -325,11 +325,12 @@ void *CudaDevice::allocate(size_t Bytes) {
   return reinterpret_cast<void *>(uintptr_t(P));
 }
 
-void CudaDevice::launchKernel(int32_t Kernel, bool Wide, void *Call) {
+void CudaDevice::launchKernel(int32_t Kernel, int32_t Blocks, void *Call) {
   // The one kernel parameter: the device address of the nnc_call.
   CUdeviceptr Arg = devicePtr(Call);
   void *Params[] = {&Arg};
-  Cu.check(Cu.cuLaunchKernel(Functions[size_t(Kernel)], Wide ? WideBlocks : 1,
+  Cu.check(Cu.cuLaunchKernel(Functions[size_t(Kernel)],
+                             Blocks ? unsigned(Blocks) : WideBlocks,
                              1, 1, NNC_GPU_BLOCK, 1, 1, 0,
                              Capturing ? Stream : nullptr, Params, nullptr),
            "cuLaunchKernel");

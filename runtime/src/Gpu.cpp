@@ -97,7 +97,7 @@ void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
   }
 }
 
-void Device::launch(int32_t Kernel, int32_t Wide) noexcept {
+void Device::launch(int32_t Kernel, int32_t Blocks) noexcept {
   if (!Failure.empty())
     return;
   size_t Count = Program.kernelCount();
@@ -110,11 +110,22 @@ void Device::launch(int32_t Kernel, int32_t Wide) noexcept {
               " does not exist (the trainer has " + std::to_string(Count) + ")";
     return;
   }
-  if (Trace)
-    std::fprintf(stderr, "gpu: %s %s\n", Program.Kernels[Kernel],
-                 Wide ? "wide" : "block");
+  if (Blocks < 0) {
+    Failure = "nnc_gpu_launch: " + std::to_string(Blocks) + " blocks for " +
+              Program.Kernels[Kernel];
+    return;
+  }
+  if (Trace) {
+    if (Blocks == 0)
+      std::fprintf(stderr, "gpu: %s wide\n", Program.Kernels[Kernel]);
+    else if (Blocks == 1)
+      std::fprintf(stderr, "gpu: %s block\n", Program.Kernels[Kernel]);
+    else
+      std::fprintf(stderr, "gpu: %s %d blocks\n", Program.Kernels[Kernel],
+                   Blocks);
+  }
   try {
-    launchKernel(Kernel, Wide != 0, Call);
+    launchKernel(Kernel, Blocks, Call);
   } catch (const DeviceError &E) {
     Failure =
         std::string(E.what()) + " (kernel " + Program.Kernels[Kernel] + ")";
@@ -158,8 +169,8 @@ std::unique_ptr<Device> nnc::openGpu(const GpuProgram &P, std::string &Why) {
   return nullptr;
 }
 
-extern "C" void nnc_gpu_launch(void *Dev, int32_t Kernel, int32_t Wide) {
-  static_cast<Device *>(Dev)->launch(Kernel, Wide);
+extern "C" void nnc_gpu_launch(void *Dev, int32_t Kernel, int32_t Blocks) {
+  static_cast<Device *>(Dev)->launch(Kernel, Blocks);
 }
 
 extern "C" int64_t nnc_gpu_rows(void *Dev) {

@@ -92,7 +92,7 @@ public:
   /// nnc_gpu_rows: the rows of the call under way.
   int64_t rows() const { return Rows; }
   /// --gpu-trace: each launch prints a line to stderr, the kernel's name
-  /// and whether it runs on many blocks.
+  /// and its blocks ("wide": as many as keep the device busy).
   void traceLaunches(bool On) { Trace = On; }
   /// --cuda-graphs: the first call of a schedule on given arguments (the
   /// call and its rows) records its launches, and every call replays the
@@ -103,11 +103,12 @@ public:
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it
   /// do nothing, and run() throws it when the schedule returns.
-  void launch(int32_t Kernel, int32_t Wide) noexcept;
+  void launch(int32_t Kernel, int32_t Blocks) noexcept;
 
 protected:
-  /// Starts kernel \p Kernel (a valid index) on \p Call.
-  virtual void launchKernel(int32_t Kernel, bool Wide, void *Call) = 0;
+  /// Starts kernel \p Kernel (a valid index) on \p Call, on \p Blocks
+  /// blocks (at least 1), or as many as keep the device busy when 0.
+  virtual void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) = 0;
   /// Waits for every launch so far; throws what went wrong in them.
   virtual void synchronize() = 0;
 

@@ -188,7 +188,7 @@ public:
   void barrier();
 
 protected:
-  void launchKernel(int32_t Kernel, bool Wide, void *Call) override;
+  void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) override;
   /// A launch returns when its blocks are done.
   void synchronize() override {}
   void beginRecord() override { Recorder = std::make_unique<Launches>(); }
@@ -196,20 +196,20 @@ protected:
   void replay(Record &R) override {
     auto &L = static_cast<Launches &>(R);
     for (const Launch &Each : L.Order)
-      runKernel(Each.Kernel, Each.Wide, Each.Call);
+      runKernel(Each.Kernel, Each.Blocks, Each.Call);
   }
 
 private:
   struct Launch {
     int32_t Kernel;
-    bool Wide;
+    int32_t Blocks;
     void *Call;
   };
   struct Launches final : Record {
     std::vector<Launch> Order;
   };
   /// Runs a kernel's blocks to their end.
-  void runKernel(int32_t Kernel, bool Wide, void *Call);
+  void runKernel(int32_t Kernel, int32_t Blocks, void *Call);
   /// Runs one block of the kernel to its end.
   void runBlock();
   /// Switches from the launcher to fiber T until it reaches a barrier or
@@ -285,18 +285,18 @@ void *SimDevice::allocate(size_t Bytes) {
   return P;
 }
 
-void SimDevice::launchKernel(int32_t Index, bool Wide, void *CallArg) {
+void SimDevice::launchKernel(int32_t Index, int32_t Blocks, void *CallArg) {
   if (Recorder)
-    Recorder->Order.push_back({Index, Wide, CallArg});
+    Recorder->Order.push_back({Index, Blocks, CallArg});
   else
-    runKernel(Index, Wide, CallArg);
+    runKernel(Index, Blocks, CallArg);
 }
 
-void SimDevice::runKernel(int32_t Index, bool Wide, void *CallArg) {
+void SimDevice::runKernel(int32_t Index, int32_t Blocks, void *CallArg) {
   // As on a GPU, several blocks when the kernel says any count is right.
   Kernel = program().SimKernels[Index];
   Call = static_cast<nnc_call *>(CallArg);
-  BlockCount = Wide ? 4 : 1;
+  BlockCount = Blocks ? Blocks : 4;
   Running = this;
   try {
     for (BlockIndex = 0; BlockIndex < BlockCount; ++BlockIndex)

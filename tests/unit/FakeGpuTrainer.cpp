@@ -236,22 +236,22 @@ const char *const nnc_gpu_kernels[] = {"logits_to_workspace", "logits_to_output"
 const int64_t nnc_gpu_workspace[2] = {0, Classes * sizeof(double)};
 
 void nnc_gpu_train_step(void *D) {
-  nnc_gpu_launch(D, LogitsToWorkspace, 1);
-  nnc_gpu_launch(D, LossGrad, 0);
-  nnc_gpu_launch(D, Sgd, 1);
+  nnc_gpu_launch(D, LogitsToWorkspace, 0);
+  nnc_gpu_launch(D, LossGrad, 1);
+  nnc_gpu_launch(D, Sgd, 0);
 }
 
 void nnc_gpu_loss_grad(void *D) {
-  nnc_gpu_launch(D, LogitsToWorkspace, 1);
-  nnc_gpu_launch(D, LossGrad, 0);
+  nnc_gpu_launch(D, LogitsToWorkspace, 0);
+  nnc_gpu_launch(D, LossGrad, 1);
 }
 
 void nnc_gpu_eval(void *D) {
-  nnc_gpu_launch(D, LogitsToOutput, 1);
-  nnc_gpu_launch(D, EvalLoss, 0);
+  nnc_gpu_launch(D, LogitsToOutput, 0);
+  nnc_gpu_launch(D, EvalLoss, 1);
 }
 
-void nnc_gpu_predict(void *D) { nnc_gpu_launch(D, LogitsToOutput, 1); }
+void nnc_gpu_predict(void *D) { nnc_gpu_launch(D, LogitsToOutput, 0); }
 
 void (*const nnc_gpu_probes[])(void *) = {nullptr};
 

@@ -110,19 +110,21 @@ const GpuProgram::SimKernel Kernels[] = {neighbourKernel, gridKernel,
                                          sumKernel,       squaresKernel,
                                          raceKernel,      strayKernel};
 
-void neighbourNarrow(void *D) { nnc_gpu_launch(D, 0, 0); }
-void neighbourWide(void *D) { nnc_gpu_launch(D, 0, 1); }
+void neighbourNarrow(void *D) { nnc_gpu_launch(D, 0, 1); }
+void neighbourWide(void *D) { nnc_gpu_launch(D, 0, 0); }
 void gridNarrowThenWide(void *D) {
-  nnc_gpu_launch(D, 1, 0);
   nnc_gpu_launch(D, 1, 1);
+  nnc_gpu_launch(D, 1, 0);
 }
-void sum(void *D) { nnc_gpu_launch(D, 2, 0); }
-void squares(void *D) { nnc_gpu_launch(D, 3, 0); }
+void gridThree(void *D) { nnc_gpu_launch(D, 1, 3); }
+void gridNegative(void *D) { nnc_gpu_launch(D, 1, -2); }
+void sum(void *D) { nnc_gpu_launch(D, 2, 1); }
+void squares(void *D) { nnc_gpu_launch(D, 3, 1); }
 /// What nnc_gpu_rows said to the schedule below.
 int64_t RowsSeen = -1;
 void recordRows(void *D) { RowsSeen = nnc_gpu_rows(D); }
-void race(void *D) { nnc_gpu_launch(D, 4, 0); }
-void stray(void *D) { nnc_gpu_launch(D, 5, 0); }
+void race(void *D) { nnc_gpu_launch(D, 4, 1); }
+void stray(void *D) { nnc_gpu_launch(D, 5, 1); }
 /// How many times countedGrid ran.
 int ScheduleRuns = 0;
 void countedGrid(void *D) {
@@ -131,8 +133,8 @@ void countedGrid(void *D) {
 }
 /// A launch of a kernel that does not exist, then one that must not run.
 void badLaunch(void *D) {
-  nnc_gpu_launch(D, 99, 0);
-  nnc_gpu_launch(D, 1, 1);
+  nnc_gpu_launch(D, 99, 1);
+  nnc_gpu_launch(D, 1, 0);
 }
 
 GpuProgram testProgram() {
@@ -227,6 +229,23 @@ void testGrid(Device &D) {
     Right &= V[size_t(I)] == 1 + 1 + 10 * int32_t(I / Block % 4);
   CHECK(Right);
   CHECK(V[GridElements] == 4 && V[GridElements + 3] == 4);
+  // Three blocks, as a schedule asks for a kernel whose blocks each take
+  // their part of the rows: element I once more, by block I / 256 % 3.
+  D.run(gridThree, "gridThree", Call.Memory.get(), 1);
+  V = downloadInts(D, Out, GridElements + 4);
+  Right = true;
+  for (int64_t I = 0; I < GridElements; ++I)
+    Right &= V[size_t(I)] == 2 + 10 * int32_t(I / Block % 4) + 1 +
+                                 10 * int32_t(I / Block % 3);
+  CHECK(Right);
+  CHECK(V[GridElements] == 3 && V[GridElements + 2] == 3);
+  std::string Message;
+  try {
+    D.run(gridNegative, "gridNegative", Call.Memory.get(), 1);
+  } catch (const DeviceError &E) {
+    Message = E.what();
+  }
+  CHECK(Message == "nnc_gpu_launch: -2 blocks for grid in gridNegative");
 }
 
 void testBarriers(Device &D) {

@@ -98,12 +98,14 @@ extern const char nnc_cuda_ptx[];
 extern void (*const nnc_sim_kernels[])(nnc_call *call); /* by kernel index */
 
 /* Provided by the runtime. Launches kernel `kernel` (an index into
- * nnc_gpu_kernels) with NNC_GPU_BLOCK threads per block: on one block when
- * `wide` is 0 (the kernel synchronizes its threads at barriers and must
- * see all of its own writes), on as many blocks as keep the device busy
- * when `wide` is 1 (every thread works on its own elements; grid-stride
- * loops make any block count correct). */
-void nnc_gpu_launch(void *device, int32_t kernel, int32_t wide);
+ * nnc_gpu_kernels) with NNC_GPU_BLOCK threads per block: on `blocks`
+ * blocks (1 for a kernel that synchronizes its threads at barriers and must
+ * see all of its own writes; more for one whose blocks each take a part of
+ * the work that the kernel computes from its block's index), or, when
+ * `blocks` is 0, on as many blocks as keep the device busy (every thread
+ * works on its own elements; grid-stride loops make any block count
+ * correct). */
+void nnc_gpu_launch(void *device, int32_t kernel, int32_t blocks);
 /* The rows of the call whose schedule is under way: a schedule may choose
  * its kernels by the batch's size. */
 int64_t nnc_gpu_rows(void *device);

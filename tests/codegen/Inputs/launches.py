@@ -1,7 +1,8 @@
 """Prints the launches of a GPU schedule in a trainer's host LLVM IR (nnc
 --target=cuda --emit=llvm -O0): one line per launch, the kernel's name and
-whether it runs on many blocks ("wide") or on one ("block"), then "(if cut)" for a
-launch made only when the call's rows cut a product's depth into runs."""
+whether it runs on as many blocks as keep the device busy ("wide"), on one
+("block"), or on as many as the call's rows make ("row-blocks"), then "(if
+cut)" for a launch made only when the call's rows cut a sum into runs."""
 import re
 import sys
 
@@ -16,10 +17,10 @@ for line in body.group(0).splitlines():
     block = re.match(r"^([\w.]+):", line)
     if block:
         label = block.group(1)
-    launch = re.search(r"call void @nnc_gpu_launch\(ptr %0, i32 (\d+), i32 (\d)\)", line)
+    launch = re.search(r"call void @nnc_gpu_launch\(ptr %0, i32 (\d+), i32 (\d+|%\w+)\)", line)
     if launch:
-        index, wide = launch.groups()
+        index, blocks = launch.groups()
         # A launch in a block named runs* is made only when the call's rows
-        # cut a product's depth into runs.
-        words = [names[int(index)], "wide" if wide == "1" else "block"]
+        # cut a sum into runs.
+        words = [names[int(index)], {"0": "wide", "1": "block"}.get(blocks, "row-blocks")]
         print(" ".join(words + ["(if cut)"] * label.startswith("runs")))
