@@ -4,7 +4,7 @@
 bench/README.md ("GPU") says what is measured. For each model of run.py's list, the trainer
 built with `nnc --target=cuda` runs with `--device cuda --speed`, alternately with its PyTorch
 twin (torch_models.py --device cuda). Then a sweep of batch sizes on a 64-wide MLP of 3 hidden
-layers (bench/specs/mlp64.nn) runs two trainers of it, built with --gpu-fuse graph and node,
+layers (bench/specs/mlp64.nn) runs three trainers of it, built with --gpu-fuse graph, rows and node,
 alternately with its twin. Every run lasts about --seconds in its training steps: a trainer's
 epochs come from its first run at that batch size, the twin measures its own beforehand.
 
@@ -30,7 +30,7 @@ from run import REPO, Bench, Run, RunFailed, si
 
 SWEEP = Bench("mlp64", "bench/specs/mlp64.nn", 4, "1024")  # 4 epochs: a first guess
 SWEEP_ROWS = 2 ** 18  # mlp64.nn's rows: one batch of the largest size
-FUSIONS = ("graph", "node")  # nnc --gpu-fuse, a trainer and a column each in the sweep
+FUSIONS = ("graph", "rows", "node")  # nnc --gpu-fuse, a trainer and a column each in the sweep
 BUILD_INFO = "build.json"  # in the trainers' folder: how they were built
 EXIT_NO_GPU = 3  # as the trainers' status for --device cuda without a usable GPU
 

@@ -6,7 +6,8 @@
 #   2. compiles every spec of specs/ with --target=cuda and trains it twice,
 #      with --device cuda and with --device cpu (the same executable: its CPU
 #      code), printing the final metric of each side by side, with the rows
-#      per second of the training steps;
+#      per second of the training steps; then likewise the small models
+#      with --gpu-fuse rows (NAME-rows);
 #   3. compiles the gradient-check specs of tests/gradcheck (as their tests
 #      do: --dtype=f64, with --target=cuda) and runs their --gradcheck with
 #      --device cuda, and with --device cpu beside it;
@@ -217,20 +218,23 @@ spec_args() {
 }
 
 # --- 2. The specs -----------------------------------------------------------
-SPEC_ROWS=()
-for Spec in "$ROOT"/specs/*.nn; do
-  Name=$(basename "$Spec" .nn)
-  selected "$Name" || continue
+# Trains spec $2 as NAME $1, compiled with the flags in $3 (words) and run
+# with those in $4 too, on both sides; adds its row to the table.
+train_spec() {
+  local Name=$1 Spec=$2 CompileFlags=$3 RunFlags=$4
   say "== $Name"
   Exe=$OUT/$Name
-  if ! compile_trainer "$Spec" "$Exe"; then
+  # shellcheck disable=SC2086 # flags are words
+  if ! compile_trainer "$Spec" "$Exe" $CompileFlags; then
     sed 's/^/   /' "$Exe.compile.log" 2>/dev/null | tail -20
     SPEC_ROWS+=("$Name|-|-|-|-|-|FAIL: compile (see $Exe.compile.log)")
     fail
-    continue
+    return
   fi
-  [ "$PHASE" = build ] && continue
-  mapfile -t Args < <(data_args "$Exe"; spec_args "$Name")
+  [ "$PHASE" = build ] && return
+  mapfile -t Args < <(data_args "$Exe"; spec_args "${Name%-rows}")
+  # shellcheck disable=SC2206
+  Args+=($RunFlags)
 
   Start=$(date +%s.%N)
   run_logged "$OUT/$Name.gpu.log" "$Exe" --device "$DEVICE" --speed \
@@ -270,6 +274,23 @@ for Spec in "$ROOT"/specs/*.nn; do
     Ratio=$(awk -v G="$GpuSpeed" -v C="$CpuSpeed" 'BEGIN { printf "%.3gx", G / C }')
   fi
   SPEC_ROWS+=("$Name|$(metric_text "$CpuMetric")|$(metric_text "$GpuMetric")|$CpuSeconds|$GpuSeconds|$Ratio|$Result")
+}
+
+SPEC_ROWS=()
+for Spec in "$ROOT"/specs/*.nn; do
+  Name=$(basename "$Spec" .nn)
+  selected "$Name" || continue
+  train_spec "$Name" "$Spec" "" ""
+done
+# The small models over blocks of rows (--gpu-fuse rows), which their own
+# batches take only above --gpu-graph-limit: iris's 120 rows, one block;
+# the autoencoder's 1000, 15 blocks; linreg's 100 000, 512; and the
+# bench's 64-wide MLP in batches of 16 384, 256 blocks of 64 rows.
+for Entry in "iris|specs/iris.nn|" "autoencoder|specs/autoencoder.nn|" "linreg|specs/linreg.nn|" \
+             "mlp64|bench/specs/mlp64.nn|--batch 16384 --epochs 2"; do
+  IFS='|' read -r Name Spec RunFlags <<<"$Entry"
+  selected "$Name-rows" || continue
+  train_spec "$Name-rows" "$ROOT/$Spec" "--gpu-fuse=rows" "$RunFlags"
 done
 
 # --- 3. The gradient checks -------------------------------------------------
