@@ -2059,6 +2059,8 @@ std::string GraphLowering::planRowBlocks() {
                 (n->Op == OpCode::SumAll && rowsFirst);
       if (!ok)
         return name(n) + " sums over the batch's rows in a way the row blocks do not";
+      if (computedBy(n) != n) // its loop would be another unit's, after the sums
+        return name(n) + " sums over the batch's rows in the loop of what reads it";
       anyRows = true;
       continue;
     }
