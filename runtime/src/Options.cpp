@@ -146,7 +146,7 @@ const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
 const char *const PredictValueOptions[] = {"weights",    "input",   "output",
                                            "data",       "split-seed",
                                            "threads",    "device"};
-const char *const PredictFlagOptions[] = {"help"};
+const char *const PredictFlagOptions[] = {"help", "gpu-trace"};
 
 template <size_t N>
 bool isOneOf(std::string_view Name, const char *const (&List)[N]) {
@@ -385,7 +385,8 @@ void nnc::printPredictUsage(FILE *Out, const char *Prog, const Manifest &M) {
       "  --split-seed N        the split seed of training (default %llu)\n"
       "  --threads N           worker threads\n"
       "  --device auto|cpu|cuda\n"
-      "                        where to run (as in training: see --help)\n",
+      "                        where to run (as in training: see --help)\n"
+      "  --gpu-trace           print each GPU kernel's launch to stderr\n",
       Prog, M.Model.c_str(),
       Text ? "one sentence per line"
            : "CSV with a header; the training columns, label columns "
