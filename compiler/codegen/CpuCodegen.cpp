@@ -573,6 +573,11 @@ private:
   void lowerElementwiseGroup(const std::vector<const Node *> &members);
   /// Element i of each of elementwise nodes `members` (of one shape).
   void elementwiseAt(const std::vector<const Node *> &members, Value *i);
+  /// In a loop over the elements of several values, one value's after the
+  /// other's (`ends`: where each value's end), body(k, j) for element i,
+  /// which is element j of value k.
+  void segmentAt(Value *i, const std::vector<int64_t> &ends,
+                 const std::function<void(size_t, Value *)> &body);
   /// GPU, a kernel per node: the elementwise nodes (or groups) lowered as
   /// node n, when they are one flat loop over a value of static size, not
   /// batched (an optimizer's update of a parameter); else empty.
@@ -2169,32 +2174,21 @@ void GraphLowering::runRowBlocks() {
     for (const Node *n : RowSums)
       ends.push_back(total += n->Ty.staticElements());
     parallelFor(i64(total), [&](Value *i) {
-      auto *done = llvm::BasicBlock::Create(Ctx, "sum.done", F);
-      for (size_t k = 0; k < RowSums.size(); ++k) {
+      segmentAt(i, ends, [&](size_t k, Value *j) {
         const Node *n = RowSums[k];
-        auto *in = llvm::BasicBlock::Create(Ctx, "sum", F);
-        auto *next = llvm::BasicBlock::Create(Ctx, "sum.next", F);
-        B.CreateCondBr(B.CreateICmpULT(i, i64(ends[k])), in, next);
-        B.SetInsertPoint(in);
         // A loss's sum, of many terms of similar size, adds in double.
         llvm::Type *ft = elemType(n->Ty.Elem);
         llvm::Type *acc = n->Op == OpCode::SumAll ? B.getDoubleTy() : ft;
-        int64_t elements = n->Ty.staticElements();
-        Value *j = B.CreateSub(i, i64(k ? ends[k - 1] : 0));
         Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(RowPartials.at(n)));
         llvm::AllocaInst *sum = entryAlloca(acc);
         B.CreateStore(llvm::ConstantFP::get(acc, 0), sum);
         forRange(runs, [&](Value *run) {
-          Value *partial = B.CreateLoad(
-              ft, B.CreateInBoundsGEP(ft, partials, B.CreateAdd(B.CreateMul(run, i64(elements)), j)));
+          Value *index = B.CreateAdd(B.CreateMul(run, i64(n->Ty.staticElements())), j);
+          Value *partial = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, partials, index));
           B.CreateStore(B.CreateFAdd(B.CreateLoad(acc, sum), B.CreateFPCast(partial, acc)), sum);
         });
         B.CreateStore(B.CreateFPCast(B.CreateLoad(acc, sum), ft), at(n, j));
-        B.CreateBr(done);
-        B.SetInsertPoint(next);
-      }
-      B.CreateBr(done);
-      B.SetInsertPoint(done);
+      });
     });
     endKernel();
   }
@@ -2642,19 +2636,24 @@ void GraphLowering::lowerFlatUpdates(const std::vector<std::vector<const Node *>
     ends.push_back(total);
   }
   parallelFor(i64(total), [&](Value *i) {
-    auto *done = llvm::BasicBlock::Create(Ctx, "update.done", F);
-    for (size_t u = 0; u < updates.size(); ++u) {
-      auto *in = llvm::BasicBlock::Create(Ctx, "update", F);
-      auto *next = llvm::BasicBlock::Create(Ctx, "update.next", F);
-      B.CreateCondBr(B.CreateICmpULT(i, i64(ends[u])), in, next);
-      B.SetInsertPoint(in);
-      elementwiseAt(updates[u], B.CreateSub(i, i64(u ? ends[u - 1] : 0)));
-      B.CreateBr(done);
-      B.SetInsertPoint(next);
-    }
-    B.CreateBr(done);
-    B.SetInsertPoint(done);
+    segmentAt(i, ends, [&](size_t u, Value *j) { elementwiseAt(updates[u], j); });
   });
+}
+
+void GraphLowering::segmentAt(Value *i, const std::vector<int64_t> &ends,
+                              const std::function<void(size_t, Value *)> &body) {
+  auto *done = llvm::BasicBlock::Create(Ctx, "segment.done", F);
+  for (size_t k = 0; k < ends.size(); ++k) {
+    auto *in = llvm::BasicBlock::Create(Ctx, "segment", F);
+    auto *next = llvm::BasicBlock::Create(Ctx, "segment.next", F);
+    B.CreateCondBr(B.CreateICmpULT(i, i64(ends[k])), in, next);
+    B.SetInsertPoint(in);
+    body(k, B.CreateSub(i, i64(k ? ends[k - 1] : 0)));
+    B.CreateBr(done);
+    B.SetInsertPoint(next);
+  }
+  B.CreateBr(done);
+  B.SetInsertPoint(done);
 }
 
 void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node *bias,
@@ -4720,8 +4719,10 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
     std::unique_ptr<GraphLowering> whole, big;
     if (graphSchedule)
       whole = lower(KernelPlan::WholeGraph);
+    bool overRows = false;
     if (rowsSchedule) {
       big = lower(KernelPlan::RowBlocks);
+      overRows = big->rowBlocksRefusal().empty();
       if (!big->rowBlocksRefusal().empty()) {
         // Forced, the step must run so; the other graphs may fall back.
         if (options.Fuse == Fusion::Rows && graph->name() == "train_step") {
@@ -4738,8 +4739,7 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
     b.SetInsertPoint(entry);
     if (whole && big) {
       auto *wholeBlock = llvm::BasicBlock::Create(context, "graph", schedule);
-      auto *bigBlock = llvm::BasicBlock::Create(
-          context, big->rowBlocksRefusal().empty() && rowsSchedule ? "rows" : "nodes", schedule);
+      auto *bigBlock = llvm::BasicBlock::Create(context, overRows ? "rows" : "nodes", schedule);
       llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
       int64_t maxRows = options.GraphLimit / std::max<int64_t>(model.ParamElements, 1);
       b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), wholeBlock, bigBlock);
