@@ -2129,6 +2129,17 @@ void GraphLowering::runRowBlocks() {
     return store.Value->Ty.isBatched() == batched &&
            (inPlace == InPlace.end() || inPlace->second != &store);
   };
+  // The units at Order's positions [begin, end), then the stores of
+  // batched values or of the others, in one kernel on each block.
+  auto lowerUnits = [&](int64_t begin, int64_t end, bool batched) {
+    for (int64_t p = begin; p < end; ++p)
+      if (!skipped(Order[p]))
+        lower(Order[p]);
+    for (const ir::Store &store : G.stores())
+      if (storedHere(store, batched))
+        lowerStore(store);
+    OneBlock = true;
+  };
   // The row kernel: block b runs every unit that runs per row on its run
   // of rows [b R, b R + R), as a one-block kernel runs them on the whole
   // batch. Its sums over the rows go to its partial sums (but for one
@@ -2149,13 +2160,7 @@ void GraphLowering::runRowBlocks() {
                                            entry.CreateSub(Batch, RowBegin), nullptr,
                                            "row.count");
   }
-  for (int64_t p = 0; p < RowUnits; ++p)
-    if (!skipped(Order[p]))
-      lower(Order[p]);
-  for (const ir::Store &store : G.stores())
-    if (storedHere(store, true))
-      lowerStore(store);
-  OneBlock = true;
+  lowerUnits(0, RowUnits, true);
   LaunchBlocks = [](llvm::IRBuilder<> &b, Value *rows) { return rowBlockSplit(b, rows).first; };
   endKernel();
   Gpu = grid;
@@ -2202,13 +2207,7 @@ void GraphLowering::runRowBlocks() {
   if (!rest)
     return;
   beginKernel("finish");
-  for (int64_t p = RowUnits; p < int64_t(Order.size()); ++p)
-    if (!skipped(Order[p]))
-      lower(Order[p]);
-  for (const ir::Store &store : G.stores())
-    if (storedHere(store, false))
-      lowerStore(store);
-  OneBlock = true;
+  lowerUnits(RowUnits, int64_t(Order.size()), false);
   endKernel();
 }
 
