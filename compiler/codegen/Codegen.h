@@ -38,10 +38,20 @@ struct GpuOptions {
   /// rows and what follows them (a graph of other ops gets a kernel per
   /// node). Auto: for models of at most WholeGraphParams parameters, the
   /// whole graph for calls of at most GraphLimit rows times parameters,
-  /// and Rows above that; for bigger models, a kernel per node.
+  /// and Rows above that (or Node, for a graph that cannot run over rows);
+  /// for bigger models, a kernel per node.
   enum class Fusion { Auto, Node, Graph, Rows } Fuse = Fusion::Auto;
   static constexpr int64_t WholeGraphParams = 16384;
-  int64_t GraphLimit = int64_t(1) << 24;
+  /// -1: the default limit, by the schedule for bigger calls. Against a
+  /// kernel per node, NodeGraphLimit: below it, one block's work costs less
+  /// than the launches of tens of kernels. Against row blocks (whose one
+  /// block's work on the same rows is the same), RowsGraphLimit, about
+  /// where one block's work costs the two launches more, and at least the
+  /// rows that make one row block. Estimates until bench/gpu.py's sweep
+  /// has measured them.
+  int64_t GraphLimit = -1;
+  static constexpr int64_t NodeGraphLimit = int64_t(1) << 24;
+  static constexpr int64_t RowsGraphLimit = int64_t(1) << 18;
 };
 
 /// What lowering made for the GPU, for --emit to show.

@@ -4740,7 +4740,11 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       auto *wholeBlock = llvm::BasicBlock::Create(context, "graph", schedule);
       auto *bigBlock = llvm::BasicBlock::Create(context, overRows ? "rows" : "nodes", schedule);
       llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
-      int64_t maxRows = options.GraphLimit / std::max<int64_t>(model.ParamElements, 1);
+      int64_t params = std::max<int64_t>(model.ParamElements, 1);
+      int64_t maxRows = options.GraphLimit >= 0 ? options.GraphLimit / params
+                        : overRows ? std::max(GpuOptions::RowsGraphLimit / params,
+                                              2 * GpuBlockRows - 1)
+                                   : GpuOptions::NodeGraphLimit / params;
       b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), wholeBlock, bigBlock);
       b.SetInsertPoint(wholeBlock);
       launchAll(*whole);

@@ -97,9 +97,11 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
        "models of at most 16384 parameters, graph while the batch's rows times "
        "the parameters are at most --gpu-graph-limit, else rows where it "
        "applies; node for bigger models)")
-      ("gpu-graph-limit", po::value(&opts.Gpu.GraphLimit)->default_value(opts.Gpu.GraphLimit),
+      ("gpu-graph-limit", po::value(&opts.Gpu.GraphLimit),
        "with --gpu-fuse=auto, the most rows times parameters that a call runs "
-       "as one kernel on one block")
+       "as one kernel on one block (default: 2^18 where bigger calls run over "
+       "blocks of rows, and at least 127 rows, one row block's; 2^24 where they "
+       "run a kernel per node)")
       ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
        "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
       ("skip-dead-units", po::value(&skipDead)->default_value("on"),
@@ -177,7 +179,7 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Fuse = GpuOptions::Fusion::Rows;
   else if (fuse != "auto")
     return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node, graph or rows");
-  if (opts.Gpu.GraphLimit < 0)
+  if (vm.count("gpu-graph-limit") && opts.Gpu.GraphLimit < 0)
     return fail("--gpu-graph-limit must be at least 0");
   if (skipDead != "on" && skipDead != "off")
     return fail("unknown --skip-dead-units '" + skipDead + "'; expected on or off");
