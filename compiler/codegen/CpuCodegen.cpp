@@ -206,7 +206,6 @@ private:
   GpuTarget &Grid;
 };
 
-/// Lowers one graph to one function.
 /// How a graph is lowered for the GPU (GpuOptions::Fusion).
 enum class KernelPlan {
   PerNode,    ///< a kernel per node or group (see runGpu)
@@ -214,17 +213,18 @@ enum class KernelPlan {
   RowBlocks,  ///< a kernel over blocks of rows, then the rest (see runRowBlocks)
 };
 
+/// Lowers one graph to one function.
 class GraphLowering {
 public:
   /// With \p gpu, lowers the graph for it, as kernels planned by \p plan.
   /// With \p skipDeadUnits (CPU), the products of a relu's masked adjoint
   /// may skip its zero columns (see ColumnSkip).
-  GraphLowering(llvm::Module &module, const ir::Graph &graph,
-                unsigned vectorBits, GpuTarget *gpu = nullptr,
-                KernelPlan plan = KernelPlan::PerNode, bool skipDeadUnits = false)
-      : M(module), Ctx(module.getContext()), G(graph), B(Ctx),
-        VectorBits(vectorBits), Gpu(gpu), WholeGraph(plan != KernelPlan::PerNode),
-        RowBlocks(plan == KernelPlan::RowBlocks), SkipDeadUnits(skipDeadUnits) {}
+  GraphLowering(llvm::Module &module, const ir::Graph &graph, unsigned vectorBits,
+                GpuTarget *gpu = nullptr, KernelPlan plan = KernelPlan::PerNode,
+                bool skipDeadUnits = false)
+      : M(module), Ctx(module.getContext()), G(graph), B(Ctx), VectorBits(vectorBits), Gpu(gpu),
+        WholeGraph(plan != KernelPlan::PerNode), RowBlocks(plan == KernelPlan::RowBlocks),
+        SkipDeadUnits(skipDeadUnits) {}
 
   WorkspaceSize run();
   /// KernelPlan::RowBlocks: why the graph cannot be lowered so, after
@@ -730,7 +730,7 @@ private:
   /// block at whose end the image's slots are found (see materialize).
   Value *ImageRow = nullptr, *ImageGroup = nullptr;
   llvm::BasicBlock *SlotBlock = nullptr;
-  bool WholeGraph = false;  ///< GPU: the graph as one kernel (or RowBlocks' few).
+  bool WholeGraph = false; ///< GPU: the graph as one kernel (or RowBlocks' few).
   /// GPU: the graph as a kernel over blocks of rows, then a kernel that
   /// adds the blocks' sums, then one for the rest (see runRowBlocks).
   bool RowBlocks = false;
@@ -760,12 +760,10 @@ private:
   /// GPU: when the current kernel is to be launched, and on how many
   /// blocks (see Kernel).
   OfRows LaunchIf, LaunchBlocks;
-  /// Emits the runs of a sum cut into runs at a call of `rows` rows.
-  using RunsAt = std::function<Value *(llvm::IRBuilder<> &, Value *rows)>;
   /// GPU: after the runs of node n's sum, starts the kernel that adds them,
-  /// launched only when runsAt a call's rows is above 1. Returns the runs
-  /// of this call.
-  Value *beginRunsKernel(const Node *n, const RunsAt &runsAt) {
+  /// launched only when runsAt a call's rows (the runs of a sum cut into
+  /// runs) is above 1. Returns the runs of this call.
+  Value *beginRunsKernel(const Node *n, const OfRows &runsAt) {
     nextKernel(std::string(ir::opInfo(n->Op).Name) + "_runs");
     LaunchIf = [runsAt](llvm::IRBuilder<> &b, Value *rows) {
       return b.CreateICmpUGT(runsAt(b, rows), b.getInt64(1));
@@ -1757,8 +1755,8 @@ void GraphLowering::planWorkspace() {
   // RowBlocks: the row kernel's sums are written after all its units (by
   // the kernel that adds the blocks' partial sums), which live until then.
   for (const Node *n : RowSums) {
-    rowPartials[n] = add(false, GpuRowBlocks * n->Ty.staticElements() * ir::byteSize(n->Ty.Elem),
-                         0, RowUnits);
+    rowPartials[n] =
+        add(false, GpuRowBlocks * n->Ty.staticElements() * ir::byteSize(n->Ty.Elem), 0, RowUnits);
     lastRead[n] = std::max(lastRead[n], RowUnits);
   }
   for (const auto &node : nodes) {
@@ -2024,9 +2022,7 @@ std::string GraphLowering::planRowBlocks() {
     return std::any_of(n->Operands.begin(), n->Operands.end(),
                        [](const Node *o) { return o->Ty.isBatched(); });
   };
-  auto isLeaf = [](const Node *n) {
-    return ir::opInfo(n->Op).Category == ir::OpCategory::Leaf;
-  };
+  auto isLeaf = [](const Node *n) { return ir::opInfo(n->Op).Category == ir::OpCategory::Leaf; };
   auto sumOverRows = [&](const Node *n) {
     return !isLeaf(n) && !n->Ty.isBatched() && readsBatched(n);
   };
@@ -2057,11 +2053,11 @@ std::string GraphLowering::planRowBlocks() {
     if (sumOverRows(n)) {
       bool rowsFirst = std::all_of(n->Operands.begin(), n->Operands.end(),
                                    [&](const Node *o) { return byRows(o); });
-      bool ok = (n->Op == OpCode::MatMul && n->A.TransA && rowsFirst &&
-                 n->Operands[0]->Ty.Dims.size() == 2) ||
-                (n->Op == OpCode::ReduceSum && rowsFirst &&
-                 (n->A.Axis == 0 || n->Ty.Dims.empty())) ||
-                (n->Op == OpCode::SumAll && rowsFirst);
+      bool ok =
+          (n->Op == OpCode::MatMul && n->A.TransA && rowsFirst &&
+           n->Operands[0]->Ty.Dims.size() == 2) ||
+          (n->Op == OpCode::ReduceSum && rowsFirst && (n->A.Axis == 0 || n->Ty.Dims.empty())) ||
+          (n->Op == OpCode::SumAll && rowsFirst);
       if (!ok)
         return name(n) + " sums over the batch's rows in a way the row blocks do not";
       if (computedBy(n) != n) // its loop would be another unit's, after the sums
@@ -2157,8 +2153,7 @@ void GraphLowering::runRowBlocks() {
     RowBlock = entry.CreateZExt(grid->block(entry), entry.getInt64Ty(), "row.block");
     RowBegin = entry.CreateMul(RowBlock, rows, "row.begin");
     RowCount = entry.CreateBinaryIntrinsic(llvm::Intrinsic::umin, rows,
-                                           entry.CreateSub(Batch, RowBegin), nullptr,
-                                           "row.count");
+                                           entry.CreateSub(Batch, RowBegin), nullptr, "row.count");
   }
   lowerUnits(0, RowUnits, true);
   LaunchBlocks = [](llvm::IRBuilder<> &b, Value *rows) { return rowBlockSplit(b, rows).first; };
@@ -2262,8 +2257,7 @@ void GraphLowering::placeInWorkspace(const Node *n) {
     Value *partial = B.CreateInBoundsGEP(
         B.getInt8Ty(), Workspace,
         B.CreateAdd(i64(partials->second),
-                    B.CreateMul(RowBlock, i64(n->Ty.staticElements() *
-                                              ir::byteSize(n->Ty.Elem)))));
+                    B.CreateMul(RowBlock, i64(n->Ty.staticElements() * ir::byteSize(n->Ty.Elem)))));
     ptr = B.CreateSelect(B.CreateICmpUGT(RowRuns, i64(1)), partial, ptr);
   }
   Slots[n].Ptr = RowBlock ? ptr : rowStart(n, ptr);
@@ -4703,8 +4697,8 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
         // Blocks: 0 for as many as keep the device busy.
         llvm::Value *blocks = b.getInt32(kernel.Wide ? 0 : 1);
         if (kernel.Blocks)
-          blocks = b.CreateTrunc(
-              kernel.Blocks(b, b.CreateCall(batchRows, {schedule->getArg(0)})), b.getInt32Ty());
+          blocks = b.CreateTrunc(kernel.Blocks(b, b.CreateCall(batchRows, {schedule->getArg(0)})),
+                                 b.getInt32Ty());
         b.CreateCall(launch, {schedule->getArg(0), b.getInt32(int32_t(names.size())), blocks});
         if (skip) {
           b.CreateBr(skip);
@@ -4742,9 +4736,9 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});
       int64_t params = std::max<int64_t>(model.ParamElements, 1);
       int64_t maxRows = options.GraphLimit >= 0 ? options.GraphLimit / params
-                        : overRows ? std::max(GpuOptions::RowsGraphLimit / params,
-                                              2 * GpuBlockRows - 1)
-                                   : GpuOptions::NodeGraphLimit / params;
+                        : overRows
+                            ? std::max(GpuOptions::RowsGraphLimit / params, 2 * GpuBlockRows - 1)
+                            : GpuOptions::NodeGraphLimit / params;
       b.CreateCondBr(b.CreateICmpULE(rows, b.getInt64(maxRows)), wholeBlock, bigBlock);
       b.SetInsertPoint(wholeBlock);
       launchAll(*whole);

@@ -330,8 +330,8 @@ void CudaDevice::launchKernel(int32_t Kernel, int32_t Blocks, void *Call) {
   CUdeviceptr Arg = devicePtr(Call);
   void *Params[] = {&Arg};
   Cu.check(Cu.cuLaunchKernel(Functions[size_t(Kernel)],
-                             Blocks ? unsigned(Blocks) : WideBlocks,
-                             1, 1, NNC_GPU_BLOCK, 1, 1, 0,
+                             Blocks ? unsigned(Blocks) : WideBlocks, 1, 1,
+                             NNC_GPU_BLOCK, 1, 1, 0,
                              Capturing ? Stream : nullptr, Params, nullptr),
            "cuLaunchKernel");
 }

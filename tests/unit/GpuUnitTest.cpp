@@ -235,8 +235,8 @@ void testGrid(Device &D) {
   V = downloadInts(D, Out, GridElements + 4);
   Right = true;
   for (int64_t I = 0; I < GridElements; ++I)
-    Right &= V[size_t(I)] == 2 + 10 * int32_t(I / Block % 4) + 1 +
-                                 10 * int32_t(I / Block % 3);
+    Right &= V[size_t(I)] ==
+             2 + 10 * int32_t(I / Block % 4) + 1 + 10 * int32_t(I / Block % 3);
   CHECK(Right);
   CHECK(V[GridElements] == 3 && V[GridElements + 2] == 3);
   std::string Message;
