@@ -52,6 +52,9 @@ struct GpuOptions {
   int64_t GraphLimit = -1;
   static constexpr int64_t NodeGraphLimit = int64_t(1) << 24;
   static constexpr int64_t RowsGraphLimit = int64_t(1) << 18;
+  /// Rows: the most blocks of the kernel over blocks of rows, each taking
+  /// every RowBlocks-th chunk of the batch's rows.
+  int64_t RowBlocks = 512;
 };
 
 /// What lowering made for the GPU, for --emit to show.

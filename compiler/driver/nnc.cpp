@@ -71,58 +71,62 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
       "Compiles a model spec into a standalone trainer.\n\nOptions");
   std::string emit = "exe", dtype = "f32", target = "cpu", fuse = "auto", skipDead = "on";
   unsigned optLevel = 2;
-  visible.add_options()("help,h", "print this help and exit")(
-      "output,o", po::value(&opts.Output),
-      "output file (default: the spec's name, in the current folder)")(
-      "emit", po::value(&emit)->default_value("exe"),
-      "stage to stop after: ast, ir, train-ir, llvm, gpu-llvm (the GPU kernels' "
-      "LLVM IR, before optimization), ptx, asm, obj or exe")(
-      "opt-level,O", po::value(&optLevel)->default_value(2),
-      "LLVM optimization level, 0 to 3 (-O0 ... -O3)")(
-      "dtype", po::value(&dtype)->default_value("f32"),
-      "floating-point type of the whole model: f32, or f64 for gradient checks")(
-      "target", po::value(&target)->default_value("cpu"),
-      "cpu; cuda: also GPU kernels, as PTX run through the CUDA driver "
-      "(the trainer falls back to the CPU where there is no GPU); cuda-sim: "
-      "also the GPU kernels compiled for the host, run by a simulator (tests)")(
-      "gpu-arch", po::value(&opts.Gpu.Arch)->default_value("sm_80"),
-      "GPU architecture of the PTX: sm_80, sm_86, sm_87, sm_89 or sm_90")(
-      "gpu-fuse", po::value(&fuse)->default_value("auto"),
-      "GPU kernels: node (one per node, or fused group of nodes), graph (the "
-      "whole step as one kernel on one block: no launches between layers), "
-      "rows (each block runs the whole step on a run of the batch's rows, "
-      "then a kernel adds the runs' gradients and updates the parameters; "
-      "for graphs of row-wise ops, dense layers and losses), or auto (for "
-      "models of at most 16384 parameters, graph while the batch's rows times "
-      "the parameters are at most --gpu-graph-limit, else rows where it "
-      "applies; node for bigger models)")(
-      "gpu-graph-limit", po::value(&opts.Gpu.GraphLimit),
-      "with --gpu-fuse=auto, the most rows times parameters that a call runs "
-      "as one kernel on one block (default: 2^18 where bigger calls run over "
-      "blocks of rows, and at least 127 rows, one row block's; 2^24 where they "
-      "run a kernel per node)")(
-      "cpu", po::value(&opts.Target.Cpu)->default_value("native"),
-      "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")(
-      "skip-dead-units", po::value(&skipDead)->default_value("on"),
-      "on: the CPU products of a relu layer's gradient skip the units that no row "
-      "of the batch activates, whose gradient is zero (with AVX-512; the results "
-      "are the same); off: they compute them, for comparisons")(
-      "runtime-lib", po::value(&opts.RuntimeLib),
-      "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")(
-      "gemm-kernel", po::value(&opts.GemmKernel),
-      "N[,ta][,tb][,bias][,relu][,mask][,sums][,dot][,kK][,mM]: instead of a spec, "
-      "emit (--emit=llvm, asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask, "
-      "sums) computing C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0) "
-      "(and C's column sums), for bench/gemm; dot (with tb, without ta): by dot products along K; "
-      "kK, mM: with "
-      "the depth K or the row count M compiled in, as the trainers have them when "
-      "static (K at most 64; the argument is then ignored)")(
-      "math-kernel", po::value(&opts.MathKernel),
-      "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
-      "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
-      "(OP: exp, log, tanh, sigmoid, ...); quotient_step: the function "
-      "nnc_quotient_step(P, S, A, D, N) computing P[i] -= S * (A[i] / D[i]), for "
-      "bench/math/step_bench");
+  visible.add_options()
+      ("help,h", "print this help and exit")
+      ("output,o", po::value(&opts.Output),
+       "output file (default: the spec's name, in the current folder)")
+      ("emit", po::value(&emit)->default_value("exe"),
+       "stage to stop after: ast, ir, train-ir, llvm, gpu-llvm (the GPU kernels' "
+       "LLVM IR, before optimization), ptx, asm, obj or exe")
+      ("opt-level,O", po::value(&optLevel)->default_value(2),
+       "LLVM optimization level, 0 to 3 (-O0 ... -O3)")
+      ("dtype", po::value(&dtype)->default_value("f32"),
+       "floating-point type of the whole model: f32, or f64 for gradient checks")
+      ("target", po::value(&target)->default_value("cpu"),
+       "cpu; cuda: also GPU kernels, as PTX run through the CUDA driver "
+       "(the trainer falls back to the CPU where there is no GPU); cuda-sim: "
+       "also the GPU kernels compiled for the host, run by a simulator (tests)")
+      ("gpu-arch", po::value(&opts.Gpu.Arch)->default_value("sm_80"),
+       "GPU architecture of the PTX: sm_80, sm_86, sm_87, sm_89 or sm_90")
+      ("gpu-fuse", po::value(&fuse)->default_value("auto"),
+       "GPU kernels: node (one per node, or fused group of nodes), graph (the "
+       "whole step as one kernel on one block: no launches between layers), "
+       "rows (each block runs the whole step on chunks of the batch's rows, "
+       "then a kernel adds the blocks' gradients and one updates the parameters; "
+       "for graphs of row-wise ops, dense layers and losses), or auto (for "
+       "models of at most 16384 parameters, graph while the batch's rows times "
+       "the parameters are at most --gpu-graph-limit, else rows where it "
+       "applies; node for bigger models)")
+      ("gpu-graph-limit", po::value(&opts.Gpu.GraphLimit),
+       "with --gpu-fuse=auto, the most rows times parameters that a call runs "
+       "as one kernel on one block (default: 2^18 where bigger calls run over "
+       "blocks of rows, and at least 127 rows, one row chunk's; 2^24 where they "
+       "run a kernel per node)")
+      ("gpu-row-blocks", po::value(&opts.Gpu.RowBlocks)->default_value(opts.Gpu.RowBlocks),
+       "over blocks of rows, the most blocks: each takes every N-th chunk of 64 "
+       "to 127 of the batch's rows (more blocks fill the GPU; fewer keep fewer "
+       "copies of the gradients)")
+      ("cpu", po::value(&opts.Target.Cpu)->default_value("native"),
+       "target CPU (LLVM name, e.g. x86-64-v3, znver4); native: this host")
+      ("skip-dead-units", po::value(&skipDead)->default_value("on"),
+       "on: the CPU products of a relu layer's gradient skip the units that no row "
+       "of the batch activates, whose gradient is zero (with AVX-512; the results "
+       "are the same); off: they compute them, for comparisons")
+      ("runtime-lib", po::value(&opts.RuntimeLib),
+       "the runtime library to link (default: lib/libnnc_runtime.a beside nnc)")
+      ("gemm-kernel", po::value(&opts.GemmKernel),
+       "N[,ta][,tb][,bias][,relu][,mask][,sums][,dot][,kK][,mM]: instead of a spec, "
+       "emit (--emit=llvm, asm or obj) the function nnc_gemm(A, B, C, M, K, bias, mask, "
+       "sums) computing C[M,N] = op(A) op(B) (+ bias) (then relu) (times mask > 0) "
+       "(and C's column sums), for bench/gemm; dot (with tb, without ta): by dot products along K; kK, mM: with "
+       "the depth K or the row count M compiled in, as the trainers have them when "
+       "static (K at most 64; the argument is then ignored)")
+      ("math-kernel", po::value(&opts.MathKernel),
+       "OP: instead of a spec, emit (--emit=llvm, asm or obj) the function "
+       "nnc_math(X, Y, N) computing Y[i] = OP(X[i]) in f32, for bench/math "
+       "(OP: exp, log, tanh, sigmoid, ...); quotient_step: the function "
+       "nnc_quotient_step(P, S, A, D, N) computing P[i] -= S * (A[i] / D[i]), for "
+       "bench/math/step_bench");
   po::options_description hidden;
   hidden.add_options()("input", po::value(&opts.Input));
   po::options_description all;
@@ -179,6 +183,8 @@ int parseCommandLine(int argc, char **argv, DriverOptions &opts) {
     opts.Gpu.Fuse = GpuOptions::Fusion::Rows;
   else if (fuse != "auto")
     return fail("unknown --gpu-fuse '" + fuse + "'; expected auto, node, graph or rows");
+  if (opts.Gpu.RowBlocks < 1 || opts.Gpu.RowBlocks > 65535)
+    return fail("--gpu-row-blocks must be between 1 and 65535");
   if (vm.count("gpu-graph-limit") && opts.Gpu.GraphLimit < 0)
     return fail("--gpu-graph-limit must be at least 0");
   if (skipDead != "on" && skipDead != "off")
