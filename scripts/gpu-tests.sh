@@ -285,8 +285,8 @@ done
 # The small models over blocks of rows (--gpu-fuse rows), which their own
 # batches take only above --gpu-graph-limit (the autoencoder's, by
 # default): iris's 120 rows, one block; the autoencoder's 1000, 15 blocks;
-# linreg's 100 000, 511; and the bench's 64-wide MLP in batches of 16 384,
-# 256 blocks of 64 rows.
+# linreg's 100 000, 512 blocks of 3 chunks of 65 rows; and the bench's
+# 64-wide MLP in batches of 16 384, 256 blocks of 64 rows.
 for Entry in "iris|specs/iris.nn|" "autoencoder|specs/autoencoder.nn|" "linreg|specs/linreg.nn|" \
              "mlp64|bench/specs/mlp64.nn|--batch 16384 --epochs 2"; do
   IFS='|' read -r Name Spec RunFlags <<<"$Entry"
