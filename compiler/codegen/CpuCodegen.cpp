@@ -756,7 +756,7 @@ private:
   std::string RowBlocksRefusal;
   /// RowBlocks: Order's units before this position are the row kernel's.
   int64_t RowUnits = 0;
-  int64_t MaxRowBlocks = 512;
+  int64_t MaxRowBlocks = GpuOptions().RowBlocks;
   /// RowBlocks: the row kernel's sums over the batch's rows, in order, and
   /// the fixed workspace offsets of their blocks' partial sums and of their
   /// blocks' sums of a chunk (MaxRowBlocks of each).
@@ -2133,7 +2133,7 @@ std::string GraphLowering::planRowBlocks() {
   for (size_t i = 0; i < Order.size(); ++i)
     Position[Order[i]] = int64_t(i);
   for (const Node *n : Order)
-    if (sumOverRows(n) && !Inlined.count(n))
+    if (sumOverRows(n))
       RowSums.push_back(n);
   return "";
 }
@@ -2246,7 +2246,7 @@ void GraphLowering::runRowBlocks() {
     LaunchIf = [maxBlocks](llvm::IRBuilder<> &b, Value *rows) {
       return b.CreateICmpUGT(rowBlocks(b, rows, maxBlocks), b.getInt64(1));
     };
-    Value *blocks = rowBlocks(B, Batch, maxBlocks);
+    Value *partialSums = rowBlocks(B, Batch, maxBlocks);
     parallelFor(i64(total), [&](Value *i) {
       sumsAt(i, [&](const Node *n, Value *j) {
         // A loss's sum, of many terms of similar size, adds in double.
@@ -2255,7 +2255,7 @@ void GraphLowering::runRowBlocks() {
         Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(RowPartials.at(n)));
         llvm::AllocaInst *sum = entryAlloca(acc);
         B.CreateStore(llvm::ConstantFP::get(acc, 0), sum);
-        forRange(blocks, [&](Value *block) {
+        forRange(partialSums, [&](Value *block) {
           Value *index = B.CreateAdd(B.CreateMul(block, i64(n->Ty.staticElements())), j);
           Value *partial = B.CreateLoad(ft, B.CreateInBoundsGEP(ft, partials, index));
           B.CreateStore(B.CreateFAdd(B.CreateLoad(acc, sum), B.CreateFPCast(partial, acc)), sum);

@@ -168,6 +168,26 @@ std::vector<int32_t> downloadInts(Device &D, const DeviceBuffer &B, size_t N) {
   return V;
 }
 
+/// What running schedule \p S on \p Call throws, or "" when it runs.
+std::string failureOf(Device &D, GpuProgram::Schedule S, const char *Name,
+                      DeviceCall &Call) {
+  try {
+    D.run(S, Name, Call.Memory.get(), 1);
+  } catch (const DeviceError &E) {
+    return E.what();
+  }
+  return "";
+}
+
+/// Whether V[I] is Expected(I) for every I below \p Count.
+template <typename F>
+bool allMatch(const std::vector<int32_t> &V, int64_t Count, F Expected) {
+  for (int64_t I = 0; I < Count; ++I)
+    if (V[size_t(I)] != Expected(I))
+      return false;
+  return true;
+}
+
 void testProgramFromSymbols() {
   // This program defines no GPU symbol: it reads as a CPU-only trainer.
   GpuProgram P = trainerGpuProgram();
@@ -203,18 +223,12 @@ void testNeighbours(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   D.run(neighbourNarrow, "neighbourNarrow", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
-  bool Right = true;
-  for (int T = 0; T < Block; ++T)
-    Right &= V[size_t(T)] == (T + 1) % Block + 1000;
-  CHECK(Right);
+  CHECK(allMatch(V, Block, [](int64_t T) { return (T + 1) % Block + 1000; }));
   // Wide: four blocks, one after another, each with the shared memory and
   // barrier of its own threads.
   D.run(neighbourWide, "neighbourWide", Call.Memory.get(), 1);
   V = downloadInts(D, Out, Block);
-  Right = true;
-  for (int T = 0; T < Block; ++T)
-    Right &= V[size_t(T)] == (T + 1) % Block + 4000;
-  CHECK(Right);
+  CHECK(allMatch(V, Block, [](int64_t T) { return (T + 1) % Block + 4000; }));
 }
 
 void testGrid(Device &D) {
@@ -224,27 +238,19 @@ void testGrid(Device &D) {
   D.run(gridNarrowThenWide, "gridNarrowThenWide", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, GridElements + 4);
   // Each element once by the one block, then once by block I / 256 % 4.
-  bool Right = true;
-  for (int64_t I = 0; I < GridElements; ++I)
-    Right &= V[size_t(I)] == 1 + 1 + 10 * int32_t(I / Block % 4);
-  CHECK(Right);
+  CHECK(allMatch(V, GridElements, [](int64_t I) {
+    return 1 + 1 + 10 * int32_t(I / Block % 4);
+  }));
   CHECK(V[GridElements] == 4 && V[GridElements + 3] == 4);
   // Three blocks, as a schedule asks for a kernel whose blocks each take
   // their part of the rows: element I once more, by block I / 256 % 3.
   D.run(gridThree, "gridThree", Call.Memory.get(), 1);
   V = downloadInts(D, Out, GridElements + 4);
-  Right = true;
-  for (int64_t I = 0; I < GridElements; ++I)
-    Right &= V[size_t(I)] ==
-             2 + 10 * int32_t(I / Block % 4) + 1 + 10 * int32_t(I / Block % 3);
-  CHECK(Right);
+  CHECK(allMatch(V, GridElements, [](int64_t I) {
+    return 2 + 10 * int32_t(I / Block % 4) + 1 + 10 * int32_t(I / Block % 3);
+  }));
   CHECK(V[GridElements] == 3 && V[GridElements + 2] == 3);
-  std::string Message;
-  try {
-    D.run(gridNegative, "gridNegative", Call.Memory.get(), 1);
-  } catch (const DeviceError &E) {
-    Message = E.what();
-  }
+  std::string Message = failureOf(D, gridNegative, "gridNegative", Call);
   CHECK(Message == "nnc_gpu_launch: -2 blocks for grid in gridNegative");
 }
 
@@ -268,10 +274,7 @@ void testNoBarrier(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   D.run(squares, "squares", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
-  bool Right = true;
-  for (int T = 0; T < Block; ++T)
-    Right &= V[size_t(T)] == T * T;
-  CHECK(Right);
+  CHECK(allMatch(V, Block, [](int64_t T) { return T * T; }));
 }
 
 void testRows(Device &D) {
@@ -288,12 +291,7 @@ void testBadLaunch(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, (GridElements + 4) * sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  std::string Message;
-  try {
-    D.run(badLaunch, "badLaunch", Call.Memory.get(), 1);
-  } catch (const DeviceError &E) {
-    Message = E.what();
-  }
+  std::string Message = failureOf(D, badLaunch, "badLaunch", Call);
   CHECK(Message == "nnc_gpu_launch: kernel 99 does not exist (the trainer "
                    "has 6) in badLaunch");
   // The launch after the failed one did not run.
@@ -311,22 +309,14 @@ void testMissingBarrier(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   D.run(race, "race", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
-  bool Right = true;
-  for (int T = 0; T < Block; ++T)
-    Right &= V[size_t(T)] == (T + 1) % Block + 1;
-  CHECK(!Right);
+  CHECK(!allMatch(V, Block, [](int64_t T) { return (T + 1) % Block + 1; }));
 }
 
 void testStrayBarrier(Device &D) {
   DeviceBuffer Out;
   Out.allocate(D, sizeof(int32_t));
   DeviceCall Call(D, Out.get(), 0);
-  std::string Message;
-  try {
-    D.run(stray, "stray", Call.Memory.get(), 1);
-  } catch (const DeviceError &E) {
-    Message = E.what();
-  }
+  std::string Message = failureOf(D, stray, "stray", Call);
   CHECK(Message == "simulated GPU: 255 of block 0's 256 threads wait at a "
                    "barrier that the others ended without (kernel stray) in "
                    "stray");
