@@ -52,6 +52,21 @@ def fail(message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
+class SideFailed(Exception):
+    """A run of one side that failed: its model (or its column of the sweep) is reported as
+    failed, and the others are still timed."""
+
+    def __init__(self, side: str, argv: list[str], done: subprocess.CompletedProcess):
+        said = [line for line in done.stderr.splitlines() if line.strip()]
+        what = (f"exited with status {done.returncode}" if done.returncode != 0
+                else "printed no speed line")
+        super().__init__(f"{side} {what}: {shlex.join(argv)}\n"
+                         f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        # For a table's cell: what failed, and the last line it wrote on stderr.
+        self.summary = (f"{side} {what}" + (f" ({said[-1].strip()[:100]})" if said else "")
+                        ).replace("|", "/")
+
+
 def took(result: Run) -> float:
     """Seconds in the training steps, with more digits than the speed line's."""
     return result.epochs * result.rows / result.rate if result.rate > 0 else result.seconds
@@ -157,17 +172,16 @@ def check_torch(args: argparse.Namespace) -> dict:
 
 
 def check_nnc_exit(argv: list[str], done: subprocess.CompletedProcess) -> None:
-    """A trainer's failure, said plainly: no GPU (status 3), or a runtime without one."""
-    if done.returncode == EXIT_NO_GPU:
-        fail(f"the nnc trainer could not use the GPU (status 3: no usable CUDA device, or a GPU "
-             f"failure; with --device auto it would have trained on the CPU): "
-             f"{shlex.join(argv)}\n{done.stderr.strip()}", EXIT_NO_GPU)
+    """A trainer's failure, said plainly. No GPU, or a runtime without one, stops the whole
+    run: every other trainer would fail likewise. A failure on the GPU (status 3 too) is
+    this trainer's."""
+    if done.returncode == EXIT_NO_GPU and "no usable CUDA device" in done.stderr:
+        fail(f"the nnc trainer could not use the GPU (with --device auto it would have "
+             f"trained on the CPU): {shlex.join(argv)}\n{done.stderr.strip()}", EXIT_NO_GPU)
     if "unknown option '--device'" in done.stderr:
         fail(f"{argv[0]} has no --device option: its runtime predates the GPU runtime; "
              f"rebuild nnc and the trainers\n{done.stderr.strip()}")
-    if done.returncode != 0:
-        fail(f"{shlex.join(argv)} exited with status {done.returncode}:\n"
-             f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    raise SideFailed(Path(argv[0]).name, argv, done)
 
 
 def check_where(side: str, result: Run, args: argparse.Namespace) -> None:
@@ -191,7 +205,6 @@ def run_nnc(trainer: Path, bench: Bench, batch: str, epochs: int, args: argparse
         result = run.run_measured(argv, args.threads)
     except RunFailed as failure:
         check_nnc_exit(failure.argv, failure.done)
-        fail(str(failure))
     check_where(trainer.name, result, args)
     return result
 
@@ -203,7 +216,7 @@ def run_torch(bench: Bench, batch: str, rows: int, args: argparse.Namespace) -> 
     try:
         result = run.run_measured(argv, args.threads)
     except RunFailed as failure:
-        fail(str(failure))
+        raise SideFailed(f"PyTorch's {bench.name}", failure.argv, failure.done) from None
     check_where(f"PyTorch's {bench.name}", result, args)
     return result
 
@@ -269,9 +282,13 @@ class ModelResult:
     bench: Bench
     nnc: list[Run] = field(default_factory=list)
     torch: list[Run] = field(default_factory=list)
+    failure: str | None = None  # SideFailed.summary of the run that failed
 
     def row(self) -> list[str]:
         target = TARGETS.get(self.bench.name)
+        if self.failure:
+            return [self.bench.name, self.bench.batch, "", "", "", "", "",
+                    f"failed: {self.failure}", f"≥ {target}" if target else ""]
         return [self.bench.name, self.bench.batch, f"{self.nnc[0].rows:,}", str(len(self.nnc)),
                 f"{epochs_text(self.nnc)} / {epochs_text(self.torch)}",
                 si(statistics.median(r.rate for r in self.nnc)),
@@ -288,8 +305,12 @@ def bench_model(bench: Bench, args: argparse.Namespace, workdir: Path) -> ModelR
                       bench.torch_epochs or bench.epochs)
     result = ModelResult(bench)
     for rep in range(args.reps):
-        nnc = trainer.run(args, workdir)
-        twin = run_torch(bench, bench.batch, nnc.rows, args)
+        try:
+            nnc = trainer.run(args, workdir)
+            twin = run_torch(bench, bench.batch, nnc.rows, args)
+        except SideFailed as failure:
+            print(f"{bench.name}: FAILED: {failure}", flush=True)
+            return ModelResult(bench, failure=failure.summary)
         result.nnc.append(nnc)
         result.torch.append(twin)
         print(f"  {bench.name} rep {rep + 1}/{args.reps}: nnc {si(nnc.rate)} rows/s "
@@ -305,17 +326,28 @@ def bench_model(bench: Bench, args: argparse.Namespace, workdir: Path) -> ModelR
 
 @dataclass
 class SweepResult:
+    """One batch size. A fusion whose trainer failed is left out of the repetitions after
+    the failure, and its columns say so; PyTorch's failure fails the whole batch size."""
     batch: int
     nnc: dict[str, list[Run]] = field(default_factory=lambda: {f: [] for f in FUSIONS})
     torch: list[Run] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # fusion or "PyTorch": summary
 
     def row(self) -> list[str]:
-        epochs = " / ".join(epochs_text(self.nnc[f]) for f in FUSIONS)
-        return ([f"2^{self.batch.bit_length() - 1} = {self.batch:,}", str(len(self.torch)),
-                 f"{epochs} / {epochs_text(self.torch)}"]
-                + [si(statistics.median(r.rate for r in self.nnc[f])) for f in FUSIONS]
+        name = f"2^{self.batch.bit_length() - 1} = {self.batch:,}"
+        if "PyTorch" in self.failures or not self.torch:
+            reason = self.failures.get("PyTorch", "every fusion failed")
+            ratios = [f"failed: {reason}"] + [""] * (len(FUSIONS) - 1)
+            return [name] + [""] * (len(SWEEP_COLUMNS) - 1 - len(FUSIONS)) + ratios
+        # zip() in ratio() pairs each fusion's runs with PyTorch's of the same repetitions.
+        epochs = " / ".join("–" if f in self.failures else epochs_text(self.nnc[f])
+                            for f in FUSIONS)
+        return ([name, str(len(self.torch)), f"{epochs} / {epochs_text(self.torch)}"]
+                + ["failed" if f in self.failures
+                   else si(statistics.median(r.rate for r in self.nnc[f])) for f in FUSIONS]
                 + [si(statistics.median(r.rate for r in self.torch))]
-                + [f"{ratio(self.nnc[f], self.torch):.2f}" for f in FUSIONS])
+                + [f"failed: {self.failures[f]}" if f in self.failures
+                   else f"{ratio(self.nnc[f], self.torch):.2f}" for f in FUSIONS])
 
 
 SWEEP_COLUMNS = (["batch", "reps", "epochs (" + " / ".join(FUSIONS) + " / PyTorch)"]
@@ -334,24 +366,35 @@ def bench_sweep(args: argparse.Namespace, workdir: Path, results: list[SweepResu
                                   guesses[fuse]) for fuse in FUSIONS}
         result = SweepResult(batch)
         for rep in range(args.reps):
-            for fuse in FUSIONS:
-                result.nnc[fuse].append(trainers[fuse].run(args, workdir))
-            twin = run_torch(SWEEP, str(batch), SWEEP_ROWS, args)
+            timed = [fuse for fuse in FUSIONS if fuse not in result.failures]
+            for fuse in timed:
+                try:
+                    result.nnc[fuse].append(trainers[fuse].run(args, workdir))
+                except SideFailed as failure:
+                    print(f"  batch {batch}: {fuse} FAILED: {failure}", flush=True)
+                    result.failures[fuse] = failure.summary
+            timed = [fuse for fuse in FUSIONS if fuse not in result.failures]
+            if not timed:
+                break
+            try:
+                twin = run_torch(SWEEP, str(batch), SWEEP_ROWS, args)
+            except SideFailed as failure:
+                print(f"  batch {batch}: PyTorch FAILED: {failure}", flush=True)
+                result.failures["PyTorch"] = failure.summary
+                break
             result.torch.append(twin)
             print(f"  batch {batch} rep {rep + 1}/{args.reps}: "
                   + ", ".join(f"nnc {fuse} {si(result.nnc[fuse][-1].rate)} rows/s "
                               f"({result.nnc[fuse][-1].epochs} epochs, "
-                              f"{took(result.nnc[fuse][-1]):.2f} s)" for fuse in FUSIONS)
+                              f"{took(result.nnc[fuse][-1]):.2f} s)" for fuse in timed)
                   + f", PyTorch {si(twin.rate)} rows/s ({twin.epochs} epochs, "
                     f"{took(twin):.2f} s)", flush=True)
-            runs = [twin] + [result.nnc[fuse][-1] for fuse in FUSIONS]
+            runs = [twin] + [result.nnc[fuse][-1] for fuse in timed]
             if rep == 0 and args.reps > 1 and too_slow(runs, args):
                 break
         # The same epochs at the next batch size are the same rows, at least as fast.
         guesses = {fuse: trainers[fuse].epochs for fuse in FUSIONS}
-        print(f"batch {batch}: " + ", ".join(
-            f"{fuse}/PyTorch {ratio(result.nnc[fuse], result.torch):.2f}" for fuse in FUSIONS),
-            flush=True)
+        print(f"batch {batch}: " + " | ".join(result.row()), flush=True)
         results.append(result)
         report()
 
@@ -495,6 +538,10 @@ def main() -> None:
         if args.sweep:
             bench_sweep(args, Path(workdir), sweep, report)
     print("\n" + markdown(args, models, sweep), end="")
+    failed = [m.bench.name for m in models if m.failure] + \
+        [f"batch {s.batch} ({', '.join(s.failures)})" for s in sweep if s.failures]
+    if failed:
+        fail(f"some runs failed (their rows above say how): {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

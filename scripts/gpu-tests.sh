@@ -38,6 +38,7 @@
 #   --no-gradcheck   skip the gradient checks
 #   --timeout S      seconds allowed to each trainer run (default 900)
 #   --build DIR      the build folder (default build/)
+#   --no-build       use the nnc already built there: no configuring, no ninja
 #   --dir DIR        where the executables and every run's output are kept
 #                    (default BUILD/gpu-tests)
 #   --build-only     compile the trainers (for any x86-64-v3 machine) into DIR
@@ -59,6 +60,7 @@ TIMEOUT=900
 BUILD=$ROOT/build
 DIR=
 PHASE=all
+BUILD_NNC=1
 NAMES=()
 
 usage() {
@@ -83,6 +85,7 @@ while [ $# -gt 0 ]; do
     --build=*) BUILD=${1#*=}; shift ;;
     --dir) DIR=${2:-}; shift 2 || usage ;;
     --dir=*) DIR=${1#*=}; shift ;;
+    --no-build) BUILD_NNC=0; shift ;;
     --build-only) PHASE=build; shift ;;
     --prebuilt) PHASE=run; shift ;;
     -h|--help) usage ;;
@@ -114,18 +117,43 @@ selected() {
   return 1
 }
 
+# The small models over blocks of rows (--gpu-fuse rows), NAME|SPEC|FLAGS,
+# trained as NAME-rows; their own batches take it only above
+# --gpu-graph-limit (the autoencoder's, by default): iris's 120 rows, one
+# block; the autoencoder's 1000, 15 blocks; linreg's 100 000, 512 blocks of
+# 3 chunks of 65 rows; and the bench's 64-wide MLP in batches of 16 384, 256
+# blocks of 64 rows.
+ROWS_ENTRIES=("iris|specs/iris.nn|" "autoencoder|specs/autoencoder.nn|" "linreg|specs/linreg.nn|"
+              "mlp64|bench/specs/mlp64.nn|--batch 16384 --epochs 2")
+
+# Every NAME given must be a spec, a NAME-rows entry or a gradient check.
+for N in "${NAMES[@]}"; do
+  Known=0
+  if [ -f "$ROOT/specs/$N.nn" ] || [ -f "$ROOT/tests/gradcheck/$N.nn" ]; then Known=1; fi
+  for Entry in "${ROWS_ENTRIES[@]}"; do [ "${Entry%%|*}-rows" = "$N" ] && Known=1; done
+  if [ "$Known" = 0 ]; then
+    say "gpu-tests.sh: '$N' is none of the specs of specs/, the NAME-rows entries and" \
+      "the gradient checks of tests/gradcheck"
+    exit 2
+  fi
+done
+
 # --- 1. Build -------------------------------------------------------------
 if [ "$PHASE" = run ]; then
   [ -d "$OUT" ] || { say "gpu-tests.sh: --prebuilt: no folder $OUT (make it with --build-only)"; exit 2; }
-elif [ ! -f "$BUILD/build.ninja" ]; then
-  say "== configuring $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null ||
-    { say "gpu-tests.sh: cmake failed"; exit 1; }
-fi
-if [ "$PHASE" != run ]; then
+elif [ "$BUILD_NNC" = 0 ]; then
+  [ -x "$NNC" ] || { say "gpu-tests.sh: --no-build: no $NNC"; exit 2; }
+else
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    say "== configuring $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null ||
+      { say "gpu-tests.sh: cmake failed"; exit 1; }
+  fi
   say "== building nnc and the runtime in $BUILD"
   ninja -C "$BUILD" nnc nnc_runtime >"$BUILD/gpu-tests-build.log" 2>&1 ||
     { tail -30 "$BUILD/gpu-tests-build.log"; say "gpu-tests.sh: the build failed"; exit 1; }
+fi
+if [ "$PHASE" != run ]; then
   rm -rf "$OUT" && mkdir -p "$OUT" || exit 1
 fi
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -282,13 +310,7 @@ for Spec in "$ROOT"/specs/*.nn; do
   selected "$Name" || continue
   train_spec "$Name" "$Spec" "" ""
 done
-# The small models over blocks of rows (--gpu-fuse rows), which their own
-# batches take only above --gpu-graph-limit (the autoencoder's, by
-# default): iris's 120 rows, one block; the autoencoder's 1000, 15 blocks;
-# linreg's 100 000, 512 blocks of 3 chunks of 65 rows; and the bench's
-# 64-wide MLP in batches of 16 384, 256 blocks of 64 rows.
-for Entry in "iris|specs/iris.nn|" "autoencoder|specs/autoencoder.nn|" "linreg|specs/linreg.nn|" \
-             "mlp64|bench/specs/mlp64.nn|--batch 16384 --epochs 2"; do
+for Entry in "${ROWS_ENTRIES[@]}"; do
   IFS='|' read -r Name Spec RunFlags <<<"$Entry"
   selected "$Name-rows" || continue
   train_spec "$Name-rows" "$ROOT/$Spec" "--gpu-fuse=rows" "$RunFlags"

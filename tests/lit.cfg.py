@@ -17,6 +17,8 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%specs", os.path.join(config.nnc_source_dir, "specs")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%bench", os.path.join(config.nnc_source_dir, "bench")))
+config.substitutions.append(("%scripts", os.path.join(config.nnc_source_dir, "scripts")))
+config.substitutions.append(("%build", os.path.dirname(config.nnc_bin_dir)))
 config.substitutions.append(("%python", sys.executable))
 
 # The full MNIST data, fetched by scripts/setup.sh (scripts/fetch-data.sh);
