@@ -75,16 +75,12 @@ constexpr int64_t SmallRowWidth = 8;
 /// scratch, split among the threads. The count is fixed, not the threads',
 /// so that the order of the gradient's sums is too.
 constexpr int64_t ImageGroups = 16;
-/// GPU: a filter's gradient sums the batch's images in this many groups,
-/// every (group, filter element) pair a thread, then adds the groups' sums
-/// in order: enough threads to fill the device for the smallest filters,
-/// and the same order whatever the device.
-constexpr int64_t GpuFilterGroups = 32;
 /// GPU, a kernel per node: a product of few 64 x 64 tiles and a long depth
 /// (a weight's gradient summed over a big batch, a wide layer at a small
-/// one) cuts its depth into runs at least GpuRunDepth deep, up to
-/// GpuProductUnits (tile, run) pairs: enough to fill the device (4 blocks
-/// on each of an H100's 132 multiprocessors). A second kernel adds the
+/// one, a filter's gradient summed over the batch's images) cuts its depth
+/// into runs at least GpuRunDepth deep, up to GpuProductUnits (tile, run)
+/// pairs: enough to fill the device (4 blocks on each of an H100's 132
+/// multiprocessors). A second kernel adds the
 /// runs' partial products in order (lowerSplitProduct), so a run must save
 /// more than a launch costs: a product of depth below 2 x GpuRunDepth is
 /// not cut.
@@ -133,19 +129,31 @@ std::pair<Value *, Value *> evenRuns(llvm::IRBuilder<> &B, Value *total, Value *
   return {atLeast(ceilDivide(total, length), 1), length};
 }
 
-/// How GPU product n's depth is cut into runs at a call of `batch` rows
-/// (see GpuProductUnits): the runs (1: not cut) and their depth, a multiple
-/// of 16 (the product's slices). The product's kernels and the host's
-/// schedule compute it alike.
+/// How GPU product n (a matmul, or a filter's gradient: the product of the
+/// output's adjoint [O, b oh ow] and the input's patches [b oh ow, C KH KW])
+/// cuts its depth into runs at a call of `batch` rows (see
+/// GpuProductUnits): the runs (1: not cut) and their depth, a multiple of
+/// 16 (the product's slices). The product's kernels and the host's schedule
+/// compute it alike.
 std::pair<Value *, Value *> productSplit(llvm::IRBuilder<> &B, const Node *n, Value *batch) {
   const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
-  Value *rows = extentsOf(B, dims, 0, dims.size() - 1, batch);
-  Value *depth = n->A.TransA ? extentsOf(B, aDims, 0, aDims.size() - 1, batch)
-                             : extentsOf(B, aDims, aDims.size() - 1, aDims.size(), batch);
+  Value *rows, *depth;
+  int64_t columns = dims.back();
+  if (n->Op == OpCode::Conv2DGradFilter) {
+    const std::vector<int64_t> &out = n->Operands[1]->Ty.Dims;
+    rows = B.getInt64(dims[0]);
+    columns = dims[1] * dims[2] * dims[3];
+    depth = B.CreateMul(extentsOf(B, out, 0, 1, batch), B.getInt64(out[2] * out[3]));
+  } else {
+    rows = extentsOf(B, dims, 0, dims.size() - 1, batch);
+    depth = n->A.TransA ? extentsOf(B, aDims, 0, aDims.size() - 1, batch)
+                        : extentsOf(B, aDims, aDims.size() - 1, aDims.size(), batch);
+  }
   Value *tileRows = B.CreateUDiv(B.CreateAdd(rows, B.getInt64(GpuGemmTile - 1)),
                                  B.getInt64(GpuGemmTile));
-  Value *tiles = B.CreateMul(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, tileRows, B.getInt64(1)),
-                             B.getInt64(ceilDiv(dims.back(), GpuGemmTile)));
+  Value *tiles =
+      B.CreateMul(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, tileRows, B.getInt64(1)),
+                  B.getInt64(ceilDiv(columns, GpuGemmTile)));
   return evenRuns(B, depth, B.CreateUDiv(B.getInt64(GpuProductUnits), tiles), GpuRunDepth, 16);
 }
 
@@ -530,7 +538,7 @@ private:
   /// A product's rows (M) and depth (K), for this call.
   std::pair<Value *, Value *> productExtents(const Node *n);
   /// GPU: the most runs that product n's depth is cut into (see
-  /// GpuProductUnits); 1 when it is not.
+  /// GpuProductUnits; n a matmul or a filter's gradient); 1 when it is not.
   int64_t productRuns(const Node *n) const;
   /// The bytes of product n's runs' partial products, at most.
   int64_t productRunBytes(const Node *n) const;
@@ -545,6 +553,13 @@ private:
   /// the epilogue applied, by a kernel of its own.
   void lowerSplitProduct(const Node *n, const Node *into, const GemmShape &shape,
                          const Node *bias, const Node *mask);
+  /// GPU: after product n's runs (see productSplit), starts the kernel
+  /// that adds their partial products in order into into's first
+  /// elements() elements (rows of `columns`), then applies the epilogue: a
+  /// bias by column, relu, a relu's mask (see reluAndMask).
+  void addProductRuns(const Node *n, const Node *into, int64_t columns,
+                      const std::function<Value *()> &elements, const Node *bias = nullptr,
+                      bool relu = false, const Node *mask = nullptr);
   /// Which products skip the zero columns of a relu's masked adjoint
   /// (see ColumnSkip), after planFusion and planImageChains.
   void planColumnSkips();
@@ -617,28 +632,24 @@ private:
   void lowerConv2D(const Node *n);
   void lowerConv2DGradInput(const Node *n);
   void lowerConv2DGradFilter(const Node *n);
-  /// GPU: the convolutions as direct sums, a thread per element of the
-  /// result, with no column matrix: each is one parallel loop (the
-  /// filter's gradient two, see gpuConv2DGradFilter), so that each runs on all
-  /// the blocks of the device.
+  /// GPU: the convolutions as tiled products (emitGpuGemm) of their image
+  /// patches, read from the images as they are staged, with no column
+  /// matrix: each a wide kernel (the filter's gradient two, its depth cut
+  /// into runs).
   void gpuConv2D(const Node *n);
   void gpuConv2DGradInput(const Node *n);
   void gpuConv2DGradFilter(const Node *n);
-  /// GPU: the indices [b, c, y, x] of element i of a value of shape dims.
-  std::array<Value *, 4> imageIndices(Value *i, const std::vector<int64_t> &dims);
-  /// GPU, in a thread's share, for conv2d or conv2d_grad_input n (filter
-  /// w [O, C, KH, KW]): the sum over `channels` channels and the kernel's
-  /// taps of value(channel, kh, kw) times the filter's tap: w[fixed,
-  /// channel] for conv2d (fixed: an output channel), w[channel, fixed] for
-  /// the input's gradient (an input channel).
-  Value *tapSum(const Node *n, int64_t channels, Value *fixed,
-                const std::function<Value *(Value *, Value *, int64_t)> &value);
-  /// GPU: x's element `index` where `inside`, else zero (reading `safe`,
-  /// a valid index, instead).
-  Value *loadInside(const Node *x, Value *inside, Value *index, Value *safe) {
-    Value *zero = llvm::ConstantFP::get(elemType(x->Ty.Elem), 0);
-    return B.CreateSelect(inside, load(x, B.CreateSelect(inside, index, safe)), zero);
-  }
+  /// GPU: n = the tiled product of operands a and b, read through their
+  /// index functions, stored at out's indices: rows x columns, of depth.
+  void gpuProduct(const Node *n, const GpuGemmOperand &a, const GpuGemmOperand &b,
+                  const GpuGemmIndex &out, Value *rows, int64_t columns, Value *depth,
+                  const GpuGemmSplit *split = nullptr);
+  /// v / d and v % d.
+  std::pair<Value *, Value *> divRem(Value *v, int64_t d);
+  /// The index of pixel (ih, iw) of channel c of image img in images [*, C,
+  /// H, W], and with `padded` whether it is inside the image (else null).
+  std::pair<Value *, Value *> imagePixel(Value *img, Value *c, int64_t C, int64_t H, int64_t W,
+                                         Value *ih, Value *iw, bool padded);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
@@ -1796,11 +1807,8 @@ void GraphLowering::planWorkspace() {
         n->Op != OpCode::MaxPool2DGrad) {
       // CPU: per image group, a column matrix; a filter's gradient also
       // sums each group's images apart (lowerConv2DGradFilter). GPU: a
-      // filter's gradient's group sums (gpuConv2DGradFilter).
-      if (Gpu) {
-        if (n->Op == OpCode::Conv2DGradFilter)
-          scratch[n] = add(false, GpuFilterGroups * partialBytes(n, true), at, chainEnd);
-      } else {
+      // filter's gradient's runs (productRuns, below).
+      if (!Gpu) {
         int64_t bytes = columnBytes(n), fixedBytes = 0;
         if (n->Op == OpCode::Conv2DGradFilter)
           bytes += partialBytes(n, false);
@@ -2741,7 +2749,16 @@ std::pair<Value *, Value *> GraphLowering::productExtents(const Node *n) {
 }
 
 int64_t GraphLowering::productRuns(const Node *n) const {
-  if (!Gpu || WholeGraph || n->Op != OpCode::MatMul || n->Ty.Dims.back() == ir::N)
+  if (!Gpu || WholeGraph)
+    return 1;
+  if (n->Op == OpCode::Conv2DGradFilter) {
+    // Its depth is the batch's: as many runs as the tiles leave.
+    const std::vector<int64_t> &dims = n->Ty.Dims;
+    int64_t tiles =
+        ceilDiv(dims[0], GpuGemmTile) * ceilDiv(dims[1] * dims[2] * dims[3], GpuGemmTile);
+    return std::max<int64_t>(GpuProductUnits / tiles, 1);
+  }
+  if (n->Op != OpCode::MatMul || n->Ty.Dims.back() == ir::N)
     return 1;
   // Static extents; 0 where one is the batch's.
   auto extents = [](auto begin, auto end) {
@@ -2776,40 +2793,43 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
                                       const Node *bias, const Node *mask) {
   if (shape.Accumulate || shape.LdA || shape.LdB || shape.LdC)
     throw std::logic_error("internal error: a split product that accumulates or has strides");
-  auto split = [&] {
-    auto [runs, runDepth] = productSplit(B, n, Batch);
-    Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
-    return GpuGemmSplit{runs, runDepth, partials};
-  };
-  Value *rows, *depth;
-  std::tie(rows, depth) = productExtents(n);
-  GpuGemmSplit runs = split();
+  auto [count, runDepth] = productSplit(B, n, Batch);
+  GpuGemmSplit runs{count, runDepth,
+                    B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)))};
+  auto [rows, depth] = productExtents(n);
   gemm(shape, slotOf(n->Operands[0]).Ptr, slotOf(n->Operands[1]).Ptr, slotOf(into).Ptr, rows,
        depth, bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, nullptr,
        &runs);
 
+  auto elements = [&] { return B.CreateMul(productExtents(n).first, i64(shape.N)); };
+  addProductRuns(n, into, shape.N, elements, bias, shape.Relu, mask);
+}
+
+void GraphLowering::addProductRuns(const Node *n, const Node *into, int64_t columns,
+                                   const std::function<Value *()> &elements, const Node *bias,
+                                   bool relu, const Node *mask) {
   beginRunsKernel(n, [n](llvm::IRBuilder<> &b, Value *rows) {
     return productSplit(b, n, rows).first;
   });
-  std::tie(rows, depth) = productExtents(n);
-  runs = split();
-  llvm::Type *ft = shape.Elem;
-  ifThen(B.CreateICmpUGT(runs.Count, i64(1)), [&] {
-    Value *stride = B.CreateMul(rows, i64(shape.N));
+  Value *runs = productSplit(B, n, Batch).first;
+  Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  ifThen(B.CreateICmpUGT(runs, i64(1)), [&] {
+    Value *stride = elements();
     llvm::AllocaInst *sum = entryAlloca(ft);
     parallelFor(stride, [&](Value *i) {
       auto partial = [&](Value *run) {
-        return B.CreateLoad(ft, B.CreateInBoundsGEP(ft, runs.Partials,
-                                                    B.CreateAdd(B.CreateMul(run, stride), i)));
+        return B.CreateLoad(
+            ft, B.CreateInBoundsGEP(ft, partials, B.CreateAdd(B.CreateMul(run, stride), i)));
       };
       B.CreateStore(partial(i64(0)), sum);
-      forRange(i64(1), runs.Count, [&](Value *run) {
+      forRange(i64(1), runs, [&](Value *run) {
         B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), partial(run)), sum);
       });
       Value *total = B.CreateLoad(ft, sum);
       if (bias)
-        total = B.CreateFAdd(total, load(bias, B.CreateURem(i, i64(shape.N))));
-      B.CreateStore(reluAndMask(total, shape.Relu, mask, i), at(into, i));
+        total = B.CreateFAdd(total, load(bias, B.CreateURem(i, i64(columns))));
+      B.CreateStore(reluAndMask(total, relu, mask, i), at(into, i));
     });
   });
 }
@@ -4116,151 +4136,161 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   });
 }
 
-std::array<Value *, 4> GraphLowering::imageIndices(Value *i, const std::vector<int64_t> &dims) {
-  Value *x = B.CreateURem(i, i64(dims[3])), *rest = B.CreateUDiv(i, i64(dims[3]));
-  Value *y = B.CreateURem(rest, i64(dims[2]));
-  rest = B.CreateUDiv(rest, i64(dims[2]));
-  return {B.CreateUDiv(rest, i64(dims[1])), B.CreateURem(rest, i64(dims[1])), y, x};
+std::pair<Value *, Value *> GraphLowering::divRem(Value *v, int64_t d) {
+  return {B.CreateUDiv(v, i64(d)), B.CreateURem(v, i64(d))};
 }
 
-Value *GraphLowering::tapSum(const Node *n, int64_t channels, Value *fixed,
-                             const std::function<Value *(Value *, Value *, int64_t)> &value) {
-  // Loops over the channels and the kernel's rows, each row's taps
-  // unrolled: no division in the loops.
-  const Node *w = n->Operands[1];
-  int64_t filterChannels = w->Ty.Dims[1], KH = n->A.KernelH, KW = n->A.KernelW;
-  bool gradInput = n->Op == OpCode::Conv2DGradInput;
-  Value *zero = llvm::ConstantFP::get(elemType(n->Ty.Elem), 0);
-  return reduce(i64(channels), zero, [&](Value *channel) {
-    Value *pair = gradInput ? B.CreateAdd(B.CreateMul(channel, i64(filterChannels)), fixed)
-                            : B.CreateAdd(B.CreateMul(fixed, i64(filterChannels)), channel);
-    return reduce(i64(KH), zero, [&](Value *kh) {
-      Value *row = B.CreateMul(B.CreateAdd(B.CreateMul(pair, i64(KH)), kh), i64(KW));
-      Value *terms = nullptr;
-      for (int64_t kw = 0; kw < KW; ++kw) {
-        Value *term = B.CreateFMul(value(channel, kh, kw), load(w, B.CreateAdd(row, i64(kw))));
-        terms = terms ? B.CreateFAdd(terms, term) : term;
-      }
-      return terms;
-    });
-  });
+std::pair<Value *, Value *> GraphLowering::imagePixel(Value *img, Value *c, int64_t C, int64_t H,
+                                                      int64_t W, Value *ih, Value *iw,
+                                                      bool padded) {
+  Value *plane = B.CreateAdd(B.CreateMul(img, i64(C)), c);
+  Value *index = B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(H)), ih), i64(W)), iw);
+  // In the padding: nothing. Negative positions are large unsigned numbers.
+  Value *inside =
+      padded ? B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W))) : nullptr;
+  return {index, inside};
+}
+
+void GraphLowering::gpuProduct(const Node *n, const GpuGemmOperand &a, const GpuGemmOperand &b,
+                               const GpuGemmIndex &out, Value *rows, int64_t columns, Value *depth,
+                               const GpuGemmSplit *split) {
+  GpuGemmShape shape;
+  shape.N = shape.LdC = columns;
+  shape.Elem = elemType(n->Ty.Elem);
+  ++Pieces;
+  emitGpuGemm(B, *Gpu, shape, a, b, slotOf(n).Ptr, out, rows, depth, nullptr, nullptr, split);
+  Gpu->barrier(B);
 }
 
 void GraphLowering::gpuConv2D(const Node *n) {
   // out[b, o, oh, ow] = sum over c, kh, kw of x[b, c, ih, iw] w[o, c, kh, kw]
-  // with ih = oh s + kh - pad, iw = ow s + kw - pad: a thread per output
-  // element. Neighbouring threads take neighbouring ow: they read
-  // neighbouring pixels and the same weight.
-  const Node *x = n->Operands[0];
-  const ir::Attrs &a = n->A;
+  // (ih = oh s + kh - pad, iw = ow s + kw - pad): the product of the image
+  // patches [b oh ow, c kh kw] and the filter's transpose [c kh kw, o],
+  // each patch read from x as it is staged. Consecutive threads stage
+  // consecutive ow: neighbouring pixels.
+  const Node *x = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs a = n->A;
   int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  parallelFor(elementCount(n->Ty), [&](Value *i) {
-    auto [img, o, oh, ow] = imageIndices(i, n->Ty.Dims);
-    Value *image = B.CreateMul(img, i64(C * H * W));
-    Value *sum = tapSum(n, C, o, [&](Value *c, Value *kh, int64_t kw) {
-      Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-      Value *iw = B.CreateSub(B.CreateAdd(B.CreateMul(ow, i64(a.Stride)), i64(kw)), i64(a.Pad));
-      Value *index = B.CreateAdd(
-          image, B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(c, i64(H)), ih), i64(W)), iw));
-      if (a.Pad == 0)
-        return load(x, index);
-      // In the padding: zero. Negative positions are large unsigned numbers.
-      Value *inside = B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)));
-      return loadInside(x, inside, index, image);
-    });
-    B.CreateStore(sum, at(n, i));
-  });
+  int64_t O = n->Ty.Dims[1], OW = n->Ty.Dims[3], P = n->Ty.Dims[2] * OW;
+  int64_t KW = a.KernelW, Taps = a.KernelH * KW;
+  auto position = [=](Value *out, Value *tap) {
+    return B.CreateSub(B.CreateAdd(B.CreateMul(out, i64(a.Stride)), tap), i64(a.Pad));
+  };
+  GpuGemmOperand patches;
+  patches.Base = slotOf(x).Ptr;
+  patches.At = [=](llvm::IRBuilder<> &, Value *m, Value *k) {
+    auto [img, p] = divRem(m, P);
+    auto [oh, ow] = divRem(p, OW);
+    auto [c, tap] = divRem(k, Taps);
+    auto [kh, kw] = divRem(tap, KW);
+    return imagePixel(img, c, C, H, W, position(oh, kh), position(ow, kw), a.Pad != 0);
+  };
+  // w [O, C KH KW]: op(B)[k, o] = w[o, k].
+  GpuGemmOperand filter;
+  filter.Base = slotOf(w).Ptr;
+  filter.AlongK = true;
+  filter.At = [=](llvm::IRBuilder<> &, Value *o, Value *k) {
+    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(o, i64(C * Taps)), k), nullptr);
+  };
+  GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *m, Value *o) {
+    auto [img, p] = divRem(m, P);
+    return B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(P)), p);
+  };
+  gpuProduct(n, patches, filter, out, B.CreateMul(extent(x->Ty.Dims[0]), i64(P)), O, i64(C * Taps));
 }
 
 void GraphLowering::gpuConv2DGradInput(const Node *n) {
   // dx[b, c, ih, iw] = sum over o, kh, kw of dy[b, o, oh, ow] w[o, c, kh, kw]
   // over the outputs whose window read (ih, iw): oh s = ih + pad - kh,
-  // ow s = iw + pad - kw. A thread per input element, so each element is
-  // written once, by a sum in a fixed order (no atomic additions).
-  const Node *dy = n->Operands[0];
-  const ir::Attrs &a = n->A;
+  // ow s = iw + pad - kw. The product of dy's patches [b ih iw, o kh kw]
+  // (zero where no window starts) and the filter [o kh kw, c]: each input
+  // element is written once, by a sum in a fixed order.
+  const Node *dy = n->Operands[0], *w = n->Operands[1];
+  const ir::Attrs a = n->A;
   int64_t O = dy->Ty.Dims[1], OH = dy->Ty.Dims[2], OW = dy->Ty.Dims[3];
-  int64_t S = a.Stride;
+  int64_t C = n->Ty.Dims[1], W = n->Ty.Dims[3], HW = n->Ty.Dims[2] * W;
+  int64_t S = a.Stride, KW = a.KernelW, Taps = a.KernelH * KW;
   // Whether t = pos + pad - k is a window's start: t = o s for an output o
   // in [0, extent). A negative t is a large unsigned number.
-  auto start = [&](Value *t, int64_t extent) {
+  auto start = [=](Value *t, int64_t extent) {
     Value *inside = B.CreateICmpULT(t, i64(extent * S));
     return S == 1 ? inside : B.CreateAnd(inside, B.CreateICmpEQ(B.CreateURem(t, i64(S)), i64(0)));
   };
-  parallelFor(elementCount(n->Ty), [&](Value *i) {
-    auto [img, c, ih, iw] = imageIndices(i, n->Ty.Dims);
-    Value *image = B.CreateMul(img, i64(O * OH * OW));
-    Value *sum = tapSum(n, O, c, [&](Value *o, Value *kh, int64_t kw) {
-      Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
-      Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), i64(kw));
-      Value *inside = B.CreateAnd(start(th, OH), start(tw, OW));
-      Value *row = B.CreateAdd(B.CreateMul(o, i64(OH)), B.CreateUDiv(th, i64(S)));
-      Value *index =
-          B.CreateAdd(image, B.CreateAdd(B.CreateMul(row, i64(OW)), B.CreateUDiv(tw, i64(S))));
-      return loadInside(dy, inside, index, image);
-    });
-    B.CreateStore(sum, at(n, i));
-  });
+  GpuGemmOperand patches;
+  patches.Base = slotOf(dy).Ptr;
+  patches.At = [=](llvm::IRBuilder<> &, Value *m, Value *k) {
+    auto [img, q] = divRem(m, HW);
+    auto [ih, iw] = divRem(q, W);
+    auto [o, tap] = divRem(k, Taps);
+    auto [kh, kw] = divRem(tap, KW);
+    Value *th = B.CreateSub(B.CreateAdd(ih, i64(a.Pad)), kh);
+    Value *tw = B.CreateSub(B.CreateAdd(iw, i64(a.Pad)), kw);
+    Value *plane = B.CreateAdd(B.CreateMul(img, i64(O)), o);
+    Value *row = B.CreateAdd(B.CreateMul(plane, i64(OH)), B.CreateUDiv(th, i64(S)));
+    Value *index = B.CreateAdd(B.CreateMul(row, i64(OW)), B.CreateUDiv(tw, i64(S)));
+    return std::pair<Value *, Value *>(index, B.CreateAnd(start(th, OH), start(tw, OW)));
+  };
+  // w [O, C, KH, KW]: op(B)[(o, kh, kw), c] = w[o, c, kh, kw].
+  GpuGemmOperand filter;
+  filter.Base = slotOf(w).Ptr;
+  filter.AlongK = true;
+  filter.At = [=](llvm::IRBuilder<> &, Value *c, Value *k) {
+    auto [o, tap] = divRem(k, Taps);
+    Value *pair = B.CreateAdd(B.CreateMul(o, i64(C)), c);
+    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(pair, i64(Taps)), tap), nullptr);
+  };
+  GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *m, Value *c) {
+    auto [img, q] = divRem(m, HW);
+    return B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(HW)), q);
+  };
+  gpuProduct(n, patches, filter, out, B.CreateMul(extent(dy->Ty.Dims[0]), i64(HW)), C,
+             i64(O * Taps));
 }
 
 void GraphLowering::gpuConv2DGradFilter(const Node *n) {
   // dw[o, c, kh, kw] = sum over b, oh, ow of dy[b, o, oh, ow] x[b, c, ih, iw]
-  // (ih = oh s + kh - pad, iw = ow s + kw - pad). A filter has too few
-  // elements to fill the device, so the batch's images are cut into
-  // GpuFilterGroups runs, as the CPU cuts them: a thread per (group,
-  // element) sums its run's images into the group's partial sum; then a
-  // thread per element adds the groups' sums in order.
+  // (ih = oh s + kh - pad, iw = ow s + kw - pad): the product of dy
+  // [o, b oh ow] and x's patches [b oh ow, c kh kw]. Its depth, the batch's
+  // output positions, is long and its tiles few: it is cut into runs
+  // (productSplit), which a second kernel adds in order.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
-  const ir::Attrs &a = n->A;
-  const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
-  int64_t C = in[1], H = in[2], W = in[3], O = out[1], OH = out[2], OW = out[3];
-  int64_t filter = n->Ty.staticElements();
-  int64_t groupBytes = partialBytes(n, true);
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  Value *zero = llvm::ConstantFP::get(ft, 0);
-  auto partials = [&] { return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n))); };
-  auto partial = [&](Value *group, Value *element) {
-    Value *start =
-        B.CreateInBoundsGEP(B.getInt8Ty(), partials(), B.CreateMul(group, i64(groupBytes)));
-    return B.CreateInBoundsGEP(ft, start, element);
+  const ir::Attrs a = n->A;
+  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
+  int64_t O = dy->Ty.Dims[1], OW = dy->Ty.Dims[3], P = dy->Ty.Dims[2] * OW;
+  int64_t KW = a.KernelW, Taps = a.KernelH * KW, Columns = C * Taps;
+  auto position = [=](Value *out, Value *tap) {
+    return B.CreateSub(B.CreateAdd(B.CreateMul(out, i64(a.Stride)), tap), i64(a.Pad));
   };
-  parallelFor(i64(GpuFilterGroups * filter), [&](Value *i) {
-    Value *group = B.CreateUDiv(i, i64(filter)), *element = B.CreateURem(i, i64(filter));
-    auto [o, c, kh, kw] = imageIndices(element, n->Ty.Dims);
-    // Group g takes images [g * n / G, (g + 1) * n / G).
-    Value *images = extent(in[0]);
-    Value *begin = B.CreateUDiv(B.CreateMul(group, images), i64(GpuFilterGroups));
-    Value *end =
-        B.CreateUDiv(B.CreateMul(B.CreateAdd(group, i64(1)), images), i64(GpuFilterGroups));
-    // The outputs whose window reads inside the image at this tap.
-    auto [ohBegin, ohEnd] = validRange(kh, H, OH, a.Stride, a.Pad);
-    auto [owBegin, owEnd] = validRange(kw, W, OW, a.Stride, a.Pad);
-    llvm::AllocaInst *sum = entryAlloca(ft);
-    B.CreateStore(zero, sum);
-    forRange(begin, end, [&](Value *img) {
-      Value *adjointPlane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(OH));
-      Value *plane = B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(H));
-      forRange(ohBegin, ohEnd, [&](Value *oh) {
-        Value *ih = B.CreateSub(B.CreateAdd(B.CreateMul(oh, i64(a.Stride)), kh), i64(a.Pad));
-        Value *adjointRow = B.CreateMul(B.CreateAdd(adjointPlane, oh), i64(OW));
-        Value *row =
-            B.CreateSub(B.CreateAdd(B.CreateMul(B.CreateAdd(plane, ih), i64(W)), kw), i64(a.Pad));
-        forRange(owBegin, owEnd, [&](Value *ow) {
-          Value *term = B.CreateFMul(load(dy, B.CreateAdd(adjointRow, ow)),
-                                     load(x, B.CreateAdd(row, B.CreateMul(ow, i64(a.Stride)))));
-          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), term), sum);
-        });
-      });
-    });
-    B.CreateStore(B.CreateLoad(ft, sum), partial(group, element));
-  });
-  nextKernel();
-  parallelFor(i64(filter), [&](Value *element) {
-    Value *total = B.CreateLoad(ft, partial(i64(0), element));
-    for (int64_t g = 1; g < GpuFilterGroups; ++g)
-      total = B.CreateFAdd(total, B.CreateLoad(ft, partial(i64(g), element)));
-    B.CreateStore(total, at(n, element));
-  });
+  // dy [b, o, p]: op(A)[o, (b, p)].
+  GpuGemmOperand adjoint;
+  adjoint.Base = slotOf(dy).Ptr;
+  adjoint.AlongK = true;
+  adjoint.At = [=](llvm::IRBuilder<> &, Value *o, Value *k) {
+    auto [img, p] = divRem(k, P);
+    Value *plane = B.CreateAdd(B.CreateMul(img, i64(O)), o);
+    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(plane, i64(P)), p), nullptr);
+  };
+  GpuGemmOperand patches;
+  patches.Base = slotOf(x).Ptr;
+  patches.AlongK = true;
+  patches.At = [=](llvm::IRBuilder<> &, Value *column, Value *k) {
+    auto [c, tap] = divRem(column, Taps);
+    auto [kh, kw] = divRem(tap, KW);
+    auto [img, p] = divRem(k, P);
+    auto [oh, ow] = divRem(p, OW);
+    return imagePixel(img, c, C, H, W, position(oh, kh), position(ow, kw), a.Pad != 0);
+  };
+  GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *o, Value *column) {
+    return B.CreateAdd(B.CreateMul(o, i64(Columns)), column);
+  };
+  Value *depth = B.CreateMul(extent(x->Ty.Dims[0]), i64(P));
+  if (productRuns(n) == 1)
+    return gpuProduct(n, adjoint, patches, out, i64(O), Columns, depth);
+  auto [runs, runDepth] = productSplit(B, n, Batch);
+  GpuGemmSplit split{runs, runDepth,
+                     B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)))};
+  gpuProduct(n, adjoint, patches, out, i64(O), Columns, depth, &split);
+  addProductRuns(n, n, Columns, [&] { return i64(O * Columns); });
 }
 
 void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {

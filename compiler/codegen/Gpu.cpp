@@ -144,6 +144,34 @@ std::unique_ptr<GpuTarget> createSimTarget(llvm::Module &HostModule) {
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  Value *A, Value *BMatrix, Value *C, Value *M, Value *K, Value *Bias,
                  Value *Mask, const GpuGemmSplit *Split) {
+  auto i64 = [&](int64_t v) { return B.getInt64(v); };
+  Value *N = i64(Shape.N);
+  // op(X)[i, k] of a matrix stored [i][k] (rowMajor) or [k][i], whose rows are ld apart.
+  auto matrix = [](Value *base, Value *ld, bool rowMajor) {
+    GpuGemmOperand operand;
+    operand.Base = base;
+    operand.AlongK = rowMajor;
+    operand.At = [ld, rowMajor](llvm::IRBuilder<> &b, Value *i, Value *k) {
+      Value *index =
+          rowMajor ? b.CreateAdd(b.CreateMul(i, ld), k) : b.CreateAdd(b.CreateMul(k, ld), i);
+      return std::pair<Value *, Value *>(index, nullptr);
+    };
+    return operand;
+  };
+  Value *lda = Shape.LdA ? i64(Shape.LdA) : Shape.TransA ? M : K;
+  Value *ldb = Shape.LdB ? i64(Shape.LdB) : Shape.TransB ? K : N;
+  Value *ldc = i64(Shape.LdC ? Shape.LdC : Shape.N);
+  GpuGemmIndex out = [ldc](llvm::IRBuilder<> &b, Value *m, Value *n) {
+    return b.CreateAdd(b.CreateMul(m, ldc), n);
+  };
+  emitGpuGemm(B, Gpu, Shape, matrix(A, lda, !Shape.TransA), matrix(BMatrix, ldb, Shape.TransB), C,
+              out, M, K, Bias, Mask, Split);
+}
+
+void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
+                 const GpuGemmOperand &A, const GpuGemmOperand &BOperand, Value *C,
+                 const GpuGemmIndex &Out, Value *M, Value *K, Value *Bias, Value *Mask,
+                 const GpuGemmSplit *Split) {
   // 16 x 16 threads, each summing 4 consecutive rows by 4 consecutive
   // columns of the tile, which it reads from the staged slices as a vector
   // of 4 each (one shared load for 4 multiply-adds, not one for 2).
@@ -158,8 +186,6 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   llvm::Type *ft = Shape.Elem;
   auto i64 = [&](int64_t v) { return B.getInt64(v); };
   Value *N = i64(Shape.N);
-  Value *lda = Shape.LdA ? i64(Shape.LdA) : Shape.TransA ? M : K;
-  Value *ldb = Shape.LdB ? i64(Shape.LdB) : Shape.TransB ? K : N;
   Value *ldc = i64(Shape.LdC ? Shape.LdC : Shape.N);
   Value *tid = B.CreateZExt(Gpu.thread(B), B.getInt64Ty());
   Value *tx = B.CreateURem(tid, i64(Side)), *ty = B.CreateUDiv(tid, i64(Side));
@@ -200,26 +226,28 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
            B.CreateStore(zero, a);
          emitLoop(B, kBegin, kEnd, i64(Depth), [&](Value *k0) {
            // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
-           // n0 .. +64] as [k][n]; zeros outside the matrices. Consecutive
-           // threads load consecutive elements of the stored matrix, so that
-           // a warp's loads coalesce: along k where it is [row][k] (rowMajor),
-           // along the rows where it is [k][row].
+           // n0 .. +64] as [k][n]; zeros outside the operands. Consecutive
+           // threads load consecutive elements of the operand as it is
+           // stored, so that a warp's loads coalesce: along k (AlongK) or
+           // along the rows.
            for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
              Value *e = B.CreateAdd(tid, i64(q * GpuBlock));
-             auto stage = [&](Value *from, Value *first, Value *limit, Value *ld, bool rowMajor,
-                              Value *to) {
-               Value *slice = rowMajor ? B.CreateURem(e, i64(Depth)) : B.CreateUDiv(e, i64(Tile));
-               Value *inner = rowMajor ? B.CreateUDiv(e, i64(Depth)) : B.CreateURem(e, i64(Tile));
+             auto stage = [&](const GpuGemmOperand &from, Value *first, Value *limit, Value *to) {
+               bool alongK = from.AlongK;
+               Value *slice = alongK ? B.CreateURem(e, i64(Depth)) : B.CreateUDiv(e, i64(Tile));
+               Value *inner = alongK ? B.CreateUDiv(e, i64(Depth)) : B.CreateURem(e, i64(Tile));
                Value *k = B.CreateAdd(k0, slice), *row = B.CreateAdd(first, inner);
                Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, kEnd));
-               Value *index = rowMajor ? B.CreateAdd(B.CreateMul(row, ld), k)
-                                       : B.CreateAdd(B.CreateMul(k, ld), row);
-               Value *v = B.CreateLoad(ft, element(from, B.CreateSelect(valid, index, i64(0))));
+               auto [index, inside] = from.At(B, row, k);
+               if (inside)
+                 valid = B.CreateAnd(valid, inside);
+               Value *v =
+                   B.CreateLoad(ft, element(from.Base, B.CreateSelect(valid, index, i64(0))));
                B.CreateStore(B.CreateSelect(valid, v, zero),
                              element(to, B.CreateAdd(B.CreateMul(slice, i64(Stride)), inner)));
              };
-             stage(A, m0, M, lda, !Shape.TransA, as);
-             stage(BMatrix, n0, N, ldb, Shape.TransB, bs);
+             stage(A, m0, M, as);
+             stage(BOperand, n0, N, bs);
            }
            Gpu.barrier(B);
            emitLoop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
@@ -255,7 +283,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
              B.CreateCondBr(B.CreateAnd(B.CreateICmpULT(m, M), B.CreateICmpULT(n, N)), store,
                             done);
              B.SetInsertPoint(store);
-             Value *index = B.CreateAdd(B.CreateMul(m, ldc), n);
+             Value *index = Out(B, m, n);
              Value *v = B.CreateLoad(ft, acc[r * Per + c]);
              if (Shape.Accumulate)
                v = B.CreateFAdd(B.CreateLoad(ft, element(out, index)), v);

@@ -18,6 +18,7 @@
 
 #include "llvm/IR/IRBuilder.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -90,6 +91,33 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
                  llvm::Value *A, llvm::Value *BMatrix, llvm::Value *C, llvm::Value *M,
                  llvm::Value *K, llvm::Value *Bias, llvm::Value *Mask = nullptr,
                  const GpuGemmSplit *Split = nullptr);
+
+/// An operand of a tiled product read through an index function rather than as a matrix (a
+/// convolution's image patches, its filter taken apart): element (i, k) of op(A), i a row of
+/// C, or of op(B), i a column of C. At gives its index from Base, and whether it is there at
+/// all (null: always; where not, it is zero: a convolution's padding); it is called with i
+/// and k in range, and may be called out of range too, where its index is not used.
+/// Consecutive threads stage consecutive k when AlongK, else consecutive i: the order in
+/// which their loads coalesce.
+struct GpuGemmOperand {
+  llvm::Value *Base = nullptr;
+  std::function<std::pair<llvm::Value *, llvm::Value *>(llvm::IRBuilder<> &, llvm::Value *i,
+                                                        llvm::Value *k)>
+      At;
+  bool AlongK = false;
+};
+
+/// Where element (m, n) of C goes: its index from C.
+using GpuGemmIndex =
+    std::function<llvm::Value *(llvm::IRBuilder<> &, llvm::Value *m, llvm::Value *n)>;
+
+/// emitGpuGemm's product of two operands read through index functions, its result stored
+/// at Out's indices (Shape's N: C's columns; LdC: the stride of a split's partial products,
+/// whose Out must be m LdC + n; TransA, TransB, LdA and LdB unused).
+void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
+                 const GpuGemmOperand &A, const GpuGemmOperand &BOperand, llvm::Value *C,
+                 const GpuGemmIndex &Out, llvm::Value *M, llvm::Value *K, llvm::Value *Bias,
+                 llvm::Value *Mask = nullptr, const GpuGemmSplit *Split = nullptr);
 
 /// Rewrites the math library calls of NVPTX kernels, which have no libm:
 /// f32 pow as exp(y log x); f64's transcendental functions from CUDA's
