@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -85,6 +86,10 @@ struct Driver {
   CUresult (*cuMemFree_v2)(CUdeviceptr);
   CUresult (*cuMemcpyHtoD_v2)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH_v2)(void *, CUdeviceptr, size_t);
+  CUresult (*cuMemAllocHost_v2)(void **, size_t);
+  CUresult (*cuMemFreeHost)(void *);
+  CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr, const void *, size_t, CUstream);
+  CUresult (*cuMemcpyDtoHAsync_v2)(void *, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemcpyDtoD_v2)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuMemsetD8_v2)(CUdeviceptr, unsigned char, size_t);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
@@ -150,6 +155,10 @@ bool Driver::load(std::string &Why) {
   NNC_FIND(cuMemFree_v2);
   NNC_FIND(cuMemcpyHtoD_v2);
   NNC_FIND(cuMemcpyDtoH_v2);
+  NNC_FIND(cuMemAllocHost_v2);
+  NNC_FIND(cuMemFreeHost);
+  NNC_FIND(cuMemcpyHtoDAsync_v2);
+  NNC_FIND(cuMemcpyDtoHAsync_v2);
   NNC_FIND(cuMemcpyDtoD_v2);
   NNC_FIND(cuMemsetD8_v2);
   NNC_FIND(cuLaunchKernel);
@@ -203,13 +212,11 @@ public:
   void release(void *Ptr) noexcept override {
     Cu.cuMemFree_v2(devicePtr(Ptr));
   }
-  void upload(void *To, const void *From, size_t Bytes) override {
-    Cu.check(Cu.cuMemcpyHtoD_v2(devicePtr(To), From, Bytes),
-             "cuMemcpyHtoD_v2");
-  }
+  void upload(void *To, const void *From, size_t Bytes) override;
   void download(void *To, const void *From, size_t Bytes) override {
     Cu.check(Cu.cuMemcpyDtoH_v2(To, devicePtr(From), Bytes),
              "cuMemcpyDtoH_v2");
+    StagingUsed = 0; // It waited for every copy before it.
   }
   void copy(void *To, const void *From, size_t Bytes) override {
     Cu.check(Cu.cuMemcpyDtoD_v2(devicePtr(To), devicePtr(From), Bytes),
@@ -220,6 +227,11 @@ protected:
   void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) override;
   void synchronize() override {
     Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
+    StagingUsed = 0;
+  }
+  void startReadback(const void *From, size_t Bytes) override;
+  void finishReadback(void *To, const void *, size_t Bytes) override {
+    std::memcpy(To, Readback, Bytes);
   }
   // A recording is a CUDA graph, captured from the launches into a stream
   // of its own. The stream is a blocking one, so that a graph's launch
@@ -248,10 +260,25 @@ private:
   std::string Name;
   CUstream Stream = nullptr; ///< For graphs, made by the first capture.
   bool Capturing = false;
+  /// Page-locked host memory that uploads are copied into, so that the
+  /// driver copies them to the device while the host goes on (an upload
+  /// from pageable memory waits); reused from its start once the device
+  /// has been waited for, since every copy from it is done by then.
+  char *Staging = nullptr;
+  size_t StagingSize = 0, StagingUsed = 0;
+  /// Page-locked memory for a schedule's readback (see Device::run).
+  void *Readback = nullptr;
+  size_t ReadbackSize = 0;
 };
 
 CudaDevice::~CudaDevice() {
   dropRecords();
+  if (Staging || Readback)
+    Cu.cuCtxSynchronize(); // no copy may still read or write them
+  if (Staging)
+    Cu.cuMemFreeHost(Staging);
+  if (Readback)
+    Cu.cuMemFreeHost(Readback);
   if (Stream)
     Cu.cuStreamDestroy_v2(Stream);
   if (Module)
@@ -323,6 +350,52 @@ void *CudaDevice::allocate(size_t Bytes) {
     Cu.check(R, "cuMemsetD8_v2");
   }
   return reinterpret_cast<void *>(uintptr_t(P));
+}
+
+void CudaDevice::upload(void *To, const void *From, size_t Bytes) {
+  // Bigger copies (whole parameter sets, a dataset's first batch) are rare:
+  // they keep no page-locked memory of their size.
+  constexpr size_t MaxStaged = size_t(64) << 20, Align = 256;
+  if (Bytes == 0)
+    return;
+  if (Bytes > MaxStaged) {
+    Cu.check(Cu.cuMemcpyHtoD_v2(devicePtr(To), From, Bytes), "cuMemcpyHtoD_v2");
+    StagingUsed = 0;
+    return;
+  }
+  if (StagingUsed + Bytes > StagingSize) {
+    // Full: once the device is waited for, it is free from its start.
+    synchronize();
+    if (Bytes > StagingSize) {
+      if (Staging)
+        Cu.cuMemFreeHost(Staging);
+      Staging = nullptr;
+      StagingSize = 0;
+      size_t Size = std::max<size_t>(Bytes, size_t(1) << 20);
+      void *P = nullptr;
+      Cu.check(Cu.cuMemAllocHost_v2(&P, Size), "cuMemAllocHost_v2");
+      Staging = static_cast<char *>(P);
+      StagingSize = Size;
+    }
+  }
+  char *Copy = Staging + StagingUsed;
+  std::memcpy(Copy, From, Bytes);
+  Cu.check(Cu.cuMemcpyHtoDAsync_v2(devicePtr(To), Copy, Bytes, nullptr),
+           "cuMemcpyHtoDAsync_v2");
+  StagingUsed += (Bytes + Align - 1) / Align * Align;
+}
+
+void CudaDevice::startReadback(const void *From, size_t Bytes) {
+  if (Bytes > ReadbackSize) {
+    if (Readback)
+      Cu.cuMemFreeHost(Readback);
+    Readback = nullptr;
+    ReadbackSize = 0;
+    Cu.check(Cu.cuMemAllocHost_v2(&Readback, Bytes), "cuMemAllocHost_v2");
+    ReadbackSize = Bytes;
+  }
+  Cu.check(Cu.cuMemcpyDtoHAsync_v2(Readback, devicePtr(From), Bytes, nullptr),
+           "cuMemcpyDtoHAsync_v2");
 }
 
 void CudaDevice::launchKernel(int32_t Kernel, int32_t Blocks, void *Call) {

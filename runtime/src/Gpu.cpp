@@ -50,7 +50,7 @@ size_t GpuProgram::kernelCount() const {
 }
 
 void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
-                 int64_t CallRows) {
+                 int64_t CallRows, const Readback *Result) {
   Call = CallArg;
   Rows = CallRows;
   Failure.clear();
@@ -91,10 +91,14 @@ void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
   // more than the schedule it came from (CUDA_LAUNCH_BLOCKING=1 makes every
   // launch wait, and so names the kernel).
   try {
+    if (Result)
+      startReadback(Result->From, Result->Bytes);
     synchronize();
   } catch (const DeviceError &E) {
     throw DeviceError(std::string(E.what()) + " after " + Name);
   }
+  if (Result)
+    finishReadback(Result->To, Result->From, Result->Bytes);
 }
 
 void Device::launch(int32_t Kernel, int32_t Blocks) noexcept {

@@ -61,9 +61,11 @@ public:
   using std::runtime_error::runtime_error;
 };
 
-/// Memory, copies and launches on one device. Every operation waits until
-/// it is done: the copies are small (batches up, losses and outputs down)
-/// next to the steps, and a schedule's launches follow one another.
+/// Memory, copies and launches on one device, done in the order they are
+/// asked for. An upload returns at once (its source may be reused): the
+/// host need not wait for a batch to reach the device before launching
+/// the step that reads it. Everything else waits until it is done: run()
+/// until its launches are, so that a step's loss is read with one wait.
 class Device {
 public:
   explicit Device(const GpuProgram &P) : Program(P) {}
@@ -85,10 +87,19 @@ public:
   /// From device memory to device memory.
   virtual void copy(void *To, const void *From, size_t Bytes) = 0;
 
+  /// A copy from device memory to the host, made when a schedule's launches
+  /// are done (a step's loss).
+  struct Readback {
+    void *To;
+    const void *From;
+    size_t Bytes;
+  };
   /// Runs the launch schedule \p S (named \p Name, for messages), whose
   /// kernels all take \p Call (an nnc_call in device memory, of \p Rows
-  /// rows), and waits for its last kernel.
-  void run(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows);
+  /// rows), and waits for its last kernel; then copies \p Result, if any,
+  /// with no wait of its own.
+  void run(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows,
+           const Readback *Result = nullptr);
   /// nnc_gpu_rows: the rows of the call under way.
   int64_t rows() const { return Rows; }
   /// --gpu-trace: each launch prints a line to stderr, the kernel's name
@@ -111,6 +122,12 @@ protected:
   virtual void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) = 0;
   /// Waits for every launch so far; throws what went wrong in them.
   virtual void synchronize() = 0;
+  /// A readback of run(): started after the launches, before the wait, and
+  /// finished after it. By default the copy is made after the wait.
+  virtual void startReadback(const void * /*From*/, size_t /*Bytes*/) {}
+  virtual void finishReadback(void *To, const void *From, size_t Bytes) {
+    download(To, From, Bytes);
+  }
 
   /// A schedule's launches, recorded to be replayed.
   class Record {

@@ -209,10 +209,12 @@ double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
   DeviceCall.step = Call.step;
   DeviceCall.seed = Call.seed;
   Dev->upload(CallCopy.get(), &DeviceCall, sizeof(DeviceCall));
-  Dev->run(Gpu, GpuName, CallCopy.get(), Call.batch);
-  Dev->download(&Call.loss,
-                static_cast<char *>(CallCopy.get()) + offsetof(nnc_call, loss),
-                sizeof(Call.loss));
+  // The loss comes back with the launches' wait, not after a second one.
+  Device::Readback Loss{&Call.loss,
+                        static_cast<char *>(CallCopy.get()) +
+                            offsetof(nnc_call, loss),
+                        sizeof(Call.loss)};
+  Dev->run(Gpu, GpuName, CallCopy.get(), Call.batch, &Loss);
   return Call.loss;
 }
 
