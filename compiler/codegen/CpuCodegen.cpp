@@ -646,10 +646,15 @@ private:
                   const GpuGemmSplit *split = nullptr);
   /// v / d and v % d.
   std::pair<Value *, Value *> divRem(Value *v, int64_t d);
-  /// The index of pixel (ih, iw) of channel c of image img in images [*, C,
-  /// H, W], and with `padded` whether it is inside the image (else null).
-  std::pair<Value *, Value *> imagePixel(Value *img, Value *c, int64_t C, int64_t H, int64_t W,
-                                         Value *ih, Value *iw, bool padded);
+  /// The index of [b, channel, position] in a value [*, channels,
+  /// positions], for imagePosition = b positions + position.
+  Value *channelIndex(Value *imagePosition, Value *channel, int64_t channels, int64_t positions);
+  /// Element (imagePosition, channelTap) of the input patches of
+  /// convolution n (conv2d or conv2d_grad_filter), x[b, c, oh s + kh - pad,
+  /// ow s + kw - pad] for imagePosition = b OH OW + oh OW + ow and
+  /// channelTap = c KH KW + kh KW + kw: its index in x, and with padding
+  /// whether it is inside the image (else null).
+  std::pair<Value *, Value *> inputPatch(const Node *n, Value *imagePosition, Value *channelTap);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
@@ -4140,15 +4145,33 @@ std::pair<Value *, Value *> GraphLowering::divRem(Value *v, int64_t d) {
   return {B.CreateUDiv(v, i64(d)), B.CreateURem(v, i64(d))};
 }
 
-std::pair<Value *, Value *> GraphLowering::imagePixel(Value *img, Value *c, int64_t C, int64_t H,
-                                                      int64_t W, Value *ih, Value *iw,
-                                                      bool padded) {
+Value *GraphLowering::channelIndex(Value *imagePosition, Value *channel, int64_t channels,
+                                   int64_t positions) {
+  auto [img, position] = divRem(imagePosition, positions);
+  Value *plane = B.CreateAdd(B.CreateMul(img, i64(channels)), channel);
+  return B.CreateAdd(B.CreateMul(plane, i64(positions)), position);
+}
+
+std::pair<Value *, Value *> GraphLowering::inputPatch(const Node *n, Value *imagePosition,
+                                                      Value *channelTap) {
+  const std::vector<int64_t> &in = n->Operands[0]->Ty.Dims,
+                             &out = n->Op == OpCode::Conv2D ? n->Ty.Dims : n->Operands[1]->Ty.Dims;
+  const ir::Attrs &a = n->A;
+  int64_t C = in[1], H = in[2], W = in[3];
+  auto [img, p] = divRem(imagePosition, out[2] * out[3]);
+  auto [oh, ow] = divRem(p, out[3]);
+  auto [c, tap] = divRem(channelTap, a.KernelH * a.KernelW);
+  auto [kh, kw] = divRem(tap, a.KernelW);
+  auto position = [&](Value *o, Value *k) {
+    return B.CreateSub(B.CreateAdd(B.CreateMul(o, i64(a.Stride)), k), i64(a.Pad));
+  };
+  Value *ih = position(oh, kh), *iw = position(ow, kw);
   Value *plane = B.CreateAdd(B.CreateMul(img, i64(C)), c);
   Value *index = B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(plane, i64(H)), ih), i64(W)), iw);
   // In the padding: nothing. Negative positions are large unsigned numbers.
-  Value *inside =
-      padded ? B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W))) : nullptr;
-  return {index, inside};
+  if (a.Pad == 0)
+    return {index, nullptr};
+  return {index, B.CreateAnd(B.CreateICmpULT(ih, i64(H)), B.CreateICmpULT(iw, i64(W)))};
 }
 
 void GraphLowering::gpuProduct(const Node *n, const GpuGemmOperand &a, const GpuGemmOperand &b,
@@ -4169,34 +4192,22 @@ void GraphLowering::gpuConv2D(const Node *n) {
   // each patch read from x as it is staged. Consecutive threads stage
   // consecutive ow: neighbouring pixels.
   const Node *x = n->Operands[0], *w = n->Operands[1];
-  const ir::Attrs a = n->A;
-  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  int64_t O = n->Ty.Dims[1], OW = n->Ty.Dims[3], P = n->Ty.Dims[2] * OW;
-  int64_t KW = a.KernelW, Taps = a.KernelH * KW;
-  auto position = [=](Value *out, Value *tap) {
-    return B.CreateSub(B.CreateAdd(B.CreateMul(out, i64(a.Stride)), tap), i64(a.Pad));
-  };
+  int64_t Depth = x->Ty.Dims[1] * n->A.KernelH * n->A.KernelW;
+  int64_t O = n->Ty.Dims[1], P = n->Ty.Dims[2] * n->Ty.Dims[3];
   GpuGemmOperand patches;
   patches.Base = slotOf(x).Ptr;
-  patches.At = [=](llvm::IRBuilder<> &, Value *m, Value *k) {
-    auto [img, p] = divRem(m, P);
-    auto [oh, ow] = divRem(p, OW);
-    auto [c, tap] = divRem(k, Taps);
-    auto [kh, kw] = divRem(tap, KW);
-    return imagePixel(img, c, C, H, W, position(oh, kh), position(ow, kw), a.Pad != 0);
-  };
+  patches.At = [=](llvm::IRBuilder<> &, Value *m, Value *k) { return inputPatch(n, m, k); };
   // w [O, C KH KW]: op(B)[k, o] = w[o, k].
   GpuGemmOperand filter;
   filter.Base = slotOf(w).Ptr;
   filter.AlongK = true;
   filter.At = [=](llvm::IRBuilder<> &, Value *o, Value *k) {
-    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(o, i64(C * Taps)), k), nullptr);
+    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(o, i64(Depth)), k), nullptr);
   };
   GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *m, Value *o) {
-    auto [img, p] = divRem(m, P);
-    return B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(O)), o), i64(P)), p);
+    return channelIndex(m, o, O, P);
   };
-  gpuProduct(n, patches, filter, out, B.CreateMul(extent(x->Ty.Dims[0]), i64(P)), O, i64(C * Taps));
+  gpuProduct(n, patches, filter, out, B.CreateMul(extent(x->Ty.Dims[0]), i64(P)), O, i64(Depth));
 }
 
 void GraphLowering::gpuConv2DGradInput(const Node *n) {
@@ -4240,8 +4251,7 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
     return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(pair, i64(Taps)), tap), nullptr);
   };
   GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *m, Value *c) {
-    auto [img, q] = divRem(m, HW);
-    return B.CreateAdd(B.CreateMul(B.CreateAdd(B.CreateMul(img, i64(C)), c), i64(HW)), q);
+    return channelIndex(m, c, C, HW);
   };
   gpuProduct(n, patches, filter, out, B.CreateMul(extent(dy->Ty.Dims[0]), i64(HW)), C,
              i64(O * Taps));
@@ -4254,31 +4264,20 @@ void GraphLowering::gpuConv2DGradFilter(const Node *n) {
   // output positions, is long and its tiles few: it is cut into runs
   // (productSplit), which a second kernel adds in order.
   const Node *x = n->Operands[0], *dy = n->Operands[1];
-  const ir::Attrs a = n->A;
-  int64_t C = x->Ty.Dims[1], H = x->Ty.Dims[2], W = x->Ty.Dims[3];
-  int64_t O = dy->Ty.Dims[1], OW = dy->Ty.Dims[3], P = dy->Ty.Dims[2] * OW;
-  int64_t KW = a.KernelW, Taps = a.KernelH * KW, Columns = C * Taps;
-  auto position = [=](Value *out, Value *tap) {
-    return B.CreateSub(B.CreateAdd(B.CreateMul(out, i64(a.Stride)), tap), i64(a.Pad));
-  };
+  int64_t O = dy->Ty.Dims[1], P = dy->Ty.Dims[2] * dy->Ty.Dims[3];
+  int64_t Columns = x->Ty.Dims[1] * n->A.KernelH * n->A.KernelW;
   // dy [b, o, p]: op(A)[o, (b, p)].
   GpuGemmOperand adjoint;
   adjoint.Base = slotOf(dy).Ptr;
   adjoint.AlongK = true;
   adjoint.At = [=](llvm::IRBuilder<> &, Value *o, Value *k) {
-    auto [img, p] = divRem(k, P);
-    Value *plane = B.CreateAdd(B.CreateMul(img, i64(O)), o);
-    return std::pair<Value *, Value *>(B.CreateAdd(B.CreateMul(plane, i64(P)), p), nullptr);
+    return std::pair<Value *, Value *>(channelIndex(k, o, O, P), nullptr);
   };
   GpuGemmOperand patches;
   patches.Base = slotOf(x).Ptr;
   patches.AlongK = true;
   patches.At = [=](llvm::IRBuilder<> &, Value *column, Value *k) {
-    auto [c, tap] = divRem(column, Taps);
-    auto [kh, kw] = divRem(tap, KW);
-    auto [img, p] = divRem(k, P);
-    auto [oh, ow] = divRem(p, OW);
-    return imagePixel(img, c, C, H, W, position(oh, kh), position(ow, kw), a.Pad != 0);
+    return inputPatch(n, k, column);
   };
   GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *o, Value *column) {
     return B.CreateAdd(B.CreateMul(o, i64(Columns)), column);
