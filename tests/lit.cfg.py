@@ -19,6 +19,8 @@ config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "I
 config.substitutions.append(("%bench", os.path.join(config.nnc_source_dir, "bench")))
 config.substitutions.append(("%scripts", os.path.join(config.nnc_source_dir, "scripts")))
 config.substitutions.append(("%build", os.path.dirname(config.nnc_bin_dir)))
+config.substitutions.append(
+    ("%fake-cuda", os.path.join(os.path.dirname(config.nnc_bin_dir), "fake-cuda")))
 config.substitutions.append(("%python", sys.executable))
 
 # The full MNIST data, fetched by scripts/setup.sh (scripts/fetch-data.sh);

@@ -1,0 +1,361 @@
+//===- FakeCudaDriver.cpp - A CUDA driver without a GPU, for tests --------===//
+//
+// Part of nnc.
+//
+//===----------------------------------------------------------------------===//
+///
+/// \file
+/// libcuda.so.1 for the tests of the runtime's CUDA device
+/// (runtime/src/CudaDevice.cpp) on machines without a GPU: put first on
+/// LD_LIBRARY_PATH, it is the driver that a --target=cuda trainer opens.
+/// Device memory is host memory. A kernel computes nothing: its launch
+/// writes the launch's number (1, 2, ...) into its nnc_call's loss, so that
+/// a loss read back shows whether it was read after the launch. Launches
+/// and asynchronous copies wait in one queue, in order, until something
+/// waits for them (a synchronization, a synchronous copy), as on a GPU.
+///
+/// It checks the calls against the driver's rules, and a call that breaks
+/// one ends the process with "fake libcuda: ..." on stderr: memory it did
+/// not allocate, an asynchronous copy from or to pageable host memory (the
+/// real driver would make it wait), the host memory of an asynchronous
+/// upload changed before the upload is done, a kernel that is not in the
+/// module's PTX, a block of other than NNC_GPU_BLOCK threads. At exit it
+/// reports device or page-locked memory never freed.
+///
+//===----------------------------------------------------------------------===//
+
+#include "nnc/runtime.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+using CUresult = int;
+using CUdeviceptr = unsigned long long;
+constexpr CUresult Success = 0, InvalidValue = 1, NotFound = 500;
+
+[[noreturn]] void broken(const std::string &What) {
+  std::fprintf(stderr, "fake libcuda: %s\n", What.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+/// Allocations by their start: device memory, or page-locked host memory.
+struct Allocations {
+  std::map<uintptr_t, size_t> Blocks;
+  const char *Kind;
+
+  explicit Allocations(const char *K) : Kind(K) {}
+  /// Whether [P, P + Bytes) lies in one allocation.
+  bool holds(uintptr_t P, size_t Bytes) const {
+    auto Next = Blocks.upper_bound(P);
+    if (Next == Blocks.begin())
+      return false;
+    auto Block = std::prev(Next);
+    return P + Bytes <= Block->first + Block->second;
+  }
+  void check(uintptr_t P, size_t Bytes, const char *Call) const {
+    if (!holds(P, Bytes))
+      broken(std::string(Call) + ": " + std::to_string(Bytes) +
+             " bytes at 0x" + std::to_string(P) + " are not " + Kind +
+             " memory that cuMemAlloc gave");
+  }
+  void *allocate(size_t Bytes) {
+    void *P = std::calloc(1, Bytes ? Bytes : 1);
+    Blocks[uintptr_t(P)] = Bytes;
+    return P;
+  }
+  CUresult release(void *P, const char *Call) {
+    if (!Blocks.erase(uintptr_t(P)))
+      broken(std::string(Call) + ": not an allocation of the driver's");
+    std::free(P);
+    return Success;
+  }
+  ~Allocations() {
+    if (!Blocks.empty())
+      std::fprintf(stderr, "fake libcuda: %zu blocks of %s memory not freed\n",
+                   Blocks.size(), Kind);
+  }
+};
+
+struct Kernel {
+  std::string Name;
+};
+
+struct Graph {
+  std::vector<std::function<void()>> Launches;
+};
+
+struct Driver {
+  Allocations Device{"device"}, Pinned{"page-locked host"};
+  std::string Ptx;
+  std::vector<std::unique_ptr<Kernel>> Kernels;
+  std::vector<std::function<void()>> Queue; ///< Not yet done, in order.
+  Graph *Capture = nullptr;                 ///< The capture under way.
+  uint64_t Launches = 0;
+
+  void finish() {
+    // Run in order; an operation may not add to the queue.
+    std::vector<std::function<void()>> Ops;
+    Ops.swap(Queue);
+    for (auto &Op : Ops)
+      Op();
+  }
+};
+
+Driver &driver() {
+  static Driver D;
+  return D;
+}
+
+uint64_t checksum(const void *P, size_t Bytes) {
+  uint64_t H = 1469598103934665603ull;
+  for (size_t I = 0; I < Bytes; ++I)
+    H = (H ^ static_cast<const unsigned char *>(P)[I]) * 1099511628211ull;
+  return H;
+}
+
+} // namespace
+
+extern "C" {
+
+CUresult cuInit(unsigned) { return Success; }
+
+CUresult cuGetErrorName(CUresult R, const char **Name) {
+  *Name = R == InvalidValue ? "CUDA_ERROR_INVALID_VALUE"
+          : R == NotFound   ? "CUDA_ERROR_NOT_FOUND"
+                            : "CUDA_ERROR_UNKNOWN";
+  return Success;
+}
+
+CUresult cuGetErrorString(CUresult R, const char **Text) {
+  *Text = R == NotFound ? "named symbol not found" : "fake error";
+  return Success;
+}
+
+CUresult cuDeviceGetCount(int *Count) {
+  *Count = 1;
+  return Success;
+}
+
+CUresult cuDeviceGet(int *Device, int Ordinal) {
+  if (Ordinal != 0)
+    return InvalidValue;
+  *Device = 0;
+  return Success;
+}
+
+CUresult cuDeviceGetName(char *Name, int Length, int) {
+  std::snprintf(Name, size_t(Length), "nnc fake CUDA device");
+  return Success;
+}
+
+CUresult cuDeviceGetAttribute(int *Value, int Attribute, int) {
+  switch (Attribute) {
+  case 16: // multiprocessors
+    *Value = 2;
+    return Success;
+  case 75: // compute capability
+    *Value = 9;
+    return Success;
+  case 76:
+    *Value = 0;
+    return Success;
+  }
+  return InvalidValue;
+}
+
+CUresult cuDevicePrimaryCtxRetain(void **Context, int) {
+  static int Primary;
+  *Context = &Primary;
+  return Success;
+}
+CUresult cuDevicePrimaryCtxRelease(int) { return Success; }
+CUresult cuCtxSetCurrent(void *) { return Success; }
+
+CUresult cuCtxSynchronize() {
+  driver().finish();
+  return Success;
+}
+
+CUresult cuModuleLoadDataEx(void **Module, const void *Image, unsigned,
+                            int *, void **) {
+  const char *Text = static_cast<const char *>(Image);
+  if (!std::strstr(Text, ".version") || !std::strstr(Text, ".target"))
+    broken("cuModuleLoadDataEx: the image is not PTX text");
+  driver().Ptx = Text;
+  *Module = &driver().Ptx;
+  return Success;
+}
+
+CUresult cuModuleUnload(void *) { return Success; }
+
+CUresult cuModuleGetFunction(void **Function, void *, const char *Name) {
+  std::string Entry = std::string(".entry ") + Name + "(";
+  if (driver().Ptx.find(Entry) == std::string::npos)
+    return NotFound;
+  driver().Kernels.push_back(std::make_unique<Kernel>(Kernel{Name}));
+  *Function = driver().Kernels.back().get();
+  return Success;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr *P, size_t Bytes) {
+  if (Bytes == 0)
+    return InvalidValue;
+  *P = CUdeviceptr(uintptr_t(driver().Device.allocate(Bytes)));
+  return Success;
+}
+
+CUresult cuMemFree_v2(CUdeviceptr P) {
+  driver().finish();
+  return driver().Device.release(reinterpret_cast<void *>(uintptr_t(P)),
+                                 "cuMemFree_v2");
+}
+
+CUresult cuMemAllocHost_v2(void **P, size_t Bytes) {
+  *P = driver().Pinned.allocate(Bytes);
+  return Success;
+}
+
+CUresult cuMemFreeHost(void *P) {
+  driver().finish();
+  return driver().Pinned.release(P, "cuMemFreeHost");
+}
+
+CUresult cuMemsetD8_v2(CUdeviceptr P, unsigned char Value, size_t Bytes) {
+  driver().Device.check(uintptr_t(P), Bytes, "cuMemsetD8_v2");
+  driver().finish();
+  std::memset(reinterpret_cast<void *>(uintptr_t(P)), Value, Bytes);
+  return Success;
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr To, const void *From, size_t Bytes) {
+  driver().Device.check(uintptr_t(To), Bytes, "cuMemcpyHtoD_v2");
+  driver().finish();
+  std::memcpy(reinterpret_cast<void *>(uintptr_t(To)), From, Bytes);
+  return Success;
+}
+
+CUresult cuMemcpyDtoH_v2(void *To, CUdeviceptr From, size_t Bytes) {
+  driver().Device.check(uintptr_t(From), Bytes, "cuMemcpyDtoH_v2");
+  driver().finish();
+  std::memcpy(To, reinterpret_cast<const void *>(uintptr_t(From)), Bytes);
+  return Success;
+}
+
+CUresult cuMemcpyDtoD_v2(CUdeviceptr To, CUdeviceptr From, size_t Bytes) {
+  driver().Device.check(uintptr_t(To), Bytes, "cuMemcpyDtoD_v2");
+  driver().Device.check(uintptr_t(From), Bytes, "cuMemcpyDtoD_v2");
+  driver().finish();
+  std::memmove(reinterpret_cast<void *>(uintptr_t(To)),
+               reinterpret_cast<const void *>(uintptr_t(From)), Bytes);
+  return Success;
+}
+
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr To, const void *From, size_t Bytes,
+                              void *) {
+  driver().Device.check(uintptr_t(To), Bytes, "cuMemcpyHtoDAsync_v2");
+  driver().Pinned.check(uintptr_t(From), Bytes, "cuMemcpyHtoDAsync_v2");
+  uint64_t Sum = checksum(From, Bytes);
+  driver().Queue.push_back([=] {
+    if (checksum(From, Bytes) != Sum)
+      broken("cuMemcpyHtoDAsync_v2: the host memory changed before the "
+             "copy was done");
+    std::memcpy(reinterpret_cast<void *>(uintptr_t(To)), From, Bytes);
+  });
+  return Success;
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void *To, CUdeviceptr From, size_t Bytes,
+                              void *) {
+  driver().Device.check(uintptr_t(From), Bytes, "cuMemcpyDtoHAsync_v2");
+  driver().Pinned.check(uintptr_t(To), Bytes, "cuMemcpyDtoHAsync_v2");
+  // Read before the copy is done, it is NaN.
+  std::memset(To, 0xff, Bytes);
+  driver().Queue.push_back([=] {
+    std::memcpy(To, reinterpret_cast<const void *>(uintptr_t(From)), Bytes);
+  });
+  return Success;
+}
+
+CUresult cuLaunchKernel(void *Function, unsigned GridX, unsigned GridY,
+                        unsigned GridZ, unsigned BlockX, unsigned BlockY,
+                        unsigned BlockZ, unsigned, void *, void **Params,
+                        void **) {
+  Driver &D = driver();
+  bool Known = false;
+  for (auto &K : D.Kernels)
+    Known |= K.get() == Function;
+  if (!Known)
+    broken("cuLaunchKernel: not a function of cuModuleGetFunction");
+  const std::string &Name = static_cast<Kernel *>(Function)->Name;
+  if (GridX == 0 || GridY != 1 || GridZ != 1)
+    broken("cuLaunchKernel: " + Name + ": a grid of " + std::to_string(GridX) +
+           " x " + std::to_string(GridY) + " x " + std::to_string(GridZ));
+  if (BlockX != NNC_GPU_BLOCK || BlockY != 1 || BlockZ != 1)
+    broken("cuLaunchKernel: " + Name + ": a block of " +
+           std::to_string(BlockX) + " x " + std::to_string(BlockY) + " x " +
+           std::to_string(BlockZ) + " threads");
+  CUdeviceptr Call = *static_cast<CUdeviceptr *>(Params[0]);
+  D.Device.check(uintptr_t(Call), sizeof(nnc_call), "cuLaunchKernel");
+  auto Run = [&D, Call] {
+    reinterpret_cast<nnc_call *>(uintptr_t(Call))->loss = double(++D.Launches);
+  };
+  if (D.Capture)
+    D.Capture->Launches.push_back(Run);
+  else
+    D.Queue.push_back(Run);
+  return Success;
+}
+
+// CUDA graphs: a capture records the launches, and a graph's launch queues
+// them again.
+CUresult cuStreamCreate(void **Stream, unsigned) {
+  *Stream = new int(0);
+  return Success;
+}
+CUresult cuStreamDestroy_v2(void *Stream) {
+  delete static_cast<int *>(Stream);
+  return Success;
+}
+CUresult cuStreamBeginCapture_v2(void *, int) {
+  if (driver().Capture)
+    broken("cuStreamBeginCapture_v2: a capture is under way");
+  driver().Capture = new Graph;
+  return Success;
+}
+CUresult cuStreamEndCapture(void *, void **Captured) {
+  if (!driver().Capture)
+    broken("cuStreamEndCapture: no capture is under way");
+  *Captured = driver().Capture;
+  driver().Capture = nullptr;
+  return Success;
+}
+CUresult cuGraphInstantiateWithFlags(void **Exec, void *G, unsigned long long) {
+  *Exec = new Graph(*static_cast<Graph *>(G));
+  return Success;
+}
+CUresult cuGraphLaunch(void *Exec, void *) {
+  for (auto &Launch : static_cast<Graph *>(Exec)->Launches)
+    driver().Queue.push_back(Launch);
+  return Success;
+}
+CUresult cuGraphExecDestroy(void *Exec) {
+  delete static_cast<Graph *>(Exec);
+  return Success;
+}
+CUresult cuGraphDestroy(void *G) {
+  delete static_cast<Graph *>(G);
+  return Success;
+}
+
+} // extern "C"
