@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <type_traits>
 #include <vector>
 
@@ -90,6 +91,8 @@ struct Driver {
   CUresult (*cuMemFreeHost)(void *);
   CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*cuMemcpyDtoHAsync_v2)(void *, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemHostRegister_v2)(void *, size_t, unsigned);
+  CUresult (*cuMemHostUnregister)(void *);
   CUresult (*cuMemcpyDtoD_v2)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuMemsetD8_v2)(CUdeviceptr, unsigned char, size_t);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
@@ -159,6 +162,8 @@ bool Driver::load(std::string &Why) {
   NNC_FIND(cuMemFreeHost);
   NNC_FIND(cuMemcpyHtoDAsync_v2);
   NNC_FIND(cuMemcpyDtoHAsync_v2);
+  NNC_FIND(cuMemHostRegister_v2);
+  NNC_FIND(cuMemHostUnregister);
   NNC_FIND(cuMemcpyDtoD_v2);
   NNC_FIND(cuMemsetD8_v2);
   NNC_FIND(cuLaunchKernel);
@@ -213,6 +218,15 @@ public:
     Cu.cuMemFree_v2(devicePtr(Ptr));
   }
   void upload(void *To, const void *From, size_t Bytes) override;
+  void pin(void *Host, size_t Bytes) override {
+    // Where the driver cannot lock it, uploads go through Staging.
+    if (Bytes && Cu.cuMemHostRegister_v2(Host, Bytes, 0) == CUDA_SUCCESS)
+      Pinned[static_cast<char *>(Host)] = Bytes;
+  }
+  void unpin(void *Host) noexcept override {
+    if (Pinned.erase(static_cast<char *>(Host)))
+      Cu.cuMemHostUnregister(Host);
+  }
   void download(void *To, const void *From, size_t Bytes) override {
     Cu.check(Cu.cuMemcpyDtoH_v2(To, devicePtr(From), Bytes),
              "cuMemcpyDtoH_v2");
@@ -266,6 +280,8 @@ private:
   /// has been waited for, since every copy from it is done by then.
   char *Staging = nullptr;
   size_t StagingSize = 0, StagingUsed = 0;
+  /// Host memory locked by pin(), by its start: uploaded from directly.
+  std::map<const char *, size_t> Pinned;
   /// Page-locked memory for a schedule's readback (see Device::run).
   void *Readback = nullptr;
   size_t ReadbackSize = 0;
@@ -273,8 +289,10 @@ private:
 
 CudaDevice::~CudaDevice() {
   dropRecords();
-  if (Staging || Readback)
+  if (Staging || Readback || !Pinned.empty())
     Cu.cuCtxSynchronize(); // no copy may still read or write them
+  for (auto &[Host, Bytes] : Pinned) // the owner did not unpin them
+    Cu.cuMemHostUnregister(const_cast<char *>(Host));
   if (Staging)
     Cu.cuMemFreeHost(Staging);
   if (Readback)
@@ -358,6 +376,14 @@ void CudaDevice::upload(void *To, const void *From, size_t Bytes) {
   constexpr size_t MaxStaged = size_t(64) << 20, Align = 256;
   if (Bytes == 0)
     return;
+  const char *Source = static_cast<const char *>(From);
+  auto Locked = Pinned.upper_bound(Source);
+  if (Locked != Pinned.begin() &&
+      Source + Bytes <= std::prev(Locked)->first + std::prev(Locked)->second) {
+    Cu.check(Cu.cuMemcpyHtoDAsync_v2(devicePtr(To), From, Bytes, nullptr),
+             "cuMemcpyHtoDAsync_v2");
+    return;
+  }
   if (Bytes > MaxStaged) {
     Cu.check(Cu.cuMemcpyHtoD_v2(devicePtr(To), From, Bytes), "cuMemcpyHtoD_v2");
     StagingUsed = 0;

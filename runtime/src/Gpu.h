@@ -62,10 +62,11 @@ public:
 };
 
 /// Memory, copies and launches on one device, done in the order they are
-/// asked for. An upload returns at once (its source may be reused): the
-/// host need not wait for a batch to reach the device before launching
-/// the step that reads it. Everything else waits until it is done: run()
-/// until its launches are, so that a step's loss is read with one wait.
+/// asked for. An upload returns at once, its source free to change (but
+/// for pinned memory, see pin): the host need not wait for a batch to
+/// reach the device before launching the step that reads it. Everything
+/// else waits until it is done: run() until its launches are, so that a
+/// step's loss is read with one wait.
 class Device {
 public:
   explicit Device(const GpuProgram &P) : Program(P) {}
@@ -83,6 +84,13 @@ public:
   /// Never fails: at the end of a run there is nothing left to do about it.
   virtual void release(void *Ptr) noexcept = 0;
   virtual void upload(void *To, const void *From, size_t Bytes) = 0;
+  /// Host memory that batches are uploaded from (the input slots): a device
+  /// may lock it in memory and copy from it with no copy of its own, so it
+  /// must not change between an upload from it and the next wait (run(),
+  /// download()). unpin() before it is freed. Where the device cannot,
+  /// nothing changes.
+  virtual void pin(void * /*Host*/, size_t /*Bytes*/) {}
+  virtual void unpin(void * /*Host*/) noexcept {}
   virtual void download(void *To, const void *From, size_t Bytes) = 0;
   /// From device memory to device memory.
   virtual void copy(void *To, const void *From, size_t Bytes) = 0;

@@ -72,6 +72,12 @@ static bool mulBytes(size_t A, size_t B, size_t C, size_t &Out) {
          !__builtin_mul_overflow(Out, C, &Out);
 }
 
+Model::~Model() {
+  if (Dev)
+    for (void *Slot : SlotPtrs)
+      Dev->unpin(Slot);
+}
+
 bool Model::allocate(size_t Rows, Device *D, std::string &Err) {
   MaxRows = Rows;
   Dev = D;
@@ -128,6 +134,8 @@ bool Model::allocate(size_t Rows, Device *D, std::string &Err) {
   for (size_t S = 0; S < M.Slots.size(); ++S) {
     DeviceSlots[S].allocate(*Dev, SlotBytes[S]);
     SlotAddresses[S] = DeviceSlots[S].get();
+    // Batches go up from here, written only between calls (loadRows).
+    Dev->pin(SlotPtrs[S], SlotBytes[S]);
   }
   DeviceInputs.allocate(*Dev, sizeof(void *) * SlotAddresses.size());
   Dev->upload(DeviceInputs.get(), SlotAddresses.data(),

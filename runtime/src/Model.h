@@ -90,6 +90,9 @@ struct EvalResult {
 class Model {
 public:
   explicit Model(const Manifest &M) : M(M) {}
+  ~Model();
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
 
   /// Allocates every buffer for calls of up to \p MaxRows rows. With a
   /// device \p Dev, the calls run there (through the GPU code's launch

@@ -20,7 +20,8 @@
 /// real driver would make it wait), the host memory of an asynchronous
 /// upload changed before the upload is done, a kernel that is not in the
 /// module's PTX, a block of other than NNC_GPU_BLOCK threads. At exit it
-/// reports device or page-locked memory never freed.
+/// reports device or page-locked memory never freed, and host memory left
+/// registered.
 ///
 //===----------------------------------------------------------------------===//
 
@@ -64,10 +65,12 @@ struct Allocations {
     return P + Bytes <= Block->first + Block->second;
   }
   void check(uintptr_t P, size_t Bytes, const char *Call) const {
-    if (!holds(P, Bytes))
-      broken(std::string(Call) + ": " + std::to_string(Bytes) +
-             " bytes at 0x" + std::to_string(P) + " are not " + Kind +
-             " memory that cuMemAlloc gave");
+    if (holds(P, Bytes))
+      return;
+    char Where[64];
+    std::snprintf(Where, sizeof(Where), "%zu bytes at %#zx", Bytes, size_t(P));
+    broken(std::string(Call) + ": " + Where + " are not " + Kind +
+           " memory that the driver allocated");
   }
   void *allocate(size_t Bytes) {
     void *P = std::calloc(1, Bytes ? Bytes : 1);
@@ -97,11 +100,27 @@ struct Graph {
 
 struct Driver {
   Allocations Device{"device"}, Pinned{"page-locked host"};
+  /// Host memory that cuMemHostRegister locked: page-locked too.
+  std::map<uintptr_t, size_t> Registered;
+
+  bool pageLocked(uintptr_t P, size_t Bytes) const {
+    if (Pinned.holds(P, Bytes))
+      return true;
+    auto Next = Registered.upper_bound(P);
+    return Next != Registered.begin() &&
+           P + Bytes <= std::prev(Next)->first + std::prev(Next)->second;
+  }
   std::string Ptx;
   std::vector<std::unique_ptr<Kernel>> Kernels;
   std::vector<std::function<void()>> Queue; ///< Not yet done, in order.
   Graph *Capture = nullptr;                 ///< The capture under way.
   uint64_t Launches = 0;
+
+  ~Driver() {
+    if (!Registered.empty())
+      std::fprintf(stderr, "fake libcuda: %zu host ranges still registered\n",
+                   Registered.size());
+  }
 
   void finish() {
     // Run in order; an operation may not add to the queue.
@@ -187,8 +206,8 @@ CUresult cuCtxSynchronize() {
   return Success;
 }
 
-CUresult cuModuleLoadDataEx(void **Module, const void *Image, unsigned,
-                            int *, void **) {
+CUresult cuModuleLoadDataEx(void **Module, const void *Image, unsigned, int *,
+                            void **) {
   const char *Text = static_cast<const char *>(Image);
   if (!std::strstr(Text, ".version") || !std::strstr(Text, ".target"))
     broken("cuModuleLoadDataEx: the image is not PTX text");
@@ -231,6 +250,19 @@ CUresult cuMemFreeHost(void *P) {
   return driver().Pinned.release(P, "cuMemFreeHost");
 }
 
+CUresult cuMemHostRegister_v2(void *P, size_t Bytes, unsigned) {
+  if (!driver().Registered.emplace(uintptr_t(P), Bytes).second)
+    broken("cuMemHostRegister_v2: already registered");
+  return Success;
+}
+
+CUresult cuMemHostUnregister(void *P) {
+  driver().finish();
+  if (!driver().Registered.erase(uintptr_t(P)))
+    broken("cuMemHostUnregister: not registered");
+  return Success;
+}
+
 CUresult cuMemsetD8_v2(CUdeviceptr P, unsigned char Value, size_t Bytes) {
   driver().Device.check(uintptr_t(P), Bytes, "cuMemsetD8_v2");
   driver().finish();
@@ -264,7 +296,8 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr To, CUdeviceptr From, size_t Bytes) {
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr To, const void *From, size_t Bytes,
                               void *) {
   driver().Device.check(uintptr_t(To), Bytes, "cuMemcpyHtoDAsync_v2");
-  driver().Pinned.check(uintptr_t(From), Bytes, "cuMemcpyHtoDAsync_v2");
+  if (!driver().pageLocked(uintptr_t(From), Bytes))
+    broken("cuMemcpyHtoDAsync_v2: from pageable host memory");
   uint64_t Sum = checksum(From, Bytes);
   driver().Queue.push_back([=] {
     if (checksum(From, Bytes) != Sum)
@@ -278,7 +311,8 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr To, const void *From, size_t Bytes,
 CUresult cuMemcpyDtoHAsync_v2(void *To, CUdeviceptr From, size_t Bytes,
                               void *) {
   driver().Device.check(uintptr_t(From), Bytes, "cuMemcpyDtoHAsync_v2");
-  driver().Pinned.check(uintptr_t(To), Bytes, "cuMemcpyDtoHAsync_v2");
+  if (!driver().pageLocked(uintptr_t(To), Bytes))
+    broken("cuMemcpyDtoHAsync_v2: to pageable host memory");
   // Read before the copy is done, it is NaN.
   std::memset(To, 0xff, Bytes);
   driver().Queue.push_back([=] {
