@@ -636,14 +636,18 @@ private:
   /// patches, read from the images as they are staged, with no column
   /// matrix: each a wide kernel (the filter's gradient two, its depth cut
   /// into runs).
-  void gpuConv2D(const Node *n);
-  void gpuConv2DGradInput(const Node *n);
+  /// With `into`, the node whose epilogue the product computes: the bias
+  /// by output channel, then relu; the input gradient's relu mask.
+  void gpuConv2D(const Node *n, const Node *into = nullptr, const Node *bias = nullptr,
+                 bool relu = false);
+  void gpuConv2DGradInput(const Node *n, const Node *into = nullptr, const Node *mask = nullptr);
   void gpuConv2DGradFilter(const Node *n);
   /// GPU: n = the tiled product of operands a and b, read through their
   /// index functions, stored at out's indices: rows x columns, of depth.
   void gpuProduct(const Node *n, const GpuGemmOperand &a, const GpuGemmOperand &b,
                   const GpuGemmIndex &out, Value *rows, int64_t columns, Value *depth,
-                  const GpuGemmSplit *split = nullptr);
+                  const GpuGemmSplit *split = nullptr, const Node *into = nullptr,
+                  const Node *bias = nullptr, bool relu = false, const Node *mask = nullptr);
   /// v / d and v % d.
   std::pair<Value *, Value *> divRem(Value *v, int64_t d);
   /// The index of [b, channel, position] in a value [*, channels,
@@ -1233,13 +1237,17 @@ void GraphLowering::planFusion() {
     position[G.nodes()[i].get()] = int64_t(i);
 
   // A dense layer's add(matmul, bias) is one GEMM whose sums start from the
-  // bias, when the product has no other reader (and is a real product).
+  // bias, when the product has no other reader (and is a real product). On
+  // the GPU, so is a convolution's add(conv2d, reshape(bias) [O, 1, 1]): a
+  // tiled product whose columns are the output channels (gpuConv2D).
   auto biasedProduct = [&](const Node *n) -> std::pair<const Node *, const Node *> {
     if (n->Op != OpCode::Add)
       return {nullptr, nullptr};
     for (int k = 0; k < 2; ++k) {
       const Node *product = n->Operands[k], *bias = n->Operands[1 - k];
       const std::unordered_set<const Node *> &readers = users[product];
+      if (readers.size() != 1 || *readers.begin() != n || product->Ty != n->Ty)
+        continue;
       // The bias is a vector of the columns; in batch-minor layout, a
       // column [M, 1] of the rows.
       const std::vector<int64_t> &dims = n->Ty.Dims;
@@ -1247,9 +1255,12 @@ void GraphLowering::planFusion() {
                       ? dims.size() == 2 && bias->Ty.Dims == std::vector<int64_t>{dims[0], 1}
                       : bias->Ty.Dims.size() == 1 && bias->Ty.Dims[0] == dims.back() &&
                             !bias->Ty.isBatched();
-      if (product->Op == OpCode::MatMul && !isScaling(product) && readers.size() == 1 &&
-          *readers.begin() == n && product->Ty == n->Ty && fits)
+      if (product->Op == OpCode::MatMul && !isScaling(product) && fits)
         return {product, bias};
+      if (Gpu && product->Op == OpCode::Conv2D && bias->Op == OpCode::Reshape &&
+          bias->Ty.Dims == std::vector<int64_t>{dims[1], 1, 1} &&
+          bias->Operands[0]->Ty.Dims == std::vector<int64_t>{dims[1]})
+        return {product, bias->Operands[0]};
     }
     return {nullptr, nullptr};
   };
@@ -1387,15 +1398,16 @@ void GraphLowering::planFusion() {
   }
   // Relu's gradient, mul(product, greater(relu, 0)), when nothing else
   // reads the product or the comparison: the product's sums are masked as
-  // they are stored.
+  // they are stored. On the GPU, also a convolution's input gradient.
   for (const auto &node : G.nodes()) {
     const Node *n = node.get();
     if (n->Op != OpCode::Mul || Inlined.count(n))
       continue;
     for (int k = 0; k < 2; ++k) {
       const Node *product = n->Operands[k], *positive = n->Operands[1 - k];
-      if (product->Op != OpCode::MatMul || isScaling(product) || product->Ty != n->Ty ||
-          users[product].size() != 1 || Inlined.count(product) ||
+      bool masked = (product->Op == OpCode::MatMul && !isScaling(product)) ||
+                    (Gpu && product->Op == OpCode::Conv2DGradInput);
+      if (!masked || product->Ty != n->Ty || users[product].size() != 1 || Inlined.count(product) ||
           positive->Op != OpCode::Greater || users[positive].size() != 1 ||
           positive->Operands[0]->Ty != n->Ty || Inlined.count(positive->Operands[0]) ||
           positive->Operands[1]->Op != OpCode::Constant || positive->Operands[1]->A.Value != 0)
@@ -1955,8 +1967,9 @@ std::string GraphLowering::kernelWork(const Node *n) const {
   auto epilogue = ProductEpilogues.find(n);
   if (epilogue == ProductEpilogues.end())
     return ir::opInfo(n->Op).Name;
-  return std::string("matmul") + (epilogue->second.second ? "_bias" : "") +
-         (ReluEpilogues.count(n) ? "_relu" : "") + (MaskEpilogues.count(n) ? "_mask" : "");
+  return std::string(ir::opInfo(epilogue->second.first->Op).Name) +
+         (epilogue->second.second ? "_bias" : "") + (ReluEpilogues.count(n) ? "_relu" : "") +
+         (MaskEpilogues.count(n) ? "_mask" : "");
 }
 
 void GraphLowering::endKernel() {
@@ -2730,6 +2743,10 @@ void GraphLowering::segmentAt(Value *i, const std::vector<int64_t> &ends,
 
 void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node *bias,
                                  bool relu, const Node *mask) {
+  if (product->Op == OpCode::Conv2D)
+    return gpuConv2D(product, x, bias, relu);
+  if (product->Op == OpCode::Conv2DGradInput)
+    return gpuConv2DGradInput(product, x, mask);
   auto sums = SummedBy.find(x);
   if (sums == SummedBy.end()) {
     lowerMatMul(product, x, bias, relu, mask);
@@ -4176,16 +4193,21 @@ std::pair<Value *, Value *> GraphLowering::inputPatch(const Node *n, Value *imag
 
 void GraphLowering::gpuProduct(const Node *n, const GpuGemmOperand &a, const GpuGemmOperand &b,
                                const GpuGemmIndex &out, Value *rows, int64_t columns, Value *depth,
-                               const GpuGemmSplit *split) {
+                               const GpuGemmSplit *split, const Node *into, const Node *bias,
+                               bool relu, const Node *mask) {
   GpuGemmShape shape;
   shape.N = shape.LdC = columns;
   shape.Elem = elemType(n->Ty.Elem);
+  shape.Bias = bias != nullptr;
+  shape.Relu = relu;
+  shape.Mask = mask != nullptr;
   ++Pieces;
-  emitGpuGemm(B, *Gpu, shape, a, b, slotOf(n).Ptr, out, rows, depth, nullptr, nullptr, split);
+  emitGpuGemm(B, *Gpu, shape, a, b, slotOf(into ? into : n).Ptr, out, rows, depth,
+              bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, split);
   Gpu->barrier(B);
 }
 
-void GraphLowering::gpuConv2D(const Node *n) {
+void GraphLowering::gpuConv2D(const Node *n, const Node *into, const Node *bias, bool relu) {
   // out[b, o, oh, ow] = sum over c, kh, kw of x[b, c, ih, iw] w[o, c, kh, kw]
   // (ih = oh s + kh - pad, iw = ow s + kw - pad): the product of the image
   // patches [b oh ow, c kh kw] and the filter's transpose [c kh kw, o],
@@ -4207,10 +4229,11 @@ void GraphLowering::gpuConv2D(const Node *n) {
   GpuGemmIndex out = [=](llvm::IRBuilder<> &, Value *m, Value *o) {
     return channelIndex(m, o, O, P);
   };
-  gpuProduct(n, patches, filter, out, B.CreateMul(extent(x->Ty.Dims[0]), i64(P)), O, i64(Depth));
+  gpuProduct(n, patches, filter, out, B.CreateMul(extent(x->Ty.Dims[0]), i64(P)), O, i64(Depth),
+             nullptr, into, bias, relu);
 }
 
-void GraphLowering::gpuConv2DGradInput(const Node *n) {
+void GraphLowering::gpuConv2DGradInput(const Node *n, const Node *into, const Node *mask) {
   // dx[b, c, ih, iw] = sum over o, kh, kw of dy[b, o, oh, ow] w[o, c, kh, kw]
   // over the outputs whose window read (ih, iw): oh s = ih + pad - kh,
   // ow s = iw + pad - kw. The product of dy's patches [b ih iw, o kh kw]
@@ -4254,7 +4277,7 @@ void GraphLowering::gpuConv2DGradInput(const Node *n) {
     return channelIndex(m, c, C, HW);
   };
   gpuProduct(n, patches, filter, out, B.CreateMul(extent(dy->Ty.Dims[0]), i64(HW)), C,
-             i64(O * Taps));
+             i64(O * Taps), nullptr, into, nullptr, false, mask);
 }
 
 void GraphLowering::gpuConv2DGradFilter(const Node *n) {
