@@ -80,10 +80,9 @@ constexpr int64_t ImageGroups = 16;
 /// one, a filter's gradient summed over the batch's images) cuts its depth
 /// into runs at least GpuRunDepth deep, up to GpuProductUnits (tile, run)
 /// pairs: enough to fill the device (4 blocks on each of an H100's 132
-/// multiprocessors). A second kernel adds the
-/// runs' partial products in order (lowerSplitProduct), so a run must save
-/// more than a launch costs: a product of depth below 2 x GpuRunDepth is
-/// not cut.
+/// multiprocessors). A second kernel adds the runs' partial products in
+/// order (addProductRuns), so a run must save more than a launch costs: a
+/// product of depth below 2 x GpuRunDepth is not cut.
 constexpr int64_t GpuProductUnits = 512;
 constexpr int64_t GpuRunDepth = 128;
 /// GPU, a kernel per node: a sum over the batch's rows of a few columns
@@ -635,9 +634,9 @@ private:
   /// GPU: the convolutions as tiled products (emitGpuGemm) of their image
   /// patches, read from the images as they are staged, with no column
   /// matrix: each a wide kernel (the filter's gradient two, its depth cut
-  /// into runs).
-  /// With `into`, the node whose epilogue the product computes: the bias
-  /// by output channel, then relu; the input gradient's relu mask.
+  /// into runs). With `into`, the node whose value the product's epilogue
+  /// computes (planFusion): the forward's bias by output channel, then
+  /// relu; the input gradient's relu mask.
   void gpuConv2D(const Node *n, const Node *into = nullptr, const Node *bias = nullptr,
                  bool relu = false);
   void gpuConv2DGradInput(const Node *n, const Node *into = nullptr, const Node *mask = nullptr);
@@ -1163,11 +1162,11 @@ static int64_t columnBytes(const Node *conv) {
   return alignUp(16 * s.In * s.tiles() * size) + alignUp(16 * s.Out * s.tiles() * size);
 }
 
-/// Bytes of an image group's partial sum of a filter's gradient: the
-/// filter's shape, or with Winograd (CPU) its 16 transformed matrices.
-static int64_t partialBytes(const Node *gradFilter, bool gpu) {
+/// CPU: bytes of an image group's partial sum of a filter's gradient: the
+/// filter's shape, or with Winograd its 16 transformed matrices.
+static int64_t partialBytes(const Node *gradFilter) {
   int64_t elements = gradFilter->Ty.staticElements();
-  if (usesWinograd(gradFilter, gpu)) {
+  if (usesWinograd(gradFilter, false)) {
     WinogradShape s = winogradShape(gradFilter);
     elements = 16 * s.Out * s.In;
   }
@@ -1828,7 +1827,7 @@ void GraphLowering::planWorkspace() {
       if (!Gpu) {
         int64_t bytes = columnBytes(n), fixedBytes = 0;
         if (n->Op == OpCode::Conv2DGradFilter)
-          bytes += partialBytes(n, false);
+          bytes += partialBytes(n);
         else if (usesWinograd(n, false)) {
           WinogradShape s = winogradShape(n);
           fixedBytes = alignUp(16 * s.Out * s.In * ir::byteSize(n->Ty.Elem));
@@ -2743,6 +2742,7 @@ void GraphLowering::segmentAt(Value *i, const std::vector<int64_t> &ends,
 
 void GraphLowering::lowerProduct(const Node *x, const Node *product, const Node *bias,
                                  bool relu, const Node *mask) {
+  // Convolutions have epilogues on the GPU only (planFusion).
   if (product->Op == OpCode::Conv2D)
     return gpuConv2D(product, x, bias, relu);
   if (product->Op == OpCode::Conv2DGradInput)
@@ -4124,7 +4124,7 @@ void GraphLowering::lowerConv2DGradFilter(const Node *n) {
   const std::vector<int64_t> &in = x->Ty.Dims, &out = dy->Ty.Dims;
   int64_t taps = in[1] * n->A.KernelH * n->A.KernelW, positions = out[2] * out[3];
   int64_t filterElements = n->Ty.staticElements();
-  int64_t filterBytes = partialBytes(n, false);
+  int64_t filterBytes = partialBytes(n);
   bool winograd = usesWinograd(n, false);
   GemmShape shape{false, true, true, taps, ft, VectorBits};
   // Group g's partial sum, after the groups' column matrices.
