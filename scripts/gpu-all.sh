@@ -120,8 +120,16 @@ fi
 if [ "$PHASE" = run ] && [ -f "$ARCHIVE" ]; then
   echo "== unpacking $ARCHIVE"
   Unpacked=$WORK/unpacked
-  if ! { rm -rf "$Unpacked" && mkdir -p "$Unpacked" && xz -dc "$ARCHIVE" | tar -xf - -C "$Unpacked"; }
-  then
+  # Python's tarfile where the machine has no xz.
+  unpack() {
+    if command -v xz >/dev/null 2>&1; then
+      xz -dc "$ARCHIVE" | tar -xf - -C "$Unpacked"
+    else
+      "$PYTHON" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        "$ARCHIVE" "$Unpacked"
+    fi
+  }
+  if ! { rm -rf "$Unpacked" && mkdir -p "$Unpacked" && unpack; }; then
     echo "gpu-all.sh: cannot unpack $ARCHIVE" >&2
     exit 1
   fi
