@@ -10,9 +10,10 @@
 #   models-graphs, sweep-graphs
 #                  the same two with --trainer-flags=--cuda-graphs.
 #
-# Everything goes to the folder WORK: the trainers (WORK/tests, WORK/bench),
-# and in WORK/results each step's output (STEP.log), the benchmark's tables
-# (STEP.md) and the tests' logs (tests/). A summary of every step comes last.
+# The trainers go to the folder WORK (WORK/tests, WORK/bench), and to OUT
+# (WORK/results unless --out) each step's output (STEP.log), the
+# benchmark's tables (STEP.md) and the tests' logs (tests/), as soon as
+# each is written. A summary of every step comes last.
 # A failed step does not stop the steps after it; the exit status is then 1.
 #
 # A GPU machine without nnc's build dependencies runs trainers built
@@ -25,6 +26,7 @@
 #   --steps LIST     comma-separated steps (default: all five, in the order above)
 #   --work DIR       the trainers, the archive and the results (default build-gpu,
 #                    which git ignores)
+#   --out DIR        the results instead (default WORK/results)
 #   --build-only     build the trainers and pack the archive, then stop
 #   --prebuilt       unpack the archive (when it is there) and run what it holds
 #   --python PY      the Python with PyTorch for the benchmark (default python3)
@@ -37,6 +39,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ALL_STEPS=tests,models,sweep,models-graphs,sweep-graphs
 STEPS=$ALL_STEPS
 WORK=build-gpu
+OUT=
 PHASE=all
 PYTHON=python3
 # The fetched data sets, relative to the root; the archive holds those there are.
@@ -53,6 +56,8 @@ while [ $# -gt 0 ]; do
     --steps=*) STEPS=${1#*=}; shift ;;
     --work) WORK=${2:-}; shift 2 || usage ;;
     --work=*) WORK=${1#*=}; shift ;;
+    --out) OUT=${2:-}; shift 2 || usage ;;
+    --out=*) OUT=${1#*=}; shift ;;
     --python) PYTHON=${2:-}; shift 2 || usage ;;
     --python=*) PYTHON=${1#*=}; shift ;;
     --build-only) PHASE=build; shift ;;
@@ -70,11 +75,11 @@ for Step in "${STEP_LIST[@]}"; do
   esac
 done
 mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd) || exit 1
+OUT=$(realpath -m "${OUT:-$WORK/results}") || exit 1
 cd "$ROOT" || exit 1
 TESTS_DIR=$WORK/tests
 BENCH_DIR=$WORK/bench
 ARCHIVE=$WORK/trainers.tar.xz
-OUT=$WORK/results
 
 # Whether a step of $1's kind (tests, models, sweep) is asked for.
 wants() {
