@@ -50,6 +50,14 @@ constexpr CUresult Success = 0, InvalidValue = 1, NotFound = 500;
   std::abort();
 }
 
+/// Whether [P, P + Bytes) lies in one of \p Ranges (sizes by their start).
+bool within(const std::map<uintptr_t, size_t> &Ranges, uintptr_t P,
+            size_t Bytes) {
+  auto Next = Ranges.upper_bound(P);
+  return Next != Ranges.begin() &&
+         P + Bytes <= std::prev(Next)->first + std::prev(Next)->second;
+}
+
 /// Allocations by their start: device memory, or page-locked host memory.
 struct Allocations {
   std::map<uintptr_t, size_t> Blocks;
@@ -58,11 +66,7 @@ struct Allocations {
   explicit Allocations(const char *K) : Kind(K) {}
   /// Whether [P, P + Bytes) lies in one allocation.
   bool holds(uintptr_t P, size_t Bytes) const {
-    auto Next = Blocks.upper_bound(P);
-    if (Next == Blocks.begin())
-      return false;
-    auto Block = std::prev(Next);
-    return P + Bytes <= Block->first + Block->second;
+    return within(Blocks, P, Bytes);
   }
   void check(uintptr_t P, size_t Bytes, const char *Call) const {
     if (holds(P, Bytes))
@@ -104,11 +108,7 @@ struct Driver {
   std::map<uintptr_t, size_t> Registered;
 
   bool pageLocked(uintptr_t P, size_t Bytes) const {
-    if (Pinned.holds(P, Bytes))
-      return true;
-    auto Next = Registered.upper_bound(P);
-    return Next != Registered.begin() &&
-           P + Bytes <= std::prev(Next)->first + std::prev(Next)->second;
+    return Pinned.holds(P, Bytes) || within(Registered, P, Bytes);
   }
   std::string Ptx;
   std::vector<std::unique_ptr<Kernel>> Kernels;
