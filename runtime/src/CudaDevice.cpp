@@ -39,6 +39,7 @@ using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 using CUgraph = struct CUgraph_st *;
 using CUgraphExec = struct CUgraphExec_st *;
+using CUevent = struct CUevent_st *;
 using CUjit_option = int;
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
@@ -47,6 +48,7 @@ constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER = 5;
 constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 constexpr unsigned CU_STREAM_DEFAULT = 0;
+constexpr unsigned CU_EVENT_DISABLE_TIMING = 2;
 constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
 /// Names of the errors that a driver may be unable to name itself: the
@@ -98,6 +100,10 @@ struct Driver {
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned,
                              unsigned, unsigned, unsigned, unsigned, CUstream,
                              void **, void **);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventDestroy_v2)(CUevent);
   // CUDA graphs (--cuda-graphs), of CUDA 11.4 on: null where the driver is
   // older, which only --cuda-graphs needs.
   CUresult (*cuStreamCreate)(CUstream *, unsigned);
@@ -167,6 +173,10 @@ bool Driver::load(std::string &Why) {
   NNC_FIND(cuMemcpyDtoD_v2);
   NNC_FIND(cuMemsetD8_v2);
   NNC_FIND(cuLaunchKernel);
+  NNC_FIND(cuEventCreate);
+  NNC_FIND(cuEventRecord);
+  NNC_FIND(cuEventSynchronize);
+  NNC_FIND(cuEventDestroy_v2);
 #undef NNC_FIND
   auto FindOptional = [&](auto &Fn, const char *Name) {
     Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(
@@ -243,10 +253,13 @@ protected:
     Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
     StagingUsed = 0;
   }
-  void startReadback(const void *From, size_t Bytes) override;
-  void finishReadback(void *To, const void *, size_t Bytes) override {
-    std::memcpy(To, Readback, Bytes);
+  void markInputsTaken() override;
+  void waitInputsTaken() override {
+    Cu.check(Cu.cuEventSynchronize(InputsTaken), "cuEventSynchronize");
+    StagingUsed = 0; // Every upload so far is before the mark.
   }
+  void startReadback(int Slot, const void *From, size_t Bytes) override;
+  const void *readback(int Slot) override { return Readbacks[Slot]; }
   // A recording is a CUDA graph, captured from the launches into a stream
   // of its own. The stream is a blocking one, so that a graph's launch
   // waits for the copies before it, as the default stream's launches do.
@@ -282,21 +295,26 @@ private:
   size_t StagingSize = 0, StagingUsed = 0;
   /// Host memory locked by pin(), by its start: uploaded from directly.
   std::map<const char *, size_t> Pinned;
-  /// Page-locked memory for a schedule's readback (see Device::run).
-  void *Readback = nullptr;
-  size_t ReadbackSize = 0;
+  /// Page-locked memory for the readbacks (see Device::run).
+  void *Readbacks[2] = {};
+  size_t ReadbackSizes[2] = {};
+  /// Recorded between a queued call's uploads and its launches.
+  CUevent InputsTaken = nullptr;
 };
 
 CudaDevice::~CudaDevice() {
   dropRecords();
-  if (Staging || Readback || !Pinned.empty())
+  if (Staging || Readbacks[0] || Readbacks[1] || !Pinned.empty())
     Cu.cuCtxSynchronize(); // no copy may still read or write them
   for (auto &[Host, Bytes] : Pinned) // the owner did not unpin them
     Cu.cuMemHostUnregister(const_cast<char *>(Host));
   if (Staging)
     Cu.cuMemFreeHost(Staging);
-  if (Readback)
-    Cu.cuMemFreeHost(Readback);
+  for (void *Buffer : Readbacks)
+    if (Buffer)
+      Cu.cuMemFreeHost(Buffer);
+  if (InputsTaken)
+    Cu.cuEventDestroy_v2(InputsTaken);
   if (Stream)
     Cu.cuStreamDestroy_v2(Stream);
   if (Module)
@@ -411,17 +429,29 @@ void CudaDevice::upload(void *To, const void *From, size_t Bytes) {
   StagingUsed += (Bytes + Align - 1) / Align * Align;
 }
 
-void CudaDevice::startReadback(const void *From, size_t Bytes) {
-  if (Bytes > ReadbackSize) {
-    if (Readback)
-      Cu.cuMemFreeHost(Readback);
-    Readback = nullptr;
-    ReadbackSize = 0;
-    Cu.check(Cu.cuMemAllocHost_v2(&Readback, Bytes), "cuMemAllocHost_v2");
-    ReadbackSize = Bytes;
+void CudaDevice::startReadback(int Slot, const void *From, size_t Bytes) {
+  if (Bytes > ReadbackSizes[Slot]) {
+    // The slot's last copy is done: its readback was finished.
+    if (Readbacks[Slot])
+      Cu.cuMemFreeHost(Readbacks[Slot]);
+    Readbacks[Slot] = nullptr;
+    ReadbackSizes[Slot] = 0;
+    Cu.check(Cu.cuMemAllocHost_v2(&Readbacks[Slot], Bytes),
+             "cuMemAllocHost_v2");
+    ReadbackSizes[Slot] = Bytes;
   }
-  Cu.check(Cu.cuMemcpyDtoHAsync_v2(Readback, devicePtr(From), Bytes, nullptr),
-           "cuMemcpyDtoHAsync_v2");
+  Cu.check(
+      Cu.cuMemcpyDtoHAsync_v2(Readbacks[Slot], devicePtr(From), Bytes, nullptr),
+      "cuMemcpyDtoHAsync_v2");
+}
+
+void CudaDevice::markInputsTaken() {
+  if (!InputsTaken)
+    Cu.check(Cu.cuEventCreate(&InputsTaken, CU_EVENT_DISABLE_TIMING),
+             "cuEventCreate");
+  // On the legacy default stream, which the copies use: its work waits for
+  // what a blocking stream (a replayed graph's) was given before it.
+  Cu.check(Cu.cuEventRecord(InputsTaken, nullptr), "cuEventRecord");
 }
 
 void CudaDevice::launchKernel(int32_t Kernel, int32_t Blocks, void *Call) {

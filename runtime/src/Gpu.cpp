@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <iterator>
+#include <utility>
 
 // A CPU-only trainer defines none of the GPU symbols, and must link all the
 // same: every reference to them is weak, and they read as null. This is the
@@ -49,8 +51,8 @@ size_t GpuProgram::kernelCount() const {
   return N;
 }
 
-void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
-                 int64_t CallRows, const Readback *Result) {
+void Device::launchSchedule(GpuProgram::Schedule S, const char *Name,
+                            void *CallArg, int64_t CallRows) {
   Call = CallArg;
   Rows = CallRows;
   Failure.clear();
@@ -87,18 +89,71 @@ void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
   Call = nullptr;
   if (!Failure.empty())
     throw DeviceError(Failure + " in " + Name);
-  // A kernel's fault shows here, after the launches: the driver knows no
-  // more than the schedule it came from (CUDA_LAUNCH_BLOCKING=1 makes every
-  // launch wait, and so names the kernel).
+}
+
+// A kernel's fault shows at the wait after the launches: the driver knows no
+// more than the schedules it may have come from (CUDA_LAUNCH_BLOCKING=1
+// makes every launch wait, and so names the kernel).
+static DeviceError failedAfter(const DeviceError &E, const std::string &What) {
+  return DeviceError(std::string(E.what()) + " after " + What);
+}
+
+void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
+                 int64_t CallRows, const Readback *Result) {
+  launchSchedule(S, Name, CallArg, CallRows);
+  int Slot = NextSlot;
+  NextSlot ^= 1;
+  std::optional<Pending> Before = std::exchange(Queued, std::nullopt);
   try {
     if (Result)
-      startReadback(Result->From, Result->Bytes);
+      startReadback(Slot, Result->From, Result->Bytes);
     synchronize();
   } catch (const DeviceError &E) {
-    throw DeviceError(std::string(E.what()) + " after " + Name);
+    throw failedAfter(E, Before ? std::string(Before->Name) + " or " + Name
+                                : std::string(Name));
   }
+  if (Before)
+    std::memcpy(Before->Result.To, readback(Before->Slot),
+                Before->Result.Bytes);
   if (Result)
-    finishReadback(Result->To, Result->From, Result->Bytes);
+    std::memcpy(Result->To, readback(Slot), Result->Bytes);
+}
+
+void Device::queue(GpuProgram::Schedule S, const char *Name, void *CallArg,
+                   int64_t CallRows, const Readback &Result) {
+  markInputsTaken();
+  launchSchedule(S, Name, CallArg, CallRows);
+  int Slot = NextSlot;
+  NextSlot ^= 1;
+  std::optional<Pending> Before = std::exchange(Queued, std::nullopt);
+  try {
+    startReadback(Slot, Result.From, Result.Bytes);
+    waitInputsTaken();
+  } catch (const DeviceError &E) {
+    throw failedAfter(E, Before ? Before->Name : Name);
+  }
+  Queued = Pending{Result, Slot, Name};
+  if (Before)
+    std::memcpy(Before->Result.To, readback(Before->Slot),
+                Before->Result.Bytes);
+}
+
+void Device::finishQueued() {
+  std::optional<Pending> Last = std::exchange(Queued, std::nullopt);
+  if (!Last)
+    return;
+  try {
+    synchronize();
+  } catch (const DeviceError &E) {
+    throw failedAfter(E, Last->Name);
+  }
+  std::memcpy(Last->Result.To, readback(Last->Slot), Last->Result.Bytes);
+}
+
+void Device::startReadback(int Slot, const void *From, size_t Bytes) {
+  synchronize();
+  Readbacks[Slot].resize(Bytes);
+  download(Readbacks[Slot].data(), From, Bytes);
 }
 
 void Device::launch(int32_t Kernel, int32_t Blocks) noexcept {

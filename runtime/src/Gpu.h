@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -66,7 +67,9 @@ public:
 /// for pinned memory, see pin): the host need not wait for a batch to
 /// reach the device before launching the step that reads it. Everything
 /// else waits until it is done: run() until its launches are, so that a
-/// step's loss is read with one wait.
+/// step's loss is read with one wait; but queue() only until the calls
+/// before it are, so that the host prepares the next training step while
+/// the device runs this one.
 class Device {
 public:
   explicit Device(const GpuProgram &P) : Program(P) {}
@@ -105,9 +108,19 @@ public:
   /// Runs the launch schedule \p S (named \p Name, for messages), whose
   /// kernels all take \p Call (an nnc_call in device memory, of \p Rows
   /// rows), and waits for its last kernel; then copies \p Result, if any,
-  /// with no wait of its own.
+  /// with no wait of its own (and finishes a queued call's readback).
   void run(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows,
            const Readback *Result = nullptr);
+  /// run() that returns before the launches are done: once the device has
+  /// taken the uploads made for them (pinned memory is free to change
+  /// again), which is once every call before them is done. By then the
+  /// readback of the call queued before this one, if any, is finished, and
+  /// this one's is pending, until the next queue(), run() or finishQueued().
+  void queue(GpuProgram::Schedule S, const char *Name, void *Call, int64_t Rows,
+             const Readback &Result);
+  /// Waits for the call queued last and finishes its readback; nothing when
+  /// none is pending.
+  void finishQueued();
   /// nnc_gpu_rows: the rows of the call under way.
   int64_t rows() const { return Rows; }
   /// --gpu-trace: each launch prints a line to stderr, the kernel's name
@@ -130,12 +143,17 @@ protected:
   virtual void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) = 0;
   /// Waits for every launch so far; throws what went wrong in them.
   virtual void synchronize() = 0;
-  /// A readback of run(): started after the launches, before the wait, and
-  /// finished after it. By default the copy is made after the wait.
-  virtual void startReadback(const void * /*From*/, size_t /*Bytes*/) {}
-  virtual void finishReadback(void *To, const void *From, size_t Bytes) {
-    download(To, From, Bytes);
-  }
+  /// Marks where a queued call's launches start, after its uploads.
+  virtual void markInputsTaken() {}
+  /// Waits until the device has passed the last mark (and so everything
+  /// before it); throws what went wrong there.
+  virtual void waitInputsTaken() { synchronize(); }
+  /// A readback: copies \p Bytes at \p From into the host buffer \p Slot (0
+  /// or 1) once the launches before are done. readback(Slot) holds them once
+  /// the device is waited for past that point. By default the copy is made
+  /// at once, after a wait.
+  virtual void startReadback(int Slot, const void *From, size_t Bytes);
+  virtual const void *readback(int Slot) { return Readbacks[Slot].data(); }
 
   /// A schedule's launches, recorded to be replayed.
   class Record {
@@ -152,10 +170,24 @@ protected:
   void dropRecords() { Records.clear(); }
 
 private:
+  /// Runs (or records and replays) the launches of \p S; throws the first
+  /// that failed.
+  void launchSchedule(GpuProgram::Schedule S, const char *Name, void *Call,
+                      int64_t Rows);
+
   GpuProgram Program;
   void *Call = nullptr;  ///< The argument of the schedule under way.
   int64_t Rows = 0;      ///< Its rows.
   std::string Failure;   ///< The first launch that failed in it.
+  std::vector<char> Readbacks[2]; ///< For the default startReadback.
+  /// The readback of the call queued last, until it is finished.
+  struct Pending {
+    Readback Result;
+    int Slot;
+    const char *Name;
+  };
+  std::optional<Pending> Queued;
+  int NextSlot = 0; ///< Of the next readback: never a pending one's.
   bool Trace = false;
   bool Recording = false;
   /// Recordings by what a schedule's launches depend on, the newest last.

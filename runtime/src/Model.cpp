@@ -198,12 +198,7 @@ void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
   ++Loads;
 }
 
-double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
-                   const char *GpuName) {
-  if (!Dev) {
-    Cpu(&Call);
-    return Call.loss;
-  }
+Device::Readback Model::uploadCall(double *Loss) {
   Params.device();
   State.device();
   if (UploadedLoads != Loads) {
@@ -217,11 +212,18 @@ double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
   DeviceCall.step = Call.step;
   DeviceCall.seed = Call.seed;
   Dev->upload(CallCopy.get(), &DeviceCall, sizeof(DeviceCall));
+  return {Loss, static_cast<char *>(CallCopy.get()) + offsetof(nnc_call, loss),
+          sizeof(*Loss)};
+}
+
+double Model::call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
+                   const char *GpuName) {
+  if (!Dev) {
+    Cpu(&Call);
+    return Call.loss;
+  }
   // The loss comes back with the launches' wait, not after a second one.
-  Device::Readback Loss{&Call.loss,
-                        static_cast<char *>(CallCopy.get()) +
-                            offsetof(nnc_call, loss),
-                        sizeof(Call.loss)};
+  Device::Readback Loss = uploadCall(&Call.loss);
   Dev->run(Gpu, GpuName, CallCopy.get(), Call.batch, &Loss);
   return Call.loss;
 }
@@ -235,6 +237,32 @@ double Model::trainStep(double Lr, int64_t Step) {
   Params.deviceWrote();
   State.deviceWrote();
   return Loss;
+}
+
+std::optional<double> Model::queueTrainStep(double Lr, int64_t Step) {
+  Call.lr = Lr;
+  Call.step = Step;
+  // Each step's loss comes back to a place of its own: the one before is
+  // finished while this one is pending.
+  size_t Slot = QueuedSteps++ % 2;
+  Device::Readback Loss = uploadCall(&QueuedLosses[Slot]);
+  Dev->queue(Dev->program().TrainStep, "nnc_gpu_train_step", CallCopy.get(),
+             Call.batch, Loss);
+  Params.deviceWrote();
+  State.deviceWrote();
+  std::optional<double> Before;
+  if (StepPending)
+    Before = QueuedLosses[Slot ^ 1];
+  StepPending = true;
+  return Before;
+}
+
+std::optional<double> Model::finishTrainStep() {
+  if (!StepPending)
+    return std::nullopt;
+  StepPending = false;
+  Dev->finishQueued();
+  return QueuedLosses[(QueuedSteps - 1) % 2];
 }
 
 double Model::lossGrad() {

@@ -23,6 +23,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,14 @@ public:
   /// The calls into generated code on the rows loaded last; each returns
   /// the loss it computed.
   double trainStep(double Lr, int64_t Step);
+  /// trainStep on a device, without waiting for the step: it is queued
+  /// there, and the host may load the next rows while it runs. Returns the
+  /// loss of the step queued before it, if that one is not finished yet (it
+  /// is done by now).
+  std::optional<double> queueTrainStep(double Lr, int64_t Step);
+  /// Waits for the step queued last and returns its loss, if it is not
+  /// finished yet.
+  std::optional<double> finishTrainStep();
   double lossGrad();
   double eval();
 
@@ -169,6 +178,10 @@ private:
   /// messages) on the device's.
   double call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
               const char *GpuName);
+  /// On a device: uploads what a call reads (the parameters and state when
+  /// the host changed them, the rows when not there yet, the nnc_call), and
+  /// returns the readback of its loss into \p Loss.
+  Device::Readback uploadCall(double *Loss);
   /// From a device: the first \p Values elements of the output.
   void fetchOutput(size_t Values);
   /// Element I of the output buffer, as double.
@@ -201,6 +214,11 @@ private:
   std::vector<DeviceBuffer> DeviceSlots;
   nnc_call DeviceCall = {};
   uint64_t UploadedLoads = 0; ///< loads() when the inputs went up last.
+  /// queueTrainStep: the steps queued so far, each one's loss in
+  /// QueuedLosses[its number % 2], and whether the last is not finished.
+  uint64_t QueuedSteps = 0;
+  double QueuedLosses[2] = {};
+  bool StepPending = false;
 };
 
 } // namespace nnc

@@ -47,6 +47,8 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <optional>
+#include <utility>
 
 using namespace nnc;
 
@@ -147,11 +149,25 @@ public:
   int run();
 
 private:
+  /// On a device, a step is queued, and its loss read once the next one is:
+  /// the host loads the next rows and queues their step while the device
+  /// runs this one. Not with --on-nan skip-batch, which reads every loss
+  /// before the next step.
+  struct QueuedStep {
+    int64_t Epoch, Step;
+    size_t Rows;
+  };
+
   const std::vector<size_t> &rowsOf(const Metric &Met) const {
     return Met.Split == Metric::SplitKind::Train ? S.Train : S.Test;
   }
   /// The epoch loop, from Pos to the last epoch.
   int train();
+  /// Whether epoch \p Epoch's line is printed (but for --quiet): every
+  /// `report every` epochs, and the last.
+  bool reported(int64_t Epoch) const {
+    return Epoch % M.ReportEvery == 0 || Epoch == O.Epochs;
+  }
   /// After an epoch: its line (when it is reported), its JSON record and its
   /// checkpoint (when due).
   bool endEpoch(int64_t Epoch, double Loss, std::string &Err);
@@ -159,14 +175,26 @@ private:
   bool resume(std::string &Err);
   bool saveCheckpoint(std::string &Err);
   /// "at epoch E, step S", where training is.
-  std::string where() const;
-  /// A non-finite loss or parameter after a step: stops the run with a
-  /// message (the status to return), or, with --on-nan skip-batch, undoes
-  /// the step and returns 0.
-  int nonFinite(double Loss, int BadParam, size_t Rows);
+  std::string where() const { return where(Pos.Epoch, Pos.Step); }
+  static std::string where(int64_t Epoch, int64_t Step);
+  /// A non-finite loss or parameter after step \p Step of epoch \p Epoch:
+  /// stops the run with a message (the status to return), or, with
+  /// --on-nan skip-batch, undoes the step and returns 0.
+  int nonFinite(double Loss, int BadParam, size_t Rows, int64_t Epoch,
+                int64_t Step);
   /// On a device, where a step checks only the loss: the parameters, at the
-  /// end of an epoch and before a checkpoint. 0, or the status to stop with.
+  /// end of an epoch whose results are used and before a checkpoint. 0, or
+  /// the status to stop with.
   int checkDeviceParams();
+  /// The training steps' clock (--speed): it runs from the start of a step
+  /// until the step's loss is read.
+  void startStepClock();
+  void stopStepClock();
+  /// Counts the loss of \p Step toward its epoch's, or stops on it: 0, or
+  /// the status to stop with.
+  int countLoss(double Loss, const QueuedStep &Step);
+  /// Waits for the step in flight, if any, and counts its loss.
+  int settle();
   /// After an error that stops training: where the last good state is.
   void noteLastCheckpoint();
   /// SIGINT or SIGTERM: saves a checkpoint when asked to, says so, and
@@ -200,7 +228,9 @@ private:
   Progress Live{false, 0};
   JsonLog Log;
   std::chrono::steady_clock::time_point Start;
-  double StepSeconds = 0; ///< In loadRows and trainStep: what --speed reports.
+  double StepSeconds = 0; ///< On the steps' clock: what --speed reports.
+  std::optional<std::chrono::steady_clock::time_point> StepClock;
+  std::optional<QueuedStep> InFlight;
   uint64_t RowsTrained = 0; ///< By this process.
   std::string LastCheckpoint; ///< "FILE (epoch E, step S)", or empty.
 };
@@ -208,7 +238,7 @@ private:
 /// One "epoch" line: the training loss, then each metric, then the test
 /// loss; and the same as a JSON object.
 bool Trainer::endEpoch(int64_t Epoch, double Loss, std::string &Err) {
-  bool Reported = Epoch % M.ReportEvery == 0 || Epoch == O.Epochs;
+  bool Reported = reported(Epoch);
   bool Print = Reported && !O.Quiet;
   // Evaluation costs time; it is skipped when nothing shows its results.
   bool Evaluate = Reported && (Print || Log.isOpen() || !O.Plot.empty());
@@ -541,9 +571,8 @@ bool Trainer::saveCheckpoint(std::string &Err) {
   return true;
 }
 
-std::string Trainer::where() const {
-  return "at epoch " + std::to_string(Pos.Epoch) + ", step " +
-         std::to_string(Pos.Step);
+std::string Trainer::where(int64_t Epoch, int64_t Step) {
+  return "at epoch " + std::to_string(Epoch) + ", step " + std::to_string(Step);
 }
 
 void Trainer::noteLastCheckpoint() {
@@ -552,11 +581,13 @@ void Trainer::noteLastCheckpoint() {
                  LastCheckpoint.c_str());
 }
 
-int Trainer::nonFinite(double Loss, int BadParam, size_t Rows) {
+int Trainer::nonFinite(double Loss, int BadParam, size_t Rows, int64_t Epoch,
+                       int64_t Step) {
   bool OnDevice = Mod.device() != nullptr;
   std::string What;
   if (!std::isfinite(Loss)) {
-    What = std::string("loss is ") + nonFiniteName(Loss) + " " + where();
+    What = std::string("loss is ") + nonFiniteName(Loss) + " " +
+           where(Epoch, Step);
     if (BadParam < 0)
       What += " (the parameters are finite)";
     else if (OnDevice) // The parameters before the step were not checked.
@@ -568,8 +599,8 @@ int Trainer::nonFinite(double Loss, int BadParam, size_t Rows) {
               M.Params[size_t(BadParam)].Name + ")";
   } else {
     What = "parameter " + M.Params[size_t(BadParam)].Name +
-           " is not finite after the update " + where() + " (the loss, " +
-           formatValue(Loss) + ", was finite)";
+           " is not finite after the update " + where(Epoch, Step) +
+           " (the loss, " + formatValue(Loss) + ", was finite)";
   }
   Live.clear();
   if (O.OnNan == Options::NanAction::SkipBatch) {
@@ -606,13 +637,15 @@ int Trainer::checkDeviceParams() {
         "parameter " + M.Params[size_t(Bad)].Name + " is not finite " +
             where() +
             " (every loss was finite; on the GPU the parameters are checked "
-            "at the end of each epoch and before a checkpoint, not after "
-            "every step)");
+            "at the end of an epoch that is reported, logged or saved, not "
+            "after every step)");
   noteLastCheckpoint();
   return ExitNonFinite;
 }
 
 int Trainer::interrupted() {
+  if (int Status = settle())
+    return Status;
   Live.clear();
   int Signal = interruptSignal();
   char Where[160];
@@ -640,46 +673,89 @@ int Trainer::interrupted() {
   return ExitSignal + Signal;
 }
 
+void Trainer::startStepClock() {
+  if (!StepClock)
+    StepClock = std::chrono::steady_clock::now();
+}
+
+void Trainer::stopStepClock() {
+  if (StepClock)
+    StepSeconds += std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - *StepClock)
+                       .count();
+  StepClock.reset();
+}
+
+int Trainer::countLoss(double Loss, const QueuedStep &Step) {
+  if (!std::isfinite(Loss))
+    return nonFinite(Loss, Mod.firstNonFiniteParam(), Step.Rows, Step.Epoch,
+                     Step.Step);
+  // A step of an epoch that is over: nothing used that epoch's loss.
+  if (Step.Epoch == Pos.Epoch) {
+    Pos.LossSum += Loss * double(Step.Rows);
+    Pos.LossRows += Step.Rows;
+  }
+  return 0;
+}
+
+int Trainer::settle() {
+  std::optional<QueuedStep> Step = std::exchange(InFlight, std::nullopt);
+  if (!Step)
+    return 0;
+  double Loss = *Mod.finishTrainStep();
+  stopStepClock();
+  return countLoss(Loss, *Step);
+}
+
 int Trainer::train() {
   // With one batch per epoch the order changes nothing but rounding: the
   // rows are not shuffled, and stay loaded until an evaluation replaces them.
   bool WholeBatch = BatchRows >= Order.size();
   uint64_t Resident = ~uint64_t(0); // Mod.loads() once the whole batch is loaded.
   bool Skip = O.OnNan == Options::NanAction::SkipBatch;
+  bool Overlap = Mod.device() && !Skip;
   std::string Err;
   if (Skip && !Mod.allocateUndo(Err))
     return error(ExitData, Prog, Err);
   // The NaN guard checks the loss after every step, and on the CPU the
   // parameters too. On a device that pass would download them at every
   // step: they are checked there when the loss is not finite, at the end of
-  // each epoch, and before a checkpoint.
+  // an epoch whose results are used, and before a checkpoint.
   bool ParamsEveryStep = !Mod.device();
   while (Pos.Epoch <= O.Epochs) {
     if (Pos.Offset == 0 && M.Shuffle && !WholeBatch)
       Shuffler.shuffle(Order.data(), Order.size());
     while (Pos.Offset < Order.size()) {
       size_t N = std::min(BatchRows, Order.size() - Pos.Offset);
-      auto StepStart = std::chrono::steady_clock::now();
+      startStepClock();
       if (!WholeBatch || Mod.loads() != Resident) {
         Mod.loadRows(T, &Order[Pos.Offset], N);
         Resident = Mod.loads();
       }
-      if (Skip)
-        Mod.saveUndo();
-      double Loss = Mod.trainStep(O.Lr, ++Pos.Step);
-      int BadParam = ParamsEveryStep || !std::isfinite(Loss)
-                         ? Mod.firstNonFiniteParam()
-                         : -1;
-      // The guard's pass over the parameters is part of a step's cost.
-      StepSeconds += std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - StepStart)
-                         .count();
-      if (!std::isfinite(Loss) || BadParam >= 0) {
-        if (int Status = nonFinite(Loss, BadParam, N))
-          return Status;
+      ++Pos.Step;
+      if (Overlap) {
+        std::optional<double> Before = Mod.queueTrainStep(O.Lr, Pos.Step);
+        std::optional<QueuedStep> Done =
+            std::exchange(InFlight, QueuedStep{Pos.Epoch, Pos.Step, N});
+        if (Before)
+          if (int Status = countLoss(*Before, *Done))
+            return Status;
       } else {
-        Pos.LossSum += Loss * double(N);
-        Pos.LossRows += N;
+        if (Skip)
+          Mod.saveUndo();
+        double Loss = Mod.trainStep(O.Lr, Pos.Step);
+        int BadParam = ParamsEveryStep || !std::isfinite(Loss)
+                           ? Mod.firstNonFiniteParam()
+                           : -1;
+        // The guard's pass over the parameters is part of a step's cost.
+        stopStepClock();
+        if (!std::isfinite(Loss) || BadParam >= 0) {
+          if (int Status = nonFinite(Loss, BadParam, N, Pos.Epoch, Pos.Step))
+            return Status;
+        } else {
+          Pos.LossSum += Loss * double(N);
+          Pos.LossRows += N;
+        }
       }
       Pos.Offset += N;
       RowsTrained += N;
@@ -688,16 +764,30 @@ int Trainer::train() {
       if (interruptSignal())
         return interrupted();
     }
+    int64_t Epoch = Pos.Epoch;
+    bool Reported = reported(Epoch);
+    bool Due = !O.Checkpoint.empty() &&
+               (Epoch % O.CheckpointEvery == 0 || Epoch == O.Epochs);
+    if (Overlap && !Reported && !Due && !Log.isOpen() && O.Plot.empty()) {
+      // Nothing uses this epoch's loss: its last step stays in flight while
+      // the next epoch's first is queued (for a model trained on one batch,
+      // every step is the last of its epoch).
+      Pos = {Epoch + 1, 0, Pos.Step, 0, 0};
+      if (interruptSignal())
+        return interrupted();
+      continue;
+    }
+    if (int Status = settle())
+      return Status;
     if (Pos.LossRows == 0) {
       Live.clear();
       return error(ExitNonFinite, Prog,
-                   "every batch of epoch " + std::to_string(Pos.Epoch) +
+                   "every batch of epoch " + std::to_string(Epoch) +
                        " was skipped (--on-nan skip-batch): the loss or "
                        "the parameters are not finite at any step");
     }
     if (int Status = checkDeviceParams())
       return Status;
-    int64_t Epoch = Pos.Epoch;
     double Loss = Pos.LossSum / double(Pos.LossRows);
     Pos = {Epoch + 1, 0, Pos.Step, 0, 0};
     if (!O.Plot.empty()) // One point per epoch: millions for the small models.
@@ -706,8 +796,7 @@ int Trainer::train() {
       Live.clear();
       return error(ExitData, Prog, Err);
     }
-    bool Due = Epoch % O.CheckpointEvery == 0 || Epoch == O.Epochs;
-    if (!O.Checkpoint.empty() && Due && !saveCheckpoint(Err)) {
+    if (Due && !saveCheckpoint(Err)) {
       Live.clear();
       return error(ExitData, Prog, Err);
     }

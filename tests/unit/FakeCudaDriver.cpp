@@ -12,7 +12,11 @@
 /// writes the launch's number (1, 2, ...) into its nnc_call's loss, so that
 /// a loss read back shows whether it was read after the launch. Launches
 /// and asynchronous copies wait in one queue, in order, until something
-/// waits for them (a synchronization, a synchronous copy), as on a GPU.
+/// waits for them (a synchronization, a synchronous copy, an event), as on
+/// a GPU. With FAKE_CUDA_STATS set, it says at exit how many launches were
+/// still queued after a wait, at the most: more than none when the host
+/// queues work while the device is busy. FAKE_CUDA_NAN_LAUNCH=K makes
+/// launch K write NaN.
 ///
 /// It checks the calls against the driver's rules, and a call that breaks
 /// one ends the process with "fake libcuda: ..." on stderr: memory it did
@@ -27,15 +31,19 @@
 
 #include "nnc/runtime.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -112,22 +120,42 @@ struct Driver {
   }
   std::string Ptx;
   std::vector<std::unique_ptr<Kernel>> Kernels;
-  std::vector<std::function<void()>> Queue; ///< Not yet done, in order.
-  Graph *Capture = nullptr;                 ///< The capture under way.
+  /// Operations not yet done, in order; whether each is a launch.
+  std::deque<std::pair<std::function<void()>, bool>> Queue;
+  uint64_t Done = 0;        ///< Operations done so far.
+  Graph *Capture = nullptr; ///< The capture under way.
   uint64_t Launches = 0;
+  size_t MostLeftQueued = 0; ///< Launches queued after a wait.
 
   ~Driver() {
     if (!Registered.empty())
       std::fprintf(stderr, "fake libcuda: %zu host ranges still registered\n",
                    Registered.size());
+    if (std::getenv("FAKE_CUDA_STATS"))
+      std::fprintf(stderr,
+                   "fake libcuda: %llu launches, at most %zu still queued "
+                   "after a wait\n",
+                   (unsigned long long)Launches, MostLeftQueued);
   }
 
-  void finish() {
-    // Run in order; an operation may not add to the queue.
-    std::vector<std::function<void()>> Ops;
-    Ops.swap(Queue);
-    for (auto &Op : Ops)
+  void push(std::function<void()> Op, bool IsLaunch = false) {
+    Queue.emplace_back(std::move(Op), IsLaunch);
+  }
+  /// The number of the operation queued next.
+  uint64_t end() const { return Done + Queue.size(); }
+  /// Runs the operations, in order, up to operation \p Until.
+  void finish(uint64_t Until = UINT64_MAX) {
+    while (!Queue.empty() && Done < Until) {
+      // An operation may not add to the queue.
+      std::function<void()> Op = std::move(Queue.front().first);
+      Queue.pop_front();
+      ++Done;
       Op();
+    }
+    size_t Left = 0;
+    for (auto &Entry : Queue)
+      Left += Entry.second;
+    MostLeftQueued = std::max(MostLeftQueued, Left);
   }
 };
 
@@ -299,7 +327,7 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr To, const void *From, size_t Bytes,
   if (!driver().pageLocked(uintptr_t(From), Bytes))
     broken("cuMemcpyHtoDAsync_v2: from pageable host memory");
   uint64_t Sum = checksum(From, Bytes);
-  driver().Queue.push_back([=] {
+  driver().push([=] {
     if (checksum(From, Bytes) != Sum)
       broken("cuMemcpyHtoDAsync_v2: the host memory changed before the "
              "copy was done");
@@ -315,7 +343,7 @@ CUresult cuMemcpyDtoHAsync_v2(void *To, CUdeviceptr From, size_t Bytes,
     broken("cuMemcpyDtoHAsync_v2: to pageable host memory");
   // Read before the copy is done, it is NaN.
   std::memset(To, 0xff, Bytes);
-  driver().Queue.push_back([=] {
+  driver().push([=] {
     std::memcpy(To, reinterpret_cast<const void *>(uintptr_t(From)), Bytes);
   });
   return Success;
@@ -342,12 +370,16 @@ CUresult cuLaunchKernel(void *Function, unsigned GridX, unsigned GridY,
   CUdeviceptr Call = *static_cast<CUdeviceptr *>(Params[0]);
   D.Device.check(uintptr_t(Call), sizeof(nnc_call), "cuLaunchKernel");
   auto Run = [&D, Call] {
-    reinterpret_cast<nnc_call *>(uintptr_t(Call))->loss = double(++D.Launches);
+    static const char *NanLaunch = std::getenv("FAKE_CUDA_NAN_LAUNCH");
+    double Loss = double(++D.Launches);
+    if (NanLaunch && std::strtoull(NanLaunch, nullptr, 10) == D.Launches)
+      Loss = std::nan("");
+    reinterpret_cast<nnc_call *>(uintptr_t(Call))->loss = Loss;
   };
   if (D.Capture)
     D.Capture->Launches.push_back(Run);
   else
-    D.Queue.push_back(Run);
+    D.push(Run, true);
   return Success;
 }
 
@@ -380,7 +412,7 @@ CUresult cuGraphInstantiateWithFlags(void **Exec, void *G, unsigned long long) {
 }
 CUresult cuGraphLaunch(void *Exec, void *) {
   for (auto &Launch : static_cast<Graph *>(Exec)->Launches)
-    driver().Queue.push_back(Launch);
+    driver().push(Launch, true);
   return Success;
 }
 CUresult cuGraphExecDestroy(void *Exec) {
@@ -389,6 +421,33 @@ CUresult cuGraphExecDestroy(void *Exec) {
 }
 CUresult cuGraphDestroy(void *G) {
   delete static_cast<Graph *>(G);
+  return Success;
+}
+
+// An event is the queue's position when it was last recorded.
+struct Event {
+  uint64_t At;
+  bool Recorded;
+};
+CUresult cuEventCreate(void **E, unsigned) {
+  *E = new Event{0, false};
+  return Success;
+}
+CUresult cuEventRecord(void *E, void *Stream) {
+  if (Stream)
+    broken("cuEventRecord: on a stream of its own, not the default one");
+  *static_cast<Event *>(E) = {driver().end(), true};
+  return Success;
+}
+CUresult cuEventSynchronize(void *E) {
+  const Event &Ev = *static_cast<Event *>(E);
+  if (!Ev.Recorded)
+    broken("cuEventSynchronize: the event was never recorded");
+  driver().finish(Ev.At);
+  return Success;
+}
+CUresult cuEventDestroy_v2(void *E) {
+  delete static_cast<Event *>(E);
   return Success;
 }
 

@@ -7,9 +7,9 @@
 // The simulator of cuda-sim trainers, with kernels written by hand: thread
 // and block indices, wide launches, barriers (reused many times, missing,
 // or not reached by every thread), shared memory, separate device memory,
-// nnc_gpu_launch, a schedule's failed launch, and recorded schedules
-// (--cuda-graphs). No framework: CHECK prints the failing condition and counts it;
-// the exit status is 1 when any check failed.
+// nnc_gpu_launch, a schedule's failed launch, recorded schedules
+// (--cuda-graphs), and queued calls' readbacks. No framework: CHECK prints the
+// failing condition and counts it; the exit status is 1 when any check failed.
 //
 // usage: nnc-gpu-unittest             the simulator's tests
 //        nnc-gpu-unittest --open-cuda  opens the CUDA driver for a program of
@@ -22,6 +22,7 @@
 #include "Gpu.h"
 #include "Check.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -343,6 +344,35 @@ void testRecording(Device &D) {
   CHECK(ScheduleRuns == 3);
 }
 
+void testQueue(Device &D) {
+  // A queued call's readback is finished once the next call is queued, or
+  // by finishQueued() or run(): each into its own place, from its own call.
+  DeviceCall One(D, nullptr, 1), Two(D, nullptr, 2), Three(D, nullptr, 3);
+  auto LossOf = [](DeviceCall &C, double &To) {
+    return Device::Readback{
+        &To, static_cast<char *>(C.Memory.get()) + offsetof(nnc_call, loss),
+        sizeof(double)};
+  };
+  double First = -1, Second = -1, Third = -1;
+  const double Sum = Block * (Block - 1) / 2; // The sum kernel's, for lr 1.
+  D.queue(sum, "sum", One.Memory.get(), 1, LossOf(One, First));
+  CHECK(First == -1);
+  D.queue(sum, "sum", Two.Memory.get(), 1, LossOf(Two, Second));
+  CHECK(First == Sum);
+  CHECK(Second == -1);
+  D.finishQueued();
+  CHECK(Second == 2 * Sum);
+  Second = -1;
+  D.finishQueued(); // Nothing pending: nothing written.
+  CHECK(Second == -1);
+  D.queue(sum, "sum", Three.Memory.get(), 1, LossOf(Three, Third));
+  double Again = -1;
+  Device::Readback Readback = LossOf(One, Again);
+  D.run(sum, "sum", One.Memory.get(), 1, &Readback);
+  CHECK(Third == 3 * Sum);
+  CHECK(Again == Sum);
+}
+
 int openCuda() {
   GpuProgram P = testProgram();
   P.SimKernels = nullptr;
@@ -381,6 +411,7 @@ int main(int Argc, char **Argv) {
   testMissingBarrier(*D);
   testStrayBarrier(*D);
   testRecording(*D);
+  testQueue(*D);
   if (Failures) {
     std::fprintf(stderr, "%d check(s) failed\n", Failures);
     return 1;
