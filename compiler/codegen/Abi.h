@@ -22,9 +22,12 @@ enum CallField : unsigned {
   CallStep,
   CallLoss,
   CallSeed,
+  CallTable,
+  CallRows,
 };
 
-/// { ptr x6, i64 batch, double lr, i64 step, double loss, i64 seed }
+/// { ptr x6, i64 batch, double lr, i64 step, double loss, i64 seed, ptr table,
+///   ptr rows }
 llvm::StructType *getCallType(llvm::LLVMContext &context);
 
 } // namespace nnc

@@ -55,8 +55,8 @@ llvm::StructType *getCallType(llvm::LLVMContext &context) {
   llvm::Type *ptr = llvm::PointerType::getUnqual(context);
   llvm::Type *i64 = llvm::Type::getInt64Ty(context);
   llvm::Type *f64 = llvm::Type::getDoubleTy(context);
-  return llvm::StructType::get(
-      context, {ptr, ptr, ptr, ptr, ptr, ptr, i64, f64, i64, f64, i64});
+  return llvm::StructType::get(context,
+                               {ptr, ptr, ptr, ptr, ptr, ptr, i64, f64, i64, f64, i64, ptr, ptr});
 }
 
 namespace {
@@ -4762,6 +4762,76 @@ void addPointerArray(llvm::Module &module, std::vector<llvm::Constant *> pointer
                            llvm::ConstantArray::get(type, pointers), name);
 }
 
+/// nnc_gpu_gather's kernel: rows[r] of each slot of the call's table to row
+/// r of its input slot, for r below the batch. A warp copies a row, its
+/// lanes consecutive 4-byte words, so that rows of any width coalesce.
+/// \p slotWords: each slot's words per row, as the runtime lays them out.
+llvm::Function *emitGatherKernel(GpuTarget &gpu, const std::vector<int64_t> &slotWords) {
+  llvm::LLVMContext &context = gpu.kernelModule().getContext();
+  llvm::IRBuilder<> b(context);
+  auto *fn = llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), {b.getPtrTy()}, false),
+                                    llvm::Function::ExternalLinkage, "nnc_gpu_gather_rows",
+                                    gpu.kernelModule());
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  fn->addParamAttr(0, llvm::Attribute::NoAlias);
+  llvm::Value *call = fn->getArg(0);
+  call->setName("call");
+  b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", fn));
+  llvm::StructType *callType = getCallType(context);
+  auto field = [&](CallField f, llvm::Type *type, const char *name) {
+    return b.CreateLoad(type, b.CreateStructGEP(callType, call, f), name);
+  };
+  llvm::Value *inputs = field(CallInputs, b.getPtrTy(), "inputs");
+  llvm::Value *table = field(CallTable, b.getPtrTy(), "table");
+  llvm::Value *rows = field(CallRows, b.getPtrTy(), "rows");
+  llvm::Value *batch = field(CallBatch, b.getInt64Ty(), "batch");
+  constexpr int64_t warp = 32, warps = GpuBlock / warp;
+  llvm::Value *thread = b.CreateZExt(gpu.thread(b), b.getInt64Ty());
+  llvm::Value *lane = b.CreateAnd(thread, warp - 1, "lane");
+  llvm::Value *firstRow =
+      b.CreateAdd(b.CreateMul(b.CreateZExt(gpu.block(b), b.getInt64Ty()), b.getInt64(warps)),
+                  b.CreateUDiv(thread, b.getInt64(warp)), "first_row");
+  llvm::Value *rowStride =
+      b.CreateMul(b.CreateZExt(gpu.blocks(b), b.getInt64Ty()), b.getInt64(warps), "row_stride");
+  // for (i = begin; i < end; i += step) body(i), the loop's blocks named after what it counts.
+  auto loop = [&](llvm::Value *begin, llvm::Value *end, llvm::Value *step, const char *name,
+                  const std::function<void(llvm::Value *)> &body) {
+    llvm::BasicBlock *before = b.GetInsertBlock();
+    auto *head = llvm::BasicBlock::Create(context, name, fn);
+    auto *inside = llvm::BasicBlock::Create(context, std::string(name) + ".body", fn);
+    auto *after = llvm::BasicBlock::Create(context, std::string(name) + ".end", fn);
+    b.CreateBr(head);
+    b.SetInsertPoint(head);
+    llvm::PHINode *i = b.CreatePHI(b.getInt64Ty(), 2, name);
+    i->addIncoming(begin, before);
+    b.CreateCondBr(b.CreateICmpULT(i, end), inside, after);
+    b.SetInsertPoint(inside);
+    body(i);
+    i->addIncoming(b.CreateAdd(i, step), b.GetInsertBlock());
+    b.CreateBr(head);
+    b.SetInsertPoint(after);
+  };
+  for (size_t slot = 0; slot < slotWords.size(); ++slot) {
+    llvm::Value *index = b.getInt64(int64_t(slot));
+    llvm::Value *to = b.CreateLoad(b.getPtrTy(), b.CreateGEP(b.getPtrTy(), inputs, index), "to");
+    llvm::Value *from = b.CreateLoad(b.getPtrTy(), b.CreateGEP(b.getPtrTy(), table, index), "from");
+    llvm::Value *words = b.getInt64(slotWords[slot]);
+    loop(firstRow, batch, rowStride, "row", [&](llvm::Value *row) {
+      llvm::Value *source = b.CreateSExt(
+          b.CreateLoad(b.getInt32Ty(), b.CreateGEP(b.getInt32Ty(), rows, row)), b.getInt64Ty());
+      llvm::Value *fromRow = b.CreateMul(source, words), *toRow = b.CreateMul(row, words);
+      loop(lane, words, b.getInt64(warp), "word", [&](llvm::Value *word) {
+        llvm::Value *value = b.CreateLoad(
+            b.getInt32Ty(), b.CreateGEP(b.getInt32Ty(), from, b.CreateAdd(fromRow, word)));
+        b.CreateStore(value, b.CreateGEP(b.getInt32Ty(), to, b.CreateAdd(toRow, word)));
+      });
+    });
+  }
+  b.CreateRetVoid();
+  gpu.finishKernel(*fn);
+  return fn;
+}
+
 /// The GPU kernels of every graph, their launch schedules and tables
 /// (runtime.h, "GPU trainers").
 bool addGpuCode(llvm::Module &module, const Model &model, const Program &program,
@@ -4867,6 +4937,27 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
       launchAll(whole ? *whole : *big);
     }
   }
+  // nnc_gpu_gather: its kernel on as many blocks as keep the device busy.
+  // A slot's row is as the runtime gathers it on the host: integers as
+  // int32, features in the model's type.
+  std::vector<int64_t> slotWords;
+  for (const auto *ios : {&model.Inputs, &model.Labels})
+    for (const IoSpec &io : *ios) {
+      int64_t width = 1;
+      for (int64_t d : io.Dims)
+        width *= d;
+      slotWords.push_back(io.isInteger() || model.FloatType == ir::DType::F32 ? width : 2 * width);
+    }
+  llvm::Function *gather = emitGatherKernel(*gpu, slotWords);
+  auto *gatherSchedule =
+      llvm::Function::Create(llvm::FunctionType::get(b.getVoidTy(), {b.getPtrTy()}, false),
+                             llvm::Function::ExternalLinkage, "nnc_gpu_gather", module);
+  b.SetInsertPoint(llvm::BasicBlock::Create(context, "entry", gatherSchedule));
+  b.CreateCall(launch,
+               {gatherSchedule->getArg(0), b.getInt32(int32_t(names.size())), b.getInt32(0)});
+  b.CreateRetVoid();
+  names.push_back(b.CreateGlobalStringPtr(gather->getName(), "", 0, &module));
+  kernels.push_back(gather);
   names.push_back(llvm::ConstantPointerNull::get(b.getPtrTy()));
   addPointerArray(module, names, "nnc_gpu_kernels");
   std::vector<llvm::Constant *> probes;

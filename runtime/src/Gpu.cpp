@@ -23,6 +23,7 @@ void nnc_gpu_train_step(void *) __attribute__((weak));
 void nnc_gpu_loss_grad(void *) __attribute__((weak));
 void nnc_gpu_eval(void *) __attribute__((weak));
 void nnc_gpu_predict(void *) __attribute__((weak));
+void nnc_gpu_gather(void *) __attribute__((weak));
 extern void (*const nnc_gpu_probes[])(void *) __attribute__((weak));
 extern const char nnc_cuda_ptx[] __attribute__((weak));
 extern void (*const nnc_sim_kernels[])(nnc_call *) __attribute__((weak));
@@ -38,6 +39,7 @@ GpuProgram nnc::trainerGpuProgram() {
   P.LossGrad = nnc_gpu_loss_grad;
   P.Eval = nnc_gpu_eval;
   P.Predict = nnc_gpu_predict;
+  P.Gather = nnc_gpu_gather;
   P.Probes = nnc_gpu_probes;
   P.Ptx = nnc_cuda_ptx;
   P.SimKernels = nnc_sim_kernels;

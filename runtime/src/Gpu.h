@@ -42,7 +42,7 @@ struct GpuProgram {
   const char *const *Kernels = nullptr; ///< nnc_gpu_kernels, null-terminated.
   const int64_t *Workspace = nullptr;   ///< nnc_gpu_workspace: fixed, per row.
   Schedule TrainStep = nullptr, LossGrad = nullptr, Eval = nullptr,
-           Predict = nullptr;
+           Predict = nullptr, Gather = nullptr;
   const Schedule *Probes = nullptr;
   const char *Ptx = nullptr;              ///< --target=cuda
   const SimKernel *SimKernels = nullptr;  ///< --target=cuda-sim
@@ -121,6 +121,14 @@ public:
   /// Waits for the call queued last and finishes its readback; nothing when
   /// none is pending.
   void finishQueued();
+  /// Launches schedule \p S on \p Call and goes on: the calls after it see
+  /// its results, and a fault in it shows at the next wait.
+  void launchOnly(GpuProgram::Schedule S, const char *Name, void *Call,
+                  int64_t Rows) {
+    launchSchedule(S, Name, Call, Rows);
+  }
+  /// Waits for everything asked of the device so far.
+  void wait() { synchronize(); }
   /// nnc_gpu_rows: the rows of the call under way.
   int64_t rows() const { return Rows; }
   /// --gpu-trace: each launch prints a line to stderr, the kernel's name

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 using namespace nnc;
@@ -103,7 +104,7 @@ bool Model::allocate(size_t Rows, Device *D, std::string &Err) {
   std::vector<size_t> SlotBytes(M.Slots.size());
   for (size_t S = 0; Ok && S < M.Slots.size(); ++S) {
     Ok = mulBytes(size_t(M.Slots[S].width()),
-                  M.Slots[S].IsClass ? sizeof(int32_t) : Elem, 1,
+                  M.Slots[S].isInteger() ? sizeof(int32_t) : Elem, 1,
                   SlotRowBytes[S]) &&
          mulBytes(SlotRowBytes[S], Rows, 1, SlotBytes[S]) &&
          SlotBuffers[S].allocate(SlotBytes[S]);
@@ -196,17 +197,75 @@ void Model::loadRows(const Table &T, const size_t *Rows, size_t N) {
   gatherRows(T, Rows, N, M.Type, SlotPtrs.data());
   Call.batch = int64_t(N);
   ++Loads;
+  Selected = false;
+}
+
+bool Model::placeTable(const Table &T) {
+  if (!Dev || !Dev->program().Gather || T.Rows == 0 ||
+      T.Rows > size_t(INT32_MAX) || T.Slots.size() != SlotPtrs.size())
+    return false;
+  size_t Total = 0;
+  for (size_t RowBytes : SlotRowBytes)
+    if (RowBytes > MaxTableBytes / T.Rows ||
+        (Total += RowBytes * T.Rows) > MaxTableBytes)
+      return false;
+  DeviceTable.resize(SlotPtrs.size());
+  std::vector<const void *> Addresses;
+  for (size_t S = 0; S < SlotPtrs.size(); ++S) {
+    DeviceTable[S].allocate(*Dev, SlotRowBytes[S] * T.Rows);
+    Addresses.push_back(DeviceTable[S].get());
+  }
+  // Through the input buffers, a batch of rows at a time: each batch's
+  // uploads are waited for before the next is gathered over them.
+  std::vector<size_t> Rows(MaxRows);
+  for (size_t First = 0; First < T.Rows; First += MaxRows) {
+    size_t N = std::min(MaxRows, T.Rows - First);
+    for (size_t I = 0; I < N; ++I)
+      Rows[I] = First + I;
+    gatherRows(T, Rows.data(), N, M.Type, SlotPtrs.data());
+    for (size_t S = 0; S < SlotPtrs.size(); ++S)
+      Dev->upload(static_cast<char *>(DeviceTable[S].get()) +
+                      First * SlotRowBytes[S],
+                  SlotPtrs[S], N * SlotRowBytes[S]);
+    Dev->wait();
+  }
+  ++Loads; // The input buffers no longer hold the rows loaded last.
+  DeviceTableSlots.allocate(*Dev, sizeof(void *) * Addresses.size());
+  Dev->upload(DeviceTableSlots.get(), Addresses.data(),
+              sizeof(void *) * Addresses.size());
+  DeviceRows.allocate(*Dev, sizeof(int32_t) * MaxRows);
+  GatherCallCopy.allocate(*Dev, sizeof(nnc_call));
+  GatherCall.inputs = DeviceCall.inputs;
+  GatherCall.table = static_cast<const void *const *>(DeviceTableSlots.get());
+  GatherCall.rows = static_cast<const int32_t *>(DeviceRows.get());
+  SelectedRows.resize(MaxRows);
+  return true;
+}
+
+void Model::selectRows(const size_t *Rows, size_t N) {
+  for (size_t I = 0; I < N; ++I)
+    SelectedRows[I] = int32_t(Rows[I]);
+  Call.batch = int64_t(N);
+  ++Loads;
+  Selected = true;
 }
 
 Device::Readback Model::uploadCall(double *Loss) {
   Params.device();
   State.device();
-  if (UploadedLoads != Loads) {
+  if (UploadedLoads != Loads && Selected) {
+    size_t N = size_t(Call.batch);
+    Dev->upload(DeviceRows.get(), SelectedRows.data(), sizeof(int32_t) * N);
+    GatherCall.batch = Call.batch;
+    Dev->upload(GatherCallCopy.get(), &GatherCall, sizeof(GatherCall));
+    Dev->launchOnly(Dev->program().Gather, "nnc_gpu_gather",
+                    GatherCallCopy.get(), Call.batch);
+  } else if (UploadedLoads != Loads) {
     for (size_t S = 0; S < DeviceSlots.size(); ++S)
       Dev->upload(DeviceSlots[S].get(), SlotPtrs[S],
                   SlotRowBytes[S] * size_t(Call.batch));
-    UploadedLoads = Loads;
   }
+  UploadedLoads = Loads;
   DeviceCall.batch = Call.batch;
   DeviceCall.lr = Call.lr;
   DeviceCall.step = Call.step;

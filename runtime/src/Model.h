@@ -111,6 +111,16 @@ public:
 
   /// Copies Rows[0, N) of \p T into the input buffers for the next call.
   void loadRows(const Table &T, const size_t *Rows, size_t N);
+  /// On a device: copies every row of \p T there, once, so that
+  /// selectRows() can take the place of loadRows(). False, changing
+  /// nothing, without a device or a gather kernel, or when the rows would
+  /// take more than MaxTableBytes.
+  bool placeTable(const Table &T);
+  static constexpr size_t MaxTableBytes = size_t(2) << 30;
+  /// loadRows() from the rows placeTable() put on the device: the next call
+  /// uploads only their numbers, and gathers the rows there. The host's
+  /// input buffers do not get them.
+  void selectRows(const size_t *Rows, size_t N);
   /// How many times loadRows has run: while it is unchanged, the rows
   /// loaded last are still in the input buffers (calls do not write them),
   /// on the device too once a call has uploaded them.
@@ -179,8 +189,8 @@ private:
   double call(void (*Cpu)(nnc_call *), GpuProgram::Schedule Gpu,
               const char *GpuName);
   /// On a device: uploads what a call reads (the parameters and state when
-  /// the host changed them, the rows when not there yet, the nnc_call), and
-  /// returns the readback of its loss into \p Loss.
+  /// the host changed them, the rows when not there yet or their numbers to
+  /// gather, the nnc_call), and returns the readback of its loss into \p Loss.
   Device::Readback uploadCall(double *Loss);
   /// From a device: the first \p Values elements of the output.
   void fetchOutput(size_t Values);
@@ -214,6 +224,14 @@ private:
   std::vector<DeviceBuffer> DeviceSlots;
   nnc_call DeviceCall = {};
   uint64_t UploadedLoads = 0; ///< loads() when the inputs went up last.
+  /// placeTable: every row of each slot on the device, the array of their
+  /// addresses, the batch's row numbers there, and the call of the gather
+  /// kernel (GatherCall, with their addresses), uploaded before each gather.
+  std::vector<DeviceBuffer> DeviceTable;
+  DeviceBuffer DeviceTableSlots, DeviceRows, GatherCallCopy;
+  nnc_call GatherCall = {};
+  std::vector<int32_t> SelectedRows; ///< By selectRows, for the next call.
+  bool Selected = false;             ///< The last load was selectRows.
   /// queueTrainStep: the steps queued so far, each one's loss in
   /// QueuedLosses[its number % 2], and whether the last is not finished.
   uint64_t QueuedSteps = 0;

@@ -722,6 +722,10 @@ int Trainer::train() {
   // step: they are checked there when the loss is not finite, at the end of
   // an epoch whose results are used, and before a checkpoint.
   bool ParamsEveryStep = !Mod.device();
+  // On a device the data set goes there once, when it fits: a step then
+  // uploads its rows' numbers and gathers the rows there, instead of the
+  // host gathering them and uploading them all.
+  bool TableOnDevice = Mod.placeTable(T);
   while (Pos.Epoch <= O.Epochs) {
     if (Pos.Offset == 0 && M.Shuffle && !WholeBatch)
       Shuffler.shuffle(Order.data(), Order.size());
@@ -729,7 +733,10 @@ int Trainer::train() {
       size_t N = std::min(BatchRows, Order.size() - Pos.Offset);
       startStepClock();
       if (!WholeBatch || Mod.loads() != Resident) {
-        Mod.loadRows(T, &Order[Pos.Offset], N);
+        if (TableOnDevice)
+          Mod.selectRows(&Order[Pos.Offset], N);
+        else
+          Mod.loadRows(T, &Order[Pos.Offset], N);
         Resident = Mod.loads();
       }
       ++Pos.Step;

@@ -369,7 +369,22 @@ CUresult cuLaunchKernel(void *Function, unsigned GridX, unsigned GridY,
            std::to_string(BlockZ) + " threads");
   CUdeviceptr Call = *static_cast<CUdeviceptr *>(Params[0]);
   D.Device.check(uintptr_t(Call), sizeof(nnc_call), "cuLaunchKernel");
-  auto Run = [&D, Call] {
+  bool Gather = Name == "nnc_gpu_gather_rows";
+  auto Run = [&D, Call, Gather] {
+    const auto *C = reinterpret_cast<const nnc_call *>(uintptr_t(Call));
+    // The gather's call: the table and the row numbers are device memory,
+    // and the numbers are rows.
+    if (Gather) {
+      size_t Rows = size_t(C->batch);
+      D.Device.check(uintptr_t(C->table), sizeof(void *),
+                     "nnc_gpu_gather_rows");
+      D.Device.check(uintptr_t(C->rows), Rows * sizeof(int32_t),
+                     "nnc_gpu_gather_rows");
+      for (size_t I = 0; I < Rows; ++I)
+        if (C->rows[I] < 0)
+          broken("nnc_gpu_gather_rows: row number " +
+                 std::to_string(C->rows[I]));
+    }
     static const char *NanLaunch = std::getenv("FAKE_CUDA_NAN_LAUNCH");
     double Loss = double(++D.Launches);
     if (NanLaunch && std::strtoull(NanLaunch, nullptr, 10) == D.Launches)

@@ -35,6 +35,11 @@ typedef struct nnc_call {
   int64_t step;              /* 1-based optimizer step, nnc_train_step only */
   double loss;               /* out: loss averaged over the batch */
   uint64_t seed;             /* dropout masks: a function of seed and step */
+  /* nnc_gpu_gather only: the data set's rows in device memory, one array
+     per input slot laid out as the slot's rows, and the batch's row
+     numbers in it (batch of them). */
+  const void *const *table;
+  const int32_t *rows;
 } nnc_call;
 
 /* Exported by the generated object. */
@@ -86,6 +91,10 @@ void nnc_gpu_loss_grad(void *device);
 void nnc_gpu_eval(void *device);
 void nnc_gpu_predict(void *device);
 extern void (*const nnc_gpu_probes[])(void *device); /* as nnc_probes */
+/* Copies rows `rows[0, batch)` of every slot of `table` into the slots of
+ * `inputs` (the batch's rows, in order), all on the device: the training
+ * set stays there, and a step uploads only its row numbers. */
+void nnc_gpu_gather(void *device);
 
 /* --target=cuda: the kernels as PTX text (NUL-terminated), for the CUDA
  * driver to load (cuModuleLoadData). */
