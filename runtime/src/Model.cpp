@@ -211,9 +211,14 @@ bool Model::placeTable(const Table &T) {
       return false;
   DeviceTable.resize(SlotPtrs.size());
   std::vector<const void *> Addresses;
-  for (size_t S = 0; S < SlotPtrs.size(); ++S) {
-    DeviceTable[S].allocate(*Dev, SlotRowBytes[S] * T.Rows);
-    Addresses.push_back(DeviceTable[S].get());
+  try {
+    for (size_t S = 0; S < SlotPtrs.size(); ++S) {
+      DeviceTable[S].allocate(*Dev, SlotRowBytes[S] * T.Rows);
+      Addresses.push_back(DeviceTable[S].get());
+    }
+  } catch (const DeviceError &) {
+    DeviceTable.clear(); // No room on the device: the host gathers.
+    return false;
   }
   // Through the input buffers, a batch of rows at a time: each batch's
   // uploads are waited for before the next is gathered over them.

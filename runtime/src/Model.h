@@ -114,7 +114,7 @@ public:
   /// On a device: copies every row of \p T there, once, so that
   /// selectRows() can take the place of loadRows(). False, changing
   /// nothing, without a device or a gather kernel, or when the rows would
-  /// take more than MaxTableBytes.
+  /// take more than MaxTableBytes or more than the device has free.
   bool placeTable(const Table &T);
   static constexpr size_t MaxTableBytes = size_t(2) << 30;
   /// loadRows() from the rows placeTable() put on the device: the next call
