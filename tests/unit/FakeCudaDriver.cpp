@@ -16,7 +16,8 @@
 /// a GPU. With FAKE_CUDA_STATS set, it says at exit how many launches were
 /// still queued after a wait, at the most: more than none when the host
 /// queues work while the device is busy. FAKE_CUDA_NAN_LAUNCH=K makes
-/// launch K write NaN.
+/// launch K write NaN; FAKE_CUDA_MEMORY=BYTES is the device's memory, which
+/// an allocation fails to find room in (out of memory) beyond that.
 ///
 /// It checks the calls against the driver's rules, and a call that breaks
 /// one ends the process with "fake libcuda: ..." on stderr: memory it did
@@ -50,7 +51,8 @@ namespace {
 
 using CUresult = int;
 using CUdeviceptr = unsigned long long;
-constexpr CUresult Success = 0, InvalidValue = 1, NotFound = 500;
+constexpr CUresult Success = 0, InvalidValue = 1, OutOfMemory = 2,
+                   NotFound = 500;
 
 [[noreturn]] void broken(const std::string &What) {
   std::fprintf(stderr, "fake libcuda: %s\n", What.c_str());
@@ -178,9 +180,10 @@ extern "C" {
 CUresult cuInit(unsigned) { return Success; }
 
 CUresult cuGetErrorName(CUresult R, const char **Name) {
-  *Name = R == InvalidValue ? "CUDA_ERROR_INVALID_VALUE"
-          : R == NotFound   ? "CUDA_ERROR_NOT_FOUND"
-                            : "CUDA_ERROR_UNKNOWN";
+  *Name = R == InvalidValue  ? "CUDA_ERROR_INVALID_VALUE"
+          : R == OutOfMemory ? "CUDA_ERROR_OUT_OF_MEMORY"
+          : R == NotFound    ? "CUDA_ERROR_NOT_FOUND"
+                             : "CUDA_ERROR_UNKNOWN";
   return Success;
 }
 
@@ -258,6 +261,12 @@ CUresult cuModuleGetFunction(void **Function, void *, const char *Name) {
 CUresult cuMemAlloc_v2(CUdeviceptr *P, size_t Bytes) {
   if (Bytes == 0)
     return InvalidValue;
+  static const char *Memory = std::getenv("FAKE_CUDA_MEMORY");
+  size_t Used = 0;
+  for (auto &Block : driver().Device.Blocks)
+    Used += Block.second;
+  if (Memory && Used + Bytes > std::strtoull(Memory, nullptr, 10))
+    return OutOfMemory;
   *P = CUdeviceptr(uintptr_t(driver().Device.allocate(Bytes)));
   return Success;
 }
