@@ -216,8 +216,14 @@ bool Model::placeTable(const Table &T) {
       DeviceTable[S].allocate(*Dev, SlotRowBytes[S] * T.Rows);
       Addresses.push_back(DeviceTable[S].get());
     }
+    DeviceTableSlots.allocate(*Dev, sizeof(void *) * Addresses.size());
+    DeviceRows.allocate(*Dev, sizeof(int32_t) * MaxRows);
+    GatherCallCopy.allocate(*Dev, sizeof(nnc_call));
   } catch (const DeviceError &) {
-    DeviceTable.clear(); // No room on the device: the host gathers.
+    // No room on the device: the host gathers.
+    DeviceTable.clear();
+    DeviceTableSlots = DeviceBuffer();
+    DeviceRows = DeviceBuffer();
     return false;
   }
   // Through the input buffers, a batch of rows at a time: each batch's
@@ -235,11 +241,8 @@ bool Model::placeTable(const Table &T) {
     Dev->wait();
   }
   ++Loads; // The input buffers no longer hold the rows loaded last.
-  DeviceTableSlots.allocate(*Dev, sizeof(void *) * Addresses.size());
   Dev->upload(DeviceTableSlots.get(), Addresses.data(),
               sizeof(void *) * Addresses.size());
-  DeviceRows.allocate(*Dev, sizeof(int32_t) * MaxRows);
-  GatherCallCopy.allocate(*Dev, sizeof(nnc_call));
   GatherCall.inputs = DeviceCall.inputs;
   GatherCall.table = static_cast<const void *const *>(DeviceTableSlots.get());
   GatherCall.rows = static_cast<const int32_t *>(DeviceRows.get());
