@@ -69,7 +69,7 @@ public:
 /// else waits until it is done: run() until its launches are, so that a
 /// step's loss is read with one wait; but queue() only until the calls
 /// before it are, so that the host prepares the next training step while
-/// the device runs this one.
+/// the device runs this one, and launchOnly() not at all.
 class Device {
 public:
   explicit Device(const GpuProgram &P) : Program(P) {}
