@@ -115,8 +115,7 @@ void Device::run(GpuProgram::Schedule S, const char *Name, void *CallArg,
                                 : std::string(Name));
   }
   if (Before)
-    std::memcpy(Before->Result.To, readback(Before->Slot),
-                Before->Result.Bytes);
+    finish(*Before);
   if (Result)
     std::memcpy(Result->To, readback(Slot), Result->Bytes);
 }
@@ -136,8 +135,7 @@ void Device::queue(GpuProgram::Schedule S, const char *Name, void *CallArg,
   }
   Queued = Pending{Result, Slot, Name};
   if (Before)
-    std::memcpy(Before->Result.To, readback(Before->Slot),
-                Before->Result.Bytes);
+    finish(*Before);
 }
 
 void Device::finishQueued() {
@@ -149,7 +147,11 @@ void Device::finishQueued() {
   } catch (const DeviceError &E) {
     throw failedAfter(E, Last->Name);
   }
-  std::memcpy(Last->Result.To, readback(Last->Slot), Last->Result.Bytes);
+  finish(*Last);
+}
+
+void Device::finish(const Pending &P) {
+  std::memcpy(P.Result.To, readback(P.Slot), P.Result.Bytes);
 }
 
 void Device::startReadback(int Slot, const void *From, size_t Bytes) {

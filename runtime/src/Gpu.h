@@ -195,6 +195,8 @@ private:
     const char *Name;
   };
   std::optional<Pending> Queued;
+  /// Copies \p P's readback to where it goes, once the device is past it.
+  void finish(const Pending &P);
   int NextSlot = 0; ///< Of the next readback: never a pending one's.
   bool Trace = false;
   bool Recording = false;
