@@ -203,6 +203,28 @@ Value *rowBlocks(llvm::IRBuilder<> &B, Value *batch, int64_t maxBlocks) {
 
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
 
+/// GPU, a kernel per node: a row segment (see planRowSegments) cuts the
+/// rows into chunks of about GpuSegmentElements elements of its widest
+/// value (a unit of wider rows is in no segment), and at most GpuBlock
+/// rows (a unit that gives each thread a row then keeps them all busy):
+/// at most 4 elements per thread and unit, since a thread's elements come
+/// one after another, each a wait for memory. A block per chunk, up to
+/// GpuSegmentBlocks, each taking every (blocks)-th chunk.
+constexpr int64_t GpuSegmentElements = 1024;
+constexpr int64_t GpuSegmentBlocks = 1024;
+
+/// The blocks of a row segment's kernel whose chunks have `chunkRows` rows
+/// at a call of `batch` rows: one per chunk, at least one, at most
+/// GpuSegmentBlocks. The kernel and the host's schedule compute it alike.
+Value *segmentBlocks(llvm::IRBuilder<> &B, Value *batch, int64_t chunkRows) {
+  Value *chunks =
+      B.CreateUDiv(B.CreateAdd(batch, B.getInt64(chunkRows - 1)), B.getInt64(chunkRows));
+  return B.CreateBinaryIntrinsic(
+      llvm::Intrinsic::umax,
+      B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, chunks, B.getInt64(GpuSegmentBlocks)),
+      B.getInt64(1));
+}
+
 /// A GPU target whose kernels see a grid of one block: each block of a
 /// kernel over blocks of rows runs its rows' work as a one-block kernel
 /// runs the whole batch's (its products' tiles, its parallel loops and its
@@ -470,6 +492,17 @@ private:
   std::string planRowBlocks();
   /// KernelPlan::RowBlocks: the kernels (see RowUnits).
   void runRowBlocks();
+  /// GPU: body for chunks first, first + step, ... below `chunks` of the
+  /// call's rows, `chunkRows` each (the last may have fewer), with RowBegin
+  /// and RowCount set and the slots found afresh for each.
+  void forChunks(Value *first, Value *chunks, Value *step, Value *chunkRows,
+                 const std::function<void()> &body);
+  /// A kernel per node: finds the row segments (see RowSegments), and
+  /// moves what their units need not wait for after them.
+  void planRowSegments();
+  /// A row segment's kernel: each block runs every unit on its chunks of
+  /// rows, one chunk after another.
+  void lowerRowSegment(const std::vector<const Node *> &units, int64_t chunkRows);
   /// In the row kernel, the block's copy of sum n among those at workspace
   /// offset `offset` (RowPartials, RowChunkSums).
   Value *rowBlockSum(const Node *n, int64_t offset) {
@@ -785,6 +818,16 @@ private:
   /// offset of its per-row buffers, and its chunk's first row and rows
   /// (i64 values).
   Value *RowBlock = nullptr, *RowRegion = nullptr, *RowBegin = nullptr, *RowCount = nullptr;
+  /// GPU, a kernel per node: runs of units that compute each row of a
+  /// batched value from the same rows of their operands (a loss's
+  /// log_softmax, one_hot and the few elementwise steps of its adjoint), in
+  /// one kernel instead of one each: a row segment. By its first unit: its
+  /// units, in order, and the rows of its chunks (see GpuSegmentElements).
+  std::unordered_map<const Node *, std::pair<std::vector<const Node *>, int64_t>> RowSegments;
+  /// The segments' other units.
+  std::unordered_set<const Node *> InRowSegment;
+  /// The first and last positions in Order of each segment's nodes.
+  std::vector<std::pair<int64_t, int64_t>> RowSegmentSpans;
   bool SkipDeadUnits = false; ///< CPU: see ColumnSkip.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -1641,8 +1684,14 @@ void GraphLowering::planImageChains() {
   ChainSpan.clear();
   for (int64_t p = 0; p < int64_t(Order.size()); ++p)
     ChainSpan.push_back({p, p});
-  if (Gpu)
+  if (Gpu) {
+    // A row segment's units run interleaved, chunk by chunk, as a chain's
+    // run image by image.
+    for (auto [first, last] : RowSegmentSpans)
+      for (int64_t p = first; p <= last; ++p)
+        ChainSpan[p] = {first, last};
     return;
+  }
   auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
   // A value that every image's code can find: one of a batch of images
   // (row by row), or one that is not batched and has storage or is a leaf.
@@ -1991,6 +2040,8 @@ void GraphLowering::runGpu() {
     if (!RowBlocksRefusal.empty())
       return;
   }
+  if (!WholeGraph)
+    planRowSegments();
   planImageChains();
   planWorkspace();
   if (RowBlocks)
@@ -2033,6 +2084,12 @@ void GraphLowering::runGpu() {
       continue;
     }
     flushUpdates();
+    if (InRowSegment.count(n))
+      continue;
+    if (auto segment = RowSegments.find(n); segment != RowSegments.end()) {
+      lowerRowSegment(segment->second.first, segment->second.second);
+      continue;
+    }
     if (!WholeGraph)
       beginKernel(kernelWork(n));
     lower(n);
@@ -2163,6 +2220,215 @@ std::string GraphLowering::planRowBlocks() {
   return "";
 }
 
+void GraphLowering::forChunks(Value *first, Value *chunks, Value *step, Value *chunkRows,
+                              const std::function<void()> &body) {
+  loopRange(
+      first, chunks, step,
+      [&](Value *chunk) {
+        RowBegin = B.CreateMul(chunk, chunkRows, "chunk.begin");
+        RowCount = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, chunkRows,
+                                           B.CreateSub(Batch, RowBegin), nullptr, "chunk.rows");
+        // The chunk's values are found in a block of their own, first in the
+        // chunk's code (see materialize).
+        SlotBlock = B.GetInsertBlock();
+        auto *chunkCode = llvm::BasicBlock::Create(Ctx, "chunk", F);
+        B.CreateBr(chunkCode);
+        B.SetInsertPoint(chunkCode);
+        Slots.clear();
+        Computed.clear();
+        body();
+        SlotBlock = nullptr;
+      },
+      false);
+}
+
+void GraphLowering::planRowSegments() {
+  auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
+  auto byRows = [](const Node *n) { return n->Ty.isBatched() && n->Ty.Dims[0] == ir::N; };
+  // Units that are not lowered: what kernels find (leaves, reshapes) or
+  // compute where they read it (scalars in registers).
+  auto lowered = [&](const Node *unit) {
+    return ir::opInfo(unit->Op).Category != ir::OpCategory::Leaf && unit->Op != OpCode::Reshape &&
+           !scalarInRegisters(unit);
+  };
+  // Order's nodes as runs of one unit's nodes (a unit's nodes are next to
+  // each other, but where the schedule fell back to the graph's order).
+  struct Item {
+    int64_t Begin, End;
+    const Node *Unit;
+  };
+  std::vector<Item> items;
+  std::unordered_map<const Node *, int> runsOf;
+  for (int64_t p = 0; p < int64_t(Order.size());) {
+    const Node *unit = unitOf(Order[p]);
+    int64_t end = p + 1;
+    while (end < int64_t(Order.size()) && unitOf(Order[end]) == unit)
+      ++end;
+    items.push_back({p, end, unit});
+    ++runsOf[unit];
+    p = end;
+  }
+  // The elements of a row of the widest batched value that a unit's nodes
+  // compute or read, or 0 where the unit does not compute each row from
+  // the same rows of its operands, in one parallel loop over the rows'
+  // elements (or over the rows) that a chunk's rows can stand for.
+  auto rowWidth = [&](const Item &item) -> int64_t {
+    const Node *unit = item.Unit;
+    if (!lowered(unit) || runsOf[unit] != 1 || Groups.count(unit) || ProductEpilogues.count(unit) ||
+        !byRows(unit))
+      return 0;
+    switch (ir::opInfo(unit->Op).Category) {
+    case ir::OpCategory::Elementwise:
+    case ir::OpCategory::Row:
+      break;
+    case ir::OpCategory::Reduce:
+      if (unit->Op != OpCode::ReduceSum || unit->A.Axis == 0)
+        return 0;
+      break;
+    case ir::OpCategory::Layout:
+      if (unit->Op != OpCode::OneHot && unit->Op != OpCode::ToFloat &&
+          unit->Op != OpCode::Broadcast)
+        return 0;
+      break;
+    default:
+      return 0;
+    }
+    int64_t width = 0;
+    // A reshape reads its operand's rows as its own when both have the
+    // rows first.
+    std::function<bool(const Node *)> rowsFirst = [&](const Node *n) {
+      if (!n->Ty.isBatched())
+        return true;
+      width = std::max(width, n->Ty.staticElements());
+      return byRows(n) && (n->Op != OpCode::Reshape || rowsFirst(n->Operands[0]));
+    };
+    for (int64_t p = item.Begin; p < item.End; ++p) {
+      if (!rowsFirst(Order[p]))
+        return 0;
+      for (const Node *operand : Order[p]->Operands)
+        if (!rowsFirst(operand))
+          return 0;
+    }
+    return width <= GpuSegmentElements ? width : 0;
+  };
+
+  // A segment starts at a unit that computes rows so and takes in the
+  // next such units. The other units between them (a loss's sum over the
+  // rows) move after it, and so does what reads a moved unit's result
+  // (directly, or through scalars and reshapes computed where read).
+  // Moving a unit later is safe: the units it passes read none of its
+  // results, and overwrite nothing it reads (they write batched values
+  // only; the memory plan comes after; an in-place update already runs
+  // after every reader of the old values). A segment passes at most
+  // MaxPassed units, so that buffers' lives grow little.
+  constexpr int MaxPassed = 4;
+  std::vector<std::pair<size_t, size_t>> segmentItems; // [first, end) in items
+  for (size_t i = 0; i < items.size();) {
+    int64_t width = rowWidth(items[i]);
+    if (!width) {
+      ++i;
+      continue;
+    }
+    std::vector<size_t> front{i}, back;
+    std::vector<const Node *> units{items[i].Unit};
+    std::unordered_set<const Node *> moved;
+    // Whether node n reads a moved node.
+    std::function<bool(const Node *)> readsMoved = [&](const Node *n) {
+      for (const Node *operand : n->Operands)
+        if (moved.count(operand) ||
+            (unitOf(operand) != unitOf(n) && !lowered(unitOf(operand)) &&
+             ir::opInfo(operand->Op).Category != ir::OpCategory::Leaf && readsMoved(operand)))
+          return true;
+      return false;
+    };
+    size_t last = i, frontCut = 1, backCut = 0;
+    int passed = 0;
+    for (size_t j = i + 1; j < items.size() && passed < MaxPassed; ++j) {
+      const Item &item = items[j];
+      bool late = false;
+      for (int64_t p = item.Begin; p < item.End && !late; ++p)
+        late = readsMoved(Order[p]);
+      int64_t itemWidth = late ? 0 : rowWidth(item);
+      if (itemWidth) {
+        front.push_back(j);
+        units.push_back(item.Unit);
+        width = std::max(width, itemWidth);
+        last = j;
+        frontCut = front.size();
+        backCut = back.size();
+      } else if (!lowered(item.Unit) && !late) {
+        front.push_back(j);
+      } else {
+        back.push_back(j);
+        for (int64_t p = item.Begin; p < item.End; ++p)
+          moved.insert(Order[p]);
+        passed += lowered(item.Unit);
+      }
+    }
+    if (units.size() < 2) {
+      ++i;
+      continue;
+    }
+    // Items [i, last] become the segment's, then the moved ones, which may
+    // start or join the next segment.
+    std::vector<Item> rearranged;
+    for (size_t k = 0; k < frontCut; ++k)
+      rearranged.push_back(items[front[k]]);
+    for (size_t k = 0; k < backCut; ++k)
+      rearranged.push_back(items[back[k]]);
+    std::copy(rearranged.begin(), rearranged.end(), items.begin() + i);
+    segmentItems.push_back({i, i + frontCut});
+    int64_t chunkRows = std::clamp<int64_t>(GpuSegmentElements / width, 1, GpuBlock);
+    InRowSegment.insert(units.begin() + 1, units.end());
+    const Node *head = units.front();
+    RowSegments[head] = {std::move(units), chunkRows};
+    i += frontCut;
+  }
+  std::vector<const Node *> order;
+  std::vector<int64_t> itemStart;
+  for (const Item &item : items) {
+    itemStart.push_back(int64_t(order.size()));
+    order.insert(order.end(), Order.begin() + item.Begin, Order.begin() + item.End);
+  }
+  itemStart.push_back(int64_t(order.size()));
+  for (auto [first, end] : segmentItems)
+    RowSegmentSpans.push_back({itemStart[first], itemStart[end] - 1});
+  Order = std::move(order);
+  for (size_t i = 0; i < Order.size(); ++i)
+    Position[Order[i]] = int64_t(i);
+}
+
+void GraphLowering::lowerRowSegment(const std::vector<const Node *> &units, int64_t chunkRows) {
+  // As in the row kernel (runRowBlocks), each block's parallel loops are
+  // among its own threads, and each chunk finds its slots afresh; but the
+  // values are the batch's, in the workspace, at the chunk's rows.
+  GpuTarget *grid = Gpu;
+  BlockLocalTarget blockLocal(*grid);
+  Gpu = &blockLocal;
+  beginKernel(kernelWork(units.front()) + "_x" + std::to_string(units.size()));
+  Value *chunks, *blocks, *block;
+  {
+    llvm::IRBuilder<> entry(Entry->getTerminator());
+    chunks = entry.CreateUDiv(entry.CreateAdd(Batch, entry.getInt64(chunkRows - 1)),
+                              entry.getInt64(chunkRows));
+    blocks = segmentBlocks(entry, Batch, chunkRows);
+    block = entry.CreateZExt(grid->block(entry), entry.getInt64Ty(), "segment.block");
+  }
+  forChunks(block, chunks, blocks, i64(chunkRows), [&] {
+    for (const Node *unit : units)
+      lower(unit);
+  });
+  Slots.clear();
+  Computed.clear();
+  OneBlock = true;
+  LaunchBlocks = [chunkRows](llvm::IRBuilder<> &b, Value *rows) {
+    return segmentBlocks(b, rows, chunkRows);
+  };
+  endKernel();
+  Gpu = grid;
+  RowBegin = RowCount = nullptr;
+}
+
 void GraphLowering::runRowBlocks() {
   auto skipped = [&](const Node *n) {
     return FusedInto.count(n) || GroupedInto.count(n) ||
@@ -2230,18 +2496,7 @@ void GraphLowering::runRowBlocks() {
         B.CreateStore(llvm::ConstantFP::get(elemType(n->Ty.Elem), 0), accumulator(n, j));
       });
     });
-  loopRange(RowBlock, chunks, blocks, [&](Value *chunk) {
-    // The chunk's values are found in a block of their own, first in the
-    // chunk's code (see materialize).
-    RowBegin = B.CreateMul(chunk, chunkRows, "chunk.begin");
-    RowCount = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, chunkRows,
-                                       B.CreateSub(Batch, RowBegin), nullptr, "chunk.rows");
-    SlotBlock = B.GetInsertBlock();
-    auto *body = llvm::BasicBlock::Create(Ctx, "chunk", F);
-    B.CreateBr(body);
-    B.SetInsertPoint(body);
-    Slots.clear();
-    Computed.clear();
+  forChunks(RowBlock, chunks, blocks, chunkRows, [&] {
     lowerUnits(0, RowUnits, true);
     if (total)
       parallelFor(i64(total), [&](Value *i) {
@@ -2253,8 +2508,7 @@ void GraphLowering::runRowBlocks() {
           B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, to), chunkSum), to);
         });
       });
-    SlotBlock = nullptr;
-  }, false);
+  });
   Slots.clear();
   Computed.clear();
   LaunchBlocks = [maxBlocks](llvm::IRBuilder<> &b, Value *rows) {
