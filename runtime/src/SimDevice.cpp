@@ -18,7 +18,11 @@
 // needs): a barrier of 256 real threads cost milliseconds.
 // Rounds run the threads in alternate orders, first to last then last to
 // first, so that a missing barrier (a thread reading what another writes in
-// the same round) gives wrong results whichever thread writes first. A
+// the same round) gives wrong results whichever thread writes first. So do
+// launches their blocks, which a GPU runs in no set order: a block reading
+// what another writes in the same launch gives wrong results. A block's
+// shared memory starts as NaNs (all bits set), as a GPU's holds whatever
+// was there: a read of what the block never wrote shows in its results. A
 // barrier that some threads of a block never reach is an error, where a
 // GPU would hang or be undefined.
 //
@@ -232,6 +236,8 @@ private:
   GpuProgram::SimKernel Kernel = nullptr;
   nnc_call *Call = nullptr;
   int32_t BlockIndex = 0, BlockCount = 1;
+  /// Launches run so far: odd ones run their blocks last to first.
+  uint64_t LaunchCount = 0;
 };
 
 void startSwitch(void **FakeStack, const void *Bottom, size_t Bytes) {
@@ -297,10 +303,13 @@ void SimDevice::runKernel(int32_t Index, int32_t Blocks, void *CallArg) {
   Kernel = program().SimKernels[Index];
   Call = static_cast<nnc_call *>(CallArg);
   BlockCount = Blocks ? Blocks : 4;
+  bool Backward = LaunchCount++ % 2;
   Running = this;
   try {
-    for (BlockIndex = 0; BlockIndex < BlockCount; ++BlockIndex)
+    for (int32_t B = 0; B < BlockCount; ++B) {
+      BlockIndex = Backward ? BlockCount - 1 - B : B;
       runBlock();
+    }
   } catch (...) {
     Running = nullptr;
     throw;
@@ -309,6 +318,7 @@ void SimDevice::runKernel(int32_t Index, int32_t Blocks, void *CallArg) {
 }
 
 void SimDevice::runBlock() {
+  std::memset(Shared, 0xff, NNC_SIM_SHARED);
   for (Fiber &F : Threads) {
     F.Resume.start(F.Stack, StackBytes, fiberMain);
     F.Now = Fiber::State::Running;

@@ -6,7 +6,8 @@
 //
 // The simulator of cuda-sim trainers, with kernels written by hand: thread
 // and block indices, wide launches, barriers (reused many times, missing,
-// or not reached by every thread), shared memory, separate device memory,
+// or not reached by every thread), the blocks' order, shared memory (and
+// what a block did not write there), separate device memory,
 // nnc_gpu_launch, a schedule's failed launch, recorded schedules
 // (--cuda-graphs), and queued calls' readbacks. No framework: CHECK prints the
 // failing condition and counts it; the exit status is 1 when any check failed.
@@ -105,11 +106,31 @@ void strayKernel(nnc_call *) {
     nnc_sim_barrier();
 }
 
-const char *const KernelNames[] = {"neighbour", "grid",  "sum", "squares",
-                                   "race",      "stray", nullptr};
-const GpuProgram::SimKernel Kernels[] = {neighbourKernel, gridKernel,
-                                         sumKernel,       squaresKernel,
-                                         raceKernel,      strayKernel};
+/// Thread 0 of each block writes the block's index into the next of the
+/// output's slots, counting them in slot 0: the order the blocks ran in.
+void orderKernel(nnc_call *C) {
+  if (nnc_sim_thread() == 0) {
+    int32_t *Out = ints(C);
+    Out[1 + Out[0]++] = nnc_sim_block();
+  }
+}
+
+/// Each thread reads its slot of shared memory before anyone in the block
+/// writes it, then writes it.
+void unwrittenKernel(nnc_call *C) {
+  auto *Shared = static_cast<int32_t *>(nnc_sim_shared());
+  int32_t T = nnc_sim_thread();
+  ints(C)[nnc_sim_block() * Block + T] = Shared[T];
+  nnc_sim_barrier();
+  Shared[T] = T;
+}
+
+const char *const KernelNames[] = {"neighbour", "grid",      "sum",
+                                   "squares",   "race",      "stray",
+                                   "order",     "unwritten", nullptr};
+const GpuProgram::SimKernel Kernels[] = {
+    neighbourKernel, gridKernel,  sumKernel,   squaresKernel,
+    raceKernel,      strayKernel, orderKernel, unwrittenKernel};
 
 void neighbourNarrow(void *D) { nnc_gpu_launch(D, 0, 1); }
 void neighbourWide(void *D) { nnc_gpu_launch(D, 0, 0); }
@@ -126,6 +147,14 @@ int64_t RowsSeen = -1;
 void recordRows(void *D) { RowsSeen = nnc_gpu_rows(D); }
 void race(void *D) { nnc_gpu_launch(D, 4, 1); }
 void stray(void *D) { nnc_gpu_launch(D, 5, 1); }
+void orderTwice(void *D) {
+  nnc_gpu_launch(D, 6, 3);
+  nnc_gpu_launch(D, 6, 3);
+}
+void squaresThenUnwritten(void *D) {
+  nnc_gpu_launch(D, 3, 1);
+  nnc_gpu_launch(D, 7, 2);
+}
 /// How many times countedGrid ran.
 int ScheduleRuns = 0;
 void countedGrid(void *D) {
@@ -195,7 +224,7 @@ void testProgramFromSymbols() {
   CHECK(!P.hasGpuCode());
   CHECK(P.kernelCount() == 0);
   CHECK(!P.Ptx && !P.SimKernels && !P.TrainStep && !P.Workspace);
-  CHECK(testProgram().kernelCount() == 6);
+  CHECK(testProgram().kernelCount() == 8);
 }
 
 void testMemory(Device &D) {
@@ -294,7 +323,7 @@ void testBadLaunch(Device &D) {
   DeviceCall Call(D, Out.get(), 0);
   std::string Message = failureOf(D, badLaunch, "badLaunch", Call);
   CHECK(Message == "nnc_gpu_launch: kernel 99 does not exist (the trainer "
-                   "has 6) in badLaunch");
+                   "has 8) in badLaunch");
   // The launch after the failed one did not run.
   CHECK(downloadInts(D, Out, 1)[0] == 0);
   // The device is usable again for the next schedule.
@@ -311,6 +340,35 @@ void testMissingBarrier(Device &D) {
   D.run(race, "race", Call.Memory.get(), 1);
   std::vector<int32_t> V = downloadInts(D, Out, Block);
   CHECK(!allMatch(V, Block, [](int64_t T) { return (T + 1) % Block + 1; }));
+}
+
+void testBlockOrder(Device &D) {
+  // A GPU runs a launch's blocks in no set order. The simulator runs them
+  // first to last, then last to first at the next launch, so that a block
+  // reading what another writes in the same launch gives wrong results.
+  DeviceBuffer Out;
+  Out.allocate(D, 7 * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(orderTwice, "orderTwice", Call.Memory.get(), 1);
+  std::vector<int32_t> V = downloadInts(D, Out, 7);
+  std::vector<int32_t> Forward = {0, 1, 2}, Backward = {2, 1, 0};
+  std::vector<int32_t> First(V.begin() + 1, V.begin() + 4),
+      Second(V.begin() + 4, V.end());
+  CHECK(V[0] == 6);
+  CHECK((First == Forward && Second == Backward) ||
+        (First == Backward && Second == Forward));
+}
+
+void testUnwrittenShared(Device &D) {
+  // Shared memory holds no block's leftovers (here, squares' bytes): it
+  // starts each block as NaNs, all bits set, so that a kernel reading what
+  // its block did not write shows it in its results.
+  DeviceBuffer Out;
+  Out.allocate(D, 2 * Block * sizeof(int32_t));
+  DeviceCall Call(D, Out.get(), 0);
+  D.run(squaresThenUnwritten, "squaresThenUnwritten", Call.Memory.get(), 1);
+  std::vector<int32_t> V = downloadInts(D, Out, 2 * Block);
+  CHECK(allMatch(V, 2 * Block, [](int64_t) { return -1; }));
 }
 
 void testStrayBarrier(Device &D) {
@@ -410,6 +468,8 @@ int main(int Argc, char **Argv) {
   testBadLaunch(*D);
   testMissingBarrier(*D);
   testStrayBarrier(*D);
+  testBlockOrder(*D);
+  testUnwrittenShared(*D);
   testRecording(*D);
   testQueue(*D);
   if (Failures) {
