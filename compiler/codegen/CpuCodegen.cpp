@@ -213,16 +213,20 @@ int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Al
 constexpr int64_t GpuSegmentElements = 1024;
 constexpr int64_t GpuSegmentBlocks = 1024;
 
+/// The chunks of `chunkRows` rows of a call of `batch` rows.
+Value *segmentChunks(llvm::IRBuilder<> &B, Value *batch, int64_t chunkRows) {
+  return B.CreateUDiv(B.CreateAdd(batch, B.getInt64(chunkRows - 1)), B.getInt64(chunkRows));
+}
+
 /// The blocks of a row segment's kernel whose chunks have `chunkRows` rows
 /// at a call of `batch` rows: one per chunk, at least one, at most
 /// GpuSegmentBlocks. The kernel and the host's schedule compute it alike.
 Value *segmentBlocks(llvm::IRBuilder<> &B, Value *batch, int64_t chunkRows) {
-  Value *chunks =
-      B.CreateUDiv(B.CreateAdd(batch, B.getInt64(chunkRows - 1)), B.getInt64(chunkRows));
-  return B.CreateBinaryIntrinsic(
-      llvm::Intrinsic::umax,
-      B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, chunks, B.getInt64(GpuSegmentBlocks)),
-      B.getInt64(1));
+  return B.CreateBinaryIntrinsic(llvm::Intrinsic::umax,
+                                 B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                                         segmentChunks(B, batch, chunkRows),
+                                                         B.getInt64(GpuSegmentBlocks)),
+                                 B.getInt64(1));
 }
 
 /// A GPU target whose kernels see a grid of one block: each block of a
@@ -497,6 +501,8 @@ private:
   /// and RowCount set and the slots found afresh for each.
   void forChunks(Value *first, Value *chunks, Value *step, Value *chunkRows,
                  const std::function<void()> &body);
+  /// A kernel per node: finds the runs of flat updates (see UpdateRuns).
+  void planUpdateRuns();
   /// A kernel per node: finds the row segments (see RowSegments), and
   /// moves what their units need not wait for after them.
   void planRowSegments();
@@ -826,8 +832,16 @@ private:
   std::unordered_map<const Node *, std::pair<std::vector<const Node *>, int64_t>> RowSegments;
   /// The segments' other units.
   std::unordered_set<const Node *> InRowSegment;
-  /// The first and last positions in Order of each segment's nodes.
-  std::vector<std::pair<int64_t, int64_t>> RowSegmentSpans;
+  /// GPU, a kernel per node: flat updates that follow each other and read
+  /// none of each other's results, lowered as one kernel (see
+  /// lowerFlatUpdates), by the first one's unit: each one's members.
+  std::unordered_map<const Node *, std::vector<std::vector<const Node *>>> UpdateRuns;
+  /// The runs' other units.
+  std::unordered_set<const Node *> InUpdateRun;
+  /// The first and last positions in Order of the nodes of units that one
+  /// kernel runs interleaved (a row segment's) or at once (a run of
+  /// updates): what they read and write lives through the whole span.
+  std::vector<std::pair<int64_t, int64_t>> KernelSpans;
   bool SkipDeadUnits = false; ///< CPU: see ColumnSkip.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -1686,8 +1700,8 @@ void GraphLowering::planImageChains() {
     ChainSpan.push_back({p, p});
   if (Gpu) {
     // A row segment's units run interleaved, chunk by chunk, as a chain's
-    // run image by image.
-    for (auto [first, last] : RowSegmentSpans)
+    // run image by image; a run of updates' at once, on other threads.
+    for (auto [first, last] : KernelSpans)
       for (int64_t p = first; p <= last; ++p)
         ChainSpan[p] = {first, last};
     return;
@@ -2040,50 +2054,30 @@ void GraphLowering::runGpu() {
     if (!RowBlocksRefusal.empty())
       return;
   }
-  if (!WholeGraph)
+  if (!WholeGraph) {
     planRowSegments();
+    planUpdateRuns();
+  }
   planImageChains();
   planWorkspace();
   if (RowBlocks)
     return runRowBlocks();
   if (WholeGraph)
     beginKernel();
-  // Flat updates in a row (see lowerFlatUpdates), and their results.
-  std::vector<std::vector<const Node *>> updates;
-  std::unordered_set<const Node *> updated;
-  auto flushUpdates = [&] {
-    if (updates.empty())
-      return;
-    beginKernel(kernelWork(updates[0].back()) +
-                (updates.size() > 1 ? "_x" + std::to_string(updates.size()) : ""));
-    lowerFlatUpdates(updates);
-    endKernel();
-    updates.clear();
-    updated.clear();
-  };
-  // Whether n's elements read a result of the updates so far: its
-  // operands, and theirs where they are computed where they are read.
-  std::function<bool(const Node *)> readsUpdated = [&](const Node *n) {
-    for (const Node *operand : n->Operands)
-      if (updated.count(operand) ||
-          ((Inlined.count(operand) || scalarInRegisters(operand)) && readsUpdated(operand)))
-        return true;
-    return false;
-  };
   for (const Node *n : Order) {
     // Leaves and reshapes compute nothing: kernels find them (materialize).
     if (FusedInto.count(n) || GroupedInto.count(n) ||
         ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
-        (scalarInRegisters(n) && !WholeGraph))
+        (scalarInRegisters(n) && !WholeGraph) || InUpdateRun.count(n))
       continue;
-    if (std::vector<const Node *> members = flatUpdate(n); !members.empty()) {
-      if (std::any_of(members.begin(), members.end(), readsUpdated))
-        flushUpdates();
-      updates.push_back(members);
-      updated.insert(members.begin(), members.end());
+    if (auto run = UpdateRuns.find(n); run != UpdateRuns.end()) {
+      const std::vector<std::vector<const Node *>> &updates = run->second;
+      beginKernel(kernelWork(updates[0].back()) +
+                  (updates.size() > 1 ? "_x" + std::to_string(updates.size()) : ""));
+      lowerFlatUpdates(updates);
+      endKernel();
       continue;
     }
-    flushUpdates();
     if (InRowSegment.count(n))
       continue;
     if (auto segment = RowSegments.find(n); segment != RowSegments.end()) {
@@ -2096,7 +2090,6 @@ void GraphLowering::runGpu() {
     if (!WholeGraph)
       endKernel();
   }
-  flushUpdates();
   for (const ir::Store &store : G.stores()) {
     auto inPlace = InPlace.find(store.Value);
     if (inPlace != InPlace.end() && inPlace->second == &store)
@@ -2242,6 +2235,61 @@ void GraphLowering::forChunks(Value *first, Value *chunks, Value *step, Value *c
       false);
 }
 
+void GraphLowering::planUpdateRuns() {
+  // A run ends before an update that reads a result of the run (its
+  // operands, and theirs where they are computed where they are read).
+  std::vector<std::vector<const Node *>> updates;
+  const Node *head = nullptr;
+  std::unordered_set<const Node *> updated;
+  std::function<bool(const Node *)> readsUpdated = [&](const Node *n) {
+    for (const Node *operand : n->Operands)
+      if (updated.count(operand) ||
+          ((Inlined.count(operand) || scalarInRegisters(operand)) && readsUpdated(operand)))
+        return true;
+    return false;
+  };
+  auto endRun = [&] {
+    if (!updates.empty())
+      UpdateRuns[head] = std::move(updates);
+    updates.clear();
+    updated.clear();
+  };
+  for (const Node *n : Order) {
+    if (FusedInto.count(n) || GroupedInto.count(n) ||
+        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
+        scalarInRegisters(n))
+      continue;
+    std::vector<const Node *> members = flatUpdate(n);
+    if (members.empty() || std::any_of(members.begin(), members.end(), readsUpdated))
+      endRun();
+    if (members.empty())
+      continue;
+    if (updates.empty())
+      head = n;
+    else
+      InUpdateRun.insert(n);
+    updates.push_back(members);
+    updated.insert(members.begin(), members.end());
+  }
+  endRun();
+  // The nodes of a run's units are next to each other, but for the nodes
+  // that no kernel computes (leaves, scalars in registers) between them.
+  std::unordered_map<const Node *, const Node *> runOf;
+  for (auto &[first, run] : UpdateRuns)
+    for (const std::vector<const Node *> &members : run)
+      runOf[leaderOf(members.back())] = first;
+  std::unordered_map<const Node *, std::pair<int64_t, int64_t>> spans;
+  for (int64_t p = 0; p < int64_t(Order.size()); ++p) {
+    auto run = runOf.find(leaderOf(computedBy(Order[p])));
+    if (run == runOf.end())
+      continue;
+    std::pair<int64_t, int64_t> &span = spans.try_emplace(run->second, p, p).first->second;
+    span = {std::min(span.first, p), std::max(span.second, p)};
+  }
+  for (auto &[first, span] : spans)
+    KernelSpans.push_back(span);
+}
+
 void GraphLowering::planRowSegments() {
   auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
   auto byRows = [](const Node *n) { return n->Ty.isBatched() && n->Ty.Dims[0] == ir::N; };
@@ -2341,7 +2389,7 @@ void GraphLowering::planRowSegments() {
           return true;
       return false;
     };
-    size_t last = i, frontCut = 1, backCut = 0;
+    size_t frontCut = 1, backCut = 0;
     int passed = 0;
     for (size_t j = i + 1; j < items.size() && passed < MaxPassed; ++j) {
       const Item &item = items[j];
@@ -2353,7 +2401,6 @@ void GraphLowering::planRowSegments() {
         front.push_back(j);
         units.push_back(item.Unit);
         width = std::max(width, itemWidth);
-        last = j;
         frontCut = front.size();
         backCut = back.size();
       } else if (!lowered(item.Unit) && !late) {
@@ -2392,7 +2439,7 @@ void GraphLowering::planRowSegments() {
   }
   itemStart.push_back(int64_t(order.size()));
   for (auto [first, end] : segmentItems)
-    RowSegmentSpans.push_back({itemStart[first], itemStart[end] - 1});
+    KernelSpans.push_back({itemStart[first], itemStart[end] - 1});
   Order = std::move(order);
   for (size_t i = 0; i < Order.size(); ++i)
     Position[Order[i]] = int64_t(i);
@@ -2409,8 +2456,7 @@ void GraphLowering::lowerRowSegment(const std::vector<const Node *> &units, int6
   Value *chunks, *blocks, *block;
   {
     llvm::IRBuilder<> entry(Entry->getTerminator());
-    chunks = entry.CreateUDiv(entry.CreateAdd(Batch, entry.getInt64(chunkRows - 1)),
-                              entry.getInt64(chunkRows));
+    chunks = segmentChunks(entry, Batch, chunkRows);
     blocks = segmentBlocks(entry, Batch, chunkRows);
     block = entry.CreateZExt(grid->block(entry), entry.getInt64Ty(), "segment.block");
   }
