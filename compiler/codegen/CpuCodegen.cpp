@@ -466,6 +466,16 @@ private:
            ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise && !GroupedInto.count(n) &&
            !Groups.count(n) && !ProductEpilogues.count(n);
   }
+  /// GPU: whether n has no code of its own where the schedule reaches it.
+  /// It is lowered in the kernel of the node it is fused or grouped into;
+  /// or kernels find it where they read it (leaves, reshapes: materialize);
+  /// or it is a scalar computed where it is read, unless the graph is one
+  /// kernel on one block, which computes it once.
+  bool loweredElsewhere(const Node *n) const {
+    return FusedInto.count(n) || GroupedInto.count(n) ||
+           ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
+           (scalarInRegisters(n) && (!WholeGraph || RowBlocks));
+  }
   /// GPU, between two pieces of a node's work (the second may read what
   /// the first wrote): with a kernel per node, the next kernel starts here,
   /// so that both pieces may run on many blocks (with the whole graph in
@@ -2065,10 +2075,7 @@ void GraphLowering::runGpu() {
   if (WholeGraph)
     beginKernel();
   for (const Node *n : Order) {
-    // Leaves and reshapes compute nothing: kernels find them (materialize).
-    if (FusedInto.count(n) || GroupedInto.count(n) ||
-        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
-        (scalarInRegisters(n) && !WholeGraph) || InUpdateRun.count(n))
+    if (loweredElsewhere(n) || InUpdateRun.count(n))
       continue;
     if (auto run = UpdateRuns.find(n); run != UpdateRuns.end()) {
       const std::vector<std::vector<const Node *>> &updates = run->second;
@@ -2255,9 +2262,7 @@ void GraphLowering::planUpdateRuns() {
     updated.clear();
   };
   for (const Node *n : Order) {
-    if (FusedInto.count(n) || GroupedInto.count(n) ||
-        ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
-        scalarInRegisters(n))
+    if (loweredElsewhere(n))
       continue;
     std::vector<const Node *> members = flatUpdate(n);
     if (members.empty() || std::any_of(members.begin(), members.end(), readsUpdated))
@@ -2293,12 +2298,6 @@ void GraphLowering::planUpdateRuns() {
 void GraphLowering::planRowSegments() {
   auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
   auto byRows = [](const Node *n) { return n->Ty.isBatched() && n->Ty.Dims[0] == ir::N; };
-  // Units that are not lowered: what kernels find (leaves, reshapes) or
-  // compute where they read it (scalars in registers).
-  auto lowered = [&](const Node *unit) {
-    return ir::opInfo(unit->Op).Category != ir::OpCategory::Leaf && unit->Op != OpCode::Reshape &&
-           !scalarInRegisters(unit);
-  };
   // Order's nodes as runs of one unit's nodes (a unit's nodes are next to
   // each other, but where the schedule fell back to the graph's order).
   struct Item {
@@ -2322,8 +2321,8 @@ void GraphLowering::planRowSegments() {
   // elements (or over the rows) that a chunk's rows can stand for.
   auto rowWidth = [&](const Item &item) -> int64_t {
     const Node *unit = item.Unit;
-    if (!lowered(unit) || runsOf[unit] != 1 || Groups.count(unit) || ProductEpilogues.count(unit) ||
-        !byRows(unit))
+    if (loweredElsewhere(unit) || runsOf[unit] != 1 || Groups.count(unit) ||
+        ProductEpilogues.count(unit) || !byRows(unit))
       return 0;
     switch (ir::opInfo(unit->Op).Category) {
     case ir::OpCategory::Elementwise:
@@ -2384,7 +2383,7 @@ void GraphLowering::planRowSegments() {
     std::function<bool(const Node *)> readsMoved = [&](const Node *n) {
       for (const Node *operand : n->Operands)
         if (moved.count(operand) ||
-            (unitOf(operand) != unitOf(n) && !lowered(unitOf(operand)) &&
+            (unitOf(operand) != unitOf(n) && loweredElsewhere(unitOf(operand)) &&
              ir::opInfo(operand->Op).Category != ir::OpCategory::Leaf && readsMoved(operand)))
           return true;
       return false;
@@ -2403,13 +2402,13 @@ void GraphLowering::planRowSegments() {
         width = std::max(width, itemWidth);
         frontCut = front.size();
         backCut = back.size();
-      } else if (!lowered(item.Unit) && !late) {
+      } else if (loweredElsewhere(item.Unit) && !late) {
         front.push_back(j);
       } else {
         back.push_back(j);
         for (int64_t p = item.Begin; p < item.End; ++p)
           moved.insert(Order[p]);
-        passed += lowered(item.Unit);
+        passed += !loweredElsewhere(item.Unit);
       }
     }
     if (units.size() < 2) {
@@ -2476,11 +2475,6 @@ void GraphLowering::lowerRowSegment(const std::vector<const Node *> &units, int6
 }
 
 void GraphLowering::runRowBlocks() {
-  auto skipped = [&](const Node *n) {
-    return FusedInto.count(n) || GroupedInto.count(n) ||
-           ir::opInfo(n->Op).Category == ir::OpCategory::Leaf || n->Op == OpCode::Reshape ||
-           scalarInRegisters(n);
-  };
   auto storedHere = [&](const ir::Store &store, bool batched) {
     auto inPlace = InPlace.find(store.Value);
     return store.Value->Ty.isBatched() == batched &&
@@ -2490,7 +2484,7 @@ void GraphLowering::runRowBlocks() {
   // batched values or of the others, in one kernel on each block.
   auto lowerUnits = [&](int64_t begin, int64_t end, bool batched) {
     for (int64_t p = begin; p < end; ++p)
-      if (!skipped(Order[p]))
+      if (!loweredElsewhere(Order[p]))
         lower(Order[p]);
     for (const ir::Store &store : G.stores())
       if (storedHere(store, batched))
@@ -2594,7 +2588,7 @@ void GraphLowering::runRowBlocks() {
   // What reads the sums, on one block (the same as the whole graph's
   // kernel would), and the stores of values of no rows.
   bool rest = std::any_of(Order.begin() + RowUnits, Order.end(),
-                          [&](const Node *n) { return !skipped(n); }) ||
+                          [&](const Node *n) { return !loweredElsewhere(n); }) ||
               std::any_of(G.stores().begin(), G.stores().end(),
                           [&](const ir::Store &store) { return storedHere(store, false); });
   if (!rest)
