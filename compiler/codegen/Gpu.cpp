@@ -168,21 +168,30 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
               out, M, K, Bias, Mask, Split);
 }
 
+GpuGemmTiling gpuGemmTiling(int64_t Columns) {
+  if (Columns <= 16)
+    return {256, 16};
+  if (Columns <= 32)
+    return {128, 32};
+  return {64, 64};
+}
+
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
                  const GpuGemmOperand &A, const GpuGemmOperand &BOperand, Value *C,
                  const GpuGemmIndex &Out, Value *M, Value *K, Value *Bias, Value *Mask,
                  const GpuGemmSplit *Split) {
-  // 16 x 16 threads, each summing 4 consecutive rows by 4 consecutive
-  // columns of the tile, which it reads from the staged slices as a vector
-  // of 4 each (one shared load for 4 multiply-adds, not one for 2).
-  constexpr int64_t Tile = GpuGemmTile, Depth = 16, Side = 16, Per = Tile / Side;
-  // A staged slice is [k][m] (or [k][n]) with rows of Stride elements: the
-  // tile and 4 more, so that rows stay aligned for the vector loads and the
+  // 16 x 16 threads, each summing PerM consecutive rows by PerN consecutive
+  // columns of the tile, which it reads from the staged slices as vectors
+  // (with 4 x 4, one shared load for 4 multiply-adds, not one for 2).
+  constexpr int64_t Depth = 16, Side = 16, Pad = 4;
+  const auto [TileM, TileN] = gpuGemmTiling(Shape.N);
+  const int64_t PerM = TileM / Side, PerN = TileN / Side;
+  static_assert(Side * Side == GpuBlock, "a thread per part of the tile");
+  // A staged slice is [k][m] (or [k][n]) with rows of the tile and 4
+  // elements more, so that rows stay aligned for the vector loads and the
   // 16 threads that store one m's 16 k (see stage) hit 8 banks of shared
   // memory rather than 1.
-  constexpr int64_t Stride = Tile + Per;
-  static_assert(Side * Side == GpuBlock && Tile * Depth == 4 * GpuBlock,
-                "each thread stages 4 elements of A and of B per slice");
+  const int64_t StrideM = TileM + Pad, StrideN = TileN + Pad;
   llvm::Type *ft = Shape.Elem;
   auto i64 = [&](int64_t v) { return B.getInt64(v); };
   Value *N = i64(Shape.N);
@@ -190,9 +199,9 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   Value *tid = B.CreateZExt(Gpu.thread(B), B.getInt64Ty());
   Value *tx = B.CreateURem(tid, i64(Side)), *ty = B.CreateUDiv(tid, i64(Side));
   Value *as = Gpu.shared(B);
-  Value *bs = B.CreateInBoundsGEP(ft, as, i64(Depth * Stride));
-  Value *tilesN = i64((Shape.N + Tile - 1) / Tile);
-  Value *tiles = B.CreateMul(B.CreateUDiv(B.CreateAdd(M, i64(Tile - 1)), i64(Tile)), tilesN);
+  Value *bs = B.CreateInBoundsGEP(ft, as, i64(Depth * StrideM));
+  Value *tilesN = i64((Shape.N + TileN - 1) / TileN);
+  Value *tiles = B.CreateMul(B.CreateUDiv(B.CreateAdd(M, i64(TileM - 1)), i64(TileM)), tilesN);
   if (Split && Shape.Accumulate)
     throw std::logic_error("internal error: a split product that accumulates");
   Value *runs = Split ? Split->Count : i64(1), *runDepth = Split ? Split->Depth : K;
@@ -201,7 +210,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   llvm::BasicBlock &entry = B.GetInsertBlock()->getParent()->getEntryBlock();
   llvm::IRBuilder<> allocas(&entry, entry.begin());
   std::vector<llvm::AllocaInst *> acc;
-  for (int64_t k = 0; k < Per * Per; ++k)
+  for (int64_t k = 0; k < PerM * PerN; ++k)
     acc.push_back(allocas.CreateAlloca(ft));
   Value *zero = llvm::ConstantFP::get(ft, 0);
   auto element = [&](Value *base, Value *index) {
@@ -212,8 +221,8 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
   emitLoop(B, B.CreateZExt(Gpu.block(B), B.getInt64Ty()), B.CreateMul(tiles, runs),
        B.CreateZExt(Gpu.blocks(B), B.getInt64Ty()), [&](Value *u) {
          Value *t = B.CreateURem(u, tiles), *run = B.CreateUDiv(u, tiles);
-         Value *m0 = B.CreateMul(B.CreateUDiv(t, tilesN), i64(Tile));
-         Value *n0 = B.CreateMul(B.CreateURem(t, tilesN), i64(Tile));
+         Value *m0 = B.CreateMul(B.CreateUDiv(t, tilesN), i64(TileM));
+         Value *n0 = B.CreateMul(B.CreateURem(t, tilesN), i64(TileN));
          Value *kBegin = B.CreateMul(run, runDepth);
          Value *kEnd = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, K,
                                                B.CreateAdd(kBegin, runDepth));
@@ -225,17 +234,18 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
          for (llvm::AllocaInst *a : acc)
            B.CreateStore(zero, a);
          emitLoop(B, kBegin, kEnd, i64(Depth), [&](Value *k0) {
-           // Stage op(A)[m0 .. +64, k0 .. +16] as [k][m] and op(B)[k0 .. +16,
-           // n0 .. +64] as [k][n]; zeros outside the operands. Consecutive
-           // threads load consecutive elements of the operand as it is
-           // stored, so that a warp's loads coalesce: along k (AlongK) or
-           // along the rows.
-           for (int64_t q = 0; q < Tile * Depth / GpuBlock; ++q) {
-             Value *e = B.CreateAdd(tid, i64(q * GpuBlock));
-             auto stage = [&](const GpuGemmOperand &from, Value *first, Value *limit, Value *to) {
+           // Stage op(A)[m0 .. +TileM, k0 .. +16] as [k][m] and op(B)[k0 ..
+           // +16, n0 .. +TileN] as [k][n]; zeros outside the operands.
+           // Consecutive threads load consecutive elements of the operand as
+           // it is stored, so that a warp's loads coalesce: along k (AlongK)
+           // or along the rows.
+           auto stage = [&](const GpuGemmOperand &from, int64_t tile, Value *first, Value *limit,
+                            Value *to, int64_t stride) {
+             for (int64_t q = 0; q < tile * Depth / GpuBlock; ++q) {
+               Value *e = B.CreateAdd(tid, i64(q * GpuBlock));
                bool alongK = from.AlongK;
-               Value *slice = alongK ? B.CreateURem(e, i64(Depth)) : B.CreateUDiv(e, i64(Tile));
-               Value *inner = alongK ? B.CreateUDiv(e, i64(Depth)) : B.CreateURem(e, i64(Tile));
+               Value *slice = alongK ? B.CreateURem(e, i64(Depth)) : B.CreateUDiv(e, i64(tile));
+               Value *inner = alongK ? B.CreateUDiv(e, i64(Depth)) : B.CreateURem(e, i64(tile));
                Value *k = B.CreateAdd(k0, slice), *row = B.CreateAdd(first, inner);
                Value *valid = B.CreateAnd(B.CreateICmpULT(row, limit), B.CreateICmpULT(k, kEnd));
                auto [index, inside] = from.At(B, row, k);
@@ -244,39 +254,47 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
                Value *v =
                    B.CreateLoad(ft, element(from.Base, B.CreateSelect(valid, index, i64(0))));
                B.CreateStore(B.CreateSelect(valid, v, zero),
-                             element(to, B.CreateAdd(B.CreateMul(slice, i64(Stride)), inner)));
-             };
-             stage(A, m0, M, as);
-             stage(BOperand, n0, N, bs);
-           }
-           Gpu.barrier(B);
-           emitLoop(B, i64(0), i64(Depth), i64(1), [&](Value *kk) {
-             Value *row = B.CreateMul(kk, i64(Stride));
-             auto *vt = llvm::FixedVectorType::get(ft, unsigned(Per));
-             llvm::Align vectorAlign(Per * ft->getPrimitiveSizeInBits() / 8);
-             Value *av = B.CreateAlignedLoad(
-                 vt, element(as, B.CreateAdd(row, B.CreateMul(ty, i64(Per)))), vectorAlign);
-             Value *bv = B.CreateAlignedLoad(
-                 vt, element(bs, B.CreateAdd(row, B.CreateMul(tx, i64(Per)))), vectorAlign);
-             Value *a[Per], *b[Per];
-             for (int64_t r = 0; r < Per; ++r) {
-               a[r] = B.CreateExtractElement(av, uint64_t(r));
-               b[r] = B.CreateExtractElement(bv, uint64_t(r));
+                             element(to, B.CreateAdd(B.CreateMul(slice, i64(stride)), inner)));
              }
-             for (int64_t r = 0; r < Per; ++r)
-               for (int64_t c = 0; c < Per; ++c) {
-                 llvm::AllocaInst *sum = acc[r * Per + c];
+           };
+           stage(A, TileM, m0, M, as, StrideM);
+           stage(BOperand, TileN, n0, N, bs, StrideN);
+           Gpu.barrier(B);
+           // This thread's PerM (or PerN) elements of row kk of a slice, as
+           // vectors of at most 4 (16 bytes: the widest shared load).
+           auto part = [&](Value *slice, int64_t stride, Value *at, int64_t per, int64_t kk) {
+             Value *first = B.CreateAdd(i64(kk * stride), B.CreateMul(at, i64(per)));
+             int64_t width = std::min<int64_t>(per, 4);
+             auto *vt = llvm::FixedVectorType::get(ft, unsigned(width));
+             llvm::Align align(std::min<int64_t>(width * ft->getPrimitiveSizeInBits() / 8, 16));
+             std::vector<Value *> values;
+             for (int64_t v = 0; v < per; v += width) {
+               Value *vector =
+                   B.CreateAlignedLoad(vt, element(slice, B.CreateAdd(first, i64(v))), align);
+               for (int64_t e = 0; e < width; ++e)
+                 values.push_back(B.CreateExtractElement(vector, uint64_t(e)));
+             }
+             return values;
+           };
+           // Unrolled: the slice's rows at constant offsets, and no loop
+           // counter among the multiply-adds.
+           for (int64_t kk = 0; kk < Depth; ++kk) {
+             std::vector<Value *> a = part(as, StrideM, ty, PerM, kk);
+             std::vector<Value *> b = part(bs, StrideN, tx, PerN, kk);
+             for (int64_t r = 0; r < PerM; ++r)
+               for (int64_t c = 0; c < PerN; ++c) {
+                 llvm::AllocaInst *sum = acc[r * PerN + c];
                  B.CreateStore(B.CreateIntrinsic(llvm::Intrinsic::fmuladd, {ft},
                                                  {a[r], b[c], B.CreateLoad(ft, sum)}),
                                sum);
                }
-           });
+           }
            Gpu.barrier(B);
          });
-         for (int64_t r = 0; r < Per; ++r)
-           for (int64_t c = 0; c < Per; ++c) {
-             Value *m = B.CreateAdd(m0, B.CreateAdd(B.CreateMul(ty, i64(Per)), i64(r)));
-             Value *n = B.CreateAdd(n0, B.CreateAdd(B.CreateMul(tx, i64(Per)), i64(c)));
+         for (int64_t r = 0; r < PerM; ++r)
+           for (int64_t c = 0; c < PerN; ++c) {
+             Value *m = B.CreateAdd(m0, B.CreateAdd(B.CreateMul(ty, i64(PerM)), i64(r)));
+             Value *n = B.CreateAdd(n0, B.CreateAdd(B.CreateMul(tx, i64(PerN)), i64(c)));
              llvm::Function *f = B.GetInsertBlock()->getParent();
              auto *store = llvm::BasicBlock::Create(B.getContext(), "gemm.store", f);
              auto *done = llvm::BasicBlock::Create(B.getContext(), "gemm.stored", f);
@@ -284,7 +302,7 @@ void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape
                             done);
              B.SetInsertPoint(store);
              Value *index = Out(B, m, n);
-             Value *v = B.CreateLoad(ft, acc[r * Per + c]);
+             Value *v = B.CreateLoad(ft, acc[r * PerN + c]);
              if (Shape.Accumulate)
                v = B.CreateFAdd(B.CreateLoad(ft, element(out, index)), v);
              // The epilogue, but for a run's partial product.

@@ -65,8 +65,21 @@ struct GpuGemmShape {
   int64_t LdA = 0, LdB = 0, LdC = 0;
 };
 
-/// The side of the square tiles of C that a block computes.
+/// The side of the square tiles of C by which a product's work is counted
+/// (its tiles times its runs: see GpuGemmSplit). A block computes a tile of
+/// as many elements, square or narrower (gpuGemmTiling).
 constexpr int64_t GpuGemmTile = 64;
+
+/// The rows and columns of the tiles of C that a block computes, for a
+/// product of \p Columns columns: 64 x 64, or 128 x 32 for at most 32
+/// columns and 256 x 16 for at most 16, so that a narrow product does not
+/// spend most of its multiply-adds on padding. Each thread of the block's
+/// 16 x 16 sums 16 elements of a tile whichever its shape, in the same
+/// order: the results are the same.
+struct GpuGemmTiling {
+  int64_t Rows, Columns;
+};
+GpuGemmTiling gpuGemmTiling(int64_t Columns);
 
 /// A product's depth cut into runs (split-K), so that a product of few
 /// tiles and a long depth fills the device: each (tile, run) pair is a unit
@@ -81,10 +94,10 @@ struct GpuGemmSplit {
 
 /// Emits, at B's insertion point in a kernel, C (+)= op(A) op(B) (+ bias),
 /// then max(..., 0) with Relu, then times (mask > 0) with Mask (\p Mask
-/// laid out as C), computed by all the threads of each block together: 64 x 64 tiles of C,
-/// one after another per block (the tiles split among the blocks), each
-/// thread summing a 4 x 4 part of a tile from 16-deep slices of A and B
-/// staged in shared memory. Every thread of the block must reach it.
+/// laid out as C), computed by all the threads of each block together: tiles of C
+/// (gpuGemmTiling), one after another per block (the tiles split among the blocks), each
+/// thread summing a part of a tile from 16-deep slices of A and B staged in shared memory.
+/// Every thread of the block must reach it.
 /// With \p Split, the depth's runs too are split among the blocks (a run's
 /// partial product has no epilogue).
 void emitGpuGemm(llvm::IRBuilder<> &B, GpuTarget &Gpu, const GpuGemmShape &Shape,
