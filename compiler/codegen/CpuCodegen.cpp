@@ -85,6 +85,13 @@ constexpr int64_t ImageGroups = 16;
 /// product of depth below 2 x GpuRunDepth is not cut.
 constexpr int64_t GpuProductUnits = 512;
 constexpr int64_t GpuRunDepth = 128;
+/// GPU, a kernel per node: side-by-side units (see SideBySide) hold at most
+/// one product of more than GpuLightPiece multiply-adds a row of the batch.
+/// Beside light pieces a launch costs a good part of the time; two heavy
+/// products in one kernel would take more registers than either (mnist_cnn's
+/// filter and input gradients: 123 a thread, not 77 and 64) and save no
+/// time worth it.
+constexpr int64_t GpuLightPiece = 1 << 16;
 /// GPU, a kernel per node: a sum over the batch's rows of a few columns
 /// (a bias's gradient) sums runs of at least GpuRunRows rows, a thread per
 /// (run, column), up to GpuSumThreads threads; a second kernel adds each
@@ -97,6 +104,36 @@ constexpr int64_t GpuRunRows = 128;
 constexpr int64_t GpuSumChunks = 1024;
 constexpr int64_t GpuChunkTerms = 4096;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// The product of dims [begin, end), with `batch` for the batch's extent
+/// (0: unknown, 1: the product for a row of the batch).
+int64_t staticExtents(std::vector<int64_t>::const_iterator begin,
+                      std::vector<int64_t>::const_iterator end, int64_t batch = 0) {
+  int64_t p = 1;
+  for (auto d = begin; d != end; ++d)
+    p *= *d == ir::N ? batch : *d;
+  return p;
+}
+
+/// The multiply-adds of GPU product n (a matmul, or a convolution's
+/// forward, input gradient or filter gradient) for a row (an image) of the
+/// batch.
+int64_t productWorkPerRow(const Node *n) {
+  const std::vector<int64_t> &dims = n->Ty.Dims;
+  if (n->Op == OpCode::MatMul) {
+    const std::vector<int64_t> &aDims = n->Operands[0]->Ty.Dims;
+    int64_t depth = n->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1, 1)
+                                : staticExtents(aDims.end() - 1, aDims.end(), 1);
+    return staticExtents(dims.begin(), dims.end(), 1) * depth;
+  }
+  // A convolution's three products have the forward's multiply-adds: each
+  // output element's, over the filter's taps of every input channel.
+  const Node *y =
+      n->Op == OpCode::Conv2D ? n : n->Operands[n->Op == OpCode::Conv2DGradInput ? 0 : 1];
+  const Node *x = n->Op == OpCode::Conv2DGradInput ? n : n->Operands[0];
+  return staticExtents(y->Ty.Dims.begin(), y->Ty.Dims.end(), 1) * x->Ty.Dims[1] * n->A.KernelH *
+         n->A.KernelW;
+}
 
 /// The product of dims[begin, end), with `batch` for the batch's extent.
 Value *extentsOf(llvm::IRBuilder<> &B, const std::vector<int64_t> &dims, size_t begin,
@@ -240,6 +277,27 @@ public:
   Value *thread(llvm::IRBuilder<> &B) override { return Grid.thread(B); }
   Value *block(llvm::IRBuilder<> &B) override { return B.getInt32(0); }
   Value *blocks(llvm::IRBuilder<> &B) override { return B.getInt32(1); }
+  void barrier(llvm::IRBuilder<> &B) override { Grid.barrier(B); }
+  Value *shared(llvm::IRBuilder<> &B) override { return Grid.shared(B); }
+  void finishKernel(llvm::Function &F) override { Grid.finishKernel(F); }
+  bool device() const override { return Grid.device(); }
+
+private:
+  GpuTarget &Grid;
+};
+
+/// A GPU target whose blocks are numbered from the last: in a kernel of
+/// independent pieces of work (see SideBySide), every other piece starts on
+/// the blocks that the piece before it leaves idle when both are small.
+class ReversedBlocksTarget final : public GpuTarget {
+public:
+  explicit ReversedBlocksTarget(GpuTarget &grid) : Grid(grid) {}
+  llvm::Module &kernelModule() override { return Grid.kernelModule(); }
+  Value *thread(llvm::IRBuilder<> &B) override { return Grid.thread(B); }
+  Value *block(llvm::IRBuilder<> &B) override {
+    return B.CreateSub(B.CreateSub(Grid.blocks(B), B.getInt32(1)), Grid.block(B));
+  }
+  Value *blocks(llvm::IRBuilder<> &B) override { return Grid.blocks(B); }
   void barrier(llvm::IRBuilder<> &B) override { Grid.barrier(B); }
   Value *shared(llvm::IRBuilder<> &B) override { return Grid.shared(B); }
   void finishKernel(llvm::Function &F) override { Grid.finishKernel(F); }
@@ -513,6 +571,12 @@ private:
                  const std::function<void()> &body);
   /// A kernel per node: finds the runs of flat updates (see UpdateRuns).
   void planUpdateRuns();
+  /// A kernel per node: finds the side-by-side units (see SideBySide).
+  void planSideBySide();
+  /// Whether unit n is one wide piece of work on the GPU, maybe with a
+  /// kernel that adds its runs after it: a column sum over the batch's rows
+  /// or a tiled product (see SideBySide).
+  bool isWidePiece(const Node *n) const;
   /// A kernel per node: finds the row segments (see RowSegments), and
   /// moves what their units need not wait for after them.
   void planRowSegments();
@@ -604,10 +668,17 @@ private:
   /// GPU: after product n's runs (see productSplit), starts the kernel
   /// that adds their partial products in order into into's first
   /// elements() elements (rows of `columns`), then applies the epilogue: a
-  /// bias by column, relu, a relu's mask (see reluAndMask).
+  /// bias by column, relu, a relu's mask (see reluAndMask). Side by side
+  /// (RunsAfter), only later: `elements` must capture by value.
   void addProductRuns(const Node *n, const Node *into, int64_t columns,
                       const std::function<Value *()> &elements, const Node *bias = nullptr,
                       bool relu = false, const Node *mask = nullptr);
+  /// GPU: after column sum n's runs (lowerSplitColumnSums), starts the
+  /// kernel that adds each column's runs in order. Side by side
+  /// (RunsAfter), only later.
+  void addColumnSumRuns(const Node *n);
+  /// A kernel per node: side-by-side units (see SideBySide).
+  void lowerSideBySide(const std::vector<const Node *> &units);
   /// Which products skip the zero columns of a relu's masked adjoint
   /// (see ColumnSkip), after planFusion and planImageChains.
   void planColumnSkips();
@@ -848,10 +919,28 @@ private:
   std::unordered_map<const Node *, std::vector<std::vector<const Node *>>> UpdateRuns;
   /// The runs' other units.
   std::unordered_set<const Node *> InUpdateRun;
+  /// GPU, a kernel per node: units next to each other that read none of
+  /// each other's results and are each one wide piece of work (a column sum
+  /// over the batch's rows, a tiled product), maybe followed by a kernel
+  /// that adds its runs. A layer's bias gradient, weight gradient and input
+  /// adjoint are such, all reading the layer's output adjoint. Their pieces
+  /// are one wide kernel, every other one on the blocks numbered from the
+  /// last (ReversedBlocksTarget), and their runs' kernels follow it, in
+  /// order. By the first unit: the units, in order.
+  std::unordered_map<const Node *, std::vector<const Node *>> SideBySide;
+  /// Their other units.
+  std::unordered_set<const Node *> InSideBySide;
+  /// While side-by-side units are lowered: the kernels that add their runs,
+  /// to be lowered after theirs.
+  std::vector<std::function<void()>> *RunsAfter = nullptr;
   /// The first and last positions in Order of the nodes of units that one
   /// kernel runs interleaved (a row segment's) or at once (a run of
-  /// updates): what they read and write lives through the whole span.
+  /// updates, side-by-side units): what they read and write lives through
+  /// the whole span.
   std::vector<std::pair<int64_t, int64_t>> KernelSpans;
+  /// Adds to KernelSpans, for each key of unitKernels' values, the span of
+  /// the nodes of the units it maps to it (by their leader).
+  void addKernelSpans(const std::unordered_map<const Node *, const Node *> &unitKernels);
   bool SkipDeadUnits = false; ///< CPU: see ColumnSkip.
   /// GPU: whether the code being emitted runs on one thread's own share of
   /// the work (inside parallelFor or onOneThread), not on all alike.
@@ -913,6 +1002,11 @@ private:
   const Node *leaderOf(const Node *n) const {
     auto grouped = GroupedInto.find(n);
     return grouped == GroupedInto.end() ? n : grouped->second;
+  }
+  /// The product that n's lowering computes: that of the epilogue n, or n.
+  const Node *productOf(const Node *n) const {
+    auto epilogue = ProductEpilogues.find(n);
+    return epilogue == ProductEpilogues.end() ? n : epilogue->second.first;
   }
   /// Stored values computed in their destination: the store.
   std::unordered_map<const Node *, const ir::Store *> InPlace;
@@ -1710,10 +1804,19 @@ void GraphLowering::planImageChains() {
     ChainSpan.push_back({p, p});
   if (Gpu) {
     // A row segment's units run interleaved, chunk by chunk, as a chain's
-    // run image by image; a run of updates' at once, on other threads.
-    for (auto [first, last] : KernelSpans)
+    // run image by image; a run of updates' and side-by-side units' at
+    // once, on other threads. Spans that overlap (a fused product's node may
+    // be scheduled among another kernel's) are one.
+    std::sort(KernelSpans.begin(), KernelSpans.end());
+    for (size_t i = 0; i < KernelSpans.size();) {
+      auto [first, last] = KernelSpans[i];
+      size_t j = i + 1;
+      for (; j < KernelSpans.size() && KernelSpans[j].first <= last; ++j)
+        last = std::max(last, KernelSpans[j].second);
       for (int64_t p = first; p <= last; ++p)
         ChainSpan[p] = {first, last};
+      i = j;
+    }
     return;
   }
   auto unitOf = [&](const Node *n) { return leaderOf(computedBy(n)); };
@@ -2067,6 +2170,7 @@ void GraphLowering::runGpu() {
   if (!WholeGraph) {
     planRowSegments();
     planUpdateRuns();
+    planSideBySide();
   }
   planImageChains();
   planWorkspace();
@@ -2089,6 +2193,12 @@ void GraphLowering::runGpu() {
       continue;
     if (auto segment = RowSegments.find(n); segment != RowSegments.end()) {
       lowerRowSegment(segment->second.first, segment->second.second);
+      continue;
+    }
+    if (InSideBySide.count(n))
+      continue;
+    if (auto units = SideBySide.find(n); units != SideBySide.end()) {
+      lowerSideBySide(units->second);
       continue;
     }
     if (!WholeGraph)
@@ -2277,22 +2387,100 @@ void GraphLowering::planUpdateRuns() {
     updated.insert(members.begin(), members.end());
   }
   endRun();
-  // The nodes of a run's units are next to each other, but for the nodes
-  // that no kernel computes (leaves, scalars in registers) between them.
   std::unordered_map<const Node *, const Node *> runOf;
   for (auto &[first, run] : UpdateRuns)
     for (const std::vector<const Node *> &members : run)
       runOf[leaderOf(members.back())] = first;
+  addKernelSpans(runOf);
+}
+
+void GraphLowering::addKernelSpans(
+    const std::unordered_map<const Node *, const Node *> &unitKernels) {
+  // A kernel's units are next to each other, but for the nodes that no
+  // kernel computes (leaves, scalars in registers) between them.
   std::unordered_map<const Node *, std::pair<int64_t, int64_t>> spans;
   for (int64_t p = 0; p < int64_t(Order.size()); ++p) {
-    auto run = runOf.find(leaderOf(computedBy(Order[p])));
-    if (run == runOf.end())
+    auto kernel = unitKernels.find(leaderOf(computedBy(Order[p])));
+    if (kernel == unitKernels.end())
       continue;
-    std::pair<int64_t, int64_t> &span = spans.try_emplace(run->second, p, p).first->second;
+    std::pair<int64_t, int64_t> &span = spans.try_emplace(kernel->second, p, p).first->second;
     span = {std::min(span.first, p), std::max(span.second, p)};
   }
-  for (auto &[first, span] : spans)
+  for (auto &[kernel, span] : spans)
     KernelSpans.push_back(span);
+}
+
+bool GraphLowering::isWidePiece(const Node *n) const {
+  if (!Gpu || WholeGraph || Groups.count(n) || InPlace.count(n) || UpdateRuns.count(n) ||
+      InUpdateRun.count(n) || RowSegments.count(n) || InRowSegment.count(n))
+    return false;
+  if (n->Op == OpCode::ReduceSum) // lowerReduceSum's column sums
+    return n->A.Axis == 0 && n->Operands[0]->Ty.Dims[0] == ir::N && !n->Ty.isBatched() &&
+           !n->Ty.Dims.empty();
+  const Node *product = productOf(n);
+  switch (product->Op) {
+  case OpCode::Conv2D:
+  case OpCode::Conv2DGradInput:
+  case OpCode::Conv2DGradFilter:
+    return true;
+  case OpCode::MatMul: {
+    // Not lowerMatMul's loops: a batch of columns, a depth of 1, one element.
+    const std::vector<int64_t> &dims = product->Ty.Dims, &aDims = product->Operands[0]->Ty.Dims;
+    int64_t rows = staticExtents(dims.begin(), dims.end() - 1), columns = dims.back();
+    int64_t depth = product->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1)
+                                      : staticExtents(aDims.end() - 1, aDims.end());
+    return columns != ir::N && depth != 1 && !(rows == 1 && columns == 1);
+  }
+  default:
+    return false;
+  }
+}
+
+void GraphLowering::planSideBySide() {
+  std::unordered_map<const Node *, std::vector<const Node *>> members;
+  for (const Node *n : Order)
+    members[leaderOf(computedBy(n))].push_back(n);
+  // Whether node n reads a result of the units in `set` (through the nodes
+  // that have no code of their own: inlined, scalars, reshapes).
+  std::unordered_set<const Node *> set;
+  std::function<bool(const Node *)> readsSet = [&](const Node *n) {
+    for (const Node *operand : n->Operands)
+      if (set.count(leaderOf(computedBy(operand))) ||
+          (loweredElsewhere(operand) && readsSet(operand)))
+        return true;
+    return false;
+  };
+  std::vector<const Node *> units;
+  bool heavy = false; // whether one of them is (see GpuLightPiece)
+  std::unordered_map<const Node *, const Node *> kernelOf;
+  auto endSet = [&] {
+    if (units.size() > 1) {
+      for (const Node *unit : units)
+        kernelOf[unit] = units.front();
+      InSideBySide.insert(units.begin() + 1, units.end());
+      SideBySide[units.front()] = std::move(units);
+    }
+    units.clear();
+    set.clear();
+    heavy = false;
+  };
+  for (const Node *n : Order) {
+    if (loweredElsewhere(n))
+      continue;
+    bool piece = isWidePiece(n);
+    bool heavyPiece =
+        piece && n->Op != OpCode::ReduceSum && productWorkPerRow(productOf(n)) > GpuLightPiece;
+    if (!piece || (heavy && heavyPiece) ||
+        std::any_of(members[n].begin(), members[n].end(), readsSet))
+      endSet();
+    if (!piece)
+      continue;
+    units.push_back(n);
+    set.insert(n);
+    heavy = heavy || heavyPiece;
+  }
+  endSet();
+  addKernelSpans(kernelOf);
 }
 
 void GraphLowering::planRowSegments() {
@@ -2442,6 +2630,30 @@ void GraphLowering::planRowSegments() {
   Order = std::move(order);
   for (size_t i = 0; i < Order.size(); ++i)
     Position[Order[i]] = int64_t(i);
+}
+
+void GraphLowering::lowerSideBySide(const std::vector<const Node *> &units) {
+  std::string work;
+  for (const Node *unit : units)
+    work += (work.empty() ? "" : "_") + kernelWork(unit);
+  beginKernel(work);
+  std::vector<std::function<void()>> runs;
+  RunsAfter = &runs;
+  GpuTarget *grid = Gpu;
+  ReversedBlocksTarget reversed(*grid);
+  for (size_t i = 0; i < units.size(); ++i) {
+    Gpu = i % 2 ? &reversed : grid;
+    lower(units[i]);
+  }
+  Gpu = grid;
+  RunsAfter = nullptr;
+  if (Pieces != int(units.size()) || OneBlock)
+    throw std::logic_error("internal error: side-by-side units that are not a wide piece each");
+  // No piece reads another's results: the kernel is as wide as one piece.
+  Pieces = 1;
+  for (const std::function<void()> &addRuns : runs)
+    addRuns();
+  endKernel();
 }
 
 void GraphLowering::lowerRowSegment(const std::vector<const Node *> &units, int64_t chunkRows) {
@@ -3076,17 +3288,10 @@ int64_t GraphLowering::productRuns(const Node *n) const {
   }
   if (n->Op != OpCode::MatMul || n->Ty.Dims.back() == ir::N)
     return 1;
-  // Static extents; 0 where one is the batch's.
-  auto extents = [](auto begin, auto end) {
-    int64_t p = 1;
-    for (auto d = begin; d != end; ++d)
-      p = *d == ir::N ? 0 : p * *d;
-    return p;
-  };
   const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
-  int64_t rows = extents(dims.begin(), dims.end() - 1), columns = dims.back();
-  int64_t depth = n->A.TransA ? extents(aDims.begin(), aDims.end() - 1)
-                              : extents(aDims.end() - 1, aDims.end());
+  int64_t rows = staticExtents(dims.begin(), dims.end() - 1), columns = dims.back();
+  int64_t depth = n->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1)
+                              : staticExtents(aDims.end() - 1, aDims.end());
   if (depth == 1 || (rows == 1 && columns == 1)) // lowerMatMul's loops
     return 1;
   int64_t tiles = std::max<int64_t>(ceilDiv(rows, GpuGemmTile), 1) * ceilDiv(columns, GpuGemmTile);
@@ -3117,13 +3322,19 @@ void GraphLowering::lowerSplitProduct(const Node *n, const Node *into, const Gem
        depth, bias ? slotOf(bias).Ptr : nullptr, mask ? slotOf(mask).Ptr : nullptr, nullptr,
        &runs);
 
-  auto elements = [&] { return B.CreateMul(productExtents(n).first, i64(shape.N)); };
+  auto elements = [this, n, columns = shape.N] {
+    return B.CreateMul(productExtents(n).first, i64(columns));
+  };
   addProductRuns(n, into, shape.N, elements, bias, shape.Relu, mask);
 }
 
 void GraphLowering::addProductRuns(const Node *n, const Node *into, int64_t columns,
                                    const std::function<Value *()> &elements, const Node *bias,
                                    bool relu, const Node *mask) {
+  if (RunsAfter) {
+    RunsAfter->push_back([=] { addProductRuns(n, into, columns, elements, bias, relu, mask); });
+    return;
+  }
   beginRunsKernel(n, [n](llvm::IRBuilder<> &b, Value *rows) {
     return productSplit(b, n, rows).first;
   });
@@ -3577,18 +3788,27 @@ void GraphLowering::lowerSplitColumnSums(const Node *n) {
     Value *to = B.CreateSelect(cut, B.CreateInBoundsGEP(ft, partials(), i), at(n, column));
     B.CreateStore(B.CreateLoad(ft, sum), to);
   });
+  addColumnSumRuns(n);
+}
 
-  runs = beginRunsKernel(n, [n](llvm::IRBuilder<> &b, Value *rows) {
-    return columnSumSplit(b, n, rows).first;
-  });
+void GraphLowering::addColumnSumRuns(const Node *n) {
+  if (RunsAfter) {
+    RunsAfter->push_back([=] { addColumnSumRuns(n); });
+    return;
+  }
+  int64_t columns = n->Ty.staticElements();
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *runs = beginRunsKernel(
+      n, [n](llvm::IRBuilder<> &b, Value *rows) { return columnSumSplit(b, n, rows).first; });
+  Value *partials = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
   ifThen(B.CreateICmpUGT(runs, i64(1)), [&] {
     llvm::AllocaInst *sum = entryAlloca(ft);
     parallelFor(i64(columns), [&](Value *column) {
       B.CreateStore(llvm::ConstantFP::get(ft, 0), sum);
       forRange(runs, [&](Value *run) {
         Value *partial = B.CreateLoad(
-            ft, B.CreateInBoundsGEP(ft, partials(),
-                                    B.CreateAdd(B.CreateMul(run, i64(columns)), column)));
+            ft,
+            B.CreateInBoundsGEP(ft, partials, B.CreateAdd(B.CreateMul(run, i64(columns)), column)));
         B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, sum), partial), sum);
       });
       B.CreateStore(B.CreateLoad(ft, sum), at(n, column));
@@ -4606,7 +4826,7 @@ void GraphLowering::gpuConv2DGradFilter(const Node *n) {
   GpuGemmSplit split{runs, runDepth,
                      B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)))};
   gpuProduct(n, adjoint, patches, out, i64(O), Columns, depth, &split);
-  addProductRuns(n, n, Columns, [&] { return i64(O * Columns); });
+  addProductRuns(n, n, Columns, [this, elements = O * Columns] { return i64(elements); });
 }
 
 void GraphLowering::lowerMaxPool2D(const Node *n, bool grad) {
