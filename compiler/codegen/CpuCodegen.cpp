@@ -115,16 +115,33 @@ int64_t staticExtents(std::vector<int64_t>::const_iterator begin,
   return p;
 }
 
+/// A matmul's rows (those of its result: see matmul's shape rule), columns
+/// and depth, as staticExtents gives them.
+struct MatMulExtents {
+  int64_t Rows, Columns, Depth;
+};
+MatMulExtents matMulExtents(const Node *n, int64_t batch = 0) {
+  const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
+  return {staticExtents(dims.begin(), dims.end() - 1, batch),
+          staticExtents(dims.end() - 1, dims.end(), batch),
+          n->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1, batch)
+                      : staticExtents(aDims.end() - 1, aDims.end(), batch)};
+}
+
+/// Whether matmul n is a tiled product on the GPU, not one of lowerMatMul's
+/// loops (a batch of columns, a depth of 1, one element).
+bool isTiledMatMul(const Node *n) {
+  MatMulExtents e = matMulExtents(n);
+  return n->Ty.Dims.back() != ir::N && e.Depth != 1 && !(e.Rows == 1 && e.Columns == 1);
+}
+
 /// The multiply-adds of GPU product n (a matmul, or a convolution's
 /// forward, input gradient or filter gradient) for a row (an image) of the
 /// batch.
 int64_t productWorkPerRow(const Node *n) {
-  const std::vector<int64_t> &dims = n->Ty.Dims;
   if (n->Op == OpCode::MatMul) {
-    const std::vector<int64_t> &aDims = n->Operands[0]->Ty.Dims;
-    int64_t depth = n->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1, 1)
-                                : staticExtents(aDims.end() - 1, aDims.end(), 1);
-    return staticExtents(dims.begin(), dims.end(), 1) * depth;
+    MatMulExtents e = matMulExtents(n, 1);
+    return e.Rows * e.Columns * e.Depth;
   }
   // A convolution's three products have the forward's multiply-adds: each
   // output element's, over the filter's taps of every input channel.
@@ -718,6 +735,23 @@ private:
   void lowerSplitFullSums(const std::vector<const Node *> &sums,
                           const std::vector<Value *> &zeros,
                           const std::function<std::vector<Value *>(Value *)> &termsAt);
+  /// GPU: where chunk `chunk` of full sum `sums` keeps its sum of the k-th
+  /// sum's terms (8 bytes: see ChunkScratch).
+  Value *chunkSum(const std::vector<const Node *> &sums, Value *chunk, size_t k) {
+    Value *slot = B.CreateAdd(B.CreateMul(chunk, i64(int64_t(sums.size()))), i64(int64_t(k)));
+    return B.CreateInBoundsGEP(
+        B.getInt8Ty(), Workspace,
+        B.CreateAdd(i64(ChunkScratch.at(sums.front())), B.CreateMul(slot, i64(8))));
+  }
+  /// Stores the totals of full sum `sums` into their buffers.
+  void storeFullSums(const std::vector<const Node *> &sums, const std::vector<Value *> &totals) {
+    for (size_t k = 0; k < sums.size(); ++k)
+      B.CreateStore(B.CreateFPCast(totals[k], elemType(sums[k]->Ty.Elem)), slotOf(sums[k]).Ptr);
+  }
+  /// GPU: after full sum `sums`'s chunks (lowerSplitFullSums), starts the
+  /// kernel that adds their sums (`zeros`: constants of the sums' types).
+  /// Side by side (RunsAfter), only later.
+  void addFullSumChunks(const std::vector<const Node *> &sums, const std::vector<Value *> &zeros);
   /// GPU: adds each sum's partial sums of the block's threads pairwise in
   /// shared memory; every thread gets the totals. Every thread of the
   /// block must reach it.
@@ -2414,6 +2448,9 @@ bool GraphLowering::isWidePiece(const Node *n) const {
   if (!Gpu || WholeGraph || Groups.count(n) || InPlace.count(n) || UpdateRuns.count(n) ||
       InUpdateRun.count(n) || RowSegments.count(n) || InRowSegment.count(n))
     return false;
+  if (ir::opInfo(n->Op).Category == ir::OpCategory::Reduce &&
+      (n->Op == OpCode::SumAll || n->Ty.Dims.empty())) // lowerFullSums's
+    return fullSumChunks({n});
   if (n->Op == OpCode::ReduceSum) // lowerReduceSum's column sums
     return n->A.Axis == 0 && n->Operands[0]->Ty.Dims[0] == ir::N && !n->Ty.isBatched() &&
            !n->Ty.Dims.empty();
@@ -2423,14 +2460,8 @@ bool GraphLowering::isWidePiece(const Node *n) const {
   case OpCode::Conv2DGradInput:
   case OpCode::Conv2DGradFilter:
     return true;
-  case OpCode::MatMul: {
-    // Not lowerMatMul's loops: a batch of columns, a depth of 1, one element.
-    const std::vector<int64_t> &dims = product->Ty.Dims, &aDims = product->Operands[0]->Ty.Dims;
-    int64_t rows = staticExtents(dims.begin(), dims.end() - 1), columns = dims.back();
-    int64_t depth = product->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1)
-                                      : staticExtents(aDims.end() - 1, aDims.end());
-    return columns != ir::N && depth != 1 && !(rows == 1 && columns == 1);
-  }
+  case OpCode::MatMul:
+    return isTiledMatMul(product);
   default:
     return false;
   }
@@ -2468,8 +2499,8 @@ void GraphLowering::planSideBySide() {
     if (loweredElsewhere(n))
       continue;
     bool piece = isWidePiece(n);
-    bool heavyPiece =
-        piece && n->Op != OpCode::ReduceSum && productWorkPerRow(productOf(n)) > GpuLightPiece;
+    bool heavyPiece = piece && ir::opInfo(n->Op).Category != ir::OpCategory::Reduce &&
+                      productWorkPerRow(productOf(n)) > GpuLightPiece;
     if (!piece || (heavy && heavyPiece) ||
         std::any_of(members[n].begin(), members[n].end(), readsSet))
       endSet();
@@ -3286,14 +3317,9 @@ int64_t GraphLowering::productRuns(const Node *n) const {
         ceilDiv(dims[0], GpuGemmTile) * ceilDiv(dims[1] * dims[2] * dims[3], GpuGemmTile);
     return std::max<int64_t>(GpuProductUnits / tiles, 1);
   }
-  if (n->Op != OpCode::MatMul || n->Ty.Dims.back() == ir::N)
+  if (n->Op != OpCode::MatMul || !isTiledMatMul(n))
     return 1;
-  const std::vector<int64_t> &dims = n->Ty.Dims, &aDims = n->Operands[0]->Ty.Dims;
-  int64_t rows = staticExtents(dims.begin(), dims.end() - 1), columns = dims.back();
-  int64_t depth = n->A.TransA ? staticExtents(aDims.begin(), aDims.end() - 1)
-                              : staticExtents(aDims.end() - 1, aDims.end());
-  if (depth == 1 || (rows == 1 && columns == 1)) // lowerMatMul's loops
-    return 1;
+  auto [rows, columns, depth] = matMulExtents(n);
   int64_t tiles = std::max<int64_t>(ceilDiv(rows, GpuGemmTile), 1) * ceilDiv(columns, GpuGemmTile);
   int64_t runs = GpuProductUnits / tiles;
   if (depth)
@@ -4018,16 +4044,6 @@ void GraphLowering::lowerSplitFullSums(
   // thread every GpuBlock-th term, then pairwise. Its sums go to the
   // workspace, 8 bytes each; with one chunk, they are the totals.
   size_t width = sums.size();
-  auto partial = [&](Value *chunk, size_t k) {
-    Value *slot = B.CreateAdd(B.CreateMul(chunk, i64(int64_t(width))), i64(int64_t(k)));
-    return B.CreateInBoundsGEP(B.getInt8Ty(), Workspace,
-                               B.CreateAdd(i64(ChunkScratch.at(sums.front())),
-                                           B.CreateMul(slot, i64(8))));
-  };
-  auto store = [&](const std::vector<Value *> &totals) {
-    for (size_t k = 0; k < width; ++k)
-      B.CreateStore(B.CreateFPCast(totals[k], elemType(sums[k]->Ty.Elem)), slotOf(sums[k]).Ptr);
-  };
   Value *count = fullSumTerms(B, sums, Batch);
   auto [chunks, terms] = fullSumSplit(B, count);
   Value *cut = B.CreateICmpUGT(chunks, i64(1));
@@ -4064,29 +4080,38 @@ void GraphLowering::lowerSplitFullSums(
                 B.CreateCondBr(cut, toPartials, toTotals);
                 B.SetInsertPoint(toPartials);
                 for (size_t k = 0; k < width; ++k)
-                  B.CreateStore(totals[k], partial(chunk, k));
+                  B.CreateStore(totals[k], chunkSum(sums, chunk, k));
                 B.CreateBr(stored);
                 B.SetInsertPoint(toTotals);
-                store(totals);
+                storeFullSums(sums, totals);
                 B.CreateBr(stored);
                 B.SetInsertPoint(stored);
                 PerThread = false;
               });
             }, false);
   Gpu->barrier(B);
+  addFullSumChunks(sums, zeros);
+}
 
-  chunks = beginRunsKernel(sums.front(), [sums](llvm::IRBuilder<> &b, Value *rows) {
+void GraphLowering::addFullSumChunks(const std::vector<const Node *> &sums,
+                                     const std::vector<Value *> &zeros) {
+  if (RunsAfter) {
+    RunsAfter->push_back([=] { addFullSumChunks(sums, zeros); });
+    return;
+  }
+  size_t width = sums.size();
+  Value *chunks = beginRunsKernel(sums.front(), [sums](llvm::IRBuilder<> &b, Value *rows) {
     return fullSumSplit(b, fullSumTerms(b, sums, rows)).first;
   });
   ifThen(B.CreateICmpUGT(chunks, i64(1)), [&] {
     std::vector<Value *> totals = reduce(chunks, zeros, [&](Value *chunk) {
       std::vector<Value *> values;
       for (size_t k = 0; k < width; ++k)
-        values.push_back(B.CreateLoad(zeros[k]->getType(), partial(chunk, k)));
+        values.push_back(B.CreateLoad(zeros[k]->getType(), chunkSum(sums, chunk, k)));
       return values;
     });
     ifThen(B.CreateICmpEQ(B.CreateZExt(Gpu->thread(B), B.getInt64Ty()), i64(0)),
-           [&] { store(totals); });
+           [&] { storeFullSums(sums, totals); });
     Gpu->barrier(B);
   });
 }
