@@ -283,45 +283,43 @@ Value *segmentBlocks(llvm::IRBuilder<> &B, Value *batch, int64_t chunkRows) {
                                  B.getInt64(1));
 }
 
-/// A GPU target whose kernels see a grid of one block: each block of a
-/// kernel over blocks of rows runs its rows' work as a one-block kernel
-/// runs the whole batch's (its products' tiles, its parallel loops and its
-/// reductions all among its own threads).
-class BlockLocalTarget final : public GpuTarget {
+/// A GPU target that numbers another's blocks otherwise, and is that
+/// target in all else.
+class BlocksView : public GpuTarget {
 public:
-  explicit BlockLocalTarget(GpuTarget &grid) : Grid(grid) {}
+  explicit BlocksView(GpuTarget &grid) : Grid(grid) {}
   llvm::Module &kernelModule() override { return Grid.kernelModule(); }
   Value *thread(llvm::IRBuilder<> &B) override { return Grid.thread(B); }
-  Value *block(llvm::IRBuilder<> &B) override { return B.getInt32(0); }
-  Value *blocks(llvm::IRBuilder<> &B) override { return B.getInt32(1); }
   void barrier(llvm::IRBuilder<> &B) override { Grid.barrier(B); }
   Value *shared(llvm::IRBuilder<> &B) override { return Grid.shared(B); }
   void finishKernel(llvm::Function &F) override { Grid.finishKernel(F); }
   bool device() const override { return Grid.device(); }
 
-private:
+protected:
   GpuTarget &Grid;
+};
+
+/// A GPU target whose kernels see a grid of one block: each block of a
+/// kernel over blocks of rows runs its rows' work as a one-block kernel
+/// runs the whole batch's (its products' tiles, its parallel loops and its
+/// reductions all among its own threads).
+class BlockLocalTarget final : public BlocksView {
+public:
+  using BlocksView::BlocksView;
+  Value *block(llvm::IRBuilder<> &B) override { return B.getInt32(0); }
+  Value *blocks(llvm::IRBuilder<> &B) override { return B.getInt32(1); }
 };
 
 /// A GPU target whose blocks are numbered from the last: in a kernel of
 /// independent pieces of work (see SideBySide), every other piece starts on
 /// the blocks that the piece before it leaves idle when both are small.
-class ReversedBlocksTarget final : public GpuTarget {
+class ReversedBlocksTarget final : public BlocksView {
 public:
-  explicit ReversedBlocksTarget(GpuTarget &grid) : Grid(grid) {}
-  llvm::Module &kernelModule() override { return Grid.kernelModule(); }
-  Value *thread(llvm::IRBuilder<> &B) override { return Grid.thread(B); }
+  using BlocksView::BlocksView;
   Value *block(llvm::IRBuilder<> &B) override {
     return B.CreateSub(B.CreateSub(Grid.blocks(B), B.getInt32(1)), Grid.block(B));
   }
   Value *blocks(llvm::IRBuilder<> &B) override { return Grid.blocks(B); }
-  void barrier(llvm::IRBuilder<> &B) override { Grid.barrier(B); }
-  Value *shared(llvm::IRBuilder<> &B) override { return Grid.shared(B); }
-  void finishKernel(llvm::Function &F) override { Grid.finishKernel(F); }
-  bool device() const override { return Grid.device(); }
-
-private:
-  GpuTarget &Grid;
 };
 
 /// How a graph is lowered for the GPU (GpuOptions::Fusion).
