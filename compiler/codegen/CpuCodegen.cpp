@@ -128,6 +128,13 @@ MatMulExtents matMulExtents(const Node *n, int64_t batch = 0) {
                       : staticExtents(aDims.end() - 1, aDims.end(), batch)};
 }
 
+/// Whether n is a column sum over the batch's rows (a bias's gradient):
+/// lowerReduceSum's, not a sum to a scalar (lowerFullSums's).
+bool isColumnSum(const Node *n) {
+  return n->Op == OpCode::ReduceSum && n->A.Axis == 0 && n->Operands[0]->Ty.Dims[0] == ir::N &&
+         !n->Ty.isBatched() && !n->Ty.Dims.empty();
+}
+
 /// Whether matmul n is a tiled product on the GPU, not one of lowerMatMul's
 /// loops (a batch of columns, a depth of 1, one element).
 bool isTiledMatMul(const Node *n) {
@@ -2449,9 +2456,8 @@ bool GraphLowering::isWidePiece(const Node *n) const {
   if (ir::opInfo(n->Op).Category == ir::OpCategory::Reduce &&
       (n->Op == OpCode::SumAll || n->Ty.Dims.empty())) // lowerFullSums's
     return fullSumChunks({n});
-  if (n->Op == OpCode::ReduceSum) // lowerReduceSum's column sums
-    return n->A.Axis == 0 && n->Operands[0]->Ty.Dims[0] == ir::N && !n->Ty.isBatched() &&
-           !n->Ty.Dims.empty();
+  if (n->Op == OpCode::ReduceSum)
+    return isColumnSum(n);
   const Node *product = productOf(n);
   switch (product->Op) {
   case OpCode::Conv2D:
@@ -3781,8 +3787,7 @@ void GraphLowering::lowerReduceSum(const Node *n) {
 }
 
 int64_t GraphLowering::columnSumRuns(const Node *n) const {
-  if (!Gpu || WholeGraph || n->Op != OpCode::ReduceSum || n->A.Axis != 0 ||
-      n->Operands[0]->Ty.Dims[0] != ir::N || n->Ty.isBatched())
+  if (!Gpu || WholeGraph || !isColumnSum(n))
     return 1;
   return std::max<int64_t>(GpuSumThreads / n->Ty.staticElements(), 1);
 }
