@@ -104,6 +104,14 @@ constexpr int64_t GpuRunRows = 128;
 constexpr int64_t GpuSumChunks = 1024;
 constexpr int64_t GpuChunkTerms = 4096;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// GPU: an embedding's gradient (scatter_add) sorts its index elements by
+/// table row, stably, so that each row adds its values in one order
+/// whatever the blocks do: each of GpuScatterTile elements counts the
+/// rows in it, one scan of all the counts gives where each (row, tile)
+/// starts. The sorted values are summed in chunks of GpuScatterChunk, a
+/// row's pieces of several chunks then added in order (lowerGpuScatterAdd).
+constexpr int64_t GpuScatterTile = 2048;
+constexpr int64_t GpuScatterChunk = 32;
 
 /// The product of dims [begin, end), with `batch` for the batch's extent
 /// (0: unknown, 1: the product for a row of the batch).
@@ -263,6 +271,31 @@ Value *rowBlocks(llvm::IRBuilder<> &B, Value *batch, int64_t maxBlocks) {
 }
 
 int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Alignment; }
+
+/// GPU: where the scratch of an embedding's gradient (scatter_add of the
+/// index elements into a table's rows) lies. A fixed part holds the count
+/// of valid elements, tile 0's counts of each row, and chunk 0's two
+/// partial sums; the rest, which grows with the call's rows (or holds as
+/// many elements as the indices when they are not batched), holds the
+/// partial sums of chunks 1 on, the counts of tiles 1 on (tile after
+/// tile), and the elements' sorted order (see lowerGpuScatterAdd).
+struct ScatterScratch {
+  int64_t Tile0 = 0, Chunk0 = 0, Fixed = 0; ///< Offsets in the fixed part; its bytes.
+  int64_t Tiles = 0, Order = 0, Rest = 0;   ///< The same in the rest, per row.
+};
+
+ScatterScratch scatterScratch(const Node *n) {
+  int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1], size = ir::byteSize(n->Ty.Elem);
+  int64_t elements = n->Operands[0]->Ty.staticElements(); // a row's, when batched
+  ScatterScratch s;
+  s.Tile0 = Alignment;
+  s.Chunk0 = s.Tile0 + alignUp(rows * 4);
+  s.Fixed = s.Chunk0 + alignUp(2 * width * size);
+  s.Tiles = alignUp(ceilDiv(elements * 2 * width, GpuScatterChunk) * size);
+  s.Order = s.Tiles + alignUp(ceilDiv(elements * rows, GpuScatterTile) * 4);
+  s.Rest = s.Order + alignUp(elements * 4);
+  return s;
+}
 
 /// GPU, a kernel per node: a row segment (see planRowSegments) cuts the
 /// rows into chunks of about GpuSegmentElements elements of its widest
@@ -761,6 +794,9 @@ private:
   /// shared memory; every thread gets the totals. Every thread of the
   /// block must reach it.
   std::vector<Value *> blockTotals(const std::vector<Value *> &partials);
+  /// In a kernel's uniform code, on one block: the sum of the i64 `value`
+  /// of the threads before this one, and of all of them.
+  std::pair<Value *, Value *> blockExclusiveScan(Value *value);
   /// Elementwise nodes of one shape, in one loop.
   void lowerElementwiseGroup(const std::vector<const Node *> &members);
   /// Element i of each of elementwise nodes `members` (of one shape).
@@ -821,6 +857,8 @@ private:
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
   void lowerScatterAdd(const Node *n);
+  /// GPU: scatter_add by a stable sort of the indices (no atomics).
+  void lowerGpuScatterAdd(const Node *n);
   /// Copies the rows of `from` (its last axis) to the rows of `to` at column
   /// `offset`: concat, slice and unslice. With `fromOffset`, reads from
   /// that column of `from` instead, `width` values per row.
@@ -2063,6 +2101,13 @@ void GraphLowering::planWorkspace() {
             add(false, GpuSumChunks * int64_t(group->second.size()) * 8, at, chainEnd);
     } else if (n->Op == OpCode::SumAll && !GroupedInto.count(n) && fullSumChunks({n})) {
       chunkScratch[n] = add(false, GpuSumChunks * 8, at, chainEnd);
+    }
+    if (Gpu && n->Op == OpCode::ScatterAdd) {
+      ScatterScratch s = scatterScratch(n);
+      bool batched = n->Operands[0]->Ty.isBatched();
+      scratch[n] = add(false, s.Fixed + (batched ? 0 : s.Rest), at, chainEnd);
+      if (batched)
+        rowScratch[n] = add(true, s.Rest, at, chainEnd);
     }
     if (n->Op == OpCode::LstmGrad) {
       int64_t hidden = n->Operands[2]->Ty.Dims[1];
@@ -4001,6 +4046,30 @@ std::vector<Value *> GraphLowering::blockTotals(const std::vector<Value *> &part
   return sums;
 }
 
+std::pair<Value *, Value *> GraphLowering::blockExclusiveScan(Value *value) {
+  // Each step adds the sum of as many threads before, twice as many as the
+  // step before (Hillis and Steele).
+  llvm::Type *type = B.getInt64Ty();
+  Value *thread = B.CreateZExt(Gpu->thread(B), type);
+  Value *shared = Gpu->shared(B);
+  auto cell = [&](Value *index) { return B.CreateInBoundsGEP(type, shared, index); };
+  B.CreateStore(value, cell(thread));
+  Gpu->barrier(B);
+  for (int64_t step = 1; step < GpuBlock; step *= 2) {
+    Value *has = B.CreateICmpUGE(thread, i64(step));
+    Value *from = B.CreateSelect(has, B.CreateSub(thread, i64(step)), thread);
+    Value *before = B.CreateSelect(has, B.CreateLoad(type, cell(from)), i64(0));
+    Value *mine = B.CreateLoad(type, cell(thread));
+    Gpu->barrier(B);
+    B.CreateStore(B.CreateAdd(mine, before), cell(thread));
+    Gpu->barrier(B);
+  }
+  Value *inclusive = B.CreateLoad(type, cell(thread));
+  Value *total = B.CreateLoad(type, cell(i64(GpuBlock - 1)));
+  Gpu->barrier(B); // before the shared memory is used again
+  return {B.CreateSub(inclusive, value), total};
+}
+
 Value *GraphLowering::reduce(Value *count, Value *zero,
                              const std::function<Value *(Value *)> &term) {
   return reduce(count, std::vector<Value *>{zero},
@@ -5052,26 +5121,13 @@ void GraphLowering::lowerGather(const Node *n) {
 }
 
 void GraphLowering::lowerScatterAdd(const Node *n) {
+  if (Gpu)
+    return lowerGpuScatterAdd(n);
   const Node *indices = n->Operands[0], *values = n->Operands[1];
   int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
   zeroFill(n);
-  // Rows of one index add into the same row: on the CPU one after another,
-  // on the GPU with atomic additions (in no fixed order), a thread per
-  // element.
-  if (Gpu) {
-    nextKernel();
-    parallelFor(B.CreateMul(elementCount(indices->Ty), i64(width)), [&](Value *e) {
-      Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
-      Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
-      ifThen(inBounds(index, rows), [&] {
-        Value *out = at(n, B.CreateAdd(B.CreateMul(index, i64(width)), j));
-        B.CreateAtomicRMW(llvm::AtomicRMWInst::FAdd, out, load(values, e), llvm::MaybeAlign(),
-                          llvm::AtomicOrdering::Monotonic);
-      });
-    });
-    return;
-  }
+  // Rows of one index add into the same row, one after another.
   parallelFor(elementCount(indices->Ty), [&](Value *r) {
     Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
     ifThen(inBounds(index, rows), [&] {
@@ -5084,6 +5140,244 @@ void GraphLowering::lowerScatterAdd(const Node *n) {
       });
     });
   });
+}
+
+void GraphLowering::lowerGpuScatterAdd(const Node *n) {
+  // Atomic additions would add a row's values in the order the threads
+  // reach them, which changes from run to run. Instead the index elements
+  // are sorted by row, stably (a counting sort), and each row adds its
+  // values in the elements' order: the same sums in every run, on every
+  // GPU. Five kernels: count each row in each tile of GpuScatterTile
+  // elements (the first element of a row in a tile counts them); one
+  // block scans the counts, row after row, tile after tile, into where
+  // each (row, tile) starts; each element takes its place in the order; a
+  // thread per (chunk of GpuScatterChunk sorted elements, column) adds its
+  // rows' values, storing a row that starts and ends in the chunk, else
+  // the sums of the chunk's first and last pieces; a thread per (row,
+  // column) adds a row's pieces in order, or stores zero for a row that
+  // no element names.
+  const Node *indices = n->Operands[0], *values = n->Operands[1];
+  int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1];
+  llvm::Type *ft = elemType(n->Ty.Elem), *i32 = B.getInt32Ty(), *i64Ty = B.getInt64Ty();
+  ScatterScratch layout = scatterScratch(n);
+  bool batched = indices->Ty.isBatched();
+  // Found afresh in each kernel.
+  Value *fixed = nullptr, *rest = nullptr, *elements = nullptr, *tiles = nullptr;
+  auto findScratch = [&] {
+    fixed = B.CreateInBoundsGEP(B.getInt8Ty(), Workspace, i64(Scratch.at(n)));
+    rest = batched ? B.CreateInBoundsGEP(
+                         B.getInt8Ty(), Workspace,
+                         B.CreateAdd(i64(Size.Fixed), B.CreateMul(i64(RowScratch.at(n)), Batch)))
+                   : B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(layout.Fixed));
+    elements = elementCount(indices->Ty);
+    tiles = B.CreateBinaryIntrinsic(
+        llvm::Intrinsic::umax,
+        B.CreateUDiv(B.CreateAdd(elements, i64(GpuScatterTile - 1)), i64(GpuScatterTile)), i64(1));
+  };
+  auto restArray = [&](int64_t offset) {
+    return B.CreateInBoundsGEP(B.getInt8Ty(), rest,
+                               batched ? B.CreateMul(i64(offset), Batch) : i64(offset));
+  };
+  auto validCount = [&] { return B.CreateZExt(B.CreateLoad(i32, fixed), i64Ty); };
+  // Tile t's count (later: start) of row r.
+  auto countOf = [&](Value *t, Value *r) {
+    Value *later = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(rows)), r);
+    return B.CreateSelect(
+        B.CreateICmpEQ(t, i64(0)),
+        B.CreateInBoundsGEP(i32, B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(layout.Tile0)), r),
+        B.CreateGEP(i32, restArray(layout.Tiles), later));
+  };
+  // The sum of chunk q's first (piece 0) or last (piece 1) piece, column j.
+  auto partialOf = [&](Value *q, int64_t piece, Value *j) {
+    Value *first = B.CreateAdd(i64(piece * width), j);
+    Value *later = B.CreateAdd(
+        B.CreateMul(B.CreateAdd(B.CreateMul(B.CreateSub(q, i64(1)), i64(2)), i64(piece)),
+                    i64(width)),
+        j);
+    return B.CreateSelect(
+        B.CreateICmpEQ(q, i64(0)),
+        B.CreateInBoundsGEP(ft, B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(layout.Chunk0)),
+                            first),
+        B.CreateGEP(ft, restArray(0), later));
+  };
+  auto orderAt = [&](Value *p) { return B.CreateInBoundsGEP(i32, restArray(layout.Order), p); };
+  auto rowOf = [&](Value *element) { return B.CreateSExt(load(indices, element), i64Ty); };
+  auto sortedRow = [&](Value *p) {
+    return rowOf(B.CreateZExt(B.CreateLoad(i32, orderAt(p)), i64Ty));
+  };
+  // The elements of [begin, end) whose row is `row`.
+  auto countRow = [&](Value *begin, Value *end, Value *row) {
+    llvm::AllocaInst *count = entryAlloca(i64Ty);
+    B.CreateStore(i64(0), count);
+    forRange(begin, end, [&](Value *k) {
+      Value *same = B.CreateZExt(B.CreateICmpEQ(rowOf(k), row), i64Ty);
+      B.CreateStore(B.CreateAdd(B.CreateLoad(i64Ty, count), same), count);
+    });
+    return B.CreateLoad(i64Ty, count);
+  };
+  auto tileStart = [&](Value *element) {
+    return B.CreateMul(B.CreateUDiv(element, i64(GpuScatterTile)), i64(GpuScatterTile));
+  };
+
+  // Each element that comes first of its row in its tile counts the row's
+  // elements in the tile, into the place of the element in the order.
+  findScratch();
+  parallelFor(elements, [&](Value *i) {
+    Value *row = rowOf(i);
+    llvm::AllocaInst *count = entryAlloca(i32);
+    B.CreateStore(B.getInt32(0), count);
+    ifThen(inBounds(row, rows), [&] {
+      Value *begin = tileStart(i);
+      ifThen(B.CreateICmpEQ(countRow(begin, i, row), i64(0)), [&] {
+        Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                             B.CreateAdd(begin, i64(GpuScatterTile)), elements);
+        B.CreateStore(B.CreateTrunc(countRow(i, end, row), i32), count);
+      });
+    });
+    B.CreateStore(B.CreateLoad(i32, count), orderAt(i));
+  });
+
+  nextKernel("scatter_add_scan");
+  findScratch();
+  {
+    // One block: zero the counts of every (tile, row), put each first
+    // element's count in its place, then scan them.
+    ++Pieces;
+    OneBlock = true;
+    Value *entries = B.CreateMul(tiles, i64(rows));
+    Value *thread = B.CreateZExt(Gpu->thread(B), i64Ty);
+    // A loop of this thread's own.
+    auto threadLoop = [&](Value *begin, Value *end, Value *step,
+                          const std::function<void(Value *)> &body) {
+      PerThread = true;
+      loopRange(begin, end, step, body, false);
+      PerThread = false;
+    };
+    threadLoop(thread, entries, i64(GpuBlock), [&](Value *e) {
+      B.CreateStore(B.getInt32(0), countOf(B.CreateUDiv(e, i64(rows)), B.CreateURem(e, i64(rows))));
+    });
+    Gpu->barrier(B);
+    threadLoop(thread, elements, i64(GpuBlock), [&](Value *i) {
+      Value *count = B.CreateLoad(i32, orderAt(i));
+      ifThen(B.CreateICmpNE(count, B.getInt32(0)), [&] {
+        B.CreateStore(count, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), rowOf(i)));
+      });
+    });
+    Gpu->barrier(B);
+    // Each thread scans a run of the counts, in the order row after row,
+    // tile after tile, from the sum of the runs before its own.
+    Value *share = B.CreateUDiv(B.CreateAdd(entries, i64(GpuBlock - 1)), i64(GpuBlock));
+    Value *begin =
+        B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateMul(thread, share), entries);
+    Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateAdd(begin, share), entries);
+    auto count = [&](Value *e) { return countOf(B.CreateURem(e, tiles), B.CreateUDiv(e, tiles)); };
+    llvm::AllocaInst *sum = entryAlloca(i64Ty);
+    B.CreateStore(i64(0), sum);
+    threadLoop(begin, end, i64(1), [&](Value *e) {
+      Value *c = B.CreateZExt(B.CreateLoad(i32, count(e)), i64Ty);
+      B.CreateStore(B.CreateAdd(B.CreateLoad(i64Ty, sum), c), sum);
+    });
+    auto [before, total] = blockExclusiveScan(B.CreateLoad(i64Ty, sum));
+    B.CreateStore(before, sum);
+    threadLoop(begin, end, i64(1), [&](Value *e) {
+      Value *cell = count(e);
+      Value *c = B.CreateZExt(B.CreateLoad(i32, cell), i64Ty);
+      Value *start = B.CreateLoad(i64Ty, sum);
+      B.CreateStore(B.CreateTrunc(start, i32), cell);
+      B.CreateStore(B.CreateAdd(start, c), sum);
+    });
+    storeOnce(B.CreateTrunc(total, i32), fixed);
+  }
+
+  nextKernel("scatter_add_sort");
+  findScratch();
+  parallelFor(elements, [&](Value *i) {
+    Value *row = rowOf(i);
+    ifThen(inBounds(row, rows), [&] {
+      Value *start = B.CreateLoad(i32, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), row));
+      Value *place = B.CreateAdd(B.CreateZExt(start, i64Ty), countRow(tileStart(i), i, row));
+      B.CreateStore(B.CreateTrunc(i, i32), orderAt(place));
+    });
+  });
+
+  nextKernel("scatter_add_chunks");
+  findScratch();
+  {
+    Value *valid = validCount();
+    Value *chunks =
+        B.CreateUDiv(B.CreateAdd(elements, i64(GpuScatterChunk - 1)), i64(GpuScatterChunk));
+    parallelFor(B.CreateMul(chunks, i64(width)), [&](Value *e) {
+      Value *q = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
+      Value *begin = B.CreateMul(q, i64(GpuScatterChunk));
+      ifThen(B.CreateICmpULT(begin, valid), [&] {
+        Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                             B.CreateAdd(begin, i64(GpuScatterChunk)), valid);
+        // Whether the chunk's first piece starts its row.
+        Value *before =
+            B.CreateSub(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, begin, i64(1)), i64(1));
+        Value *firstStarts = B.CreateOr(B.CreateICmpEQ(begin, i64(0)),
+                                        B.CreateICmpNE(sortedRow(before), sortedRow(begin)));
+        llvm::AllocaInst *acc = entryAlloca(ft), *pieceBegin = entryAlloca(i64Ty);
+        B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+        B.CreateStore(begin, pieceBegin);
+        forRange(begin, end, [&](Value *p) {
+          Value *element = B.CreateZExt(B.CreateLoad(i32, orderAt(p)), i64Ty);
+          Value *row = rowOf(element);
+          Value *v = load(values, B.CreateAdd(B.CreateMul(element, i64(width)), j));
+          Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc), v);
+          B.CreateStore(sum, acc);
+          Value *next = B.CreateAdd(p, i64(1));
+          Value *peek =
+              B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, next, B.CreateSub(valid, i64(1)));
+          Value *rowEnds =
+              B.CreateOr(B.CreateICmpEQ(next, valid), B.CreateICmpNE(sortedRow(peek), row));
+          ifThen(B.CreateOr(rowEnds, B.CreateICmpEQ(next, end)), [&] {
+            Value *first = B.CreateICmpEQ(B.CreateLoad(i64Ty, pieceBegin), begin);
+            Value *startsRow = B.CreateOr(B.CreateNot(first), firstStarts);
+            Value *whole = at(n, B.CreateAdd(B.CreateMul(row, i64(width)), j));
+            Value *piece = B.CreateSelect(first, partialOf(q, 0, j), partialOf(q, 1, j));
+            B.CreateStore(sum, B.CreateSelect(B.CreateAnd(startsRow, rowEnds), whole, piece));
+            B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+            B.CreateStore(next, pieceBegin);
+          });
+        });
+      });
+    });
+  }
+
+  nextKernel("scatter_add_rows");
+  findScratch();
+  {
+    Value *valid = validCount();
+    parallelFor(i64(rows * width), [&](Value *e) {
+      Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
+      Value *begin = B.CreateZExt(B.CreateLoad(i32, countOf(i64(0), r)), i64Ty);
+      Value *nextRow = B.CreateZExt(
+          B.CreateLoad(
+              i32, countOf(i64(0), B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                                           B.CreateAdd(r, i64(1)), i64(rows - 1)))),
+          i64Ty);
+      Value *end = B.CreateSelect(B.CreateICmpEQ(r, i64(rows - 1)), valid, nextRow);
+      Value *out = at(n, e);
+      ifThen(B.CreateICmpEQ(begin, end), [&] { B.CreateStore(llvm::ConstantFP::get(ft, 0), out); });
+      Value *first = B.CreateUDiv(begin, i64(GpuScatterChunk));
+      Value *last = B.CreateUDiv(B.CreateSub(end, i64(1)), i64(GpuScatterChunk));
+      ifThen(B.CreateAnd(B.CreateICmpNE(begin, end), B.CreateICmpNE(first, last)), [&] {
+        // A row that started at its first chunk's start is that chunk's
+        // first piece; else its last.
+        Value *startsChunk = B.CreateICmpEQ(begin, B.CreateMul(first, i64(GpuScatterChunk)));
+        llvm::AllocaInst *acc = entryAlloca(ft);
+        B.CreateStore(B.CreateLoad(ft, B.CreateSelect(startsChunk, partialOf(first, 0, j),
+                                                      partialOf(first, 1, j))),
+                      acc);
+        forRange(B.CreateAdd(first, i64(1)), B.CreateAdd(last, i64(1)), [&](Value *q) {
+          Value *v = B.CreateLoad(ft, partialOf(q, 0, j));
+          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), v), acc);
+        });
+        B.CreateStore(B.CreateLoad(ft, acc), out);
+      });
+    });
+  }
 }
 
 void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,

@@ -20,7 +20,10 @@
 // first, so that a missing barrier (a thread reading what another writes in
 // the same round) gives wrong results whichever thread writes first. So do
 // launches their blocks, which a GPU runs in no set order: a block reading
-// what another writes in the same launch gives wrong results. A block's
+// what another writes in the same launch gives wrong results. With
+// NNC_SIM_BLOCKS=reversed in the environment, the first launch runs its
+// blocks last to first (and so every other launch after it): a result that
+// changes with it depends on the order of the blocks. A block's
 // shared memory starts as NaNs (all bits set), as a GPU's holds whatever
 // was there: a read of what the block never wrote shows in its results. A
 // barrier that some threads of a block never reach is an error, where a
@@ -257,6 +260,9 @@ void finishSwitch(void *FakeStack, const void **OldBottom, size_t *OldBytes) {
 }
 
 SimDevice::SimDevice(const GpuProgram &P) : Device(P), Threads(NNC_GPU_BLOCK) {
+  const char *Blocks = std::getenv("NNC_SIM_BLOCKS");
+  if (Blocks && std::strcmp(Blocks, "reversed") == 0)
+    LaunchCount = 1;
   // Each stack above a page that faults, so that an overflow stops the
   // trainer rather than writing over the next fiber's stack.
   size_t Page = size_t(sysconf(_SC_PAGESIZE)), Slot = StackBytes + Page;
