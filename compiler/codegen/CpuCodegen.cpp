@@ -112,6 +112,11 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /// row's pieces of several chunks then added in order (lowerGpuScatterAdd).
 constexpr int64_t GpuScatterTile = 2048;
 constexpr int64_t GpuScatterChunk = 32;
+/// A call of at most GpuScatterFew index elements into a table of at most
+/// GpuScatterSmallTable elements does all of it in one kernel on one block:
+/// a launch would cost more than the block's work (a recommender's).
+constexpr int64_t GpuScatterFew = 512;
+constexpr int64_t GpuScatterSmallTable = 16384;
 
 /// The product of dims [begin, end), with `batch` for the batch's extent
 /// (0: unknown, 1: the product for a row of the batch).
@@ -403,6 +408,9 @@ public:
     bool Wide;
     OfRows LaunchIf; ///< Empty: always.
     OfRows Blocks;   ///< Empty: Wide's (many) or one.
+    /// What LaunchIf tells, for the schedule's readers: "runs" (the rows
+    /// cut a sum into runs), "few" or "many" (index elements).
+    const char *Condition;
   };
   const std::vector<Kernel> &kernels() const { return Kernels; }
 
@@ -1033,6 +1041,7 @@ private:
   /// GPU: when the current kernel is to be launched, and on how many
   /// blocks (see Kernel).
   OfRows LaunchIf, LaunchBlocks;
+  const char *LaunchCondition = "runs";
   /// GPU: after the runs of node n's sum, starts the kernel that adds them,
   /// launched only when runsAt a call's rows (the runs of a sum cut into
   /// runs) is above 1. Returns the runs of this call.
@@ -2217,6 +2226,7 @@ void GraphLowering::beginKernel(const std::string &work) {
   Slots.clear();
   Computed.clear();
   LaunchIf = LaunchBlocks = nullptr;
+  LaunchCondition = "runs";
   PerThread = false;
   Pieces = 0;
   OneBlock = false;
@@ -2237,7 +2247,7 @@ void GraphLowering::endKernel() {
   Gpu->finishKernel(*F);
   // A kernel with one piece of work that needs no barrier between its
   // threads' parts runs on as many blocks as the device wants.
-  Kernels.push_back({F, Pieces == 1 && !OneBlock, LaunchIf, LaunchBlocks});
+  Kernels.push_back({F, Pieces == 1 && !OneBlock, LaunchIf, LaunchBlocks, LaunchCondition});
 }
 
 void GraphLowering::runGpu() {
@@ -5147,7 +5157,8 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
   // reach them, which changes from run to run. Instead the index elements
   // are sorted by row, stably (a counting sort), and each row adds its
   // values in the elements' order: the same sums in every run, on every
-  // GPU. Five kernels: count each row in each tile of GpuScatterTile
+  // GPU. Five kernels (or, for few elements and a small table, five
+  // pieces of one kernel on one block): count each row in each tile of GpuScatterTile
   // elements (the first element of a row in a tile counts them); one
   // block scans the counts, row after row, tile after tile, into where
   // each (row, tile) starts; each element takes its place in the order; a
@@ -5219,165 +5230,195 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
     return B.CreateMul(B.CreateUDiv(element, i64(GpuScatterTile)), i64(GpuScatterTile));
   };
 
-  // Each element that comes first of its row in its tile counts the row's
-  // elements in the tile, into the place of the element in the order.
-  findScratch();
-  parallelFor(elements, [&](Value *i) {
-    Value *row = rowOf(i);
-    llvm::AllocaInst *count = entryAlloca(i32);
-    B.CreateStore(B.getInt32(0), count);
-    ifThen(inBounds(row, rows), [&] {
-      Value *begin = tileStart(i);
-      ifThen(B.CreateICmpEQ(countRow(begin, i, row), i64(0)), [&] {
-        Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                             B.CreateAdd(begin, i64(GpuScatterTile)), elements);
-        B.CreateStore(B.CreateTrunc(countRow(i, end, row), i32), count);
+  // The next piece: in a kernel of its own, launched when launchIf says,
+  // or in the same kernel, after a barrier.
+  bool ownKernels = true;
+  OfRows launchIf;
+  auto next = [&](const std::string &work) {
+    if (ownKernels) {
+      nextKernel(work);
+      LaunchIf = launchIf;
+      LaunchCondition = "many";
+    }
+    findScratch();
+  };
+  auto sortAndSum = [&] {
+    // Each element that comes first of its row in its tile counts the row's
+    // elements in the tile, into the place of the element in the order.
+    findScratch();
+    parallelFor(elements, [&](Value *i) {
+      Value *row = rowOf(i);
+      llvm::AllocaInst *count = entryAlloca(i32);
+      B.CreateStore(B.getInt32(0), count);
+      ifThen(inBounds(row, rows), [&] {
+        Value *begin = tileStart(i);
+        ifThen(B.CreateICmpEQ(countRow(begin, i, row), i64(0)), [&] {
+          Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                               B.CreateAdd(begin, i64(GpuScatterTile)), elements);
+          B.CreateStore(B.CreateTrunc(countRow(i, end, row), i32), count);
+        });
+      });
+      B.CreateStore(B.CreateLoad(i32, count), orderAt(i));
+    });
+
+    next("scatter_add_scan");
+    {
+      // One block: zero the counts of every (tile, row), put each first
+      // element's count in its place, then scan them.
+      ++Pieces;
+      OneBlock = true;
+      Value *entries = B.CreateMul(tiles, i64(rows));
+      Value *thread = B.CreateZExt(Gpu->thread(B), i64Ty);
+      // A loop of this thread's own.
+      auto threadLoop = [&](Value *begin, Value *end, Value *step,
+                            const std::function<void(Value *)> &body) {
+        PerThread = true;
+        loopRange(begin, end, step, body, false);
+        PerThread = false;
+      };
+      threadLoop(thread, entries, i64(GpuBlock), [&](Value *e) {
+        B.CreateStore(B.getInt32(0), countOf(B.CreateUDiv(e, i64(rows)), B.CreateURem(e, i64(rows))));
+      });
+      Gpu->barrier(B);
+      threadLoop(thread, elements, i64(GpuBlock), [&](Value *i) {
+        Value *count = B.CreateLoad(i32, orderAt(i));
+        ifThen(B.CreateICmpNE(count, B.getInt32(0)), [&] {
+          B.CreateStore(count, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), rowOf(i)));
+        });
+      });
+      Gpu->barrier(B);
+      // Each thread scans a run of the counts, in the order row after row,
+      // tile after tile, from the sum of the runs before its own.
+      Value *share = B.CreateUDiv(B.CreateAdd(entries, i64(GpuBlock - 1)), i64(GpuBlock));
+      Value *begin =
+          B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateMul(thread, share), entries);
+      Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateAdd(begin, share), entries);
+      auto count = [&](Value *e) { return countOf(B.CreateURem(e, tiles), B.CreateUDiv(e, tiles)); };
+      llvm::AllocaInst *sum = entryAlloca(i64Ty);
+      B.CreateStore(i64(0), sum);
+      threadLoop(begin, end, i64(1), [&](Value *e) {
+        Value *c = B.CreateZExt(B.CreateLoad(i32, count(e)), i64Ty);
+        B.CreateStore(B.CreateAdd(B.CreateLoad(i64Ty, sum), c), sum);
+      });
+      auto [before, total] = blockExclusiveScan(B.CreateLoad(i64Ty, sum));
+      B.CreateStore(before, sum);
+      threadLoop(begin, end, i64(1), [&](Value *e) {
+        Value *cell = count(e);
+        Value *c = B.CreateZExt(B.CreateLoad(i32, cell), i64Ty);
+        Value *start = B.CreateLoad(i64Ty, sum);
+        B.CreateStore(B.CreateTrunc(start, i32), cell);
+        B.CreateStore(B.CreateAdd(start, c), sum);
+      });
+      storeOnce(B.CreateTrunc(total, i32), fixed);
+    }
+
+    next("scatter_add_sort");
+    parallelFor(elements, [&](Value *i) {
+      Value *row = rowOf(i);
+      ifThen(inBounds(row, rows), [&] {
+        Value *start = B.CreateLoad(i32, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), row));
+        Value *place = B.CreateAdd(B.CreateZExt(start, i64Ty), countRow(tileStart(i), i, row));
+        B.CreateStore(B.CreateTrunc(i, i32), orderAt(place));
       });
     });
-    B.CreateStore(B.CreateLoad(i32, count), orderAt(i));
-  });
 
-  nextKernel("scatter_add_scan");
-  findScratch();
-  {
-    // One block: zero the counts of every (tile, row), put each first
-    // element's count in its place, then scan them.
-    ++Pieces;
-    OneBlock = true;
-    Value *entries = B.CreateMul(tiles, i64(rows));
-    Value *thread = B.CreateZExt(Gpu->thread(B), i64Ty);
-    // A loop of this thread's own.
-    auto threadLoop = [&](Value *begin, Value *end, Value *step,
-                          const std::function<void(Value *)> &body) {
-      PerThread = true;
-      loopRange(begin, end, step, body, false);
-      PerThread = false;
-    };
-    threadLoop(thread, entries, i64(GpuBlock), [&](Value *e) {
-      B.CreateStore(B.getInt32(0), countOf(B.CreateUDiv(e, i64(rows)), B.CreateURem(e, i64(rows))));
-    });
-    Gpu->barrier(B);
-    threadLoop(thread, elements, i64(GpuBlock), [&](Value *i) {
-      Value *count = B.CreateLoad(i32, orderAt(i));
-      ifThen(B.CreateICmpNE(count, B.getInt32(0)), [&] {
-        B.CreateStore(count, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), rowOf(i)));
-      });
-    });
-    Gpu->barrier(B);
-    // Each thread scans a run of the counts, in the order row after row,
-    // tile after tile, from the sum of the runs before its own.
-    Value *share = B.CreateUDiv(B.CreateAdd(entries, i64(GpuBlock - 1)), i64(GpuBlock));
-    Value *begin =
-        B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateMul(thread, share), entries);
-    Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, B.CreateAdd(begin, share), entries);
-    auto count = [&](Value *e) { return countOf(B.CreateURem(e, tiles), B.CreateUDiv(e, tiles)); };
-    llvm::AllocaInst *sum = entryAlloca(i64Ty);
-    B.CreateStore(i64(0), sum);
-    threadLoop(begin, end, i64(1), [&](Value *e) {
-      Value *c = B.CreateZExt(B.CreateLoad(i32, count(e)), i64Ty);
-      B.CreateStore(B.CreateAdd(B.CreateLoad(i64Ty, sum), c), sum);
-    });
-    auto [before, total] = blockExclusiveScan(B.CreateLoad(i64Ty, sum));
-    B.CreateStore(before, sum);
-    threadLoop(begin, end, i64(1), [&](Value *e) {
-      Value *cell = count(e);
-      Value *c = B.CreateZExt(B.CreateLoad(i32, cell), i64Ty);
-      Value *start = B.CreateLoad(i64Ty, sum);
-      B.CreateStore(B.CreateTrunc(start, i32), cell);
-      B.CreateStore(B.CreateAdd(start, c), sum);
-    });
-    storeOnce(B.CreateTrunc(total, i32), fixed);
-  }
-
-  nextKernel("scatter_add_sort");
-  findScratch();
-  parallelFor(elements, [&](Value *i) {
-    Value *row = rowOf(i);
-    ifThen(inBounds(row, rows), [&] {
-      Value *start = B.CreateLoad(i32, countOf(B.CreateUDiv(i, i64(GpuScatterTile)), row));
-      Value *place = B.CreateAdd(B.CreateZExt(start, i64Ty), countRow(tileStart(i), i, row));
-      B.CreateStore(B.CreateTrunc(i, i32), orderAt(place));
-    });
-  });
-
-  nextKernel("scatter_add_chunks");
-  findScratch();
-  {
-    Value *valid = validCount();
-    Value *chunks =
-        B.CreateUDiv(B.CreateAdd(elements, i64(GpuScatterChunk - 1)), i64(GpuScatterChunk));
-    parallelFor(B.CreateMul(chunks, i64(width)), [&](Value *e) {
-      Value *q = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
-      Value *begin = B.CreateMul(q, i64(GpuScatterChunk));
-      ifThen(B.CreateICmpULT(begin, valid), [&] {
-        Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                             B.CreateAdd(begin, i64(GpuScatterChunk)), valid);
-        // Whether the chunk's first piece starts its row.
-        Value *before =
-            B.CreateSub(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, begin, i64(1)), i64(1));
-        Value *firstStarts = B.CreateOr(B.CreateICmpEQ(begin, i64(0)),
-                                        B.CreateICmpNE(sortedRow(before), sortedRow(begin)));
-        llvm::AllocaInst *acc = entryAlloca(ft), *pieceBegin = entryAlloca(i64Ty);
-        B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
-        B.CreateStore(begin, pieceBegin);
-        forRange(begin, end, [&](Value *p) {
-          Value *element = B.CreateZExt(B.CreateLoad(i32, orderAt(p)), i64Ty);
-          Value *row = rowOf(element);
-          Value *v = load(values, B.CreateAdd(B.CreateMul(element, i64(width)), j));
-          Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc), v);
-          B.CreateStore(sum, acc);
-          Value *next = B.CreateAdd(p, i64(1));
-          Value *peek =
-              B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, next, B.CreateSub(valid, i64(1)));
-          Value *rowEnds =
-              B.CreateOr(B.CreateICmpEQ(next, valid), B.CreateICmpNE(sortedRow(peek), row));
-          ifThen(B.CreateOr(rowEnds, B.CreateICmpEQ(next, end)), [&] {
-            Value *first = B.CreateICmpEQ(B.CreateLoad(i64Ty, pieceBegin), begin);
-            Value *startsRow = B.CreateOr(B.CreateNot(first), firstStarts);
-            Value *whole = at(n, B.CreateAdd(B.CreateMul(row, i64(width)), j));
-            Value *piece = B.CreateSelect(first, partialOf(q, 0, j), partialOf(q, 1, j));
-            B.CreateStore(sum, B.CreateSelect(B.CreateAnd(startsRow, rowEnds), whole, piece));
-            B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
-            B.CreateStore(next, pieceBegin);
+    next("scatter_add_chunks");
+    {
+      Value *valid = validCount();
+      Value *chunks =
+          B.CreateUDiv(B.CreateAdd(elements, i64(GpuScatterChunk - 1)), i64(GpuScatterChunk));
+      parallelFor(B.CreateMul(chunks, i64(width)), [&](Value *e) {
+        Value *q = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
+        Value *begin = B.CreateMul(q, i64(GpuScatterChunk));
+        ifThen(B.CreateICmpULT(begin, valid), [&] {
+          Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                               B.CreateAdd(begin, i64(GpuScatterChunk)), valid);
+          // Whether the chunk's first piece starts its row.
+          Value *before =
+              B.CreateSub(B.CreateBinaryIntrinsic(llvm::Intrinsic::umax, begin, i64(1)), i64(1));
+          Value *firstStarts = B.CreateOr(B.CreateICmpEQ(begin, i64(0)),
+                                          B.CreateICmpNE(sortedRow(before), sortedRow(begin)));
+          llvm::AllocaInst *acc = entryAlloca(ft), *pieceBegin = entryAlloca(i64Ty);
+          B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+          B.CreateStore(begin, pieceBegin);
+          forRange(begin, end, [&](Value *p) {
+            Value *element = B.CreateZExt(B.CreateLoad(i32, orderAt(p)), i64Ty);
+            Value *row = rowOf(element);
+            Value *v = load(values, B.CreateAdd(B.CreateMul(element, i64(width)), j));
+            Value *sum = B.CreateFAdd(B.CreateLoad(ft, acc), v);
+            B.CreateStore(sum, acc);
+            Value *next = B.CreateAdd(p, i64(1));
+            Value *peek =
+                B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, next, B.CreateSub(valid, i64(1)));
+            Value *rowEnds =
+                B.CreateOr(B.CreateICmpEQ(next, valid), B.CreateICmpNE(sortedRow(peek), row));
+            ifThen(B.CreateOr(rowEnds, B.CreateICmpEQ(next, end)), [&] {
+              Value *first = B.CreateICmpEQ(B.CreateLoad(i64Ty, pieceBegin), begin);
+              Value *startsRow = B.CreateOr(B.CreateNot(first), firstStarts);
+              Value *whole = at(n, B.CreateAdd(B.CreateMul(row, i64(width)), j));
+              Value *piece = B.CreateSelect(first, partialOf(q, 0, j), partialOf(q, 1, j));
+              B.CreateStore(sum, B.CreateSelect(B.CreateAnd(startsRow, rowEnds), whole, piece));
+              B.CreateStore(llvm::ConstantFP::get(ft, 0), acc);
+              B.CreateStore(next, pieceBegin);
+            });
           });
         });
       });
-    });
-  }
+    }
 
-  nextKernel("scatter_add_rows");
-  findScratch();
-  {
-    Value *valid = validCount();
-    parallelFor(i64(rows * width), [&](Value *e) {
-      Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
-      Value *begin = B.CreateZExt(B.CreateLoad(i32, countOf(i64(0), r)), i64Ty);
-      Value *nextRow = B.CreateZExt(
-          B.CreateLoad(
-              i32, countOf(i64(0), B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                                           B.CreateAdd(r, i64(1)), i64(rows - 1)))),
-          i64Ty);
-      Value *end = B.CreateSelect(B.CreateICmpEQ(r, i64(rows - 1)), valid, nextRow);
-      Value *out = at(n, e);
-      ifThen(B.CreateICmpEQ(begin, end), [&] { B.CreateStore(llvm::ConstantFP::get(ft, 0), out); });
-      Value *first = B.CreateUDiv(begin, i64(GpuScatterChunk));
-      Value *last = B.CreateUDiv(B.CreateSub(end, i64(1)), i64(GpuScatterChunk));
-      ifThen(B.CreateAnd(B.CreateICmpNE(begin, end), B.CreateICmpNE(first, last)), [&] {
-        // A row that started at its first chunk's start is that chunk's
-        // first piece; else its last.
-        Value *startsChunk = B.CreateICmpEQ(begin, B.CreateMul(first, i64(GpuScatterChunk)));
-        llvm::AllocaInst *acc = entryAlloca(ft);
-        B.CreateStore(B.CreateLoad(ft, B.CreateSelect(startsChunk, partialOf(first, 0, j),
-                                                      partialOf(first, 1, j))),
-                      acc);
-        forRange(B.CreateAdd(first, i64(1)), B.CreateAdd(last, i64(1)), [&](Value *q) {
-          Value *v = B.CreateLoad(ft, partialOf(q, 0, j));
-          B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), v), acc);
+    next("scatter_add_rows");
+    {
+      Value *valid = validCount();
+      parallelFor(i64(rows * width), [&](Value *e) {
+        Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
+        Value *begin = B.CreateZExt(B.CreateLoad(i32, countOf(i64(0), r)), i64Ty);
+        Value *nextRow = B.CreateZExt(
+            B.CreateLoad(
+                i32, countOf(i64(0), B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
+                                                             B.CreateAdd(r, i64(1)), i64(rows - 1)))),
+            i64Ty);
+        Value *end = B.CreateSelect(B.CreateICmpEQ(r, i64(rows - 1)), valid, nextRow);
+        Value *out = at(n, e);
+        ifThen(B.CreateICmpEQ(begin, end), [&] { B.CreateStore(llvm::ConstantFP::get(ft, 0), out); });
+        Value *first = B.CreateUDiv(begin, i64(GpuScatterChunk));
+        Value *last = B.CreateUDiv(B.CreateSub(end, i64(1)), i64(GpuScatterChunk));
+        ifThen(B.CreateAnd(B.CreateICmpNE(begin, end), B.CreateICmpNE(first, last)), [&] {
+          // A row that started at its first chunk's start is that chunk's
+          // first piece; else its last.
+          Value *startsChunk = B.CreateICmpEQ(begin, B.CreateMul(first, i64(GpuScatterChunk)));
+          llvm::AllocaInst *acc = entryAlloca(ft);
+          B.CreateStore(B.CreateLoad(ft, B.CreateSelect(startsChunk, partialOf(first, 0, j),
+                                                        partialOf(first, 1, j))),
+                        acc);
+          forRange(B.CreateAdd(first, i64(1)), B.CreateAdd(last, i64(1)), [&](Value *q) {
+            Value *v = B.CreateLoad(ft, partialOf(q, 0, j));
+            B.CreateStore(B.CreateFAdd(B.CreateLoad(ft, acc), v), acc);
+          });
+          B.CreateStore(B.CreateLoad(ft, acc), out);
         });
-        B.CreateStore(B.CreateLoad(ft, acc), out);
       });
-    });
+    }
+  };
+  int64_t rowElements = indices->Ty.staticElements();
+  auto elementsAt = [batched, rowElements](llvm::IRBuilder<> &b, Value *calls) {
+    return batched ? b.CreateMul(calls, b.getInt64(rowElements)) : b.getInt64(rowElements);
+  };
+  if (!WholeGraph && rows * width <= GpuScatterSmallTable) {
+    LaunchIf = [elementsAt](llvm::IRBuilder<> &b, Value *calls) {
+      return b.CreateICmpULE(elementsAt(b, calls), b.getInt64(GpuScatterFew));
+    };
+    LaunchCondition = "few";
+    ownKernels = false;
+    sortAndSum();
+    nextKernel(KernelWork);
+    launchIf = [elementsAt](llvm::IRBuilder<> &b, Value *calls) {
+      return b.CreateICmpUGT(elementsAt(b, calls), b.getInt64(GpuScatterFew));
+    };
+    LaunchIf = launchIf;
+    LaunchCondition = "many";
+    ownKernels = true;
   }
+  sortAndSum();
 }
 
 void GraphLowering::copyColumns(const Node *from, int64_t fromOffset,
@@ -5711,8 +5752,9 @@ bool addGpuCode(llvm::Module &module, const Model &model, const Program &program
     auto launchAll = [&](const GraphLowering &lowering) {
       for (const GraphLowering::Kernel &kernel : lowering.kernels()) {
         // Blocks in launch order, for the IR's readers.
-        auto *sum = kernel.LaunchIf ? llvm::BasicBlock::Create(context, "runs", schedule)
-                                    : nullptr;
+        auto *sum = kernel.LaunchIf
+                        ? llvm::BasicBlock::Create(context, kernel.Condition, schedule)
+                        : nullptr;
         auto *skip = sum ? llvm::BasicBlock::Create(context, "", schedule) : nullptr;
         if (skip) {
           llvm::Value *rows = b.CreateCall(batchRows, {schedule->getArg(0)});

@@ -2,7 +2,9 @@
 --target=cuda --emit=llvm -O0): one line per launch, the kernel's name and
 whether it runs on as many blocks as keep the device busy ("wide"), on one
 ("block"), or on as many as the call's rows make ("row-blocks"), then "(if
-cut)" for a launch made only when the call's rows cut a sum into runs."""
+cut)" for a launch made only when the call's rows cut a sum into runs, "(if
+few indices)" or "(if many indices)" for an embedding's gradient's kernels
+that the call's count of indices picks."""
 import re
 import sys
 
@@ -20,7 +22,11 @@ for line in body.group(0).splitlines():
     launch = re.search(r"call void @nnc_gpu_launch\(ptr %0, i32 (\d+), i32 (\d+|%\w+)\)", line)
     if launch:
         index, blocks = launch.groups()
-        # A launch in a block named runs* is made only when the call's rows
-        # cut a sum into runs.
+        # A launch in a block named runs*, few* or many* is made only when
+        # the call's rows say so.
         words = [names[int(index)], {"0": "wide", "1": "block"}.get(blocks, "row-blocks")]
-        print(" ".join(words + ["(if cut)"] * label.startswith("runs")))
+        for prefix, condition in [("runs", "(if cut)"), ("few", "(if few indices)"),
+                                  ("many", "(if many indices)")]:
+            if label.startswith(prefix):
+                words.append(condition)
+        print(" ".join(words))
