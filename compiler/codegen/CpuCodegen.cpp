@@ -106,7 +106,7 @@ constexpr int64_t GpuChunkTerms = 4096;
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /// GPU: an embedding's gradient (scatter_add) sorts its index elements by
 /// table row, stably, so that each row adds its values in one order
-/// whatever the blocks do: each of GpuScatterTile elements counts the
+/// whatever the blocks do: each tile of GpuScatterTile elements counts the
 /// rows in it, one scan of all the counts gives where each (row, tile)
 /// starts. The sorted values are summed in chunks of GpuScatterChunk, a
 /// row's pieces of several chunks then added in order (lowerGpuScatterAdd).
@@ -286,7 +286,7 @@ int64_t alignUp(int64_t bytes) { return (bytes + Alignment - 1) / Alignment * Al
 /// tile), and the elements' sorted order (see lowerGpuScatterAdd).
 struct ScatterScratch {
   int64_t Tile0 = 0, Chunk0 = 0, Fixed = 0; ///< Offsets in the fixed part; its bytes.
-  int64_t Tiles = 0, Order = 0, Rest = 0;   ///< The same in the rest, per row.
+  int64_t Tiles = 0, Order = 0, Rest = 0;   ///< The same in the rest (per row), after the sums.
 };
 
 ScatterScratch scatterScratch(const Node *n) {
@@ -5158,15 +5158,15 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
   // are sorted by row, stably (a counting sort), and each row adds its
   // values in the elements' order: the same sums in every run, on every
   // GPU. Five kernels (or, for few elements and a small table, five
-  // pieces of one kernel on one block): count each row in each tile of GpuScatterTile
-  // elements (the first element of a row in a tile counts them); one
-  // block scans the counts, row after row, tile after tile, into where
-  // each (row, tile) starts; each element takes its place in the order; a
-  // thread per (chunk of GpuScatterChunk sorted elements, column) adds its
-  // rows' values, storing a row that starts and ends in the chunk, else
-  // the sums of the chunk's first and last pieces; a thread per (row,
-  // column) adds a row's pieces in order, or stores zero for a row that
-  // no element names.
+  // pieces of one kernel on one block): count each row in each tile of
+  // GpuScatterTile elements (the first element of a row in a tile counts
+  // them); one block scans the counts, row after row, tile after tile,
+  // into where each (row, tile) starts; each element takes its place in
+  // the order; a thread per (chunk of GpuScatterChunk sorted elements,
+  // column) adds its rows' values, storing a row that starts and ends in
+  // the chunk, else the sums of the chunk's first and last pieces; a
+  // thread per (row, column) adds a row's pieces in order, or stores zero
+  // for a row that no element names.
   const Node *indices = n->Operands[0], *values = n->Operands[1];
   int64_t rows = n->Ty.Dims[0], width = n->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem), *i32 = B.getInt32Ty(), *i64Ty = B.getInt64Ty();
@@ -5190,13 +5190,17 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
                                batched ? B.CreateMul(i64(offset), Batch) : i64(offset));
   };
   auto validCount = [&] { return B.CreateZExt(B.CreateLoad(i32, fixed), i64Ty); };
+  // Where row r starts in the order, once scanned (before: its count in
+  // tile 0).
+  auto startOf = [&](Value *r) {
+    return B.CreateInBoundsGEP(i32, B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(layout.Tile0)),
+                               r);
+  };
   // Tile t's count (later: start) of row r.
   auto countOf = [&](Value *t, Value *r) {
     Value *later = B.CreateAdd(B.CreateMul(B.CreateSub(t, i64(1)), i64(rows)), r);
-    return B.CreateSelect(
-        B.CreateICmpEQ(t, i64(0)),
-        B.CreateInBoundsGEP(i32, B.CreateInBoundsGEP(B.getInt8Ty(), fixed, i64(layout.Tile0)), r),
-        B.CreateGEP(i32, restArray(layout.Tiles), later));
+    return B.CreateSelect(B.CreateICmpEQ(t, i64(0)), startOf(r),
+                          B.CreateGEP(i32, restArray(layout.Tiles), later));
   };
   // The sum of chunk q's first (piece 0) or last (piece 1) piece, column j.
   auto partialOf = [&](Value *q, int64_t piece, Value *j) {
@@ -5234,7 +5238,7 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
   // or in the same kernel, after a barrier.
   bool ownKernels = true;
   OfRows launchIf;
-  auto next = [&](const std::string &work) {
+  auto nextPiece = [&](const std::string &work) {
     if (ownKernels) {
       nextKernel(work);
       LaunchIf = launchIf;
@@ -5261,7 +5265,7 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
       B.CreateStore(B.CreateLoad(i32, count), orderAt(i));
     });
 
-    next("scatter_add_scan");
+    nextPiece("scatter_add_scan");
     {
       // One block: zero the counts of every (tile, row), put each first
       // element's count in its place, then scan them.
@@ -5312,7 +5316,7 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
       storeOnce(B.CreateTrunc(total, i32), fixed);
     }
 
-    next("scatter_add_sort");
+    nextPiece("scatter_add_sort");
     parallelFor(elements, [&](Value *i) {
       Value *row = rowOf(i);
       ifThen(inBounds(row, rows), [&] {
@@ -5322,7 +5326,7 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
       });
     });
 
-    next("scatter_add_chunks");
+    nextPiece("scatter_add_chunks");
     {
       Value *valid = validCount();
       Value *chunks =
@@ -5366,18 +5370,18 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
       });
     }
 
-    next("scatter_add_rows");
+    nextPiece("scatter_add_rows");
     {
       Value *valid = validCount();
       parallelFor(i64(rows * width), [&](Value *e) {
         Value *r = B.CreateUDiv(e, i64(width)), *j = B.CreateURem(e, i64(width));
-        Value *begin = B.CreateZExt(B.CreateLoad(i32, countOf(i64(0), r)), i64Ty);
-        Value *nextRow = B.CreateZExt(
-            B.CreateLoad(
-                i32, countOf(i64(0), B.CreateBinaryIntrinsic(llvm::Intrinsic::umin,
-                                                             B.CreateAdd(r, i64(1)), i64(rows - 1)))),
-            i64Ty);
-        Value *end = B.CreateSelect(B.CreateICmpEQ(r, i64(rows - 1)), valid, nextRow);
+        auto start = [&](Value *row) {
+          return B.CreateZExt(B.CreateLoad(i32, startOf(row)), i64Ty);
+        };
+        Value *begin = start(r);
+        Value *lastRow = B.CreateICmpEQ(r, i64(rows - 1));
+        Value *end = B.CreateSelect(lastRow, valid,
+                                    start(B.CreateSelect(lastRow, r, B.CreateAdd(r, i64(1)))));
         Value *out = at(n, e);
         ifThen(B.CreateICmpEQ(begin, end), [&] { B.CreateStore(llvm::ConstantFP::get(ft, 0), out); });
         Value *first = B.CreateUDiv(begin, i64(GpuScatterChunk));
@@ -5400,19 +5404,21 @@ void GraphLowering::lowerGpuScatterAdd(const Node *n) {
     }
   };
   int64_t rowElements = indices->Ty.staticElements();
-  auto elementsAt = [batched, rowElements](llvm::IRBuilder<> &b, Value *calls) {
-    return batched ? b.CreateMul(calls, b.getInt64(rowElements)) : b.getInt64(rowElements);
+  auto elementsAt = [batched, rowElements](llvm::IRBuilder<> &b, Value *callRows) {
+    return batched ? b.CreateMul(callRows, b.getInt64(rowElements)) : b.getInt64(rowElements);
   };
+  // A small table: calls of few elements launch the pieces as one kernel
+  // on one block, the others the five kernels.
   if (!WholeGraph && rows * width <= GpuScatterSmallTable) {
-    LaunchIf = [elementsAt](llvm::IRBuilder<> &b, Value *calls) {
-      return b.CreateICmpULE(elementsAt(b, calls), b.getInt64(GpuScatterFew));
+    LaunchIf = [elementsAt](llvm::IRBuilder<> &b, Value *callRows) {
+      return b.CreateICmpULE(elementsAt(b, callRows), b.getInt64(GpuScatterFew));
     };
     LaunchCondition = "few";
     ownKernels = false;
     sortAndSum();
     nextKernel(KernelWork);
-    launchIf = [elementsAt](llvm::IRBuilder<> &b, Value *calls) {
-      return b.CreateICmpUGT(elementsAt(b, calls), b.getInt64(GpuScatterFew));
+    launchIf = [elementsAt](llvm::IRBuilder<> &b, Value *callRows) {
+      return b.CreateICmpUGT(elementsAt(b, callRows), b.getInt64(GpuScatterFew));
     };
     LaunchIf = launchIf;
     LaunchCondition = "many";
