@@ -2,7 +2,7 @@
 ///
 /// \file
 /// The code generator lowers a graph for the GPU as a sequence of kernels
-/// (CpuCodegen.cpp, GraphLowering in GPU mode). The few things a kernel
+/// (GraphLowering.h, in GPU mode; GpuSchedule.cpp). The few things a kernel
 /// needs beyond plain LLVM IR are here, behind one interface with two
 /// implementations:
 ///   - NVPTX: special registers, bar.sync, shared memory in address space
