@@ -163,6 +163,15 @@ Value *GraphLowering::lowerMatMul(const Node *n, const Node *into, const Node *b
       sum = B.CreateFAdd(sum, element(bias, j));
     return reluAndMask(sum, relu, mask, B.CreateAdd(B.CreateMul(i, i64(shape.N)), j));
   };
+  if (depth == i64(1) && Gpu) {
+    // A thread per element, so that a warp's stores coalesce.
+    parallelFor(B.CreateMul(rows, i64(shape.N)), [&](Value *i) {
+      Value *m = B.CreateUDiv(i, i64(shape.N)), *j = B.CreateURem(i, i64(shape.N));
+      B.CreateStore(finish(B.CreateFMul(element(a, m), element(b, j)), m, j),
+                    B.CreateInBoundsGEP(ft, dest, i));
+    });
+    return nullptr;
+  }
   if (depth == i64(1)) {
     parallelFor(rows, [&](Value *m) {
       Value *am = element(a, m);

@@ -22,6 +22,20 @@ void GraphLowering::lowerGather(const Node *n) {
   const Node *table = n->Operands[0], *indices = n->Operands[1];
   int64_t rows = table->Ty.Dims[0], width = table->Ty.Dims[1];
   llvm::Type *ft = elemType(n->Ty.Elem);
+  if (Gpu) {
+    // A thread per element, so that a warp reads along table rows: the
+    // threads of a row load its index alike, which costs one access.
+    parallelFor(elementCount(n->Ty), [&](Value *i) {
+      Value *r = B.CreateUDiv(i, i64(width)), *j = B.CreateURem(i, i64(width));
+      Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
+      Value *valid = inBounds(index, rows);
+      Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
+      Value *v = load(table, B.CreateAdd(src, j));
+      B.CreateStore(B.CreateSelect(valid, v, llvm::Constant::getNullValue(ft)),
+                    B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+    });
+    return;
+  }
   parallelFor(elementCount(indices->Ty), [&](Value *r) {
     Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
     Value *valid = inBounds(index, rows);
@@ -342,9 +356,23 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset, const Node
   int64_t fromWidth = from->Ty.Dims.back(), toWidth = to->Ty.Dims.back();
   llvm::Type *ft = elemType(to->Ty.Elem);
   Value *rows = product(to->Ty.Dims, 0, to->Ty.Dims.size() - 1);
+  auto fromRow = [&](Value *r) { // where row r's elements start
+    return B.CreateAdd(B.CreateMul(r, i64(fromWidth)), i64(fromOffset));
+  };
+  auto toRow = [&](Value *r) {
+    return B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
+  };
+  if (Gpu) {
+    // A thread per element, so that a warp's loads and stores coalesce.
+    parallelFor(B.CreateMul(rows, i64(width)), [&](Value *i) {
+      Value *r = B.CreateUDiv(i, i64(width)), *j = B.CreateURem(i, i64(width));
+      B.CreateStore(load(from, B.CreateAdd(fromRow(r), j)),
+                    B.CreateInBoundsGEP(ft, slotOf(to).Ptr, B.CreateAdd(toRow(r), j)));
+    });
+    return;
+  }
   parallelFor(rows, [&](Value *r) {
-    Value *src = B.CreateAdd(B.CreateMul(r, i64(fromWidth)), i64(fromOffset));
-    Value *dst = B.CreateAdd(B.CreateMul(r, i64(toWidth)), i64(toOffset));
+    Value *src = fromRow(r), *dst = toRow(r);
     forRow(width, [&](Value *j, unsigned lanes) {
       storeLanes(lanes ? loadVector(from, src, lanes) : load(from, B.CreateAdd(src, j)),
                  B.CreateInBoundsGEP(ft, slotOf(to).Ptr, B.CreateAdd(dst, j)));

@@ -1369,6 +1369,27 @@ void GraphLowering::lowerMap(const Node *n,
     d = e;
   }
   size_t loops = extents.size();
+  if (Gpu) {
+    // A thread per element of the result, which finds its coordinates
+    // along the merged loops, so that neighbouring threads read and write
+    // neighbouring elements: a thread per row looping along it would make
+    // each load of a warp 32 accesses, and leave most threads idle.
+    parallelFor(elementCount(n->Ty), [&](Value *i) {
+      std::vector<Value *> index(operands, i64(0));
+      Value *rest = i;
+      for (size_t d = loops; d-- > 0;) {
+        Value *coordinate = d ? B.CreateURem(rest, extents[d]) : rest;
+        if (d)
+          rest = B.CreateUDiv(rest, extents[d]);
+        for (size_t k = 0; k < operands; ++k)
+          index[k] = B.CreateAdd(index[k], B.CreateMul(coordinate, strides[k][d]));
+      }
+      for (size_t k = 0; k < args.size(); ++k)
+        args[k] = load(n->Operands[k], index[k]);
+      B.CreateStore(formula(args), B.CreateInBoundsGEP(outType, Slots[n].Ptr, i));
+    });
+    return;
+  }
   std::function<void(size_t, std::vector<Value *>)> nest = [&](size_t d,
                                                                std::vector<Value *> base) {
     auto body = [&](Value *i) {
