@@ -43,6 +43,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -547,9 +548,14 @@ private:
     if (computed != Computed.end())
       return computed->second;
     if (Inlined.count(n)) {
+      std::optional<BroadcastLoops> loops;
+      if (InlinedBroadcasts.count(n))
+        loops = broadcastLoops(n);
       std::vector<Value *> args;
-      for (const Node *operand : n->Operands)
-        args.push_back(load(operand, index));
+      for (size_t k = 0; k < n->Operands.size(); ++k)
+        args.push_back(load(n->Operands[k], loops ? operandIndex(*loops, k, index) : index));
+      if (n->Op == OpCode::Broadcast)
+        return Computed[key] = args[0];
       return Computed[key] = n->Op == OpCode::MatMul
                                  ? B.CreateFMul(args[0], args[1]) // isScaling: A[m] * B[0]
                                  : LLVMScalarBuilder(B, elemType(n->Ty.Elem)).apply(n->Op, args);
@@ -758,7 +764,20 @@ private:
   /// the memory accesses of its code (see addBufferScopes).
   void recordAccesses(const std::function<void()> &lowerUnit);
   void lowerLeaf(const Node *n);
+  /// Elementwise node n (formula of its operands' elements), broadcasting
+  /// operands of other shapes.
   void lowerMap(const Node *n, const std::function<Value *(std::vector<Value *> &)> &formula);
+  /// The loops over the result of elementwise node n (or a broadcast) with
+  /// broadcast operands: their extents, outermost first, and each
+  /// operand's stride along each (0 where it is broadcast; the result's
+  /// last).
+  struct BroadcastLoops {
+    std::vector<Value *> Extents;
+    std::vector<std::vector<Value *>> Strides;
+  };
+  BroadcastLoops broadcastLoops(const Node *n);
+  /// The index of operand k's element that element i of the result reads.
+  Value *operandIndex(const BroadcastLoops &loops, size_t k, Value *i);
   /// Matrix product n into `into`'s buffer, plus `bias` (a row vector) if
   /// not null, then max(..., 0) if `relu`, then times (mask > 0) if `mask`
   /// is not null. With `columnSums`, also the result's column sums where
@@ -1111,6 +1130,10 @@ private:
   /// Elementwise nodes with no buffer: computed by load() inside the loop
   /// that their users share (see planFusion).
   std::unordered_set<const Node *> Inlined;
+  /// GPU: the inlined nodes that broadcast an operand (a broadcast, an
+  /// elementwise op of operands of other shapes): they read their operands
+  /// at their index's coordinates (see broadcastLoops).
+  std::unordered_set<const Node *> InlinedBroadcasts;
   /// Nodes computed by the lowering of another (the inlined ones, and
   /// products whose bias is added in the product): that node.
   std::unordered_map<const Node *, const Node *> FusedInto;

@@ -387,7 +387,10 @@ void GraphLowering::planFusion() {
       ir::OpCategory category = ir::opInfo(user->Op).Category;
       bool sameShape = category == ir::OpCategory::Elementwise && user->Ty.Dims == n->Ty.Dims &&
                        !biasedProduct(user).first;
-      if (sameShape || category == ir::OpCategory::Reduce || isDot(user))
+      // On the GPU, an embedding's gradient reads its values through
+      // load() too.
+      bool scatteredValues = Gpu && user->Op == OpCode::ScatterAdd && user->Operands[1] == n;
+      if (sameShape || category == ir::OpCategory::Reduce || isDot(user) || scatteredValues)
         loop = user;
     }
     auto grouped = loop ? GroupedInto.find(loop) : GroupedInto.end();
@@ -403,9 +406,13 @@ void GraphLowering::planFusion() {
       if (a.staticElements() != n->Ty.staticElements() || a.isBatched() != n->Ty.isBatched())
         continue;
     } else if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise) {
-      if (!isFlat(n))
+      // On the GPU, also one that broadcasts an operand (but a product's
+      // bias, which the product adds), and a broadcast: a thread per
+      // element finds its operands' elements alike (see operandIndex), and
+      // a kernel and a buffer the size of the broadcast result are saved.
+      if (!isFlat(n) && !(Gpu && !biasedProduct(n).first))
         continue;
-    } else {
+    } else if (!(Gpu && n->Op == OpCode::Broadcast)) {
       continue;
     }
     const Node *loop = nullptr;
@@ -418,6 +425,8 @@ void GraphLowering::planFusion() {
     if (oneLoop && loop) {
       Inlined.insert(n);
       FusedInto[n] = loop;
+      if (n->Op == OpCode::Broadcast || (!isScaling(n) && !isFlat(n)))
+        InlinedBroadcasts.insert(n);
     }
   }
 
@@ -1336,56 +1345,19 @@ void GraphLowering::lowerMap(const Node *n,
     });
     return;
   }
-  // Broadcasting: walk the result's index space; an operand's stride is 0
-  // along the dimensions it is broadcast in. Neighbouring dimensions that
-  // every operand either reads both of or is broadcast in both are one
-  // loop: adding a channel's bias to an image of [C, H, W] is a loop over
-  // channels around one over H * W elements, which vectorizes.
-  size_t rank = dims.size();
+  BroadcastLoops walk = broadcastLoops(n);
+  const std::vector<Value *> &extents = walk.Extents;
+  const std::vector<std::vector<Value *>> &strides = walk.Strides;
   size_t operands = n->Operands.size();
-  auto broadcastIn = [&](size_t k, size_t d) {
-    const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
-    size_t lead = rank - own.size();
-    return d < lead || (own[d - lead] == 1 && dims[d] != 1);
-  };
-  auto samePattern = [&](size_t d, size_t e) {
-    for (size_t k = 0; k <= operands; ++k)
-      if (broadcastIn(k, d) != broadcastIn(k, e))
-        return false;
-    return true;
-  };
-  std::vector<Value *> extents;                            // of the merged loops
-  std::vector<std::vector<Value *>> strides(operands + 1); // per operand, per loop
-  for (size_t d = 0; d < rank;) {
-    size_t e = d + 1;
-    while (e < rank && samePattern(d, e))
-      ++e;
-    extents.push_back(product(dims, d, e));
-    for (size_t k = 0; k <= operands; ++k) {
-      const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
-      size_t lead = rank - own.size();
-      strides[k].push_back(broadcastIn(k, e - 1) ? i64(0) : product(own, e - lead, own.size()));
-    }
-    d = e;
-  }
   size_t loops = extents.size();
   if (Gpu) {
-    // A thread per element of the result, which finds its coordinates
-    // along the merged loops, so that neighbouring threads read and write
-    // neighbouring elements: a thread per row looping along it would make
-    // each load of a warp 32 accesses, and leave most threads idle.
+    // A thread per element of the result, so that neighbouring threads
+    // read and write neighbouring elements: a thread per row looping along
+    // it would make each load of a warp 32 accesses, and leave most
+    // threads idle.
     parallelFor(elementCount(n->Ty), [&](Value *i) {
-      std::vector<Value *> index(operands, i64(0));
-      Value *rest = i;
-      for (size_t d = loops; d-- > 0;) {
-        Value *coordinate = d ? B.CreateURem(rest, extents[d]) : rest;
-        if (d)
-          rest = B.CreateUDiv(rest, extents[d]);
-        for (size_t k = 0; k < operands; ++k)
-          index[k] = B.CreateAdd(index[k], B.CreateMul(coordinate, strides[k][d]));
-      }
       for (size_t k = 0; k < args.size(); ++k)
-        args[k] = load(n->Operands[k], index[k]);
+        args[k] = load(n->Operands[k], operandIndex(walk, k, i));
       B.CreateStore(formula(args), B.CreateInBoundsGEP(outType, Slots[n].Ptr, i));
     });
     return;
@@ -1416,6 +1388,55 @@ void GraphLowering::lowerMap(const Node *n,
     }
   };
   nest(0, std::vector<Value *>(operands + 1, i64(0)));
+}
+
+GraphLowering::BroadcastLoops GraphLowering::broadcastLoops(const Node *n) {
+  // An operand's stride is 0 along the dimensions it is broadcast in.
+  // Neighbouring dimensions that every operand either reads both of or is
+  // broadcast in both are one loop: adding a channel's bias to an image of
+  // [C, H, W] is a loop over channels around one over H * W elements,
+  // which vectorizes.
+  const std::vector<int64_t> &dims = n->Ty.Dims;
+  size_t rank = dims.size();
+  size_t operands = n->Operands.size();
+  auto broadcastIn = [&](size_t k, size_t d) {
+    const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
+    size_t lead = rank - own.size();
+    return d < lead || (own[d - lead] == 1 && dims[d] != 1);
+  };
+  auto samePattern = [&](size_t d, size_t e) {
+    for (size_t k = 0; k <= operands; ++k)
+      if (broadcastIn(k, d) != broadcastIn(k, e))
+        return false;
+    return true;
+  };
+  BroadcastLoops loops;
+  loops.Strides.resize(operands + 1);
+  for (size_t d = 0; d < rank;) {
+    size_t e = d + 1;
+    while (e < rank && samePattern(d, e))
+      ++e;
+    loops.Extents.push_back(product(dims, d, e));
+    for (size_t k = 0; k <= operands; ++k) {
+      const std::vector<int64_t> &own = k == operands ? dims : n->Operands[k]->Ty.Dims;
+      size_t lead = rank - own.size();
+      loops.Strides[k].push_back(broadcastIn(k, e - 1) ? i64(0)
+                                                       : product(own, e - lead, own.size()));
+    }
+    d = e;
+  }
+  return loops;
+}
+
+Value *GraphLowering::operandIndex(const BroadcastLoops &loops, size_t k, Value *i) {
+  Value *index = i64(0), *rest = i;
+  for (size_t d = loops.Extents.size(); d-- > 0;) {
+    Value *coordinate = d ? B.CreateURem(rest, loops.Extents[d]) : rest;
+    if (d)
+      rest = B.CreateUDiv(rest, loops.Extents[d]);
+    index = B.CreateAdd(index, B.CreateMul(coordinate, loops.Strides[k][d]));
+  }
+  return index;
 }
 
 void GraphLowering::lowerElementwiseGroup(const std::vector<const Node *> &members) {
