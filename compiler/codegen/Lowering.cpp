@@ -407,9 +407,10 @@ void GraphLowering::planFusion() {
         continue;
     } else if (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise) {
       // On the GPU, also one that broadcasts an operand (but a product's
-      // bias, which the product adds), and a broadcast: a thread per
-      // element finds its operands' elements alike (see operandIndex), and
-      // a kernel and a buffer the size of the broadcast result are saved.
+      // bias add, which the product's epilogue does), and a broadcast: a
+      // thread per element finds its operands' elements alike (see
+      // operandIndex), and a kernel and a buffer the size of the broadcast
+      // result are saved.
       if (!isFlat(n) && !(Gpu && !biasedProduct(n).first))
         continue;
     } else if (!(Gpu && n->Op == OpCode::Broadcast)) {
