@@ -548,6 +548,10 @@ private:
     if (computed != Computed.end())
       return computed->second;
     if (Inlined.count(n)) {
+      if (n->Op == OpCode::Gather)
+        return Computed[key] = gatheredElement(n, index);
+      if (n->Op == OpCode::Slice)
+        return Computed[key] = load(n->Operands[0], slicedIndex(n, index));
       std::optional<BroadcastLoops> loops;
       if (InlinedBroadcasts.count(n))
         loops = broadcastLoops(n);
@@ -937,6 +941,9 @@ private:
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
   void lowerGather(const Node *n);
+  /// GPU: element i of gather n, row indices[r] of the table at column j
+  /// (i = r width + j), or zero for an index out of range.
+  Value *gatheredElement(const Node *n, Value *i);
   void lowerScatterAdd(const Node *n);
   /// GPU: scatter_add by a stable sort of the indices (no atomics).
   void lowerGpuScatterAdd(const Node *n);
@@ -945,9 +952,18 @@ private:
   /// that column of `from` instead, `width` values per row.
   void copyColumns(const Node *from, int64_t fromOffset, const Node *to, int64_t toOffset,
                    int64_t width);
+  /// GPU: concatenation n as one kernel, its operands read through load().
+  void gpuConcat(const Node *n);
+  /// GPU: the index in the sliced value of element i of slice n.
+  Value *slicedIndex(const Node *n, Value *i);
   void lowerLstm(const Node *n);
   void lowerLstmGrad(const Node *n);
   void lowerLstmGradWeight(const Node *n);
+  /// The row and column of flat index i in rows of `width` elements: a
+  /// GPU thread's element, where a thread per element replaces one per row.
+  std::pair<Value *, Value *> rowAndColumn(Value *i, int64_t width) {
+    return {B.CreateUDiv(i, i64(width)), B.CreateURem(i, i64(width))};
+  }
   /// Whether an index lies in [0, size): guards lookups by data values.
   Value *inBounds(Value *index, int64_t size) { return B.CreateICmpULT(index, i64(size)); }
   /// Runs `body` only when `cond` holds.

@@ -166,7 +166,7 @@ Value *GraphLowering::lowerMatMul(const Node *n, const Node *into, const Node *b
   if (depth == i64(1) && Gpu) {
     // A thread per element, so that a warp's stores coalesce.
     parallelFor(B.CreateMul(rows, i64(shape.N)), [&](Value *i) {
-      Value *m = B.CreateUDiv(i, i64(shape.N)), *j = B.CreateURem(i, i64(shape.N));
+      auto [m, j] = rowAndColumn(i, shape.N);
       B.CreateStore(finish(B.CreateFMul(element(a, m), element(b, j)), m, j),
                     B.CreateInBoundsGEP(ft, dest, i));
     });
@@ -543,7 +543,7 @@ void GraphLowering::lowerSplitColumnSums(const Node *n) {
   auto [runs, runRows] = columnSumSplit(B, n, Batch);
   Value *cut = B.CreateICmpUGT(runs, i64(1));
   parallelFor(B.CreateMul(runs, i64(columns)), [&](Value *i) {
-    Value *run = B.CreateUDiv(i, i64(columns)), *column = B.CreateURem(i, i64(columns));
+    auto [run, column] = rowAndColumn(i, columns);
     Value *begin = B.CreateMul(run, runRows);
     Value *end = B.CreateBinaryIntrinsic(llvm::Intrinsic::umin, Batch, B.CreateAdd(begin, runRows));
     llvm::AllocaInst *sum = entryAlloca(ft);

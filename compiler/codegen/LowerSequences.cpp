@@ -16,6 +16,17 @@
 
 namespace nnc::lowering {
 
+Value *GraphLowering::gatheredElement(const Node *n, Value *i) {
+  const Node *table = n->Operands[0], *indices = n->Operands[1];
+  int64_t rows = table->Ty.Dims[0], width = table->Ty.Dims[1];
+  auto [r, j] = rowAndColumn(i, width);
+  Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
+  Value *valid = inBounds(index, rows);
+  Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
+  Value *v = load(table, B.CreateAdd(src, j));
+  return B.CreateSelect(valid, v, llvm::Constant::getNullValue(v->getType()));
+}
+
 void GraphLowering::lowerGather(const Node *n) {
   // Row r of the result is row indices[r] of the table; an index out of
   // range (the runtime rejects them) reads nothing and gives zeros.
@@ -26,13 +37,7 @@ void GraphLowering::lowerGather(const Node *n) {
     // A thread per element, so that a warp reads along table rows: the
     // threads of a row load its index alike, which costs one access.
     parallelFor(elementCount(n->Ty), [&](Value *i) {
-      Value *r = B.CreateUDiv(i, i64(width)), *j = B.CreateURem(i, i64(width));
-      Value *index = B.CreateSExt(load(indices, r), B.getInt64Ty());
-      Value *valid = inBounds(index, rows);
-      Value *src = B.CreateMul(B.CreateSelect(valid, index, i64(0)), i64(width));
-      Value *v = load(table, B.CreateAdd(src, j));
-      B.CreateStore(B.CreateSelect(valid, v, llvm::Constant::getNullValue(ft)),
-                    B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+      B.CreateStore(gatheredElement(n, i), B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
     });
     return;
   }
@@ -365,7 +370,7 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset, const Node
   if (Gpu) {
     // A thread per element, so that a warp's loads and stores coalesce.
     parallelFor(B.CreateMul(rows, i64(width)), [&](Value *i) {
-      Value *r = B.CreateUDiv(i, i64(width)), *j = B.CreateURem(i, i64(width));
+      auto [r, j] = rowAndColumn(i, width);
       B.CreateStore(load(from, B.CreateAdd(fromRow(r), j)),
                     B.CreateInBoundsGEP(ft, slotOf(to).Ptr, B.CreateAdd(toRow(r), j)));
     });
@@ -378,6 +383,27 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset, const Node
                  B.CreateInBoundsGEP(ft, slotOf(to).Ptr, B.CreateAdd(dst, j)));
     });
   });
+}
+
+void GraphLowering::gpuConcat(const Node *n) {
+  // A thread per element, which reads it from the operand that holds its
+  // column: one kernel, where a copy per operand would be two.
+  const Node *left = n->Operands[0], *right = n->Operands[1];
+  int64_t split = left->Ty.Dims.back(), width = n->Ty.Dims.back();
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
+    auto [r, j] = rowAndColumn(i, width);
+    Value *inLeft = B.CreateICmpULT(j, i64(split));
+    Value *leftIndex = B.CreateAdd(B.CreateMul(r, i64(split)), j);
+    Value *rightIndex = B.CreateAdd(B.CreateMul(r, i64(width - split)), B.CreateSub(j, i64(split)));
+    ifThen(inLeft, [&] { B.CreateStore(load(left, leftIndex), at(n, i)); });
+    ifThen(B.CreateNot(inLeft), [&] { B.CreateStore(load(right, rightIndex), at(n, i)); });
+  });
+}
+
+Value *GraphLowering::slicedIndex(const Node *n, Value *i) {
+  int64_t width = n->Ty.Dims.back(), fromWidth = n->Operands[0]->Ty.Dims.back();
+  auto [r, j] = rowAndColumn(i, width);
+  return B.CreateAdd(B.CreateMul(r, i64(fromWidth)), B.CreateAdd(j, i64(n->A.Offset)));
 }
 
 // The packed LSTM state of one (row, time step) holds 6H values: h, c, and

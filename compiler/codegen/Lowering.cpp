@@ -390,7 +390,10 @@ void GraphLowering::planFusion() {
       // On the GPU, an embedding's gradient reads its values through
       // load() too.
       bool scatteredValues = Gpu && user->Op == OpCode::ScatterAdd && user->Operands[1] == n;
-      if (sameShape || category == ir::OpCategory::Reduce || isDot(user) || scatteredValues)
+      // And a concatenation (see gpuConcat).
+      bool concatenated = Gpu && user->Op == OpCode::Concat;
+      if (sameShape || category == ir::OpCategory::Reduce || isDot(user) || scatteredValues ||
+          concatenated)
         loop = user;
     }
     auto grouped = loop ? GroupedInto.find(loop) : GroupedInto.end();
@@ -413,7 +416,11 @@ void GraphLowering::planFusion() {
       // result are saved.
       if (!isFlat(n) && !(Gpu && !biasedProduct(n).first))
         continue;
-    } else if (!(Gpu && n->Op == OpCode::Broadcast)) {
+    } else if (!(Gpu && (n->Op == OpCode::Broadcast || n->Op == OpCode::Gather ||
+                         n->Op == OpCode::Slice))) {
+      // On the GPU, an embedding's lookup and a slice are inlined too:
+      // their reader finds the table's or the sliced value's element of
+      // each of their elements (see load), and they need no buffer.
       continue;
     }
     const Node *loop = nullptr;
@@ -426,7 +433,9 @@ void GraphLowering::planFusion() {
     if (oneLoop && loop) {
       Inlined.insert(n);
       FusedInto[n] = loop;
-      if (n->Op == OpCode::Broadcast || (!isScaling(n) && !isFlat(n)))
+      if (n->Op == OpCode::Broadcast ||
+          (ir::opInfo(n->Op).Category == ir::OpCategory::Elementwise && !isScaling(n) &&
+           !isFlat(n)))
         InlinedBroadcasts.insert(n);
     }
   }
@@ -1237,6 +1246,8 @@ void GraphLowering::lower(const Node *n) {
       return lowerMap(n, [&](std::vector<Value *> &args) { return B.CreateSIToFP(args[0], ft); });
     }
     if (n->Op == OpCode::Concat) {
+      if (Gpu)
+        return gpuConcat(n);
       int64_t split = n->Operands[0]->Ty.Dims.back();
       copyColumns(n->Operands[0], 0, n, 0, split);
       nextKernel();
