@@ -514,6 +514,12 @@ private:
     return B.CreateInBoundsGEP(elemType(n->Ty.Elem), ptr,
                                B.CreateMul(first, i64(n->Ty.staticElements())));
   }
+  /// The index in the whole batch of batched value n's first element
+  /// here: nonzero in an image chain and in a chunk or block of rows.
+  Value *batchOffset(const Node *n) {
+    Value *first = ImageRow ? ImageRow : RowBegin;
+    return first ? B.CreateMul(first, i64(n->Ty.staticElements())) : i64(0);
+  }
   Value *product(const std::vector<int64_t> &dims, size_t begin, size_t end) {
     Value *result = i64(1);
     for (size_t i = begin; i < end; ++i)
@@ -552,6 +558,9 @@ private:
         return Computed[key] = gatheredElement(n, index);
       if (n->Op == OpCode::Slice)
         return Computed[key] = load(n->Operands[0], slicedIndex(n, index));
+      if (n->Op == OpCode::Dropout)
+        return Computed[key] =
+                   droppedElement(n, dropoutKey(n), B.CreateAdd(batchOffset(n), index), index);
       std::optional<BroadcastLoops> loops;
       if (InlinedBroadcasts.count(n))
         loops = broadcastLoops(n);
@@ -940,6 +949,13 @@ private:
   std::pair<Value *, Value *> inputPatch(const Node *n, Value *imagePosition, Value *channelTap);
   void lowerMaxPool2D(const Node *n, bool grad);
   void lowerDropout(const Node *n);
+  /// The hash key of dropout n's mask in this call (from the seed, the
+  /// op's stream and the step).
+  Value *dropoutKey(const Node *n);
+  /// Element i of dropout n, whose keep decision hashes `key` with the
+  /// element's index in the whole batch, `counter` (see batchOffset), so
+  /// that the backward op finds the same mask.
+  Value *droppedElement(const Node *n, Value *key, Value *counter, Value *i);
   void lowerGather(const Node *n);
   /// GPU: element i of gather n, row indices[r] of the table at column j
   /// (i = r width + j), or zero for an index out of range.
@@ -952,8 +968,15 @@ private:
   /// that column of `from` instead, `width` values per row.
   void copyColumns(const Node *from, int64_t fromOffset, const Node *to, int64_t toOffset,
                    int64_t width);
-  /// GPU: concatenation n as one kernel, its operands read through load().
-  void gpuConcat(const Node *n);
+  /// Columns [Begin, End) of each row of a result, taken from the rows of
+  /// From (End - Begin wide), or zeros where From is null.
+  struct ColumnSource {
+    int64_t Begin, End;
+    const Node *From;
+  };
+  /// GPU: n (a concatenation, an unslice) as one kernel from sources that
+  /// cover its columns, each read through load().
+  void gpuColumnsFrom(const Node *n, const std::vector<ColumnSource> &sources);
   /// GPU: the index in the sliced value of element i of slice n.
   Value *slicedIndex(const Node *n, Value *i);
   void lowerLstm(const Node *n);

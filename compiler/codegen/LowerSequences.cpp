@@ -385,18 +385,25 @@ void GraphLowering::copyColumns(const Node *from, int64_t fromOffset, const Node
   });
 }
 
-void GraphLowering::gpuConcat(const Node *n) {
-  // A thread per element, which reads it from the operand that holds its
-  // column: one kernel, where a copy per operand would be two.
-  const Node *left = n->Operands[0], *right = n->Operands[1];
-  int64_t split = left->Ty.Dims.back(), width = n->Ty.Dims.back();
+void GraphLowering::gpuColumnsFrom(const Node *n, const std::vector<ColumnSource> &sources) {
+  // A thread per element, which reads it from the source that holds its
+  // column: one kernel, where a copy per source (and a fill) would be one
+  // each.
+  int64_t width = n->Ty.Dims.back();
+  llvm::Type *ft = elemType(n->Ty.Elem);
   parallelFor(elementCount(n->Ty), [&](Value *i) {
     auto [r, j] = rowAndColumn(i, width);
-    Value *inLeft = B.CreateICmpULT(j, i64(split));
-    Value *leftIndex = B.CreateAdd(B.CreateMul(r, i64(split)), j);
-    Value *rightIndex = B.CreateAdd(B.CreateMul(r, i64(width - split)), B.CreateSub(j, i64(split)));
-    ifThen(inLeft, [&] { B.CreateStore(load(left, leftIndex), at(n, i)); });
-    ifThen(B.CreateNot(inLeft), [&] { B.CreateStore(load(right, rightIndex), at(n, i)); });
+    for (const ColumnSource &source : sources) {
+      if (source.Begin == source.End)
+        continue;
+      // Below Begin, the column wraps around to a large unsigned value.
+      Value *column = B.CreateSub(j, i64(source.Begin));
+      Value *index = B.CreateAdd(B.CreateMul(r, i64(source.End - source.Begin)), column);
+      ifThen(B.CreateICmpULT(column, i64(source.End - source.Begin)), [&] {
+        B.CreateStore(source.From ? load(source.From, index) : llvm::Constant::getNullValue(ft),
+                      at(n, i));
+      });
+    }
   });
 }
 

@@ -417,10 +417,11 @@ void GraphLowering::planFusion() {
       if (!isFlat(n) && !(Gpu && !biasedProduct(n).first))
         continue;
     } else if (!(Gpu && (n->Op == OpCode::Broadcast || n->Op == OpCode::Gather ||
-                         n->Op == OpCode::Slice))) {
-      // On the GPU, an embedding's lookup and a slice are inlined too:
-      // their reader finds the table's or the sliced value's element of
-      // each of their elements (see load), and they need no buffer.
+                         n->Op == OpCode::Slice || n->Op == OpCode::Dropout))) {
+      // On the GPU, an embedding's lookup, a slice and a dropout are
+      // inlined too: their reader finds the table's or the operand's
+      // element of each of their elements (see load), and they need no
+      // buffer.
       continue;
     }
     const Node *loop = nullptr;
@@ -1246,20 +1247,22 @@ void GraphLowering::lower(const Node *n) {
       return lowerMap(n, [&](std::vector<Value *> &args) { return B.CreateSIToFP(args[0], ft); });
     }
     if (n->Op == OpCode::Concat) {
+      int64_t split = n->Operands[0]->Ty.Dims.back(), width = n->Ty.Dims.back();
       if (Gpu)
-        return gpuConcat(n);
-      int64_t split = n->Operands[0]->Ty.Dims.back();
+        return gpuColumnsFrom(n, {{0, split, n->Operands[0]}, {split, width, n->Operands[1]}});
       copyColumns(n->Operands[0], 0, n, 0, split);
-      nextKernel();
-      copyColumns(n->Operands[1], 0, n, split, n->Operands[1]->Ty.Dims.back());
-      return;
+      return copyColumns(n->Operands[1], 0, n, split, width - split);
     }
     if (n->Op == OpCode::Slice)
       return copyColumns(n->Operands[0], n->A.Offset, n, 0, n->Ty.Dims.back());
     if (n->Op == OpCode::Unslice) {
+      int64_t begin = n->A.Offset, end = begin + n->Operands[0]->Ty.Dims.back();
+      if (Gpu)
+        return gpuColumnsFrom(
+            n,
+            {{0, begin, nullptr}, {begin, end, n->Operands[0]}, {end, n->Ty.Dims.back(), nullptr}});
       zeroFill(n);
-      nextKernel();
-      return copyColumns(n->Operands[0], 0, n, n->A.Offset, n->Operands[0]->Ty.Dims.back());
+      return copyColumns(n->Operands[0], 0, n, begin, end - begin);
     }
     if (n->Op == OpCode::Reshape) {
       // Same elements, same order: share the operand's storage.
@@ -1679,32 +1682,38 @@ void GraphLowering::zeroFill(const Node *n) {
 }
 
 void GraphLowering::lowerDropout(const Node *n) {
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  Value *key = dropoutKey(n), *first = batchOffset(n);
+  parallelFor(elementCount(n->Ty), [&](Value *i) {
+    Value *y = droppedElement(n, key, B.CreateAdd(first, i), i);
+    B.CreateStore(y, B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
+  });
+}
+
+Value *GraphLowering::dropoutKey(const Node *n) {
   // A counter-based generator: each element's keep decision is a hash
   // (splitmix64's finalizer) of the call's seed, the op's stream, the step
   // and the element's index. The backward op recomputes the same mask.
-  const Node *x = n->Operands[0];
-  llvm::Type *ft = elemType(n->Ty.Elem);
-  double p = n->A.Value;
   Value *seed = loadField(CallSeed, B.getInt64Ty());
   Value *step = loadField(CallStep, B.getInt64Ty());
-  Value *key = B.CreateAdd(
+  return B.CreateAdd(
       B.CreateXor(seed, i64(int64_t(0x9E3779B97F4A7C15ULL * uint64_t(n->A.Offset + 1)))),
       B.CreateMul(step, i64(int64_t(0xD1B54A32D192ED03ULL))));
+}
+
+Value *GraphLowering::droppedElement(const Node *n, Value *key, Value *counter, Value *i) {
+  llvm::Type *ft = elemType(n->Ty.Elem);
+  double p = n->A.Value;
   Value *scale = llvm::ConstantFP::get(ft, 1.0 / (1.0 - p));
   // keep when the top 24 bits, as a fraction of 2^24, are at least p.
   Value *threshold = i64(int64_t(std::ceil(p * double(1 << 24))));
-  // The element's index in the whole batch, also in an image chain.
-  Value *first = ImageRow ? B.CreateMul(ImageRow, i64(n->Ty.staticElements())) : i64(0);
-  parallelFor(elementCount(n->Ty), [&](Value *i) {
-    Value *z =
-        B.CreateAdd(key, B.CreateMul(B.CreateAdd(first, i), i64(int64_t(0x9E3779B97F4A7C15ULL))));
-    z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 30)), i64(int64_t(0xBF58476D1CE4E5B9ULL)));
-    z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 27)), i64(int64_t(0x94D049BB133111EBULL)));
-    z = B.CreateXor(z, B.CreateLShr(z, 31));
-    Value *keep = B.CreateICmpUGE(B.CreateLShr(z, 40), threshold);
-    Value *y = B.CreateSelect(keep, B.CreateFMul(load(x, i), scale), llvm::ConstantFP::get(ft, 0));
-    B.CreateStore(y, B.CreateInBoundsGEP(ft, Slots[n].Ptr, i));
-  });
+  Value *z = B.CreateAdd(key, B.CreateMul(counter, i64(int64_t(0x9E3779B97F4A7C15ULL))));
+  z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 30)), i64(int64_t(0xBF58476D1CE4E5B9ULL)));
+  z = B.CreateMul(B.CreateXor(z, B.CreateLShr(z, 27)), i64(int64_t(0x94D049BB133111EBULL)));
+  z = B.CreateXor(z, B.CreateLShr(z, 31));
+  Value *keep = B.CreateICmpUGE(B.CreateLShr(z, 40), threshold);
+  return B.CreateSelect(keep, B.CreateFMul(load(n->Operands[0], i), scale),
+                        llvm::ConstantFP::get(ft, 0));
 }
 
 void GraphLowering::ifThen(Value *cond, const std::function<void()> &body) {
