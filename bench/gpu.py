@@ -300,6 +300,29 @@ MODEL_COLUMNS = ["model", "batch", "train rows", "reps", "epochs (nnc / PyTorch)
                  "nnc rows/s", "PyTorch rows/s", "nnc / PyTorch", "target"]
 
 
+def profile_model(bench: Bench, epochs: int, args: argparse.Namespace, workdir: Path) -> None:
+    """--profile: one more run of the trainer, with --gpu-profile, whose report (each kernel's
+    launches and time on the device) goes to --profile's folder as MODEL.txt; its first rows
+    are printed."""
+    argv = [str(args.trainers / bench.name), "--epochs", str(epochs), "--batch", bench.batch,
+            "--threads", str(args.threads), "--quiet", "--gpu-profile",
+            "--save", str(workdir / "profile.weights")]
+    if args.device == "cuda":
+        argv += ["--device", "cuda"]
+    if data_path(bench, args):
+        argv += ["--data", str(data_path(bench, args))]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    report = [line for line in done.stderr.splitlines() if line.startswith("gpu profile:")]
+    args.profile.mkdir(parents=True, exist_ok=True)
+    (args.profile / f"{bench.name}.txt").write_text("\n".join([shlex.join(argv)] + report) + "\n")
+    if done.returncode != 0 or not report:
+        print(f"  {bench.name} profile: the run failed (exit {done.returncode}): "
+              f"{done.stderr.strip()[-500:]}", flush=True)
+        return
+    for line in report[:7]:
+        print(f"  {bench.name} {line}", flush=True)
+
+
 def bench_model(bench: Bench, args: argparse.Namespace, workdir: Path) -> ModelResult:
     trainer = Trainer(args.trainers / bench.name, bench, bench.batch,
                       bench.torch_epochs or bench.epochs)
@@ -319,6 +342,8 @@ def bench_model(bench: Bench, args: argparse.Namespace, workdir: Path) -> ModelR
         if rep == 0 and args.reps > 1 and too_slow([nnc, twin], args):
             break
     print(f"{bench.name}: nnc/PyTorch {ratio(result.nnc, result.torch):.2f}", flush=True)
+    if args.profile:
+        profile_model(bench, trainer.epochs, args, workdir)
     return result
 
 
@@ -480,6 +505,9 @@ def parse_args() -> argparse.Namespace:
                         help="more nnc options for every trainer, e.g. '--gpu-arch sm_90'")
     parser.add_argument("--trainer-flags", default="",
                         help="more options for every run of a trainer, e.g. '--cuda-graphs'")
+    parser.add_argument("--profile", type=Path,
+                        help="after each model's runs, one more of its trainer with "
+                             "--gpu-profile, whose report goes to this folder as MODEL.txt")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cuda (the default); cpu: a check of this script without a GPU, "
                              "with CPU trainers (nnc --target=cpu) and PyTorch on the CPU")
@@ -501,6 +529,8 @@ def parse_args() -> argparse.Namespace:
         args.seconds = 0.25 if args.quick else 1.0
     if args.reps < 1 or args.seconds <= 0 or args.threads < 1:
         parser.error("--reps and --threads must be at least 1, --seconds above 0")
+    if args.profile and "--cuda-graphs" in shlex.split(args.trainer_flags):
+        parser.error("--profile times each launch, which --cuda-graphs replays as one")
     if args.trainers:
         args.trainers = args.trainers.resolve()
     args.build_commit = None

@@ -4,7 +4,8 @@
 #   tests          scripts/gpu-tests.sh: every spec trained on the GPU beside
 #                  its CPU code, and the gradient checks on the GPU;
 #   models         bench/gpu.py --sweep none: each model's rows per second
-#                  against PyTorch's on the same GPU;
+#                  against PyTorch's on the same GPU, and each trainer's
+#                  kernels timed (--gpu-profile, into OUT/profile/MODEL.txt);
 #   sweep          bench/gpu.py --models none: the batch-size sweep of the
 #                  64-wide MLP;
 #   models-graphs, sweep-graphs
@@ -165,6 +166,7 @@ for Step in "${STEP_LIST[@]}"; do
   else
     Args=("${PREBUILT[@]}" --trainers "$BENCH_DIR" --markdown "$OUT/$Step.md")
     case $Step in models*) Args+=(--sweep none) ;; sweep*) Args+=(--models none) ;; esac
+    [ "$Step" = models ] && Args+=(--profile "$OUT/profile")
     case $Step in *-graphs) Args+=(--trainer-flags=--cuda-graphs) ;; esac
     "$PYTHON" bench/gpu.py "${Args[@]}" "${BENCH_FLAGS[@]}" >"$Log" 2>&1
     Status=$?

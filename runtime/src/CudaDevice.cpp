@@ -18,10 +18,12 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 using namespace nnc;
@@ -42,6 +44,7 @@ using CUgraphExec = struct CUgraphExec_st *;
 using CUevent = struct CUevent_st *;
 using CUjit_option = int;
 constexpr CUresult CUDA_SUCCESS = 0;
+constexpr CUresult CUDA_ERROR_NOT_READY = 600;
 constexpr int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
@@ -104,6 +107,8 @@ struct Driver {
   CUresult (*cuEventRecord)(CUevent, CUstream);
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventDestroy_v2)(CUevent);
+  CUresult (*cuEventQuery)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
   // CUDA graphs (--cuda-graphs), of CUDA 11.4 on: null where the driver is
   // older, which only --cuda-graphs needs.
   CUresult (*cuStreamCreate)(CUstream *, unsigned);
@@ -177,6 +182,8 @@ bool Driver::load(std::string &Why) {
   NNC_FIND(cuEventRecord);
   NNC_FIND(cuEventSynchronize);
   NNC_FIND(cuEventDestroy_v2);
+  NNC_FIND(cuEventQuery);
+  NNC_FIND(cuEventElapsedTime);
 #undef NNC_FIND
   auto FindOptional = [&](auto &Fn, const char *Name) {
     Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(
@@ -252,7 +259,15 @@ protected:
   void synchronize() override {
     Cu.check(Cu.cuCtxSynchronize(), "cuCtxSynchronize");
     StagingUsed = 0;
+    if (!Timed.empty())
+      collectTimings();
   }
+  // A timed launch is between two events, whose times the device takes as
+  // it passes them: the time of the kernel alone, whatever the host does.
+  void beginTiming() override;
+  void endTiming(int32_t Kernel) override;
+  void collectTimings() override;
+  const char *timedBy() const override { return "CUDA events"; }
   void markInputsTaken() override;
   void waitInputsTaken() override {
     Cu.check(Cu.cuEventSynchronize(InputsTaken), "cuEventSynchronize");
@@ -300,6 +315,16 @@ private:
   size_t ReadbackSizes[2] = {};
   /// Recorded between a queued call's uploads and its launches.
   CUevent InputsTaken = nullptr;
+  /// --gpu-profile: the timed launches not yet collected, in order, and
+  /// events free for reuse.
+  struct TimedLaunch {
+    int32_t Kernel;
+    CUevent Start, End;
+  };
+  std::vector<TimedLaunch> Timed;
+  std::vector<CUevent> FreeEvents;
+  CUevent Started = nullptr; ///< Of the launch under way.
+  CUevent takeEvent();
 };
 
 CudaDevice::~CudaDevice() {
@@ -315,6 +340,12 @@ CudaDevice::~CudaDevice() {
       Cu.cuMemFreeHost(Buffer);
   if (InputsTaken)
     Cu.cuEventDestroy_v2(InputsTaken);
+  for (const TimedLaunch &T : Timed)
+    FreeEvents.insert(FreeEvents.end(), {T.Start, T.End});
+  if (Started)
+    FreeEvents.push_back(Started);
+  for (CUevent E : FreeEvents)
+    Cu.cuEventDestroy_v2(E);
   if (Stream)
     Cu.cuStreamDestroy_v2(Stream);
   if (Module)
@@ -463,6 +494,49 @@ void CudaDevice::launchKernel(int32_t Kernel, int32_t Blocks, void *Call) {
                              NNC_GPU_BLOCK, 1, 1, 0,
                              Capturing ? Stream : nullptr, Params, nullptr),
            "cuLaunchKernel");
+}
+
+CUevent CudaDevice::takeEvent() {
+  if (FreeEvents.empty()) {
+    CUevent E = nullptr;
+    Cu.check(Cu.cuEventCreate(&E, 0), "cuEventCreate");
+    return E;
+  }
+  CUevent E = FreeEvents.back();
+  FreeEvents.pop_back();
+  return E;
+}
+
+void CudaDevice::beginTiming() {
+  if (!Started)
+    Started = takeEvent();
+  Cu.check(Cu.cuEventRecord(Started, nullptr), "cuEventRecord");
+}
+
+void CudaDevice::endTiming(int32_t Kernel) {
+  CUevent End = takeEvent();
+  Timed.push_back({Kernel, std::exchange(Started, nullptr), End});
+  Cu.check(Cu.cuEventRecord(End, nullptr), "cuEventRecord");
+  // A run that seldom waits for the device (queued training steps) keeps
+  // a bounded number of events.
+  if (Timed.size() >= 4096)
+    collectTimings();
+}
+
+void CudaDevice::collectTimings() {
+  size_t Done = 0;
+  for (; Done < Timed.size(); ++Done) {
+    const TimedLaunch &T = Timed[Done];
+    CUresult R = Cu.cuEventQuery(T.End);
+    if (R == CUDA_ERROR_NOT_READY)
+      break;
+    Cu.check(R, "cuEventQuery");
+    float Ms = 0;
+    Cu.check(Cu.cuEventElapsedTime(&Ms, T.Start, T.End), "cuEventElapsedTime");
+    addKernelTime(T.Kernel, double(Ms) / 1e3);
+    FreeEvents.insert(FreeEvents.end(), {T.Start, T.End});
+  }
+  Timed.erase(Timed.begin(), Timed.begin() + std::ptrdiff_t(Done));
 }
 
 void CudaDevice::beginRecord() {

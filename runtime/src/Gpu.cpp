@@ -188,11 +188,56 @@ void Device::launch(int32_t Kernel, int32_t Blocks) noexcept {
                    Blocks);
   }
   try {
+    if (Profiling)
+      beginTiming();
     launchKernel(Kernel, Blocks, Call);
+    if (Profiling)
+      endTiming(Kernel);
   } catch (const DeviceError &E) {
     Failure =
         std::string(E.what()) + " (kernel " + Program.Kernels[Kernel] + ")";
   }
+}
+
+void Device::addKernelTime(int32_t Kernel, double Seconds) {
+  if (Times.empty())
+    Times.resize(Program.kernelCount());
+  Times[size_t(Kernel)].Launches++;
+  Times[size_t(Kernel)].Seconds += Seconds;
+}
+
+std::string Device::profileReport() {
+  synchronize();
+  collectTimings();
+  std::vector<size_t> Order;
+  double Total = 0;
+  int64_t Launches = 0;
+  for (size_t K = 0; K < Times.size(); ++K)
+    if (Times[K].Launches) {
+      Order.push_back(K);
+      Total += Times[K].Seconds;
+      Launches += Times[K].Launches;
+    }
+  std::stable_sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
+    return Times[A].Seconds > Times[B].Seconds;
+  });
+  char Line[512];
+  std::snprintf(Line, sizeof(Line),
+                "gpu profile: %.3f ms in %lld launches of %zu kernels, each "
+                "launch timed by %s\n",
+                Total * 1e3, (long long)Launches, Order.size(), timedBy());
+  std::string Report = Line;
+  Report += "gpu profile:   share    total ms   launches     mean us  kernel\n";
+  for (size_t K : Order) {
+    const KernelTime &T = Times[K];
+    std::snprintf(Line, sizeof(Line),
+                  "gpu profile: %6.1f%% %11.3f %10lld %11.2f  %s\n",
+                  Total > 0 ? 100 * T.Seconds / Total : 0.0, T.Seconds * 1e3,
+                  (long long)T.Launches, T.Seconds * 1e6 / double(T.Launches),
+                  Program.Kernels[K]);
+    Report += Line;
+  }
+  return Report;
 }
 
 DeviceBuffer &DeviceBuffer::operator=(DeviceBuffer &&Other) noexcept {

@@ -139,6 +139,12 @@ public:
   /// recording as one launch (a CUDA graph), which saves the driver's work
   /// per kernel. A schedule's launches depend on nothing else.
   void recordSchedules(bool On) { Recording = On; }
+  /// --gpu-profile: each launch is timed where it runs (see beginTiming),
+  /// and the times are summed by kernel.
+  void profileLaunches(bool On) { Profiling = On; }
+  /// The kernels' launches and times so far, the longest first: lines
+  /// "gpu profile: ..." for stderr. Waits for the device.
+  std::string profileReport();
 
   /// nnc_gpu_launch. The schedule is generated code, which an exception must
   /// not unwind through: the first failure is kept, the launches after it
@@ -162,6 +168,18 @@ protected:
   /// at once, after a wait.
   virtual void startReadback(int Slot, const void *From, size_t Bytes);
   virtual const void *readback(int Slot) { return Readbacks[Slot].data(); }
+
+  /// --gpu-profile: a launch between beginTiming() and endTiming(Kernel)
+  /// is timed, and the time given to addKernelTime once known (at once,
+  /// or by collectTimings).
+  virtual void beginTiming() = 0;
+  virtual void endTiming(int32_t Kernel) = 0;
+  /// Gives addKernelTime the times of the timed launches that are done:
+  /// all of them after synchronize().
+  virtual void collectTimings() {}
+  void addKernelTime(int32_t Kernel, double Seconds);
+  /// How the launches are timed, for the report.
+  virtual const char *timedBy() const = 0;
 
   /// A schedule's launches, recorded to be replayed.
   class Record {
@@ -200,6 +218,13 @@ private:
   int NextSlot = 0; ///< Of the next readback: never a pending one's.
   bool Trace = false;
   bool Recording = false;
+  bool Profiling = false;
+  /// --gpu-profile's sums, by kernel.
+  struct KernelTime {
+    int64_t Launches = 0;
+    double Seconds = 0;
+  };
+  std::vector<KernelTime> Times;
   /// Recordings by what a schedule's launches depend on, the newest last.
   struct Recorded {
     GpuProgram::Schedule S;

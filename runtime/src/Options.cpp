@@ -139,8 +139,9 @@ const char *const ValueOptions[] = {
     "data",       "save",       "plot",    "gradcheck-rows", "gradcheck-tol",
     "threads",    "log-json",   "checkpoint", "checkpoint-every", "resume",
     "on-nan",     "device"};
-const char *const FlagOptions[] = {"gradcheck", "help", "summary", "speed",
-                                   "quiet", "gpu-trace", "cuda-graphs"};
+const char *const FlagOptions[] = {"gradcheck",   "help",       "summary",
+                                   "speed",       "quiet",      "gpu-trace",
+                                   "cuda-graphs", "gpu-profile"};
 /// The predict command's options: the data options say how the training
 /// split was made, which fixes the standardization and the vocabulary.
 const char *const PredictValueOptions[] = {"weights",    "input",   "output",
@@ -195,13 +196,14 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
         Err = "option '--" + std::string(Name) + "' takes no value";
         return false;
       }
-      (Name == "help"      ? O.Help
-       : Name == "summary" ? O.Summary
-       : Name == "speed"   ? O.Speed
-       : Name == "quiet"   ? O.Quiet
-       : Name == "gpu-trace" ? O.GpuTrace
+      (Name == "help"          ? O.Help
+       : Name == "summary"     ? O.Summary
+       : Name == "speed"       ? O.Speed
+       : Name == "quiet"       ? O.Quiet
+       : Name == "gpu-trace"   ? O.GpuTrace
        : Name == "cuda-graphs" ? O.CudaGraphs
-                           : O.GradCheck) = true;
+       : Name == "gpu-profile" ? O.GpuProfile
+                               : O.GradCheck) = true;
       continue;
     }
     if (!IsValue(Name)) {
@@ -221,6 +223,11 @@ bool nnc::parseOptions(int Argc, char **Argv, Options &O, std::string &Err) {
   }
   if (O.Predict && O.Input.empty() && !O.Help) {
     Err = "predict needs --input FILE (see predict --help)";
+    return false;
+  }
+  if (O.GpuProfile && O.CudaGraphs) {
+    Err = "--gpu-profile times each launch, and --cuda-graphs replays a "
+          "step's launches as one: use one or the other";
     return false;
   }
   if (O.GradCheck && (!O.Checkpoint.empty() || !O.Resume.empty())) {
@@ -308,6 +315,11 @@ void nnc::printUsage(FILE *Out, const char *Prog, const Manifest &M) {
                                    "code)");
   std::fprintf(Out, "  --gpu-trace           print each GPU kernel's launch "
                     "to stderr\n");
+  std::fprintf(Out,
+               "  --gpu-profile         time each GPU kernel launch; at the "
+               "end, print each\n"
+               "                        kernel's launches and time to "
+               "stderr\n");
   std::fprintf(Out, "  --cuda-graphs         record each launch schedule once "
                     "(per batch size) and\n"
                     "                        replay it as a CUDA graph, one "

@@ -52,6 +52,7 @@ struct Options {
   DeviceChoice Device = DeviceChoice::Auto;
   bool GpuTrace = false; ///< Print each GPU kernel launch.
   bool CudaGraphs = false; ///< Replay each schedule as a CUDA graph.
+  bool GpuProfile = false; ///< Time each GPU kernel launch, sum by kernel.
 
   /// `predict`: the trainer's second command.
   bool Predict = false;

@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -198,6 +199,15 @@ protected:
   void launchKernel(int32_t Kernel, int32_t Blocks, void *Call) override;
   /// A launch returns when its blocks are done.
   void synchronize() override {}
+  void beginTiming() override { Started = std::chrono::steady_clock::now(); }
+  void endTiming(int32_t Kernel) override {
+    addKernelTime(Kernel, std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - Started)
+                              .count());
+  }
+  const char *timedBy() const override {
+    return "the host's clock (simulated GPU)";
+  }
   void beginRecord() override { Recorder = std::make_unique<Launches>(); }
   std::unique_ptr<Record> endRecord() override { return std::move(Recorder); }
   void replay(Record &R) override {
@@ -226,6 +236,7 @@ private:
 
   /// While a schedule is recorded, its launches.
   std::unique_ptr<Launches> Recorder;
+  std::chrono::steady_clock::time_point Started; ///< Of the timed launch.
   std::vector<Fiber> Threads;
   char *Stacks = nullptr;
   size_t MappedBytes = 0;

@@ -922,6 +922,7 @@ int selectDevice(const Options &O, std::unique_ptr<Device> &Dev) {
   if (Dev) {
     Dev->traceLaunches(O.GpuTrace);
     Dev->recordSchedules(O.CudaGraphs);
+    Dev->profileLaunches(O.GpuProfile);
     return ExitSuccess;
   }
   // The reason's first line goes in the message; the PTX compiler's log, if
@@ -1049,9 +1050,14 @@ int runMain(int Argc, char **Argv) {
       return error(ExitData, Prog, Err);
     return ExitSuccess;
   }
-  if (O.GradCheck)
-    return runGradCheck(Prog, M, Mod, T, S.Train, O);
-  return Trainer(M, O, T, S, Words, Mod, BatchRows).run();
+  int Status = O.GradCheck ? runGradCheck(Prog, M, Mod, T, S.Train, O)
+                           : Trainer(M, O, T, S, Words, Mod, BatchRows).run();
+  if (O.GpuProfile)
+    std::fputs(
+        Dev ? Dev->profileReport().c_str()
+            : "gpu profile: no kernel launched: the run was on the CPU\n",
+        stderr);
+  return Status;
 }
 
 } // namespace

@@ -52,7 +52,7 @@ namespace {
 using CUresult = int;
 using CUdeviceptr = unsigned long long;
 constexpr CUresult Success = 0, InvalidValue = 1, OutOfMemory = 2,
-                   NotFound = 500;
+                   NotFound = 500, NotReady = 600;
 
 [[noreturn]] void broken(const std::string &What) {
   std::fprintf(stderr, "fake libcuda: %s\n", What.c_str());
@@ -183,6 +183,7 @@ CUresult cuGetErrorName(CUresult R, const char **Name) {
   *Name = R == InvalidValue  ? "CUDA_ERROR_INVALID_VALUE"
           : R == OutOfMemory ? "CUDA_ERROR_OUT_OF_MEMORY"
           : R == NotFound    ? "CUDA_ERROR_NOT_FOUND"
+          : R == NotReady    ? "CUDA_ERROR_NOT_READY"
                              : "CUDA_ERROR_UNKNOWN";
   return Success;
 }
@@ -448,19 +449,38 @@ CUresult cuGraphDestroy(void *G) {
   return Success;
 }
 
-// An event is the queue's position when it was last recorded.
+// An event is the queue's position after it was last recorded, and the
+// device's clock when the queue passed it: the fake's clock moves 1 us a
+// launch, so that a launch between two events takes 1 us exactly.
 struct Event {
   uint64_t At;
   bool Recorded;
+  float Ms;
 };
 CUresult cuEventCreate(void **E, unsigned) {
-  *E = new Event{0, false};
+  *E = new Event{0, false, 0};
   return Success;
 }
 CUresult cuEventRecord(void *E, void *Stream) {
   if (Stream)
     broken("cuEventRecord: on a stream of its own, not the default one");
-  *static_cast<Event *>(E) = {driver().end(), true};
+  Driver &D = driver();
+  auto *Ev = static_cast<Event *>(E);
+  D.push([Ev, &D] { Ev->Ms = float(D.Launches) / 1000; });
+  *Ev = {D.end(), true, 0};
+  return Success;
+}
+CUresult cuEventQuery(void *E) {
+  return driver().Done >= static_cast<Event *>(E)->At ? Success : NotReady;
+}
+CUresult cuEventElapsedTime(float *Ms, void *Start, void *End) {
+  const Event &S = *static_cast<Event *>(Start),
+              &E = *static_cast<Event *>(End);
+  if (!S.Recorded || !E.Recorded)
+    broken("cuEventElapsedTime: an event was never recorded");
+  if (driver().Done < S.At || driver().Done < E.At)
+    return NotReady;
+  *Ms = E.Ms - S.Ms;
   return Success;
 }
 CUresult cuEventSynchronize(void *E) {
