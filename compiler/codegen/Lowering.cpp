@@ -390,7 +390,7 @@ void GraphLowering::planFusion() {
       // On the GPU, an embedding's gradient reads its values through
       // load() too.
       bool scatteredValues = Gpu && user->Op == OpCode::ScatterAdd && user->Operands[1] == n;
-      // And a concatenation (see gpuConcat).
+      // And a concatenation (see gpuColumnsFrom).
       bool concatenated = Gpu && user->Op == OpCode::Concat;
       if (sameShape || category == ir::OpCategory::Reduce || isDot(user) || scatteredValues ||
           concatenated)
